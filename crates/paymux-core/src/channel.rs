@@ -1,0 +1,343 @@
+//! The seam between the gateway and the channel adapters.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{ChannelOrderNo, Money};
+
+/// The payment channels paymux speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    Wechat,
+    Alipay,
+    Unionpay,
+}
+
+impl ChannelKind {
+    pub const ALL: [ChannelKind; 3] = [ChannelKind::Wechat, ChannelKind::Alipay, ChannelKind::Unionpay];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Wechat => "wechat",
+            ChannelKind::Alipay => "alipay",
+            ChannelKind::Unionpay => "unionpay",
+        }
+    }
+}
+
+impl fmt::Display for ChannelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChannelKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ChannelKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown channel {s:?} (expected wechat, alipay or unionpay)"))
+    }
+}
+
+/// How the payer pays: what the merchant asks for, whatever the channel calls it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    /// A QR code the payer scans (Alipay precreate, WeChat Native).
+    Qr,
+    /// A desktop cashier page the payer's browser is sent to.
+    Page,
+    /// A mobile-browser cashier page.
+    Wap,
+    /// WeChat H5: a page opened in a mobile browser outside WeChat.
+    H5,
+    /// Parameters for the channel's app SDK.
+    App,
+    /// WeChat in-app browser (official account).
+    Jsapi,
+    MiniProgram,
+    /// The merchant scans the payer's code.
+    Barcode,
+}
+
+impl PaymentMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentMethod::Qr => "qr",
+            PaymentMethod::Page => "page",
+            PaymentMethod::Wap => "wap",
+            PaymentMethod::H5 => "h5",
+            PaymentMethod::App => "app",
+            PaymentMethod::Jsapi => "jsapi",
+            PaymentMethod::MiniProgram => "mini_program",
+            PaymentMethod::Barcode => "barcode",
+        }
+    }
+}
+
+impl fmt::Display for PaymentMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use PaymentMethod::*;
+        [Qr, Page, Wap, H5, App, Jsapi, MiniProgram, Barcode]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown payment method {s:?}"))
+    }
+}
+
+/// What the merchant hands the payer to pay with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PaymentAction {
+    QrCode { code_url: String },
+    Redirect { url: String },
+    /// An auto-submitting form the payer's browser posts.
+    Form { method: String, url: String, fields: BTreeMap<String, String> },
+    /// Parameters for a channel SDK (WeChat JSAPI/App signed parameters, Alipay's order string).
+    Sdk { params: serde_json::Value },
+}
+
+/// A payment to create at a channel: one attempt, with the number paymux chose for it.
+#[derive(Debug, Clone)]
+pub struct CreatePayment {
+    pub channel_order_no: ChannelOrderNo,
+    pub amount: Money,
+    pub subject: String,
+    pub method: PaymentMethod,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    /// Where the channel sends its asynchronous notifications for this attempt.
+    pub notify_url: String,
+    pub return_url: Option<String>,
+    pub client_ip: Option<String>,
+    pub payer_openid: Option<String>,
+    pub auth_code: Option<String>,
+}
+
+/// The channel accepted the payment: what to show the payer, and the small state the adapter
+/// needs later (kept on the attempt, handed back in [`PaymentRef::channel_data`]).
+#[derive(Debug, Clone)]
+pub struct CreatedPayment {
+    pub action: PaymentAction,
+    pub channel_data: serde_json::Value,
+}
+
+/// One attempt as stored, for the calls that follow create.
+#[derive(Debug, Clone)]
+pub struct PaymentRef {
+    pub channel_order_no: ChannelOrderNo,
+    pub channel_trade_no: Option<String>,
+    pub amount: Money,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub channel_data: serde_json::Value,
+}
+
+/// A payment as a channel reports it, in an answer or a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelPayment {
+    /// Not paid yet, or the channel does not know yet.
+    Pending,
+    Succeeded {
+        channel_trade_no: String,
+        /// The amount the channel says was paid; the gateway checks it against the attempt.
+        amount: Money,
+        paid_at: Option<OffsetDateTime>,
+    },
+    Closed,
+    Failed { code: String, message: String },
+}
+
+/// A refund to make (or to query) at a channel.
+#[derive(Debug, Clone)]
+pub struct RefundRequest {
+    pub payment: PaymentRef,
+    pub channel_refund_no: ChannelOrderNo,
+    pub amount: Money,
+    pub reason: Option<String>,
+    pub notify_url: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// A refund as a channel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelRefund {
+    Pending { channel_refund_id: Option<String> },
+    Succeeded { channel_refund_id: Option<String>, succeeded_at: Option<OffsetDateTime> },
+    Failed { code: String, message: String },
+}
+
+/// A raw request from a channel to `/callbacks/{channel}/{account_id}`, as received.
+#[derive(Debug, Clone)]
+pub struct InboundRequest {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// Header names in lower case, values as received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl InboundRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A verified, decoded notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    Payment {
+        /// The channel's own id of this notification, when it has one (for deduplication).
+        notify_id: Option<String>,
+        channel_order_no: ChannelOrderNo,
+        state: ChannelPayment,
+    },
+    Refund {
+        notify_id: Option<String>,
+        channel_order_no: ChannelOrderNo,
+        channel_refund_no: ChannelOrderNo,
+        state: ChannelRefund,
+    },
+}
+
+impl Notification {
+    pub fn notify_id(&self) -> Option<&str> {
+        match self {
+            Notification::Payment { notify_id, .. } | Notification::Refund { notify_id, .. } => {
+                notify_id.as_deref()
+            }
+        }
+    }
+
+    pub fn channel_order_no(&self) -> &ChannelOrderNo {
+        match self {
+            Notification::Payment { channel_order_no, .. }
+            | Notification::Refund { channel_order_no, .. } => channel_order_no,
+        }
+    }
+}
+
+/// The channel's own reply to a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationAck {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// Why a channel call did not succeed. With `Ok`, these are the four outcome classes the gateway's
+/// correctness rests on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    /// A definite business refusal: nothing moved.
+    #[error("the channel declined: {code}: {message}")]
+    Declined { code: String, message: String },
+    /// Timeout, 5xx, reset after send, an unsigned or unverifiable answer, or a "not yet": the
+    /// state stays pending and a later query settles it. Never report failed on this.
+    #[error("the outcome at the channel is unknown: {reason}")]
+    Unknown { reason: String, timed_out: bool },
+    /// Our request or configuration is wrong.
+    #[error("invalid request or configuration: {message}")]
+    Invalid { message: String },
+    /// A message from the channel (a notification) failed verification: not authentic, or not
+    /// readable. Nothing may change because of it.
+    #[error("the message failed verification: {reason}")]
+    Unverified { reason: String },
+}
+
+impl ChannelError {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        ChannelError::Unknown { reason: reason.into(), timed_out: false }
+    }
+
+    pub fn timeout(reason: impl Into<String>) -> Self {
+        ChannelError::Unknown { reason: reason.into(), timed_out: true }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        ChannelError::Invalid { message: message.into() }
+    }
+
+    pub fn unverified(reason: impl Into<String>) -> Self {
+        ChannelError::Unverified { reason: reason.into() }
+    }
+
+    pub fn declined(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ChannelError::Declined { code: code.into(), message: message.into() }
+    }
+}
+
+/// One channel account's adapter. Keys are parsed once, when the adapter is built, and cached.
+///
+/// Everything channel-specific (units, time formats, status codes, ack bodies, certificates) stays
+/// behind this trait.
+#[async_trait]
+pub trait Channel: Send + Sync + fmt::Debug {
+    fn kind(&self) -> ChannelKind;
+
+    fn supports(&self, method: PaymentMethod) -> bool;
+
+    async fn create(&self, req: &CreatePayment) -> Result<CreatedPayment, ChannelError>;
+
+    async fn query(&self, payment: &PaymentRef) -> Result<ChannelPayment, ChannelError>;
+
+    /// Closes an unpaid payment. A channel that answers "already paid" yields
+    /// `Declined { code: "already_paid" }`, and the caller queries.
+    async fn close(&self, payment: &PaymentRef) -> Result<(), ChannelError>;
+
+    async fn refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError>;
+
+    async fn query_refund(&self, req: &RefundRequest) -> Result<ChannelRefund, ChannelError>;
+
+    /// Verifies and decodes a raw notification. Anything not authentic is `Unverified`.
+    async fn parse_notification(&self, req: &InboundRequest) -> Result<Notification, ChannelError>;
+
+    /// The channel's reply: accepted (durably recorded) or not (the channel will re-send).
+    fn ack(&self, accepted: bool) -> NotificationAck;
+}
+
+/// The `code` a close answers with when the channel says the order was already paid.
+pub const ALREADY_PAID: &str = "already_paid";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_serialises_in_the_api_shape() {
+        let a = PaymentAction::QrCode { code_url: "https://qr.example/x".into() };
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/x"})
+        );
+    }
+
+    #[test]
+    fn methods_and_channels_parse() {
+        assert_eq!("mini_program".parse::<PaymentMethod>(), Ok(PaymentMethod::MiniProgram));
+        assert!("card".parse::<PaymentMethod>().is_err());
+        assert_eq!("alipay".parse::<ChannelKind>(), Ok(ChannelKind::Alipay));
+        assert!("paypal".parse::<ChannelKind>().is_err());
+    }
+}

@@ -1,0 +1,96 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{EventId, MerchantId};
+
+/// What happened. The names are the merchant webhook's `type` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "payment.succeeded")]
+    PaymentSucceeded,
+    #[serde(rename = "payment.failed")]
+    PaymentFailed,
+    #[serde(rename = "payment.closed")]
+    PaymentClosed,
+    #[serde(rename = "payment.duplicate_paid")]
+    PaymentDuplicatePaid,
+    /// A verified success arrived for a payment that was already closed: money moved after the
+    /// close. The payment becomes succeeded and an operator must look.
+    #[serde(rename = "payment.paid_after_close")]
+    PaymentPaidAfterClose,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
+    #[serde(rename = "refund.failed")]
+    RefundFailed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 7] = [
+        EventType::PaymentSucceeded,
+        EventType::PaymentFailed,
+        EventType::PaymentClosed,
+        EventType::PaymentDuplicatePaid,
+        EventType::PaymentPaidAfterClose,
+        EventType::RefundSucceeded,
+        EventType::RefundFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::PaymentSucceeded => "payment.succeeded",
+            EventType::PaymentFailed => "payment.failed",
+            EventType::PaymentClosed => "payment.closed",
+            EventType::PaymentDuplicatePaid => "payment.duplicate_paid",
+            EventType::PaymentPaidAfterClose => "payment.paid_after_close",
+            EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundFailed => "refund.failed",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EventType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown event type {s:?}"))
+    }
+}
+
+/// An event as written to the outbox, in the same transaction as the state change it reports.
+/// `data` is the object (payment or refund) as the API shows it after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: EventId,
+    pub merchant_id: MerchantId,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub object_id: String,
+    pub data: serde_json::Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_round_trip() {
+        for t in EventType::ALL {
+            assert_eq!(t.as_str().parse::<EventType>(), Ok(t));
+            assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!(t.as_str()));
+        }
+    }
+}

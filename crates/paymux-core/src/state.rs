@@ -1,0 +1,179 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {object} cannot go from {from} to {to}")]
+pub struct TransitionError {
+    pub object: &'static str,
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+/// A payment's status. `pending -> succeeded | closed | failed`; `succeeded` is final.
+///
+/// One extra edge exists on purpose: `closed -> succeeded`. A verified success that arrives for a
+/// closed payment (the payer paid as it closed) is money that moved, and is never hidden; the
+/// caller raises an anomaly event alongside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Closed,
+    Failed,
+}
+
+impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Closed => "closed",
+            PaymentStatus::Failed => "failed",
+        }
+    }
+
+    pub fn can_become(self, to: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Succeeded) | (Pending, Closed) | (Pending, Failed) | (Closed, Succeeded)
+        )
+    }
+
+    /// Checks the edge; staying where it is counts as an error too, so that callers notice
+    /// duplicates explicitly instead of writing them twice.
+    pub fn transition(self, to: PaymentStatus) -> Result<PaymentStatus, TransitionError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(TransitionError { object: "payment", from: self.as_str(), to: to.as_str() })
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, PaymentStatus::Succeeded | PaymentStatus::Failed)
+    }
+}
+
+impl fmt::Display for PaymentStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PaymentStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(PaymentStatus::Pending),
+            "succeeded" => Ok(PaymentStatus::Succeeded),
+            "closed" => Ok(PaymentStatus::Closed),
+            "failed" => Ok(PaymentStatus::Failed),
+            other => Err(format!("unknown payment status {other:?}")),
+        }
+    }
+}
+
+/// A refund's status: `pending -> succeeded | failed`, both final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl RefundStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefundStatus::Pending => "pending",
+            RefundStatus::Succeeded => "succeeded",
+            RefundStatus::Failed => "failed",
+        }
+    }
+
+    pub fn can_become(self, to: RefundStatus) -> bool {
+        matches!(
+            (self, to),
+            (RefundStatus::Pending, RefundStatus::Succeeded)
+                | (RefundStatus::Pending, RefundStatus::Failed)
+        )
+    }
+
+    pub fn transition(self, to: RefundStatus) -> Result<RefundStatus, TransitionError> {
+        if self.can_become(to) {
+            Ok(to)
+        } else {
+            Err(TransitionError { object: "refund", from: self.as_str(), to: to.as_str() })
+        }
+    }
+}
+
+impl fmt::Display for RefundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RefundStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(RefundStatus::Pending),
+            "succeeded" => Ok(RefundStatus::Succeeded),
+            "failed" => Ok(RefundStatus::Failed),
+            other => Err(format!("unknown refund status {other:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payment_edges() {
+        use PaymentStatus::*;
+        let all = [Pending, Succeeded, Closed, Failed];
+        let allowed = [(Pending, Succeeded), (Pending, Closed), (Pending, Failed), (Closed, Succeeded)];
+        for from in all {
+            for to in all {
+                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn succeeded_payment_is_final_and_transition_says_why() {
+        let err = PaymentStatus::Succeeded.transition(PaymentStatus::Closed).unwrap_err();
+        assert_eq!(err.to_string(), "a payment cannot go from succeeded to closed");
+        assert!(PaymentStatus::Succeeded.is_final());
+        assert!(!PaymentStatus::Closed.is_final());
+    }
+
+    #[test]
+    fn refund_edges() {
+        use RefundStatus::*;
+        assert!(Pending.can_become(Succeeded));
+        assert!(Pending.can_become(Failed));
+        assert!(!Succeeded.can_become(Failed));
+        assert!(!Failed.can_become(Succeeded));
+        assert!(!Pending.can_become(Pending));
+    }
+
+    #[test]
+    fn statuses_round_trip_through_strings() {
+        for s in ["pending", "succeeded", "closed", "failed"] {
+            assert_eq!(s.parse::<PaymentStatus>().unwrap().as_str(), s);
+        }
+        for s in ["pending", "succeeded", "failed"] {
+            assert_eq!(s.parse::<RefundStatus>().unwrap().as_str(), s);
+        }
+        assert!("paid".parse::<PaymentStatus>().is_err());
+    }
+}
