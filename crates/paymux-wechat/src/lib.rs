@@ -1,1 +1,2 @@
-//! placeholder
+//! tmp
+pub mod protocol;
