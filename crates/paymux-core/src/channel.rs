@@ -20,7 +20,8 @@ pub enum ChannelKind {
 }
 
 impl ChannelKind {
-    pub const ALL: [ChannelKind; 3] = [ChannelKind::Wechat, ChannelKind::Alipay, ChannelKind::Unionpay];
+    pub const ALL: [ChannelKind; 3] =
+        [ChannelKind::Wechat, ChannelKind::Alipay, ChannelKind::Unionpay];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -106,12 +107,22 @@ impl FromStr for PaymentMethod {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum PaymentAction {
-    QrCode { code_url: String },
-    Redirect { url: String },
+    QrCode {
+        code_url: String,
+    },
+    Redirect {
+        url: String,
+    },
     /// An auto-submitting form the payer's browser posts.
-    Form { method: String, url: String, fields: BTreeMap<String, String> },
+    Form {
+        method: String,
+        url: String,
+        fields: BTreeMap<String, String>,
+    },
     /// Parameters for a channel SDK (WeChat JSAPI/App signed parameters, Alipay's order string).
-    Sdk { params: serde_json::Value },
+    Sdk {
+        params: serde_json::Value,
+    },
 }
 
 /// A payment to create at a channel: one attempt, with the number paymux chose for it.
@@ -162,7 +173,10 @@ pub enum ChannelPayment {
         paid_at: Option<OffsetDateTime>,
     },
     Closed,
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// A refund to make (or to query) at a channel.
@@ -197,10 +211,7 @@ pub struct InboundRequest {
 
 impl InboundRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 

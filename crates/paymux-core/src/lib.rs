@@ -25,8 +25,6 @@ pub use channel::{
     PaymentRef, RefundRequest,
 };
 pub use event::{Event, EventType};
-pub use ids::{
-    AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId,
-};
+pub use ids::{AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId};
 pub use money::{Currency, Money, MoneyError};
 pub use state::{PaymentStatus, RefundStatus, TransitionError};

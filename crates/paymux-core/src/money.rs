@@ -127,7 +127,9 @@ mod tests {
     #[test]
     fn currency_parses_only_known_codes() {
         assert_eq!("CNY".parse::<Currency>(), Ok(Currency::Cny));
-        assert!(matches!("USD".parse::<Currency>(), Err(MoneyError::UnknownCurrency(c)) if c == "USD"));
+        assert!(
+            matches!("USD".parse::<Currency>(), Err(MoneyError::UnknownCurrency(c)) if c == "USD")
+        );
         assert!("cny".parse::<Currency>().is_err());
     }
 

@@ -44,8 +44,8 @@ impl RsaPrivateKey {
             }
             return Err(CryptoError::Key("no RSA private key in the PEM text".into()));
         }
-        let der = b64_decode(text)
-            .ok_or_else(|| CryptoError::Key("neither PEM nor base64".into()))?;
+        let der =
+            b64_decode(text).ok_or_else(|| CryptoError::Key("neither PEM nor base64".into()))?;
         Self::from_pkcs8_der(&der).or_else(|_| Self::from_pkcs1_der(&der))
     }
 
@@ -133,8 +133,8 @@ impl RsaPublicKey {
             }
             return Err(CryptoError::Key("no public key in the PEM text".into()));
         }
-        let der = b64_decode(text)
-            .ok_or_else(|| CryptoError::Key("neither PEM nor base64".into()))?;
+        let der =
+            b64_decode(text).ok_or_else(|| CryptoError::Key("neither PEM nor base64".into()))?;
         Self::from_der(&der)
     }
 
@@ -142,9 +142,8 @@ impl RsaPublicKey {
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
         let key = aws_lc_rs::rsa::PublicKey::from_der(der)
             .map_err(|e| CryptoError::Key(format!("not an RSA public key: {e}")))?;
-        let spki: PublicKeyX509Der<'static> = key
-            .as_der()
-            .map_err(|_| CryptoError::Key("cannot encode the public key".into()))?;
+        let spki: PublicKeyX509Der<'static> =
+            key.as_der().map_err(|_| CryptoError::Key("cannot encode the public key".into()))?;
         let spki_der: Arc<[u8]> = Arc::from(spki.as_ref());
         let parsed = ParsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &spki_der[..])
             .map_err(|e| CryptoError::Key(format!("unsupported RSA public key: {e}")))?;

@@ -1,1 +1,143 @@
-//! placeholder
+//! Persistence for paymux: the [`Store`] trait and its SQLite backend.
+//!
+//! Every write that moves money is one transaction with the event that reports it. State changes
+//! are compare-and-set on the current status, so two writers that race (a notification and a sync,
+//! say) change the row once, and the loser learns it lost.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), paymux_store::StoreError> {
+//! use paymux_store::{SqliteStore, Store};
+//!
+//! let store = SqliteStore::open("paymux.db").await?;
+//! let merchant = store.create_merchant("Acme").await?;
+//! # let _ = merchant; Ok(()) }
+//! ```
+
+mod records;
+mod sqlite;
+
+use async_trait::async_trait;
+use paymux_core::{
+    AccountId, ChannelOrderNo, EventId, MerchantId, PaymentId, PaymentStatus, RefundId,
+    RefundStatus,
+};
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit: the named field already has this value.
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    #[error("not found")]
+    NotFound,
+    /// The refund would take the payment's refunds past its amount.
+    #[error("refund of {requested} exceeds the {available} still refundable")]
+    RefundExceedsAmount { requested: i64, available: i64 },
+    #[error("payment is {0}, only a succeeded payment can be refunded")]
+    PaymentNotRefundable(PaymentStatus),
+    /// A row held something the code cannot read back (a bug or a hand edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database could not be reached or failed.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything the gateway keeps. Implementations must make each method atomic.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    async fn create_merchant(&self, name: &str) -> StoreResult<MerchantId>;
+    async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>>;
+    async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
+    /// The merchant owning the key whose SHA-256 hash is `key_hash`.
+    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<MerchantId>>;
+
+    async fn put_channel_account(&self, account: &AccountRecord) -> StoreResult<()>;
+    async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>>;
+    async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>>;
+
+    /// Writes a new payment and its first attempt in one transaction (before the channel call).
+    async fn insert_payment(
+        &self,
+        payment: &PaymentRecord,
+        attempt: &AttemptRecord,
+    ) -> StoreResult<()>;
+    /// Stores what the channel's create answered: the payer's action and the attempt's state.
+    async fn record_created(
+        &self,
+        payment: PaymentId,
+        action: &serde_json::Value,
+        channel_data: &serde_json::Value,
+    ) -> StoreResult<()>;
+    /// A payment, only if it belongs to `merchant`.
+    async fn payment(
+        &self,
+        merchant: MerchantId,
+        id: PaymentId,
+    ) -> StoreResult<Option<PaymentRecord>>;
+    async fn payment_by_order_no(
+        &self,
+        merchant: MerchantId,
+        merchant_order_no: &str,
+    ) -> StoreResult<Option<PaymentRecord>>;
+    async fn list_payments(
+        &self,
+        merchant: MerchantId,
+        filter: &PaymentFilter,
+    ) -> StoreResult<Vec<PaymentRecord>>;
+    async fn attempt_for_payment(&self, payment: PaymentId) -> StoreResult<Option<AttemptRecord>>;
+    async fn attempt_by_channel_order_no(
+        &self,
+        account: AccountId,
+        channel_order_no: &ChannelOrderNo,
+    ) -> StoreResult<Option<AttemptRecord>>;
+    /// Compare-and-set: applies the change only if the payment is still in `change.from`.
+    /// Returns whether it was applied. The event is written in the same transaction.
+    async fn transition_payment(&self, change: &PaymentTransition) -> StoreResult<bool>;
+
+    /// Reserves the amount on the payment and writes the refund, atomically: concurrent refunds
+    /// can never take a payment's refunds past its amount.
+    async fn insert_refund(&self, refund: &RefundRecord) -> StoreResult<()>;
+    async fn refund(&self, merchant: MerchantId, id: RefundId)
+    -> StoreResult<Option<RefundRecord>>;
+    async fn refund_by_merchant_refund_no(
+        &self,
+        merchant: MerchantId,
+        merchant_refund_no: &str,
+    ) -> StoreResult<Option<RefundRecord>>;
+    async fn refund_by_channel_refund_no(
+        &self,
+        channel_refund_no: &ChannelOrderNo,
+    ) -> StoreResult<Option<RefundRecord>>;
+    /// Compare-and-set on the refund's status; on success the payment's `amount_refunded` grows,
+    /// on failure its reservation is released; the event is written in the same transaction.
+    async fn transition_refund(&self, change: &RefundTransition) -> StoreResult<bool>;
+
+    async fn events(
+        &self,
+        merchant: MerchantId,
+        after: Option<EventId>,
+        limit: u32,
+    ) -> StoreResult<Vec<EventRecord>>;
+    async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>>;
+
+    /// Logs a verified raw notification before it is processed; returns its row id.
+    async fn log_inbound(&self, inbound: &InboundRecord) -> StoreResult<()>;
+    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()>;
+
+    /// Readiness: the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Whether a status string from the store reads back.
+pub(crate) fn parse_payment_status(s: &str) -> StoreResult<PaymentStatus> {
+    s.parse().map_err(StoreError::Corrupt)
+}
+
+pub(crate) fn parse_refund_status(s: &str) -> StoreResult<RefundStatus> {
+    s.parse().map_err(StoreError::Corrupt)
+}

@@ -1,0 +1,187 @@
+//! Rows as the store reads and writes them.
+
+use paymux_core::{
+    AccountId, ChannelKind, ChannelOrderNo, Currency, EventId, EventType, MerchantId, Money,
+    PaymentId, PaymentMethod, PaymentStatus, RefundId, RefundStatus,
+};
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MerchantRecord {
+    pub id: MerchantId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct NewApiKey {
+    pub merchant_id: MerchantId,
+    /// SHA-256 of the full key, hex.
+    pub key_hash: String,
+    /// The first characters of the key, for display (`sk_test_ab12...`).
+    pub prefix: String,
+    pub livemode: bool,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("merchant_id", &self.merchant_id)
+            .field("prefix", &self.prefix)
+            .field("livemode", &self.livemode)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One merchant's credentials at one channel. `config` is the channel crate's own configuration
+/// (JSON), key material included: it never reaches a log.
+#[derive(Clone, PartialEq)]
+pub struct AccountRecord {
+    pub id: AccountId,
+    pub merchant_id: MerchantId,
+    pub channel: ChannelKind,
+    pub config: serde_json::Value,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRecord")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentRecord {
+    pub id: PaymentId,
+    pub merchant_id: MerchantId,
+    pub merchant_order_no: String,
+    pub amount: Money,
+    pub subject: String,
+    pub status: PaymentStatus,
+    pub channel: ChannelKind,
+    pub method: PaymentMethod,
+    pub account_id: AccountId,
+    pub channel_order_no: ChannelOrderNo,
+    pub channel_trade_no: Option<String>,
+    pub action: Option<serde_json::Value>,
+    pub amount_refunded: i64,
+    pub amount_reserved: i64,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub client_ip: Option<String>,
+    pub return_url: Option<String>,
+    pub payer: Option<serde_json::Value>,
+    pub metadata: serde_json::Value,
+    pub expires_at: OffsetDateTime,
+    pub paid_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl PaymentRecord {
+    pub fn currency(&self) -> Currency {
+        self.amount.currency()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub account_id: AccountId,
+    pub channel: ChannelKind,
+    pub channel_order_no: ChannelOrderNo,
+    pub channel_data: serde_json::Value,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PaymentFilter {
+    pub merchant_order_no: Option<String>,
+    pub status: Option<PaymentStatus>,
+    /// Only payments created before this one (ids sort by time): the next page.
+    pub before: Option<PaymentId>,
+    pub limit: u32,
+}
+
+/// An event to write with a state change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub kind: EventType,
+    pub object_id: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub id: EventId,
+    pub merchant_id: MerchantId,
+    pub kind: EventType,
+    pub object_id: String,
+    pub data: serde_json::Value,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentTransition {
+    pub payment_id: PaymentId,
+    pub merchant_id: MerchantId,
+    pub from: PaymentStatus,
+    pub to: PaymentStatus,
+    pub channel_trade_no: Option<String>,
+    pub paid_at: Option<OffsetDateTime>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub at: OffsetDateTime,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefundRecord {
+    pub id: RefundId,
+    pub merchant_id: MerchantId,
+    pub payment_id: PaymentId,
+    pub merchant_refund_no: String,
+    pub channel_refund_no: ChannelOrderNo,
+    pub amount: Money,
+    pub status: RefundStatus,
+    pub reason: Option<String>,
+    pub channel_refund_id: Option<String>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub succeeded_at: Option<OffsetDateTime>,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct RefundTransition {
+    pub refund_id: RefundId,
+    pub payment_id: PaymentId,
+    pub merchant_id: MerchantId,
+    pub amount: i64,
+    pub from: RefundStatus,
+    pub to: RefundStatus,
+    pub channel_refund_id: Option<String>,
+    pub succeeded_at: Option<OffsetDateTime>,
+    pub failure_code: Option<String>,
+    pub failure_message: Option<String>,
+    pub at: OffsetDateTime,
+    pub events: Vec<NewEvent>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundRecord {
+    pub id: String,
+    pub channel: ChannelKind,
+    pub account_id: AccountId,
+    pub notify_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: OffsetDateTime,
+}

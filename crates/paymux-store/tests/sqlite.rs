@@ -1,0 +1,226 @@
+//! The SQLite store against a real file: uniqueness, compare-and-set transitions, and the refund
+//! reservation under concurrency.
+
+use std::sync::Arc;
+
+use paymux_core::*;
+use paymux_store::*;
+use time::OffsetDateTime;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    merchant: MerchantId,
+    account: AccountId,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+    let merchant = store.create_merchant("m").await.unwrap();
+    let account = AccountId::new();
+    store
+        .put_channel_account(&AccountRecord {
+            id: account,
+            merchant_id: merchant,
+            channel: ChannelKind::Alipay,
+            config: serde_json::json!({}),
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    Fixture { _dir: dir, store, merchant, account }
+}
+
+fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptRecord) {
+    let now = OffsetDateTime::now_utc();
+    let id = PaymentId::new();
+    let no = ChannelOrderNo::generate();
+    let p = PaymentRecord {
+        id,
+        merchant_id: f.merchant,
+        merchant_order_no: order_no.into(),
+        amount: Money::new(amount, Currency::Cny).unwrap(),
+        subject: "s".into(),
+        status: PaymentStatus::Pending,
+        channel: ChannelKind::Alipay,
+        method: PaymentMethod::Qr,
+        account_id: f.account,
+        channel_order_no: no.clone(),
+        channel_trade_no: None,
+        action: None,
+        amount_refunded: 0,
+        amount_reserved: 0,
+        failure_code: None,
+        failure_message: None,
+        client_ip: None,
+        return_url: None,
+        payer: None,
+        metadata: serde_json::json!({}),
+        expires_at: now,
+        paid_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let a = AttemptRecord {
+        id: format!("att_{}", uuid_like()),
+        payment_id: id,
+        account_id: f.account,
+        channel: ChannelKind::Alipay,
+        channel_order_no: no,
+        channel_data: serde_json::json!({}),
+        created_at: now,
+    };
+    (p, a)
+}
+
+fn uuid_like() -> String {
+    ChannelOrderNo::generate().as_str().to_owned()
+}
+
+fn succeed(p: &PaymentRecord) -> PaymentTransition {
+    PaymentTransition {
+        payment_id: p.id,
+        merchant_id: p.merchant_id,
+        from: PaymentStatus::Pending,
+        to: PaymentStatus::Succeeded,
+        channel_trade_no: Some("T1".into()),
+        paid_at: Some(OffsetDateTime::now_utc()),
+        failure_code: None,
+        failure_message: None,
+        at: OffsetDateTime::now_utc(),
+        events: vec![NewEvent {
+            id: EventId::new(),
+            kind: EventType::PaymentSucceeded,
+            object_id: p.id.to_string(),
+            data: serde_json::json!({"id": p.id.to_string()}),
+        }],
+    }
+}
+
+fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
+    let now = OffsetDateTime::now_utc();
+    RefundRecord {
+        id: RefundId::new(),
+        merchant_id: p.merchant_id,
+        payment_id: p.id,
+        merchant_refund_no: no.into(),
+        channel_refund_no: ChannelOrderNo::generate(),
+        amount: Money::new(amount, Currency::Cny).unwrap(),
+        status: RefundStatus::Pending,
+        reason: None,
+        channel_refund_id: None,
+        failure_code: None,
+        failure_message: None,
+        created_at: now,
+        succeeded_at: None,
+        updated_at: now,
+    }
+}
+
+#[tokio::test]
+async fn merchant_order_no_is_unique_per_merchant() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "order-1", 100);
+    f.store.insert_payment(&p, &a).await.unwrap();
+    let (p2, a2) = payment(&f, "order-1", 100);
+    assert!(matches!(
+        f.store.insert_payment(&p2, &a2).await,
+        Err(StoreError::Duplicate("merchant_order_no"))
+    ));
+    assert!(f.store.payment(f.merchant, p2.id).await.unwrap().is_none());
+    let other = f.store.create_merchant("other").await.unwrap();
+    assert!(f.store.payment(other, p.id).await.unwrap().is_none(), "scoped to its merchant");
+}
+
+#[tokio::test]
+async fn transition_applies_once_and_writes_its_event() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "order-1", 100);
+    f.store.insert_payment(&p, &a).await.unwrap();
+    assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
+    assert!(!f.store.transition_payment(&succeed(&p)).await.unwrap(), "second is a no-op");
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.status, PaymentStatus::Succeeded);
+    assert_eq!(got.channel_trade_no.as_deref(), Some("T1"));
+    let events = f.store.events(f.merchant, None, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventType::PaymentSucceeded);
+}
+
+#[tokio::test]
+async fn refund_needs_a_succeeded_payment() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "order-1", 100);
+    f.store.insert_payment(&p, &a).await.unwrap();
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r1", 10)).await,
+        Err(StoreError::PaymentNotRefundable(PaymentStatus::Pending))
+    ));
+}
+
+#[tokio::test]
+async fn concurrent_refunds_never_exceed_the_amount() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "order-1", 20);
+    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = f.store.clone();
+        let r = refund(&p, &format!("r{i}"), 1);
+        tasks.push(tokio::spawn(async move { store.insert_refund(&r).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::RefundExceedsAmount { requested: 1, available: 0 }) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 20);
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.amount_reserved, 20);
+}
+
+#[tokio::test]
+async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "order-1", 100);
+    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let r1 = refund(&p, "r1", 60);
+    let r2 = refund(&p, "r2", 40);
+    f.store.insert_refund(&r1).await.unwrap();
+    f.store.insert_refund(&r2).await.unwrap();
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r3", 1)).await,
+        Err(StoreError::RefundExceedsAmount { available: 0, .. })
+    ));
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r1", 1)).await,
+        Err(StoreError::Duplicate(_)) | Err(StoreError::RefundExceedsAmount { .. })
+    ));
+    let change = |r: &RefundRecord, to| RefundTransition {
+        refund_id: r.id,
+        payment_id: p.id,
+        merchant_id: p.merchant_id,
+        amount: r.amount.minor(),
+        from: RefundStatus::Pending,
+        to,
+        channel_refund_id: None,
+        succeeded_at: None,
+        failure_code: None,
+        failure_message: None,
+        at: OffsetDateTime::now_utc(),
+        events: vec![],
+    };
+    assert!(f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());
+    assert!(!f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());
+    assert!(f.store.transition_refund(&change(&r2, RefundStatus::Failed)).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.amount_refunded, 60);
+    assert_eq!(got.amount_reserved, 60);
+    f.store.insert_refund(&refund(&p, "r4", 40)).await.unwrap();
+}
