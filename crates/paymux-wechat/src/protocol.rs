@@ -360,11 +360,12 @@ impl VerifierSet {
     }
 
     /// Replaces the platform certificates.
-    pub fn with_certificates(mut self, certificates: impl IntoIterator<Item = Certificate>) -> Self {
-        self.certificates = certificates
-            .into_iter()
-            .map(|c| (normalize_serial(c.serial_hex()), c))
-            .collect();
+    pub fn with_certificates(
+        mut self,
+        certificates: impl IntoIterator<Item = Certificate>,
+    ) -> Self {
+        self.certificates =
+            certificates.into_iter().map(|c| (normalize_serial(c.serial_hex()), c)).collect();
         self
     }
 
@@ -408,8 +409,11 @@ impl VerifierSet {
     ) -> Result<(), VerifyError> {
         check_headers(headers, now)?;
         let key = self.key_for(&headers.serial, now)?;
-        key.verify_base64(&answer_message(&headers.timestamp, &headers.nonce, body), &headers.signature)
-            .map_err(|_| VerifyError::BadSignature)
+        key.verify_base64(
+            &answer_message(&headers.timestamp, &headers.nonce, body),
+            &headers.signature,
+        )
+        .map_err(|_| VerifyError::BadSignature)
     }
 }
 
@@ -529,7 +533,9 @@ impl CertificateEntry {
             return Err(ProtocolError::Algorithm(algorithm.to_owned()));
         }
         if aad != CERTIFICATE_AAD {
-            return Err(ProtocolError::Json(format!("associated_data is {aad:?}, not certificate")));
+            return Err(ProtocolError::Json(format!(
+                "associated_data is {aad:?}, not certificate"
+            )));
         }
         let plain = key.decrypt(nonce, aad, ciphertext)?;
         String::from_utf8(plain).map_err(|_| ProtocolError::NotUtf8)
@@ -542,7 +548,10 @@ impl CertificateEntry {
         let cert = Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
         let listed = normalize_serial(self.serial_no.as_deref().unwrap_or_default());
         if normalize_serial(cert.serial_hex()) != listed {
-            return Err(format!("certificate serial {} is not the listed {listed}", cert.serial_hex()));
+            return Err(format!(
+                "certificate serial {} is not the listed {listed}",
+                cert.serial_hex()
+            ));
         }
         if !cert.is_valid_at(now) {
             return Err(format!("certificate {listed} is not valid now"));
@@ -826,6 +835,7 @@ pub fn parse_time(s: &str) -> Option<OffsetDateTime> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -858,10 +868,16 @@ mod tests {
 
     #[test]
     fn apiv3_key_must_be_32_bytes() {
-        assert_eq!(ApiV3Key::new("testAPIv3Key0000").unwrap_err(), ProtocolError::ApiV3KeyLength(16));
+        assert_eq!(
+            ApiV3Key::new("testAPIv3Key0000").unwrap_err(),
+            ProtocolError::ApiV3KeyLength(16)
+        );
         assert!(ApiV3Key::new(&"k".repeat(33)).is_err());
         assert!(ApiV3Key::new(&"k".repeat(32)).is_ok());
-        assert_eq!(format!("{:?}", ApiV3Key::new(&"k".repeat(32)).unwrap()), "ApiV3Key(<redacted>)");
+        assert_eq!(
+            format!("{:?}", ApiV3Key::new(&"k".repeat(32)).unwrap()),
+            "ApiV3Key(<redacted>)"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The protocol module pinned by the official WeChat vectors W1-W8
 //! (/work/shared/vectors/vectors.json), with negative variants for every verification.
 
+#![allow(clippy::unwrap_used)]
+
 use paymux_crypto::{
     Certificate, RsaPrivateKey, RsaPublicKey, aes_gcm_decrypt, aes_gcm_encrypt, b64_decode,
     b64_encode, sha256_hex,
@@ -51,7 +53,8 @@ fn w1_request_message_signature_and_authorization() {
 
     let signer = MerchantSigner::new(s(&i["mchid"]), s(&i["serial_no"]), key.clone());
     assert_eq!(signer.sign(&message).unwrap(), s(&e["signature"]));
-    let auth = signer.authorization(s(&i["method"]), s(&i["url"]), ts, s(&i["nonce"]), body).unwrap();
+    let auth =
+        signer.authorization(s(&i["method"]), s(&i["url"]), ts, s(&i["nonce"]), body).unwrap();
     assert_eq!(auth, s(&e["authorization"]));
 
     let p = parse_authorization(&auth).unwrap();
@@ -213,11 +216,15 @@ fn w5_notification_verify_then_decrypt_and_negatives() {
     assert_eq!(set.verify(&probe, body, now), Err(VerifyError::Probe));
     let mut sealed_bad = sealed.clone();
     sealed_bad[3] ^= 0x40;
-    assert!(aes_gcm_decrypt(aes_key, n.resource.nonce.as_bytes(), b"payscore", &sealed_bad).is_err());
+    assert!(
+        aes_gcm_decrypt(aes_key, n.resource.nonce.as_bytes(), b"payscore", &sealed_bad).is_err()
+    );
     assert!(aes_gcm_decrypt(aes_key, n.resource.nonce.as_bytes(), b"", &sealed).is_err());
     // Missing headers are refused before anything else.
     let missing = SignatureHeaders::from_lookup(|name| {
-        (name != "Wechatpay-Signature").then(|| i["headers"].get(name).and_then(Value::as_str)).flatten()
+        (name != "Wechatpay-Signature")
+            .then(|| i["headers"].get(name).and_then(Value::as_str))
+            .flatten()
     });
     assert_eq!(missing, Err(VerifyError::MissingHeader("Wechatpay-Signature")));
 }
@@ -235,7 +242,9 @@ fn w6_aead_aes_256_gcm_both_directions() {
     assert_eq!(plain, s(&e["decrypts_to"]).as_bytes());
     // Negatives: other AAD, other nonce, flipped byte.
     assert!(key.decrypt(s(&i["nonce"]), "associatedDatb", s(&e["ciphertext_base64"])).is_err());
-    assert!(key.decrypt("uluk4a9R25RX", s(&i["associated_data"]), s(&e["ciphertext_base64"])).is_err());
+    assert!(
+        key.decrypt("uluk4a9R25RX", s(&i["associated_data"]), s(&e["ciphertext_base64"])).is_err()
+    );
     let mut raw = b64_decode(s(&e["ciphertext_base64"])).unwrap();
     raw[0] ^= 1;
     assert!(key.decrypt(s(&i["nonce"]), s(&i["associated_data"]), &b64_encode(&raw)).is_err());
