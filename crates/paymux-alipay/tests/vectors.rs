@@ -1,5 +1,7 @@
 //! The protocol pinned by the official Alipay vectors (A1, A3, A4, A6-A9) in /work/shared/vectors.
 
+#![allow(clippy::unwrap_used)]
+
 use paymux_alipay::protocol::{
     self, Params, SignedRequest, VerifyError, notification_string_to_verify, split_answer,
 };

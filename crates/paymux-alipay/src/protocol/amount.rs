@@ -73,6 +73,7 @@ pub fn yuan_to_money(text: &str) -> Result<Money, AmountError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

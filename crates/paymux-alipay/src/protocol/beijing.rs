@@ -41,6 +41,7 @@ pub fn parse_beijing(text: &str) -> Result<OffsetDateTime, TimeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -211,6 +211,7 @@ fn join_sorted<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;

@@ -273,6 +273,7 @@ fn scan_value(b: &[u8], start: usize) -> Result<usize, AnswerError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

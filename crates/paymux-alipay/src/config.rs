@@ -1,0 +1,66 @@
+//! One Alipay account's configuration, as the gateway stores it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The credentials and endpoint of one Alipay application in public-key mode.
+///
+/// Keys are text, in the shapes Alipay's tools hand out: PEM or bare base64; the private key
+/// PKCS#1 or PKCS#8, the public key SPKI or PKCS#1. They are parsed once, by
+/// [`crate::AlipayChannel::new`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlipayAccountConfig {
+    pub app_id: String,
+    /// The application's private key: it signs every request.
+    pub app_private_key: String,
+    /// Alipay's public key: it verifies every answer and notification.
+    pub alipay_public_key: String,
+    /// `https://openapi.alipay.com/gateway.do`, Alipay's sandbox, or a paymux mock.
+    pub gateway_url: String,
+    /// The merchant's Alipay account (`pid`). When set, notifications for another seller are
+    /// refused.
+    #[serde(default)]
+    pub seller_id: Option<String>,
+}
+
+impl fmt::Debug for AlipayAccountConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlipayAccountConfig")
+            .field("app_id", &self.app_id)
+            .field("app_private_key", &"<redacted>")
+            .field("alipay_public_key", &"<redacted>")
+            .field("gateway_url", &self.gateway_url)
+            .field("seller_id", &self.seller_id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_key_text() {
+        let c = AlipayAccountConfig {
+            app_id: "2021".into(),
+            app_private_key: "MIIEpAIBAAKCAQEA-secret".into(),
+            alipay_public_key: "MIIBIjANBgkq-public".into(),
+            gateway_url: "http://127.0.0.1:1/gateway.do".into(),
+            seller_id: None,
+        };
+        let printed = format!("{c:?}");
+        assert!(!printed.contains("secret") && !printed.contains("public"));
+        assert!(printed.contains("2021"));
+    }
+
+    #[test]
+    fn seller_id_is_optional_in_files() {
+        let c: AlipayAccountConfig = serde_json::from_str(
+            r#"{"app_id":"1","app_private_key":"k","alipay_public_key":"p","gateway_url":"u"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.seller_id, None);
+    }
+}
