@@ -93,6 +93,16 @@ struct CertState {
 }
 
 /// The WeChat Pay v3 adapter for one merchant account. Keys are parsed once, in [`Self::new`].
+///
+/// Key modes, chosen by the configuration:
+/// - platform certificates only (no public key configured): `/v3/certificates` is downloaded on
+///   first need, refreshed every 12 hours or when the newest expires within 12 hours, and once
+///   more when a message names an unknown serial (then that message fails);
+/// - public key configured: requests name the `PUB_KEY_ID_...`, and nothing is downloaded unless
+///   a message names a hex serial (a migrating merchant's notification), which triggers one
+///   download; a 404 `RESOURCE_NOT_EXISTS` there marks the merchant public-key-only for good.
+///
+/// Unknown-serial downloads happen at most once a minute, so forged messages cannot drive them.
 pub struct WechatChannel {
     http: reqwest::Client,
     base_url: String,

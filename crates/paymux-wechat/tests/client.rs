@@ -707,3 +707,12 @@ async fn configuration_is_checked_and_secrets_are_not_printed() {
     config.merchant_private_key = "garbage".into();
     assert!(matches!(WechatChannel::new(&config, T), Err(ChannelError::Invalid { .. })));
 }
+
+#[tokio::test]
+async fn answers_outside_the_window_of_the_injected_clock_are_unknown() {
+    let h = start(vec![platform(0x1A0E)], Some(RsaPrivateKey::generate().unwrap()), T).await;
+    let ahead = OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let channel = h.channel.with_clock(Arc::new(move || ahead));
+    let r = channel.query(&payment_ref()).await;
+    assert!(matches!(r, Err(ChannelError::Unknown { timed_out: false, .. })), "{r:?}");
+}
