@@ -146,3 +146,42 @@ fn a9_return_url_query_verifies_like_a_notification() {
     let tampered = query.replace("total_amount=0.01", "total_amount=0.02");
     assert_eq!(protocol::verify_return_query(&tampered, &key), Err(VerifyError::BadSignature));
 }
+
+#[test]
+fn a2_certificate_sns() {
+    let v = vector("A2");
+    for case in v["cases"].as_array().unwrap() {
+        let name = case["inputs"]["certificate_file"].as_str().unwrap();
+        let kind = case["inputs"]["sn"].as_str().unwrap();
+        let pem = file(name);
+        let sn = if kind.starts_with("alipay_root_cert_sn") {
+            protocol::root_cert_sn(&pem).unwrap()
+        } else {
+            protocol::cert_sn(&pem).unwrap()
+        };
+        assert_eq!(sn, case["expected"], "{name}");
+    }
+}
+
+#[test]
+fn a5_cert_mode_answer_verifies_with_the_alipay_certificate_key() {
+    let v = vector("A5");
+    let pem = file(v["inputs"]["alipay_cert_file"].as_str().unwrap());
+    let cert = paymux_crypto::Certificate::from_pem(&pem).unwrap();
+    let at = time::OffsetDateTime::parse(
+        v["clock_utc"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(cert.is_valid_at(at));
+    let key = cert.public_key().unwrap();
+    let content = v["inputs"]["signed_content"].as_str().unwrap();
+    let sign = v["inputs"]["sign"].as_str().unwrap();
+    let body = format!(
+        r#"{{"alipay_fund_trans_uni_transfer_response":{content},"alipay_cert_sn":"6f1e366a31d9575cd546914add04f4af","sign":"{sign}"}}"#
+    );
+    let raw = split_answer(&body, "alipay.fund.trans.uni.transfer").unwrap();
+    assert_eq!(raw.node_text, content);
+    assert_eq!(raw.verify(key), Ok(()));
+    assert_eq!(raw.alipay_cert_sn.as_deref(), Some("6f1e366a31d9575cd546914add04f4af"));
+}

@@ -7,6 +7,7 @@
 
 pub mod amount;
 pub mod beijing;
+pub mod cert;
 pub mod response;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use time::OffsetDateTime;
 
 pub use amount::{AmountError, fen_to_yuan, money_to_yuan, yuan_to_fen, yuan_to_money};
 pub use beijing::{BEIJING, TimeError, format_beijing, parse_beijing};
+pub use cert::{CertSnError, cert_sn, root_cert_sn};
 pub use response::{Answer, AnswerError, RawAnswer, ResultCode, response_node_name, split_answer};
 
 /// Alipay's production gateway.

@@ -23,7 +23,7 @@ pub enum AnswerError {
     NotAnObject,
     #[error("the answer carries no sign")]
     Unsigned,
-    #[error("the answer's sign is not a JSON string")]
+    #[error("the answer's sign or alipay_cert_sn is not a JSON string")]
     BadSignField,
     #[error("the answer's signature does not verify")]
     BadSignature,
@@ -48,6 +48,8 @@ pub struct RawAnswer<'a> {
     pub node_text: &'a str,
     /// The `sign` field, JSON-decoded; absent on some error answers.
     pub sign: Option<String>,
+    /// Certificate mode: the SN of the Alipay certificate whose key signed the answer.
+    pub alipay_cert_sn: Option<String>,
 }
 
 impl RawAnswer<'_> {
@@ -87,13 +89,14 @@ pub fn split_answer<'a>(body: &'a str, method: &str) -> Result<RawAnswer<'a>, An
     if !node_text.starts_with('{') {
         return Err(AnswerError::NotAnObject);
     }
-    let sign = match find("sign")? {
-        None => None,
-        Some(raw) => {
-            Some(serde_json::from_str::<String>(raw).map_err(|_| AnswerError::BadSignField)?)
-        }
+    let string_member = |name: &str| -> Result<Option<String>, AnswerError> {
+        find(name)?
+            .map(|raw| serde_json::from_str::<String>(raw).map_err(|_| AnswerError::BadSignField))
+            .transpose()
     };
-    Ok(RawAnswer { is_error_response, node_text, sign })
+    let sign = string_member("sign")?;
+    let alipay_cert_sn = string_member("alipay_cert_sn")?;
+    Ok(RawAnswer { is_error_response, node_text, sign, alipay_cert_sn })
 }
 
 /// The result fields every node carries.
