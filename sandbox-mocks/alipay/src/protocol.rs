@@ -255,6 +255,7 @@ pub fn answer_body(node_name: &str, node_text: &str, sign: Option<&str>) -> Stri
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

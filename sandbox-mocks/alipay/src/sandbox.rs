@@ -394,6 +394,7 @@ fn return_url(shared: &Shared, order: &Order) -> Option<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
