@@ -15,7 +15,7 @@ use paymux_core::{
     ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Notification, NotificationAck,
     PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
 };
-use paymux_crypto::{RsaPrivateKey, RsaPublicKey};
+use paymux_crypto::{Certificate, RsaPrivateKey, RsaPublicKey};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -44,8 +44,51 @@ pub struct AlipayChannel {
     gateway_url: String,
     private_key: RsaPrivateKey,
     alipay_public_key: RsaPublicKey,
+    cert_mode: Option<CertMode>,
     http: reqwest::Client,
     clock: Clock,
+}
+
+/// Certificate mode: the SNs sent with every request, and the one answers should carry.
+#[derive(Debug, Clone)]
+struct CertMode {
+    app_cert_sn: String,
+    alipay_root_cert_sn: String,
+    alipay_cert_sn: String,
+}
+
+impl CertMode {
+    fn from_config(
+        config: &AlipayAccountConfig,
+        private_key: &RsaPrivateKey,
+    ) -> Result<Option<Self>, ChannelError> {
+        let (app_cert, root) = match (&config.app_cert, &config.alipay_root_cert) {
+            (None, None) => return Ok(None),
+            (Some(app), Some(root)) => (app, root),
+            _ => {
+                return Err(ChannelError::invalid(
+                    "alipay: certificate mode needs both app_cert and alipay_root_cert",
+                ));
+            }
+        };
+        let invalid = |what: &str, e: &dyn fmt::Display| {
+            ChannelError::invalid(format!("alipay: {what}: {e}"))
+        };
+        let app = Certificate::from_pem(app_cert).map_err(|e| invalid("app_cert", &e))?;
+        if app.public_key().ok() != Some(&private_key.public_key()) {
+            return Err(ChannelError::invalid(
+                "alipay: app_cert does not hold the public half of app_private_key",
+            ));
+        }
+        Ok(Some(Self {
+            app_cert_sn: protocol::cert_sn(app_cert).map_err(|e| invalid("app_cert", &e))?,
+            alipay_root_cert_sn: protocol::root_cert_sn(root)
+                .map_err(|e| invalid("alipay_root_cert", &e))?,
+            alipay_cert_sn: protocol::cert_sn(&config.alipay_public_key).map_err(|e| {
+                invalid("alipay_public_key (a certificate in certificate mode)", &e)
+            })?,
+        }))
+    }
 }
 
 impl fmt::Debug for AlipayChannel {
@@ -75,6 +118,7 @@ impl AlipayChannel {
         if !matches!(gateway.scheme(), "http" | "https") {
             return Err(ChannelError::invalid("alipay: gateway_url must be http(s)"));
         }
+        let cert_mode = CertMode::from_config(config, &private_key)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -85,6 +129,7 @@ impl AlipayChannel {
             gateway_url: config.gateway_url.clone(),
             private_key,
             alipay_public_key,
+            cert_mode,
             http,
             clock: Arc::new(OffsetDateTime::now_utc),
         })
@@ -112,6 +157,10 @@ impl AlipayChannel {
     ) -> Result<SignedRequest, ChannelError> {
         let mut params: Params = protocol::common_params(&self.app_id, method, (self.clock)());
         params.insert("biz_content".to_owned(), biz_content.to_string());
+        if let Some(cert) = &self.cert_mode {
+            params.insert("app_cert_sn".to_owned(), cert.app_cert_sn.clone());
+            params.insert("alipay_root_cert_sn".to_owned(), cert.alipay_root_cert_sn.clone());
+        }
         for (name, value) in extras {
             if let Some(v) = value.filter(|v| !v.is_empty()) {
                 params.insert((*name).to_owned(), v.to_owned());
@@ -159,6 +208,14 @@ impl AlipayChannel {
                 .decode::<IgnoredAny>()
                 .map(|a| describe(&a.result))
                 .unwrap_or_else(|_| "unreadable node".to_owned());
+            let sn = raw.alipay_cert_sn.as_deref();
+            if let Some(cert) =
+                self.cert_mode.as_ref().filter(|c| sn != Some(c.alipay_cert_sn.as_str()))
+            {
+                // Alipay may have rotated its certificate: the operator must install the new one.
+                tracing::warn!(method, answer_sn = ?sn, our_sn = %cert.alipay_cert_sn,
+                    "alipay answer names another Alipay certificate");
+            }
             tracing::warn!(method, error = %e, answer = %hint, "alipay answer not trusted");
             return Err(ChannelError::unknown(format!("alipay {method}: {e} ({hint})")));
         }

@@ -4,7 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The credentials and endpoint of one Alipay application in public-key mode.
+/// The credentials and endpoint of one Alipay application, in public-key mode or (with
+/// `app_cert` and `alipay_root_cert`) certificate mode.
 ///
 /// Keys are text, in the shapes Alipay's tools hand out: PEM or bare base64; the private key
 /// PKCS#1 or PKCS#8, the public key SPKI or PKCS#1. They are parsed once, by
@@ -22,6 +23,14 @@ pub struct AlipayAccountConfig {
     /// refused.
     #[serde(default)]
     pub seller_id: Option<String>,
+    /// Certificate mode: the app's public-key certificate (`appCertPublicKey_<app_id>.crt`, PEM).
+    /// Set it together with `alipay_root_cert`; `alipay_public_key` then holds Alipay's
+    /// public-key certificate (`alipayCertPublicKey_RSA2.crt`) instead of a bare key.
+    #[serde(default)]
+    pub app_cert: Option<String>,
+    /// Certificate mode: Alipay's root bundle (`alipayRootCert.crt`, PEM).
+    #[serde(default)]
+    pub alipay_root_cert: Option<String>,
 }
 
 impl fmt::Debug for AlipayAccountConfig {
@@ -32,6 +41,7 @@ impl fmt::Debug for AlipayAccountConfig {
             .field("alipay_public_key", &"<redacted>")
             .field("gateway_url", &self.gateway_url)
             .field("seller_id", &self.seller_id)
+            .field("cert_mode", &(self.app_cert.is_some() || self.alipay_root_cert.is_some()))
             .finish()
     }
 }
@@ -49,6 +59,8 @@ mod tests {
             alipay_public_key: "MIIBIjANBgkq-public".into(),
             gateway_url: "http://127.0.0.1:1/gateway.do".into(),
             seller_id: None,
+            app_cert: None,
+            alipay_root_cert: None,
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("MIIEpAIBAAKCAQEA") && !printed.contains("MIIBIjANBgkq"));

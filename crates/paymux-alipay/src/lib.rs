@@ -29,6 +29,8 @@
 //!     alipay_public_key: RsaPrivateKey::generate().unwrap().public_key().to_spki_base64(),
 //!     gateway_url: protocol::SANDBOX_GATEWAY.into(),
 //!     seller_id: None,
+//!     app_cert: None,
+//!     alipay_root_cert: None,
 //! };
 //! let channel = AlipayChannel::new(&config, std::time::Duration::from_secs(10)).unwrap();
 //! assert_eq!(channel.app_id(), "2021000000000000");

@@ -127,6 +127,8 @@ async fn harness_with(timeout: Duration, seller_id: Option<&str>) -> Harness {
         alipay_public_key: alipay_key.public_key().to_spki_base64(),
         gateway_url: format!("http://{addr}/gateway.do"),
         seller_id: seller_id.map(str::to_owned),
+        app_cert: None,
+        alipay_root_cert: None,
     };
     let channel = AlipayChannel::new(&config, timeout).unwrap().with_clock(|| NOW);
     Harness { channel, gateway, alipay_key, app_public: app_key.public_key() }
@@ -336,6 +338,8 @@ async fn http_errors_and_refused_connections_are_unknown() {
         alipay_public_key: h.alipay_key.public_key().to_spki_pem(),
         gateway_url: format!("http://{addr}/gateway.do"),
         seller_id: None,
+        app_cert: None,
+        alipay_root_cert: None,
     };
     let channel = AlipayChannel::new(&config, Duration::from_secs(5)).unwrap();
     assert_unknown(channel.close(&payment_ref()).await, false);
@@ -641,10 +645,75 @@ async fn bad_keys_are_refused_when_the_adapter_is_built() {
         alipay_public_key: good.public_key().to_spki_base64(),
         gateway_url: "http://127.0.0.1:9/gateway.do".into(),
         seller_id: None,
+        app_cert: None,
+        alipay_root_cert: None,
     };
     let err = AlipayChannel::new(&config, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, ChannelError::Invalid { .. }));
     let config = AlipayAccountConfig { app_private_key: good.to_pkcs8_pem().unwrap(), ..config };
     let channel = AlipayChannel::new(&config, Duration::from_secs(1)).unwrap();
     assert!(!format!("{channel:?}").contains("PRIVATE"));
+}
+
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/alipay");
+
+fn vector_file(name: &str) -> String {
+    std::fs::read_to_string(format!("{VECTORS}/{name}")).unwrap()
+}
+
+/// The sandbox files of vectors A1/A2: the A1 private key belongs to the app certificate.
+fn cert_mode_config() -> AlipayAccountConfig {
+    AlipayAccountConfig {
+        app_id: "9021000122682882".into(),
+        app_private_key: vector_file("yansongda-app-private-key-pkcs1.base64.txt"),
+        alipay_public_key: vector_file("yansongda-alipayPublicCert.crt"),
+        gateway_url: protocol::SANDBOX_GATEWAY.into(),
+        seller_id: None,
+        app_cert: Some(vector_file("yansongda-alipayAppPublicCert.crt")),
+        alipay_root_cert: Some(vector_file("yansongda-alipayRootCert.crt")),
+    }
+}
+
+#[tokio::test]
+async fn cert_mode_signs_the_certificate_sns_into_every_request() {
+    let channel =
+        AlipayChannel::new(&cert_mode_config(), Duration::from_secs(1)).unwrap().with_clock(|| NOW);
+    let created = channel.create(&create_request(PaymentMethod::Page)).await.unwrap();
+    let PaymentAction::Form { url, fields, .. } = created.action else { panic!("expected a form") };
+    let mut p = protocol::decode_form(url.split_once('?').unwrap().1.as_bytes()).unwrap();
+    p.extend(fields);
+    let app_cert =
+        paymux_crypto::Certificate::from_pem(&vector_file("yansongda-alipayAppPublicCert.crt"))
+            .unwrap();
+    verify_request(&p, app_cert.public_key().unwrap());
+    assert_eq!(p["app_cert_sn"], "e90dd23a37c5c7b616e003970817ff82");
+    assert_eq!(
+        p["alipay_root_cert_sn"],
+        "687b59193f3f462dd5336e5abf83c5d8_02941eef3187dddf3d3b83462e1dfcf6"
+    );
+}
+
+#[tokio::test]
+async fn cert_mode_refuses_half_a_configuration_or_a_foreign_certificate() {
+    let half = AlipayAccountConfig { alipay_root_cert: None, ..cert_mode_config() };
+    assert!(matches!(
+        AlipayChannel::new(&half, Duration::from_secs(1)),
+        Err(ChannelError::Invalid { .. })
+    ));
+    let foreign = AlipayAccountConfig {
+        app_private_key: RsaPrivateKey::generate().unwrap().to_pkcs8_pem().unwrap(),
+        ..cert_mode_config()
+    };
+    assert!(matches!(
+        AlipayChannel::new(&foreign, Duration::from_secs(1)),
+        Err(ChannelError::Invalid { .. })
+    ));
+    let bare_key = AlipayAccountConfig {
+        alipay_public_key: RsaPrivateKey::generate().unwrap().public_key().to_spki_base64(),
+        ..cert_mode_config()
+    };
+    assert!(matches!(
+        AlipayChannel::new(&bare_key, Duration::from_secs(1)),
+        Err(ChannelError::Invalid { .. })
+    ));
 }
