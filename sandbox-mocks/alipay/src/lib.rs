@@ -124,10 +124,10 @@ impl Shared {
 
 impl AlipayMock {
     pub fn new(config: AlipayMockConfig) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        // Building fails only when the TLS backend cannot start, and then the default client
+        // fails the same way; there is no configuration here that could be wrong.
+        let http =
+            reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap_or_default();
         Self {
             shared: Arc::new(Shared {
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -155,7 +155,18 @@ impl AlipayMock {
         self.shared.config.alipay_private_key.public_key()
     }
 
-    /// Every route: the gateway, the cashier page, the app-pay entry and the control API.
+    /// Every route:
+    ///
+    /// | route | what |
+    /// |---|---|
+    /// | `GET`/`POST /gateway.do` | the OpenAPI gateway (precreate, page.pay, wap.pay, query, close, refund, fastpay.refund.query) |
+    /// | `POST /_sandbox/app_pay` | an app.pay order string as the body: verified, the trade then exists |
+    /// | `GET /_sandbox/keys` | the mock's public key (bare base64 and PEM), gateway URL, seller id |
+    /// | `GET /_sandbox/cashier/{out_trade_no}` | the cashier page (opening it is the buyer's scan); its Pay / Cancel buttons post to `.../pay` and `.../cancel` |
+    /// | `GET /_sandbox/orders`, `GET /_sandbox/orders/{out_trade_no}` | orders with state, amounts, refunds and notification deliveries |
+    /// | `POST /_sandbox/orders/{out_trade_no}/pay` | the buyer pays (409 unless waiting); the notification goes out |
+    /// | `POST /_sandbox/orders/{out_trade_no}/fail`, `.../close` | the buyer gives up / Alipay closes the unpaid trade (same effect: TRADE_CLOSED, notified to app/wap orders) |
+    /// | `GET`/`POST`/`DELETE /_sandbox/faults` | show, set (replacing all), clear injected faults |
     pub fn router(&self) -> Router {
         Router::new()
             .route("/gateway.do", get(gateway::gateway).post(gateway::gateway))

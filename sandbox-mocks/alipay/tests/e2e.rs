@@ -368,6 +368,14 @@ async fn bad_signature_and_unknown_app_are_refused_in_the_signed_error_shape() {
         (Some("40001"), Some("Missing Required Arguments"))
     );
 
+    for stale in ["2000-01-01 00:00:00", "2024/01/01 10:00:00"] {
+        let mut params = common_params("alipay.trade.query", None);
+        params.insert("timestamp".into(), stale.into());
+        let body = sandbox.send(sign_request(params, &sandbox.app_key).unwrap()).await;
+        let node = verified_node(&body, "alipay_trade_query_response", &sandbox.alipay_public);
+        assert_eq!(node["sub_code"], "isv.invalid-timestamp");
+    }
+
     let params = common_params("alipay.trade.nonexistent", None);
     let body = sandbox.send(sign_request(params, &sandbox.app_key).unwrap()).await;
     let node = verified_node(&body, "error_response", &sandbox.alipay_public);
@@ -530,7 +538,7 @@ async fn faults_error_rate_bad_signature_and_timeout_after_commit() {
         .post(format!("{}/gateway.do", sandbox.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(query)
-        .timeout(Duration::from_millis(300))
+        .timeout(Duration::from_secs(2))
         .send()
         .await;
     assert!(result.is_err());
