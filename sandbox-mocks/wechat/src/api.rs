@@ -586,6 +586,7 @@ pub(crate) async fn certificates(State(shared): St, v: Verified) -> Result<Respo
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

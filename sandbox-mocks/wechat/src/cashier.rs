@@ -141,6 +141,7 @@ pub(crate) async fn cancel(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -134,7 +134,7 @@ impl PlatformKeys {
             .ok_or_else(|| bad("missing public_key_id line"))?;
 
         let blocks = pem_blocks(text);
-        if blocks.len() < 5 || (blocks.len() - 3) % 2 != 0 {
+        if blocks.len() < 5 || !(blocks.len() - 3).is_multiple_of(2) {
             return Err(bad("expected CA cert, CA key, public key, then cert/key pairs"));
         }
         let ca_pem = blocks[0].clone();
@@ -294,6 +294,7 @@ fn new_public_key_id() -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -192,6 +192,11 @@ impl WechatMock {
         *lock(&self.shared.refund_delay) = delay;
     }
 
+    /// Replaces the injected faults, as `POST /_sandbox/faults` does (`Faults::default()` clears).
+    pub fn set_faults(&self, faults: Faults) {
+        *lock(&self.shared.faults) = faults;
+    }
+
     /// Every route: WeChat's `/v3/...` API, the cashier and the `/_sandbox/` control API.
     pub fn router(&self) -> Router {
         Router::new()

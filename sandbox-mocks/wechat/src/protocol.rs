@@ -252,6 +252,7 @@ pub fn valid_out_refund_no(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use paymux_crypto::{Certificate, RsaPrivateKey, sha256_hex};

@@ -466,6 +466,7 @@ pub(crate) fn random_digits(n: usize) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,7 @@
 //! The mock over real loopback sockets, driven as a merchant would drive WeChat Pay.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,9 +174,12 @@ fn native_body(m: &Merchant, out_trade_no: &str, total: i64, notify_url: &str) -
     .to_string()
 }
 
+/// A notification as received: headers and raw body.
+type Received = (HeaderMap, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Receiver {
-    received: Arc<Mutex<Vec<(HeaderMap, Vec<u8>)>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     failures_left: Arc<Mutex<u32>>,
 }
 
@@ -207,7 +212,7 @@ async fn spawn_receiver(fail_first: u32) -> (String, Receiver) {
 
 impl Receiver {
     /// Waits (bounded, not timed) until `n` notifications have arrived.
-    async fn wait_for(&self, n: usize) -> Vec<(HeaderMap, Vec<u8>)> {
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
         for _ in 0..1000 {
             {
                 let got = self.received.lock().unwrap();
