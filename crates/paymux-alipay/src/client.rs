@@ -118,6 +118,11 @@ impl AlipayChannel {
         if !matches!(gateway.scheme(), "http" | "https") {
             return Err(ChannelError::invalid("alipay: gateway_url must be http(s)"));
         }
+        // Parameters in the configured URL would travel unsigned, and a gateway that verifies
+        // every parameter it receives would refuse every request.
+        if gateway.query().is_some() {
+            return Err(ChannelError::invalid("alipay: gateway_url must not carry a query"));
+        }
         let cert_mode = CertMode::from_config(config, &private_key)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -172,8 +177,7 @@ impl AlipayChannel {
 
     /// The gateway URL with the signed common parameters as its query.
     fn url_with(&self, query: &str) -> String {
-        let sep = if self.gateway_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}{query}", self.gateway_url)
+        format!("{}?{query}", self.gateway_url)
     }
 
     /// Sends a signed request and returns its answer node, verified. Every transport failure,
@@ -429,6 +433,9 @@ impl Channel for AlipayChannel {
         Ok(CreatedPayment { action, channel_data })
     }
 
+    /// `ACQ.TRADE_NOT_EXIST` is `Pending`: the buyer has not scanned the code or opened the
+    /// cashier, so Alipay has no trade yet. It stays so after `expires_at` too; ending such a
+    /// payment is the caller's decision, through [`Channel::close`].
     async fn query(&self, payment: &PaymentRef) -> Result<ChannelPayment, ChannelError> {
         let out_trade_no = payment.channel_order_no.as_str();
         let signed = self.sign(METHOD_QUERY, &json!({ "out_trade_no": out_trade_no }), &[])?;

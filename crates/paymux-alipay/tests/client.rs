@@ -651,6 +651,12 @@ async fn bad_keys_are_refused_when_the_adapter_is_built() {
     let err = AlipayChannel::new(&config, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, ChannelError::Invalid { .. }));
     let config = AlipayAccountConfig { app_private_key: good.to_pkcs8_pem().unwrap(), ..config };
+    let with_query = AlipayAccountConfig {
+        gateway_url: "http://127.0.0.1:9/gateway.do?charset=utf-8".into(),
+        ..config.clone()
+    };
+    let err = AlipayChannel::new(&with_query, Duration::from_secs(1)).unwrap_err();
+    assert!(matches!(err, ChannelError::Invalid { .. }));
     let channel = AlipayChannel::new(&config, Duration::from_secs(1)).unwrap();
     assert!(!format!("{channel:?}").contains("PRIVATE"));
 }
