@@ -61,7 +61,7 @@ pub fn root_cert_sn(bundle_pem: &str) -> Result<String, CertSnError> {
 
 /// The issuer in RFC 2253 form: RDNs most significant last, joined with `,`; attributes by
 /// short name (`CN`, `OU`, `O`, `C`, ...), or the dotted OID when there is none.
-pub fn issuer_rfc2253(cert: &X509Certificate<'_>) -> Result<String, CertSnError> {
+fn issuer_rfc2253(cert: &X509Certificate<'_>) -> Result<String, CertSnError> {
     let registry = x509_parser::objects::oid_registry();
     let mut rdns = Vec::new();
     for rdn in cert.issuer().iter() {
