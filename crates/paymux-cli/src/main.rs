@@ -1,1 +1,195 @@
-fn main() {}
+//! `paymux`: the gateway and its sandbox from the command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use paymux_cli::sandbox::{self, SandboxOptions};
+use paymux_core::{AccountId, ChannelKind, MerchantId};
+use paymux_gateway::{AppState, GatewayConfig, new_api_key};
+use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "paymux",
+    version,
+    about = "One payment API in front of WeChat Pay, Alipay and UnionPay"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The gateway plus sandbox Alipay and WeChat Pay channels on the embedded store, wired together.
+    Up {
+        #[arg(long, default_value = "./paymux-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        gateway_port: u16,
+        #[arg(long, default_value_t = 9102)]
+        alipay_port: u16,
+        #[arg(long, default_value_t = 9101)]
+        wechat_port: u16,
+        /// Divide the channels' notification retry intervals by this (1 = real time).
+        #[arg(long, default_value_t = 60)]
+        notify_time_compression: u32,
+    },
+    /// The gateway alone, on an existing store, for real channel accounts.
+    Serve {
+        /// The SQLite database file.
+        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
+        database: PathBuf,
+        #[arg(long, env = "PAYMUX_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// The URL the channels reach this gateway at (notification URLs are built on it).
+        #[arg(long, env = "PAYMUX_PUBLIC_URL")]
+        public_url: String,
+        #[arg(long, default_value_t = 10)]
+        channel_timeout_secs: u64,
+    },
+    /// Create merchants, API keys and channel accounts in a store.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Debug, Subcommand)]
+enum Admin {
+    /// A new merchant and its first test API key (shown once).
+    CreateMerchant {
+        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
+        database: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        live: bool,
+    },
+    /// A channel account for a merchant, from the channel crate's JSON configuration.
+    AddAccount {
+        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
+        database: PathBuf,
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        channel: String,
+        /// A JSON file: AlipayAccountConfig or WechatAccountConfig (see docs/channels/).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    init_tracing();
+    match Cli::parse().command {
+        Command::Up {
+            data_dir,
+            host,
+            gateway_port,
+            alipay_port,
+            wechat_port,
+            notify_time_compression,
+        } => {
+            let mut opts = SandboxOptions::new(&data_dir);
+            opts.host = host;
+            opts.gateway_port = gateway_port;
+            opts.alipay_port = alipay_port;
+            opts.wechat_port = wechat_port;
+            opts.notify_time_compression = notify_time_compression;
+            let sandbox = sandbox::start(opts).await?;
+            print_welcome(&sandbox.manifest, &data_dir);
+            tokio::signal::ctrl_c().await?;
+            drop(sandbox);
+            Ok(())
+        }
+        Command::Serve { database, listen, public_url, channel_timeout_secs } => {
+            let store = Arc::new(SqliteStore::open(&database).await?);
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            let config = GatewayConfig {
+                public_url,
+                channel_timeout: Duration::from_secs(channel_timeout_secs),
+            };
+            tracing::info!(%listen, "paymux gateway listening");
+            paymux_gateway::serve(listener, AppState::new(store, config)).await?;
+            Ok(())
+        }
+        Command::Admin(Admin::CreateMerchant { database, name, live }) => {
+            let store = SqliteStore::open(&database).await?;
+            let merchant = store.create_merchant(&name).await?;
+            let (key, key_hash, prefix) = new_api_key(live);
+            store
+                .add_api_key(&NewApiKey { merchant_id: merchant, key_hash, prefix, livemode: live })
+                .await?;
+            println!(
+                "merchant {merchant}\napi key  {key}  (shown once; paymux keeps only its hash)"
+            );
+            Ok(())
+        }
+        Command::Admin(Admin::AddAccount { database, merchant, channel, config }) => {
+            let store = SqliteStore::open(&database).await?;
+            let merchant: MerchantId = merchant.parse()?;
+            let channel: ChannelKind = channel.parse().map_err(anyhow::Error::msg)?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let account = AccountRecord {
+                id: AccountId::new(),
+                merchant_id: merchant,
+                channel,
+                config: serde_json::from_str(&text).context("the config is not JSON")?,
+                created_at: time::OffsetDateTime::now_utc(),
+            };
+            // Build the adapter once now, so a bad key is reported here and not at the first payment.
+            paymux_gateway::ChannelRegistry::new(Duration::from_secs(10))
+                .adapter(&account)
+                .map_err(|e| anyhow::anyhow!("{}", e.body.message))?;
+            store.put_channel_account(&account).await?;
+            println!(
+                "account {}\nnotifications: <public-url>/callbacks/{}/{}",
+                account.id, channel, account.id
+            );
+            Ok(())
+        }
+    }
+}
+
+fn print_welcome(m: &sandbox::Manifest, data_dir: &std::path::Path) {
+    let gw = &m.gateway_url;
+    println!(
+        r#"
+paymux sandbox is up.
+
+  gateway        {gw}
+  API key        {key}
+  Alipay mock    {ali}   (cashier pages under /_sandbox/cashier/)
+  WeChat mock    {wx}
+  manifest       {manifest}
+
+Try it:
+
+  curl -s {gw}/v1/payments \
+    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \
+    -d '{{"merchant_order_no":"order-1","amount":1000,"currency":"CNY","subject":"Coffee","channel":"alipay","method":"qr"}}'
+
+Open the payment's action.code_url in a browser and press Pay, then GET {gw}/v1/payments/<id>.
+Ctrl-C stops everything; state and keys stay in {dir}.
+"#,
+        key = m.api_key,
+        ali = m.channels.alipay.mock_url,
+        wx = m.channels.wechat.mock_url,
+        manifest = data_dir.join("sandbox.json").display(),
+        dir = data_dir.display(),
+    );
+}

@@ -17,8 +17,8 @@ pub enum EventType {
     PaymentClosed,
     #[serde(rename = "payment.duplicate_paid")]
     PaymentDuplicatePaid,
-    /// A verified success arrived for a payment that was already closed: money moved after the
-    /// close. The payment becomes succeeded and an operator must look.
+    /// A verified success arrived for a payment that was already closed or failed: money moved
+    /// after the close. The payment becomes succeeded and an operator must look.
     #[serde(rename = "payment.paid_after_close")]
     PaymentPaidAfterClose,
     #[serde(rename = "refund.succeeded")]

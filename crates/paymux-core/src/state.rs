@@ -13,9 +13,9 @@ pub struct TransitionError {
 
 /// A payment's status. `pending -> succeeded | closed | failed`; `succeeded` is final.
 ///
-/// One extra edge exists on purpose: `closed -> succeeded`. A verified success that arrives for a
-/// closed payment (the payer paid as it closed) is money that moved, and is never hidden; the
-/// caller raises an anomaly event alongside it.
+/// Two extra edges exist on purpose: `closed -> succeeded` and `failed -> succeeded`. A verified
+/// success that arrives for a closed or failed payment (the payer paid as it closed) is money that
+/// moved, and is never hidden; the caller raises an anomaly event alongside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
@@ -39,7 +39,11 @@ impl PaymentStatus {
         use PaymentStatus::*;
         matches!(
             (self, to),
-            (Pending, Succeeded) | (Pending, Closed) | (Pending, Failed) | (Closed, Succeeded)
+            (Pending, Succeeded)
+                | (Pending, Closed)
+                | (Pending, Failed)
+                | (Closed, Succeeded)
+                | (Failed, Succeeded)
         )
     }
 
@@ -53,8 +57,9 @@ impl PaymentStatus {
         }
     }
 
+    /// Only a success is final: closed and failed can still learn that money moved.
     pub fn is_final(self) -> bool {
-        matches!(self, PaymentStatus::Succeeded | PaymentStatus::Failed)
+        matches!(self, PaymentStatus::Succeeded)
     }
 }
 
@@ -155,6 +160,7 @@ mod tests {
         assert_eq!(err.to_string(), "a payment cannot go from succeeded to closed");
         assert!(PaymentStatus::Succeeded.is_final());
         assert!(!PaymentStatus::Closed.is_final());
+        assert!(!PaymentStatus::Failed.is_final());
     }
 
     #[test]

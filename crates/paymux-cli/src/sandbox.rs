@@ -1,0 +1,395 @@
+//! `paymux up`: the gateway and the sandbox channels on one machine, with no channel account.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use paymux_core::{AccountId, ChannelKind, MerchantId};
+use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
+use paymux_gateway::{AppState, GatewayConfig, new_api_key};
+use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
+use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
+use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const ALIPAY_APP_ID: &str = "2021000000000001";
+const ALIPAY_SELLER_ID: &str = "2088000000000001";
+const WECHAT_MCHID: &str = "1900000001";
+const WECHAT_APPID: &str = "wx8888888888888888";
+
+/// How to start the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub data_dir: PathBuf,
+    /// The address every server binds to; loopback unless asked otherwise.
+    pub host: String,
+    /// 0 picks a free port; the manifest says which.
+    pub gateway_port: u16,
+    pub alipay_port: u16,
+    pub wechat_port: u16,
+    /// Divides the channels' real notification retry intervals (Alipay 4m..15h, WeChat 15s..6h).
+    pub notify_time_compression: u32,
+    /// Replaces the compressed schedules entirely (tests use milliseconds).
+    pub notify_delays: Option<Vec<Duration>>,
+    pub wechat_key_mode: KeyMode,
+    /// The timeout of one channel call made by the gateway.
+    pub channel_timeout: Duration,
+}
+
+impl SandboxOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            host: "127.0.0.1".into(),
+            gateway_port: 8080,
+            alipay_port: 9102,
+            wechat_port: 9101,
+            notify_time_compression: 60,
+            notify_delays: None,
+            wechat_key_mode: KeyMode::PlatformCertificate,
+            channel_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `<data-dir>/sandbox.json`: what a newcomer, a script or a test needs to talk to the sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub gateway_url: String,
+    pub api_key: String,
+    pub merchants: Vec<ManifestMerchant>,
+    pub channels: ManifestChannels,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestMerchant {
+    pub id: String,
+    pub api_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManifestChannels {
+    pub alipay: AlipayManifest,
+    pub wechat: WechatManifest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlipayManifest {
+    pub mock_url: String,
+    pub gateway_do: String,
+    pub account_id: String,
+    pub app_id: String,
+    pub seller_id: String,
+    pub app_private_key: PathBuf,
+    pub app_public_key: PathBuf,
+    pub alipay_public_key: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WechatManifest {
+    pub mock_url: String,
+    pub account_id: String,
+    pub mchid: String,
+    pub appid: String,
+    pub merchant_serial: String,
+    pub apiv3_key: String,
+    pub merchant_private_key: PathBuf,
+    pub platform_certificate: PathBuf,
+    pub platform_public_key: PathBuf,
+    pub platform_public_key_id: String,
+    pub key_mode: String,
+}
+
+/// The running sandbox: the servers run on background tasks until it is dropped or the process ends.
+#[derive(Debug)]
+pub struct Sandbox {
+    pub manifest: Manifest,
+    pub merchant_id: MerchantId,
+    pub store: Arc<SqliteStore>,
+    pub alipay: AlipayMock,
+    pub wechat: WechatMock,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Stops every server of this sandbox.
+    pub fn shutdown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// What persists across restarts besides keys: the merchant, its key and its accounts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    merchant_id: String,
+    api_key: String,
+    alipay_account_id: String,
+    wechat_account_id: String,
+    wechat_merchant_serial: String,
+    wechat_apiv3_key: String,
+}
+
+fn read_or_create_key(path: &Path) -> Result<RsaPrivateKey> {
+    if path.exists() {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        return RsaPrivateKey::load(&text).with_context(|| format!("loading {}", path.display()));
+    }
+    let key = RsaPrivateKey::generate()?;
+    write_private(path, &key.to_pkcs8_pem()?)?;
+    Ok(key)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn write_public(path: &Path, key: &RsaPublicKey) -> Result<()> {
+    std::fs::write(path, key.to_spki_pem()).with_context(|| format!("writing {}", path.display()))
+}
+
+async fn bind(host: &str, port: u16) -> Result<(TcpListener, String)> {
+    let listener =
+        TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))?;
+    let addr = listener.local_addr()?;
+    Ok((listener, format!("http://{addr}")))
+}
+
+fn spawn_server(
+    name: &'static str,
+    fut: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::error!(server = name, error = %e, "server stopped");
+        }
+    })
+}
+
+fn scaled(real: &[u64], compression: u32) -> Vec<Duration> {
+    let c = u64::from(compression.max(1));
+    real.iter().map(|s| Duration::from_millis(s * 1000 / c)).collect()
+}
+
+async fn identity(store: &SqliteStore, dir: &Path) -> Result<Identity> {
+    let path = dir.join("identity.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)?;
+        let id: Identity = serde_json::from_str(&text).context("reading identity.json")?;
+        let merchant: MerchantId = id.merchant_id.parse()?;
+        if store.merchant(merchant).await?.is_some() {
+            return Ok(id);
+        }
+        tracing::warn!("identity.json names a merchant the store does not have; making a new one");
+    }
+    let merchant = store.create_merchant("Sandbox merchant").await?;
+    let (api_key, key_hash, prefix) = new_api_key(false);
+    store
+        .add_api_key(&NewApiKey { merchant_id: merchant, key_hash, prefix, livemode: false })
+        .await?;
+    let id = Identity {
+        merchant_id: merchant.to_string(),
+        api_key,
+        alipay_account_id: AccountId::new().to_string(),
+        wechat_account_id: AccountId::new().to_string(),
+        wechat_merchant_serial: paymux_crypto::random_bytes::<20>()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect(),
+        wechat_apiv3_key: random_alphanumeric(32),
+    };
+    write_private(&path, &serde_json::to_string_pretty(&id)?)?;
+    Ok(id)
+}
+
+/// Starts the store, the mocks and the gateway, and writes `sandbox.json`.
+pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
+    let dir = &opts.data_dir;
+    let keys_dir = dir.join("keys");
+    std::fs::create_dir_all(&keys_dir)
+        .with_context(|| format!("creating {}", keys_dir.display()))?;
+    let store = Arc::new(SqliteStore::open(dir.join("paymux.db")).await?);
+    let id = identity(&store, dir).await?;
+    let merchant_id: MerchantId = id.merchant_id.parse()?;
+
+    // Keys are made on first start and kept, so a developer's configured SDKs keep working.
+    let app_key = read_or_create_key(&keys_dir.join("alipay-app-private.pem"))?;
+    let alipay_key = read_or_create_key(&keys_dir.join("alipay-mock-private.pem"))?;
+    let wx_merchant_key = read_or_create_key(&keys_dir.join("wechat-merchant-private.pem"))?;
+    let wx_bundle = keys_dir.join("wechat-platform-bundle.pem");
+    let platform = if wx_bundle.exists() {
+        PlatformKeys::from_pem_bundle(&std::fs::read_to_string(&wx_bundle)?)
+            .map_err(|e| anyhow::anyhow!("loading {}: {e}", wx_bundle.display()))?
+    } else {
+        let k =
+            PlatformKeys::generate().map_err(|e| anyhow::anyhow!("generating WeChat keys: {e}"))?;
+        write_private(&wx_bundle, &k.to_pem_bundle())?;
+        k
+    };
+    let paths = KeyPaths::new(&keys_dir);
+    write_public(&paths.alipay_app_public, &app_key.public_key())?;
+    write_public(&paths.alipay_public, &alipay_key.public_key())?;
+    std::fs::write(&paths.wechat_platform_cert, platform.platform_certificate_pem())?;
+    std::fs::write(&paths.wechat_platform_public, platform.public_key_pem())?;
+
+    let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port).await?;
+    let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port).await?;
+    let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port).await?;
+
+    let alipay = AlipayMock::new(AlipayMockConfig {
+        public_url: alipay_url.clone(),
+        alipay_private_key: alipay_key.clone(),
+        seller_id: ALIPAY_SELLER_ID.into(),
+        notify_delays: opts.notify_delays.clone().unwrap_or_else(|| {
+            scaled(&[240, 600, 600, 3600, 7200, 21600, 54000], opts.notify_time_compression)
+        }),
+        timestamp_tolerance: Some(Duration::from_secs(15 * 60)),
+    });
+    alipay.register_app(ALIPAY_APP_ID, app_key.public_key());
+
+    let mut wx_config = WechatMockConfig::new(wechat_url.clone());
+    wx_config.notify_delays = opts.notify_delays.clone().unwrap_or_else(|| {
+        scaled(
+            &[
+                15, 15, 30, 180, 600, 1200, 1800, 1800, 1800, 3600, 10800, 10800, 10800, 21600,
+                21600,
+            ],
+            opts.notify_time_compression,
+        )
+    });
+    let wechat = WechatMock::new(wx_config, platform.clone());
+    wechat.register_merchant(
+        WechatMerchant {
+            mchid: WECHAT_MCHID.into(),
+            appid: WECHAT_APPID.into(),
+            merchant_serial: id.wechat_merchant_serial.clone(),
+            merchant_public_key: wx_merchant_key.public_key(),
+            apiv3_key: id.wechat_apiv3_key.clone(),
+        },
+        opts.wechat_key_mode,
+    );
+
+    let alipay_account: AccountId = id.alipay_account_id.parse()?;
+    let wechat_account: AccountId = id.wechat_account_id.parse()?;
+    let now = OffsetDateTime::now_utc();
+    let alipay_config = paymux_alipay::AlipayAccountConfig {
+        app_id: ALIPAY_APP_ID.into(),
+        app_private_key: app_key.to_pkcs8_pem()?,
+        alipay_public_key: alipay_key.public_key().to_spki_pem(),
+        gateway_url: format!("{alipay_url}/gateway.do"),
+        seller_id: Some(ALIPAY_SELLER_ID.into()),
+        app_cert: None,
+        alipay_root_cert: None,
+    };
+    store
+        .put_channel_account(&AccountRecord {
+            id: alipay_account,
+            merchant_id,
+            channel: ChannelKind::Alipay,
+            config: serde_json::to_value(&alipay_config)?,
+            created_at: now,
+        })
+        .await?;
+    let with_public_key = opts.wechat_key_mode != KeyMode::PlatformCertificate;
+    let wechat_config = paymux_wechat::WechatAccountConfig {
+        mchid: WECHAT_MCHID.into(),
+        appid: WECHAT_APPID.into(),
+        merchant_serial: id.wechat_merchant_serial.clone(),
+        merchant_private_key: wx_merchant_key.to_pkcs8_pem()?,
+        apiv3_key: id.wechat_apiv3_key.clone(),
+        base_url: wechat_url.clone(),
+        platform_public_key_id: with_public_key.then(|| platform.public_key_id()),
+        platform_public_key: with_public_key.then(|| platform.public_key_pem()),
+    };
+    store
+        .put_channel_account(&AccountRecord {
+            id: wechat_account,
+            merchant_id,
+            channel: ChannelKind::Wechat,
+            config: serde_json::to_value(&wechat_config)?,
+            created_at: now,
+        })
+        .await?;
+
+    let state = AppState::new(
+        store.clone(),
+        GatewayConfig { public_url: gateway_url.clone(), channel_timeout: opts.channel_timeout },
+    );
+    let tasks = vec![
+        spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
+        spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),
+        spawn_server("gateway", paymux_gateway::serve(gw_listener, state)),
+    ];
+
+    let manifest = Manifest {
+        gateway_url,
+        api_key: id.api_key.clone(),
+        merchants: vec![ManifestMerchant {
+            id: id.merchant_id.clone(),
+            api_key: id.api_key.clone(),
+        }],
+        channels: ManifestChannels {
+            alipay: AlipayManifest {
+                gateway_do: format!("{alipay_url}/gateway.do"),
+                mock_url: alipay_url,
+                account_id: id.alipay_account_id.clone(),
+                app_id: ALIPAY_APP_ID.into(),
+                seller_id: ALIPAY_SELLER_ID.into(),
+                app_private_key: keys_dir.join("alipay-app-private.pem"),
+                app_public_key: paths.alipay_app_public,
+                alipay_public_key: paths.alipay_public,
+            },
+            wechat: WechatManifest {
+                mock_url: wechat_url,
+                account_id: id.wechat_account_id.clone(),
+                mchid: WECHAT_MCHID.into(),
+                appid: WECHAT_APPID.into(),
+                merchant_serial: id.wechat_merchant_serial.clone(),
+                apiv3_key: id.wechat_apiv3_key.clone(),
+                merchant_private_key: keys_dir.join("wechat-merchant-private.pem"),
+                platform_certificate: paths.wechat_platform_cert,
+                platform_public_key: paths.wechat_platform_public,
+                platform_public_key_id: platform.public_key_id(),
+                key_mode: format!("{:?}", opts.wechat_key_mode),
+            },
+        },
+    };
+    write_private(&dir.join("sandbox.json"), &serde_json::to_string_pretty(&manifest)?)?;
+    Ok(Sandbox { manifest, merchant_id, store, alipay, wechat, tasks })
+}
+
+struct KeyPaths {
+    alipay_app_public: PathBuf,
+    alipay_public: PathBuf,
+    wechat_platform_cert: PathBuf,
+    wechat_platform_public: PathBuf,
+}
+
+impl KeyPaths {
+    fn new(dir: &Path) -> Self {
+        Self {
+            alipay_app_public: dir.join("alipay-app-public.pem"),
+            alipay_public: dir.join("alipay-public.pem"),
+            wechat_platform_cert: dir.join("wechat-platform-cert.pem"),
+            wechat_platform_public: dir.join("wechat-platform-public.pem"),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The router: every route and every layer on one screen.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ErrorBody;
+use crate::state::AppState;
+use crate::{callbacks, events, payments, refunds};
+
+/// Bodies larger than this are refused before they are read.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/payments", post(payments::create).get(payments::list))
+        .route("/v1/payments/{id}", get(payments::get))
+        .route("/v1/payments/{id}/sync", post(payments::sync))
+        .route("/v1/payments/{id}/close", post(payments::close))
+        .route("/v1/payments/{id}/refunds", post(refunds::create))
+        .route("/v1/refunds/{id}", get(refunds::get))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/{id}", get(events::get))
+        .route("/callbacks/{channel}/{account_id}", post(callbacks::receive))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(middleware::from_fn(request_id))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the gateway on `listener` until the process stops.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => "ready".into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),
+    }
+}
+
+async fn not_found() -> crate::error::ApiError {
+    crate::error::ApiError::not_found("route")
+}
+
+/// Gives every request an id (`Request-Id` on the answer, `request_id` in errors and logs) and
+/// renders error bodies, which need it.
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = format!("req_{}", uuid::Uuid::now_v7().simple());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let _guard = span.enter();
+    drop(_guard);
+    let mut res = {
+        use tracing::Instrument;
+        next.run(req).instrument(span).await
+    };
+    if let Some(body) = res.extensions_mut().remove::<ErrorBody>() {
+        let status = res.status();
+        let mut err = json!({ "error": body });
+        err["error"]["request_id"] = json!(id);
+        res = Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(err.to_string()))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert("request-id", v);
+    }
+    res
+}

@@ -1,0 +1,44 @@
+//! Bearer API keys: `sk_test_...` / `sk_live_...`, stored as SHA-256 hashes.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use paymux_core::MerchantId;
+use paymux_crypto::{random_alphanumeric, sha256_hex};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The authenticated merchant of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Merchant(pub MerchantId);
+
+/// A new secret key and what the store keeps of it. The key itself is shown once.
+pub fn new_api_key(livemode: bool) -> (String, String, String) {
+    let key = format!("sk_{}_{}", if livemode { "live" } else { "test" }, random_alphanumeric(32));
+    let hash = sha256_hex(key.as_bytes());
+    let prefix = key[..12].to_owned();
+    (key, hash, prefix)
+}
+
+impl FromRequestParts<AppState> for Merchant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <API key>"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <API key>`"))?;
+        if !(key.starts_with("sk_test_") || key.starts_with("sk_live_")) {
+            return Err(ApiError::unauthorized("invalid API key"));
+        }
+        // The lookup is by hash, so the key is never compared byte by byte against a stored secret.
+        let merchant = state.store.merchant_for_key(&sha256_hex(key.as_bytes())).await?;
+        merchant.map(Merchant).ok_or_else(|| ApiError::unauthorized("invalid API key"))
+    }
+}

@@ -1,0 +1,153 @@
+//! The one error shape of the API: `{"error": {type, code, message, param?, channel_code?,
+//! request_id}}`, written once here.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use paymux_core::ChannelError;
+use paymux_store::StoreError;
+use serde::Serialize;
+
+/// The error body before the request id is known; the request-id middleware completes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_code: Option<String>,
+    /// The payment or refund the failed call left behind (pending, to be settled by a query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                kind,
+                code: code.to_owned(),
+                message: message.into(),
+                param: None,
+                channel_code: None,
+                object_id: None,
+            },
+        }
+    }
+
+    pub fn invalid(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", code, message)
+    }
+
+    pub fn invalid_param(param: &str, message: impl Into<String>) -> Self {
+        Self::invalid("parameter_invalid", message).with_param(param)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", "unauthorized", message)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "resource_missing", format!("no such {what}"))
+    }
+
+    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", code, message)
+    }
+
+    pub fn store(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store failure");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "store_unavailable",
+            "the store is unavailable; nothing was changed, retry with the same Idempotency-Key",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "api_error", "internal", message)
+    }
+
+    /// Maps a channel call's failure to the API. Unknown outcomes never say "failed".
+    pub fn channel(e: ChannelError) -> Self {
+        match e {
+            ChannelError::Declined { code, message } => {
+                let mut err = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "channel_declined",
+                    "channel_declined",
+                    format!("the channel declined: {message}"),
+                );
+                err.body.channel_code = Some(code);
+                err
+            }
+            ChannelError::Unknown { reason, timed_out: true } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "channel_timeout",
+                "channel_timeout",
+                format!(
+                    "the channel did not answer in time ({reason}); the outcome is unknown and will be settled by a query"
+                ),
+            ),
+            ChannelError::Unknown { reason, timed_out: false } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "channel_unavailable",
+                "channel_unavailable",
+                format!(
+                    "the channel's answer could not be used ({reason}); the outcome is unknown and will be settled by a query"
+                ),
+            ),
+            ChannelError::Invalid { message } => Self::invalid(
+                "channel_rejected_request",
+                format!("the channel refused the request as invalid: {message}"),
+            ),
+            ChannelError::Unverified { reason } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "channel_unavailable",
+                "channel_unverified",
+                format!("the channel's message failed verification: {reason}"),
+            ),
+        }
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.body.param = Some(param.to_owned());
+        self
+    }
+
+    pub fn with_object(mut self, id: impl ToString) -> Self {
+        self.body.object_id = Some(id.to_string());
+        self
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::store(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        // The body is rendered by the request-id middleware, which knows the request id.
+        let mut res = self.status.into_response();
+        res.extensions_mut().insert(self.body);
+        res
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.body.code, self.body.message)
+    }
+}

@@ -1,0 +1,71 @@
+//! The API's objects, rendered from store rows.
+
+use paymux_store::{EventRecord, PaymentRecord, RefundRecord};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn opt_time(t: Option<OffsetDateTime>) -> Value {
+    t.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
+}
+
+pub fn payment(p: &PaymentRecord) -> Value {
+    let mut v = json!({
+        "id": p.id.to_string(),
+        "object": "payment",
+        "merchant_order_no": p.merchant_order_no,
+        "amount": p.amount.minor(),
+        "currency": p.amount.currency().code(),
+        "subject": p.subject,
+        "status": p.status.as_str(),
+        "channel": p.channel.as_str(),
+        "method": p.method.as_str(),
+        "channel_order_no": p.channel_order_no.as_str(),
+        "channel_trade_no": p.channel_trade_no,
+        "action": p.action,
+        "amount_refunded": p.amount_refunded,
+        "expires_at": rfc3339(p.expires_at),
+        "paid_at": opt_time(p.paid_at),
+        "created_at": rfc3339(p.created_at),
+        "metadata": p.metadata,
+    });
+    if let Some(code) = &p.failure_code {
+        v["failure"] = json!({"code": code, "message": p.failure_message});
+    }
+    v
+}
+
+pub fn refund(r: &RefundRecord) -> Value {
+    let mut v = json!({
+        "id": r.id.to_string(),
+        "object": "refund",
+        "payment_id": r.payment_id.to_string(),
+        "merchant_refund_no": r.merchant_refund_no,
+        "amount": r.amount.minor(),
+        "currency": r.amount.currency().code(),
+        "status": r.status.as_str(),
+        "channel_refund_no": r.channel_refund_no.as_str(),
+        "channel_refund_id": r.channel_refund_id,
+        "reason": r.reason,
+        "created_at": rfc3339(r.created_at),
+        "succeeded_at": opt_time(r.succeeded_at),
+    });
+    if let Some(code) = &r.failure_code {
+        v["failure"] = json!({"code": code, "message": r.failure_message});
+    }
+    v
+}
+
+pub fn event(e: &EventRecord) -> Value {
+    json!({
+        "id": e.id.to_string(),
+        "object": "event",
+        "type": e.kind.as_str(),
+        "created": e.created_at.unix_timestamp(),
+        "data": {"object": e.data},
+    })
+}

@@ -1,0 +1,466 @@
+//! `/v1/payments`: create, read, list, sync with the channel, close.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use paymux_core::{
+    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
+    CreatePayment, Currency, Money, PaymentId, PaymentMethod, PaymentRef, PaymentStatus,
+};
+use paymux_store::{AccountRecord, AttemptRecord, PaymentFilter, PaymentRecord, StoreError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::{Duration, OffsetDateTime};
+
+use crate::apply::{Applied, apply_payment};
+use crate::auth::Merchant;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::objects;
+use crate::state::AppState;
+
+const DEFAULT_EXPIRES_IN: i64 = 2 * 60 * 60;
+const MIN_EXPIRES_IN: i64 = 60;
+const MAX_EXPIRES_IN: i64 = 15 * 24 * 60 * 60;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePaymentBody {
+    merchant_order_no: Option<String>,
+    amount: Option<Value>,
+    currency: Option<String>,
+    subject: Option<String>,
+    channel: Option<String>,
+    method: Option<String>,
+    expires_in: Option<Value>,
+    #[serde(default)]
+    payer: Option<PayerBody>,
+    client_ip: Option<String>,
+    return_url: Option<String>,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayerBody {
+    openid: Option<String>,
+    auth_code: Option<String>,
+}
+
+/// A validated create request.
+#[derive(Debug)]
+struct NewPayment {
+    merchant_order_no: String,
+    amount: Money,
+    subject: String,
+    channel: Option<ChannelKind>,
+    method: PaymentMethod,
+    expires_in: i64,
+    openid: Option<String>,
+    auth_code: Option<String>,
+    client_ip: Option<String>,
+    return_url: Option<String>,
+    metadata: Value,
+}
+
+fn required<T>(v: Option<T>, param: &str) -> Result<T, ApiError> {
+    v.ok_or_else(|| {
+        ApiError::invalid_param(param, format!("{param} is required")).with_param(param)
+    })
+}
+
+/// An amount in minor units: a JSON integer, positive, within what channels accept.
+pub fn parse_amount(v: &Value, currency: Currency, param: &str) -> Result<Money, ApiError> {
+    let minor = v.as_i64().filter(|_| v.is_i64() || v.is_u64()).ok_or_else(|| {
+        ApiError::invalid_param(param, format!("{param} must be an integer number of fen, got {v}"))
+    })?;
+    Money::new(minor, currency).map_err(|e| ApiError::invalid_param(param, e.to_string()))
+}
+
+fn text(v: Option<String>, param: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => {
+            Err(ApiError::invalid_param(param, format!("{param} must not be empty")))
+        }
+        Some(s) if s.chars().count() > max => {
+            Err(ApiError::invalid_param(param, format!("{param} must be at most {max} characters")))
+        }
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::invalid_param(
+            param,
+            format!("{param} must not contain control characters"),
+        )),
+        Some(s) => Ok(Some(s)),
+    }
+}
+
+impl CreatePaymentBody {
+    fn validate(self) -> Result<NewPayment, ApiError> {
+        let merchant_order_no =
+            required(text(self.merchant_order_no, "merchant_order_no", 64)?, "merchant_order_no")?;
+        let currency_text = required(self.currency, "currency")?;
+        let currency: Currency = currency_text.parse().map_err(|e: paymux_core::MoneyError| {
+            ApiError::invalid_param("currency", e.to_string())
+        })?;
+        let amount = parse_amount(&required(self.amount, "amount")?, currency, "amount")?;
+        let subject = required(text(self.subject, "subject", 128)?, "subject")?;
+        let channel = self
+            .channel
+            .map(|c| c.parse::<ChannelKind>())
+            .transpose()
+            .map_err(|e| ApiError::invalid_param("channel", e))?;
+        let method: PaymentMethod = required(self.method, "method")?
+            .parse()
+            .map_err(|e: String| ApiError::invalid_param("method", e))?;
+        let expires_in = match self.expires_in {
+            None => DEFAULT_EXPIRES_IN,
+            Some(v) => v.as_i64().filter(|s| (MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(s)).ok_or_else(
+                || {
+                    ApiError::invalid_param(
+                        "expires_in",
+                        format!("expires_in must be whole seconds from {MIN_EXPIRES_IN} to {MAX_EXPIRES_IN}"),
+                    )
+                },
+            )?,
+        };
+        let (openid, auth_code) = match self.payer {
+            Some(p) => {
+                (text(p.openid, "payer.openid", 128)?, text(p.auth_code, "payer.auth_code", 64)?)
+            }
+            None => (None, None),
+        };
+        let client_ip = text(self.client_ip, "client_ip", 45)?;
+        if let Some(ip) = &client_ip
+            && ip.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(ApiError::invalid_param(
+                "client_ip",
+                "client_ip must be an IPv4 or IPv6 address",
+            ));
+        }
+        let return_url = text(self.return_url, "return_url", 256)?;
+        if let Some(u) = &return_url
+            && !(u.starts_with("https://") || u.starts_with("http://"))
+        {
+            return Err(ApiError::invalid_param("return_url", "return_url must be an http(s) URL"));
+        }
+        match method {
+            PaymentMethod::Jsapi | PaymentMethod::MiniProgram if openid.is_none() => {
+                return Err(ApiError::invalid_param(
+                    "payer.openid",
+                    "payer.openid is required for jsapi and mini_program",
+                ));
+            }
+            PaymentMethod::H5 if client_ip.is_none() => {
+                return Err(ApiError::invalid_param("client_ip", "client_ip is required for h5"));
+            }
+            PaymentMethod::Barcode if auth_code.is_none() => {
+                return Err(ApiError::invalid_param(
+                    "payer.auth_code",
+                    "payer.auth_code is required for barcode",
+                ));
+            }
+            _ => {}
+        }
+        let metadata = match self.metadata {
+            None => json!({}),
+            Some(Value::Object(m))
+                if m.len() <= 20 && Value::Object(m.clone()).to_string().len() <= 4096 =>
+            {
+                Value::Object(m)
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_param(
+                    "metadata",
+                    "metadata must be a JSON object of at most 20 keys and 4 KiB",
+                ));
+            }
+        };
+        Ok(NewPayment {
+            merchant_order_no,
+            amount,
+            subject,
+            channel,
+            method,
+            expires_in,
+            openid,
+            auth_code,
+            client_ip,
+            return_url,
+            metadata,
+        })
+    }
+}
+
+/// Picks the channel account: the one asked for, or the first that supports the method.
+async fn route(
+    state: &AppState,
+    merchant: Merchant,
+    channel: Option<ChannelKind>,
+    method: PaymentMethod,
+) -> Result<(AccountRecord, Arc<dyn Channel>), ApiError> {
+    let accounts = state.store.channel_accounts(merchant.0).await?;
+    let mut asked_but_unsupported = false;
+    for account in accounts {
+        if channel.is_some_and(|c| c != account.channel) {
+            continue;
+        }
+        let adapter = state.channels.adapter(&account)?;
+        if adapter.supports(method) {
+            return Ok((account, adapter));
+        }
+        asked_but_unsupported = true;
+    }
+    let msg = match (channel, asked_but_unsupported) {
+        (Some(c), true) => format!("channel {c} does not support method {method}"),
+        (Some(c), false) => format!("this merchant has no {c} account"),
+        (None, _) => format!("no channel account of this merchant supports method {method}"),
+    };
+    Err(ApiError::invalid("channel_unavailable_for_method", msg).with_param(if channel.is_some() {
+        "channel"
+    } else {
+        "method"
+    }))
+}
+
+pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
+    PaymentRef {
+        channel_order_no: attempt.channel_order_no.clone(),
+        channel_trade_no: p.channel_trade_no.clone(),
+        amount: p.amount,
+        created_at: p.created_at,
+        expires_at: p.expires_at,
+        channel_data: attempt.channel_data.clone(),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    ApiJson(body): ApiJson<CreatePaymentBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let req = body.validate()?;
+    let (account, adapter) = route(&state, merchant, req.channel, req.method).await?;
+    let now = OffsetDateTime::now_utc();
+    let payment_id = PaymentId::new();
+    let channel_order_no = ChannelOrderNo::generate();
+    let payer = (req.openid.is_some() || req.auth_code.is_some())
+        .then(|| json!({"openid": req.openid, "auth_code": req.auth_code.as_ref().map(|_| "***")}));
+    let mut record = PaymentRecord {
+        id: payment_id,
+        merchant_id: merchant.0,
+        merchant_order_no: req.merchant_order_no.clone(),
+        amount: req.amount,
+        subject: req.subject.clone(),
+        status: PaymentStatus::Pending,
+        channel: account.channel,
+        method: req.method,
+        account_id: account.id,
+        channel_order_no: channel_order_no.clone(),
+        channel_trade_no: None,
+        action: None,
+        amount_refunded: 0,
+        amount_reserved: 0,
+        failure_code: None,
+        failure_message: None,
+        client_ip: req.client_ip.clone(),
+        return_url: req.return_url.clone(),
+        payer,
+        metadata: req.metadata,
+        expires_at: now + Duration::seconds(req.expires_in),
+        paid_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let attempt = AttemptRecord {
+        id: format!("att_{}", channel_order_no.as_str().to_ascii_lowercase()),
+        payment_id,
+        account_id: account.id,
+        channel: account.channel,
+        channel_order_no: channel_order_no.clone(),
+        channel_data: json!({}),
+        created_at: now,
+    };
+    // Rule 1: the payment and its attempt are committed before the channel is called.
+    match state.store.insert_payment(&record, &attempt).await {
+        Ok(()) => {}
+        Err(StoreError::Duplicate("merchant_order_no")) => {
+            return Err(ApiError::conflict(
+                "duplicate_merchant_order_no",
+                format!(
+                    "a payment with merchant_order_no {:?} already exists",
+                    req.merchant_order_no
+                ),
+            )
+            .with_param("merchant_order_no"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let call = CreatePayment {
+        channel_order_no,
+        amount: req.amount,
+        subject: req.subject,
+        method: req.method,
+        created_at: now,
+        expires_at: record.expires_at,
+        notify_url: state.notify_url(account.channel, account.id),
+        return_url: req.return_url,
+        client_ip: req.client_ip,
+        payer_openid: req.openid,
+        auth_code: req.auth_code,
+    };
+    match adapter.create(&call).await {
+        Ok(created) => {
+            let action = serde_json::to_value(&created.action)
+                .map_err(|e| ApiError::internal(format!("action: {e}")))?;
+            state.store.record_created(payment_id, &action, &created.channel_data).await?;
+            record.action = Some(action);
+            Ok((StatusCode::CREATED, Json(objects::payment(&record))))
+        }
+        Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
+            // A definite refusal: nothing exists at the channel, so the payment failed.
+            let (code, message) = match &e {
+                ChannelError::Declined { code, message } => (code.clone(), message.clone()),
+                other => ("invalid_request".to_owned(), other.to_string()),
+            };
+            apply_payment(&*state.store, &record, &ChannelPayment::Failed { code, message })
+                .await?;
+            Err(ApiError::channel(e).with_object(payment_id))
+        }
+        Err(e) => {
+            // Unknown: the payment stays pending; the sweeper (or a sync) settles it by query.
+            tracing::warn!(payment = %payment_id, error = %e, "create outcome unknown; payment stays pending");
+            Err(ApiError::channel(e).with_object(payment_id))
+        }
+    }
+}
+
+async fn load(state: &AppState, merchant: Merchant, id: &str) -> Result<PaymentRecord, ApiError> {
+    let id: PaymentId = id.parse().map_err(|_| ApiError::not_found("payment"))?;
+    state.store.payment(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("payment"))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(objects::payment(&load(&state, merchant, &id).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    merchant_order_no: Option<String>,
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let status = q
+        .status
+        .map(|s| s.parse::<PaymentStatus>())
+        .transpose()
+        .map_err(|e| ApiError::invalid_param("status", e))?;
+    let before = q.cursor.map(|c| c.parse::<PaymentId>()).transpose().map_err(|_| {
+        ApiError::invalid_param("cursor", "cursor must be a payment id from a previous page")
+    })?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let filter = PaymentFilter { merchant_order_no: q.merchant_order_no, status, before, limit };
+    let rows = state.store.list_payments(merchant.0, &filter).await?;
+    let next =
+        (rows.len() == limit as usize).then(|| rows.last().map(|p| p.id.to_string())).flatten();
+    Ok(Json(json!({
+        "object": "list",
+        "data": rows.iter().map(objects::payment).collect::<Vec<_>>(),
+        "has_more": next.is_some(),
+        "next_cursor": next,
+    })))
+}
+
+/// Asks the channel now and applies its truth.
+pub async fn sync_payment(state: &AppState, p: &PaymentRecord) -> Result<PaymentRecord, ApiError> {
+    let (adapter, attempt) = adapter_and_attempt(state, p).await?;
+    let report = adapter.query(&payment_ref(p, &attempt)).await.map_err(ApiError::channel)?;
+    if let Applied::Mismatch(why) = apply_payment(&*state.store, p, &report).await? {
+        return Err(ApiError::conflict("channel_mismatch", why));
+    }
+    state.store.payment(p.merchant_id, p.id).await?.ok_or_else(|| ApiError::not_found("payment"))
+}
+
+pub async fn adapter_and_attempt(
+    state: &AppState,
+    p: &PaymentRecord,
+) -> Result<(Arc<dyn Channel>, AttemptRecord), ApiError> {
+    let account =
+        state.store.channel_account(p.account_id).await?.ok_or_else(|| {
+            ApiError::internal(format!("channel account {} is gone", p.account_id))
+        })?;
+    let attempt = state
+        .store
+        .attempt_for_payment(p.id)
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("payment {} has no attempt", p.id)))?;
+    Ok((state.channels.adapter(&account)?, attempt))
+}
+
+pub async fn sync(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let p = load(&state, merchant, &id).await?;
+    Ok(Json(objects::payment(&sync_payment(&state, &p).await?)))
+}
+
+pub async fn close(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let p = load(&state, merchant, &id).await?;
+    match p.status {
+        PaymentStatus::Closed => return Ok(Json(objects::payment(&p))),
+        PaymentStatus::Succeeded => {
+            return Err(ApiError::conflict(
+                "payment_succeeded",
+                "the payment has succeeded; refund it instead",
+            ));
+        }
+        PaymentStatus::Failed => {
+            return Err(ApiError::conflict(
+                "payment_failed",
+                "the payment has failed; there is nothing to close",
+            ));
+        }
+        PaymentStatus::Pending => {}
+    }
+    let (adapter, attempt) = adapter_and_attempt(&state, &p).await?;
+    match adapter.close(&payment_ref(&p, &attempt)).await {
+        Ok(()) => {
+            apply_payment(&*state.store, &p, &ChannelPayment::Closed).await?;
+        }
+        Err(ChannelError::Declined { code, .. }) if code == ALREADY_PAID => {
+            // The payer paid first: take the channel's truth, which is a success.
+            let after = sync_payment(&state, &p).await?;
+            return Err(ApiError::conflict(
+                "payment_succeeded",
+                "the payer paid before the close reached the channel; the payment has succeeded",
+            )
+            .with_object(after.id));
+        }
+        Err(e) => return Err(ApiError::channel(e).with_object(p.id)),
+    }
+    let after = state
+        .store
+        .payment(merchant.0, p.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    Ok(Json(objects::payment(&after)))
+}

@@ -1,0 +1,157 @@
+//! Refunds: `POST /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use paymux_core::{ChannelOrderNo, RefundId, RefundRequest, RefundStatus};
+use paymux_store::{RefundRecord, StoreError};
+use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::apply::apply_refund;
+use crate::auth::Merchant;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::objects;
+use crate::payments::{adapter_and_attempt, parse_amount, payment_ref};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRefundBody {
+    amount: Option<Value>,
+    merchant_refund_no: Option<String>,
+    reason: Option<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(payment_id): Path<String>,
+    ApiJson(body): ApiJson<CreateRefundBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
+    let payment = state
+        .store
+        .payment(merchant.0, payment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    let merchant_refund_no = match body.merchant_refund_no {
+        Some(n) if !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control) => n,
+        Some(_) => {
+            return Err(ApiError::invalid_param(
+                "merchant_refund_no",
+                "merchant_refund_no must be 1 to 64 characters",
+            ));
+        }
+        None => {
+            return Err(ApiError::invalid_param(
+                "merchant_refund_no",
+                "merchant_refund_no is required",
+            ));
+        }
+    };
+    let amount = match body.amount {
+        Some(v) => parse_amount(&v, payment.amount.currency(), "amount")?,
+        None => {
+            let left = payment.amount.minor() - payment.amount_reserved;
+            paymux_core::Money::new(left, payment.amount.currency()).map_err(|_| {
+                ApiError::invalid_param("amount", "nothing is left to refund on this payment")
+            })?
+        }
+    };
+    let reason = match body.reason {
+        Some(r) if r.chars().count() > 80 => {
+            return Err(ApiError::invalid_param("reason", "reason must be at most 80 characters"));
+        }
+        r => r,
+    };
+    let now = OffsetDateTime::now_utc();
+    let record = RefundRecord {
+        id: RefundId::new(),
+        merchant_id: merchant.0,
+        payment_id: payment.id,
+        merchant_refund_no,
+        channel_refund_no: ChannelOrderNo::generate(),
+        amount,
+        status: RefundStatus::Pending,
+        reason: reason.clone(),
+        channel_refund_id: None,
+        failure_code: None,
+        failure_message: None,
+        created_at: now,
+        succeeded_at: None,
+        updated_at: now,
+    };
+    // The amount is reserved atomically before the channel is called.
+    match state.store.insert_refund(&record).await {
+        Ok(()) => {}
+        Err(StoreError::Duplicate(_)) => {
+            return Err(ApiError::conflict(
+                "duplicate_merchant_refund_no",
+                format!(
+                    "a refund with merchant_refund_no {:?} already exists",
+                    record.merchant_refund_no
+                ),
+            )
+            .with_param("merchant_refund_no"));
+        }
+        Err(StoreError::RefundExceedsAmount { requested, available }) => {
+            return Err(ApiError::invalid(
+                "refund_exceeds_payment",
+                format!("a refund of {requested} fen exceeds the {available} fen left to refund on this payment"),
+            )
+            .with_param("amount"));
+        }
+        Err(StoreError::PaymentNotRefundable(status)) => {
+            return Err(ApiError::invalid(
+                "payment_not_refundable",
+                format!("the payment is {status}; only a succeeded payment can be refunded"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
+    let call = RefundRequest {
+        payment: payment_ref(&payment, &attempt),
+        channel_refund_no: record.channel_refund_no.clone(),
+        amount,
+        reason,
+        notify_url: state.notify_url(payment.channel, payment.account_id),
+        created_at: now,
+    };
+    let outcome = adapter.refund(&call).await;
+    let report = match outcome {
+        Ok(report) => report,
+        Err(paymux_core::ChannelError::Declined { code, message }) => {
+            let failed =
+                paymux_core::ChannelRefund::Failed { code: code.clone(), message: message.clone() };
+            apply_refund(&*state.store, &record, &failed).await?;
+            return Err(ApiError::channel(paymux_core::ChannelError::Declined { code, message })
+                .with_object(record.id));
+        }
+        Err(e) => {
+            tracing::warn!(refund = %record.id, error = %e, "refund outcome unknown; refund stays pending");
+            return Err(ApiError::channel(e).with_object(record.id));
+        }
+    };
+    apply_refund(&*state.store, &record, &report).await?;
+    let after = state
+        .store
+        .refund(merchant.0, record.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("refund"))?;
+    Ok((StatusCode::CREATED, Json(objects::refund(&after))))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: RefundId = id.parse().map_err(|_| ApiError::not_found("refund"))?;
+    let r =
+        state.store.refund(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
+    Ok(Json(objects::refund(&r)))
+}
