@@ -26,21 +26,21 @@ pub struct ErrorBody {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    pub body: Box<ErrorBody>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, kind: &'static str, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 kind,
                 code: code.to_owned(),
                 message: message.into(),
                 param: None,
                 channel_code: None,
                 object_id: None,
-            },
+            }),
         }
     }
 
@@ -141,7 +141,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // The body is rendered by the request-id middleware, which knows the request id.
         let mut res = self.status.into_response();
-        res.extensions_mut().insert(self.body);
+        res.extensions_mut().insert(*self.body);
         res
     }
 }

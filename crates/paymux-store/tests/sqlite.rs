@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The SQLite store against a real file: uniqueness, compare-and-set transitions, and the refund
 //! reservation under concurrency.
 
