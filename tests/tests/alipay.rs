@@ -1,0 +1,326 @@
+//! Alipay end to end: the real gateway, the Alipay mock and a SQLite file, over loopback.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use paymux_e2e::TestApp;
+use paymux_mock_alipay::protocol::notification_sign_content;
+use serde_json::{Value, json};
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// A trade notification as Alipay sends it, signed with `key` (sign and sign_type left out of the
+/// signed string).
+fn notification(
+    key: &paymux_crypto::RsaPrivateKey,
+    out_trade_no: &str,
+    total_amount: &str,
+    notify_id: &str,
+) -> Vec<u8> {
+    let mut f: BTreeMap<String, String> = [
+        ("notify_time", "2026-11-24 10:00:00"),
+        ("notify_type", "trade_status_sync"),
+        ("notify_id", notify_id),
+        ("app_id", "2021000000000001"),
+        ("auth_app_id", "2021000000000001"),
+        ("charset", "utf-8"),
+        ("version", "1.0"),
+        ("sign_type", "RSA2"),
+        ("trade_no", "2026112422001400000000000001"),
+        ("out_trade_no", out_trade_no),
+        ("buyer_id", "2088102000000001"),
+        ("seller_id", "2088000000000001"),
+        ("trade_status", "TRADE_SUCCESS"),
+        ("total_amount", total_amount),
+        ("receipt_amount", total_amount),
+        ("subject", "Test order"),
+        ("gmt_create", "2026-11-24 09:59:00"),
+        ("gmt_payment", "2026-11-24 09:59:30"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let sign = key.sign_base64(notification_sign_content(&f).as_bytes()).unwrap();
+    f.insert("sign".into(), sign);
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(&f).finish().into_bytes()
+}
+
+#[tokio::test]
+async fn qr_payment_is_paid_refunded_twice_and_an_overshoot_is_refused() {
+    let app = TestApp::spawn().await;
+    let (status, p) = app.create_payment("alipay", "qr", "order-42", 1000).await;
+    assert_eq!(status, 201, "{p}");
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["action"]["type"], "qr_code");
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    assert_eq!(no.len(), 32);
+
+    // The cashier page is what the payer's phone would open.
+    let cashier = p["action"]["code_url"].as_str().unwrap();
+    let page = app.http.get(cashier).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("10.00"), "the cashier shows the amount in yuan");
+
+    assert_eq!(app.pay_at_mock("alipay", &no).await, 200);
+    let paid = app.wait_payment(&id(&p), "succeeded").await;
+    let trade_no = paid["channel_trade_no"].as_str().unwrap();
+    assert_eq!(trade_no, app.mock_order("alipay", &no).await["trade_no"].as_str().unwrap());
+    assert!(paid["paid_at"].is_string());
+
+    let (s, r1) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 300, "merchant_refund_no": "r-1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r1}");
+    assert_eq!(r1["status"], "succeeded");
+    let (s, r2) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 500, "merchant_refund_no": "r-2"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r2}");
+    assert_eq!(r2["status"], "succeeded");
+
+    let (s, err) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 300, "merchant_refund_no": "r-3"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{err}");
+    assert_eq!(err["error"]["code"], "refund_exceeds_payment");
+    assert_eq!(err["error"]["param"], "amount");
+    assert!(err["error"]["message"].as_str().unwrap().contains("200"), "says what is left: {err}");
+    assert!(err["error"]["request_id"].as_str().unwrap().starts_with("req_"));
+
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["amount_refunded"], 800);
+    assert_eq!(after["status"], "succeeded");
+    let mock = app.mock_order("alipay", &no).await;
+    assert_eq!(mock["refunded_amount"], "8.00", "the channel agrees: {mock}");
+    let (_, r1_again) = app.get(&format!("/v1/refunds/{}", id(&r1))).await;
+    assert_eq!(r1_again["status"], "succeeded");
+
+    // A second, unpaid payment is closed.
+    let (_, p2) = app.create_payment("alipay", "qr", "order-43", 500).await;
+    let (s, closed) = app.post(&format!("/v1/payments/{}/close", id(&p2)), json!({})).await;
+    assert_eq!(s, 200, "{closed}");
+    assert_eq!(closed["status"], "closed");
+
+    let kinds: Vec<String> =
+        app.events().await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(
+        kinds,
+        ["payment.succeeded", "refund.succeeded", "refund.succeeded", "payment.closed"]
+    );
+}
+
+#[tokio::test]
+async fn page_wap_and_app_payments_hand_the_payer_a_signed_action() {
+    let app = TestApp::spawn().await;
+    let (s, page) = app.create_payment("alipay", "page", "o-page", 100).await;
+    assert_eq!(s, 201, "{page}");
+    assert_eq!(page["action"]["type"], "form");
+    assert_eq!(page["action"]["method"], "POST");
+    assert!(page["action"]["fields"]["biz_content"].is_string());
+    // The payer's browser submits the form to Alipay (here the mock), which verifies it.
+    let url = page["action"]["url"].as_str().unwrap();
+    let res = app
+        .http
+        .post(url)
+        .form(&[("biz_content", page["action"]["fields"]["biz_content"].as_str().unwrap())])
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert!(res.text().await.unwrap().contains("1.00"), "the browser lands on the cashier");
+    let no = page["channel_order_no"].as_str().unwrap();
+    assert_eq!(app.mock_order("alipay", no).await["exists_at_alipay"], true);
+
+    let (s, wap) = app.create_payment("alipay", "wap", "o-wap", 100).await;
+    assert_eq!(s, 201, "{wap}");
+    assert_eq!(wap["action"]["type"], "form");
+
+    let (s, app_pay) = app.create_payment("alipay", "app", "o-app", 100).await;
+    assert_eq!(s, 201, "{app_pay}");
+    assert_eq!(app_pay["action"]["type"], "sdk");
+    let order_string = app_pay["action"]["params"]["order_string"].as_str().unwrap();
+    assert!(order_string.contains("method=alipay.trade.app.pay") && order_string.contains("sign="));
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let base = json!({"merchant_order_no": "o-1", "amount": 100, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+
+    let (s, e) = app.call_as("", reqwest::Method::POST, "/v1/payments", Some(base.clone())).await;
+    assert_eq!(s, 401, "{e}");
+    assert_eq!(e["error"]["type"], "authentication_error");
+    let (s, _) = app
+        .call_as(
+            "sk_test_wrongwrongwrongwrongwrongwrong12",
+            reqwest::Method::POST,
+            "/v1/payments",
+            Some(base.clone()),
+        )
+        .await;
+    assert_eq!(s, 401);
+
+    for (field, value, param) in [
+        ("currency", json!("USD"), "currency"),
+        ("amount", json!(0), "amount"),
+        ("amount", json!(-100), "amount"),
+        ("amount", json!(1.5), "amount"),
+        ("amount", json!("100"), "amount"),
+        ("amount", json!(10_000_000_001_i64), "amount"),
+        ("method", json!("card"), "method"),
+        ("channel", json!("paypal"), "channel"),
+        ("subject", json!(""), "subject"),
+    ] {
+        let (s, e) = app.post("/v1/payments", with(field, value.clone())).await;
+        assert_eq!(s, 400, "{field}={value}: {e}");
+        assert_eq!(e["error"]["type"], "invalid_request");
+        assert_eq!(e["error"]["param"], param, "{field}={value}: {e}");
+    }
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("amount");
+    let (s, e) = app.post("/v1/payments", missing).await;
+    assert_eq!((s, e["error"]["param"].as_str()), (400, Some("amount")));
+    let (_, list) = app.get("/v1/payments").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0, "nothing was written");
+
+    let (s, p) = app.post("/v1/payments", base.clone()).await;
+    assert_eq!(s, 201);
+    let (s, e) = app.post("/v1/payments", base.clone()).await;
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["error"]["code"], "duplicate_merchant_order_no");
+
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 10, "merchant_refund_no": "r"}),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["code"], "payment_not_refundable");
+
+    let (s, e) = app.get("/v1/payments/pay_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f").await;
+    assert_eq!(s, 404, "{e}");
+    let (s, _) = app.get("/v1/payments/not-an-id").await;
+    assert_eq!(s, 404);
+
+    let other = app.other_merchant_key().await;
+    let (s, e) =
+        app.call_as(&other, reqwest::Method::GET, &format!("/v1/payments/{}", id(&p)), None).await;
+    assert_eq!(s, 404, "another merchant's payment is not found, not forbidden: {e}");
+    let (s, _) = app
+        .call_as(
+            &other,
+            reqwest::Method::POST,
+            &format!("/v1/payments/{}/close", id(&p)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    let (_, list) = app.get("/v1/payments").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert!(app.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn forged_mismatched_and_unknown_notifications_change_nothing() {
+    let app = TestApp::spawn().await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-1", 1000).await;
+    let no = p["channel_order_no"].as_str().unwrap();
+    let form = "application/x-www-form-urlencoded";
+
+    let stranger = paymux_crypto::RsaPrivateKey::generate().unwrap();
+    let (s, body) =
+        app.post_callback("alipay", &[], form, notification(&stranger, no, "10.00", "n1")).await;
+    assert_eq!((s, body.as_str()), (200, "fail"), "a bad signature is refused");
+
+    let alipay = app.alipay_channel_key();
+    let (_, body) =
+        app.post_callback("alipay", &[], form, notification(&alipay, no, "0.01", "n2")).await;
+    assert_eq!(body, "fail", "a different amount is refused");
+
+    let (_, body) = app
+        .post_callback(
+            "alipay",
+            &[],
+            form,
+            notification(&alipay, "0000000000000000000000000000000F", "10.00", "n3"),
+        )
+        .await;
+    assert_eq!(body, "fail", "an unknown order is refused");
+
+    let mut tampered = notification(&alipay, no, "10.00", "n4");
+    let text = String::from_utf8(tampered.clone()).unwrap().replace("Test+order", "Test+orders");
+    tampered = text.into_bytes();
+    let (_, body) = app.post_callback("alipay", &[], form, tampered).await;
+    assert_eq!(body, "fail", "a changed field breaks the signature");
+
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["status"], "pending");
+    assert!(app.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_notification_delivered_twice_changes_state_once_and_is_acknowledged_twice() {
+    let app = TestApp::spawn().await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-1", 1000).await;
+    let no = p["channel_order_no"].as_str().unwrap();
+    let body = notification(&app.alipay_channel_key(), no, "10.00", "n-dup");
+    let form = "application/x-www-form-urlencoded";
+    let first = app.post_callback("alipay", &[], form, body.clone()).await;
+    let second = app.post_callback("alipay", &[], form, body).await;
+    assert_eq!(first, (200, "success".to_owned()));
+    assert_eq!(second, (200, "success".to_owned()));
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(app.events().await.len(), 1, "one payment.succeeded, not two");
+}
+
+#[tokio::test]
+async fn a_create_that_times_out_leaves_the_payment_pending_never_failed() {
+    let app =
+        TestApp::spawn_with(|o| o.channel_timeout = std::time::Duration::from_millis(500)).await;
+    app.set_faults("alipay", json!({"latency_ms": 2000})).await;
+    let (s, e) = app.create_payment("alipay", "qr", "o-slow", 1000).await;
+    assert_eq!(s, 504, "{e}");
+    assert_eq!(e["error"]["type"], "channel_timeout");
+    let payment_id = e["error"]["object_id"].as_str().unwrap().to_owned();
+    let (_, p) = app.get(&format!("/v1/payments/{payment_id}")).await;
+    assert_eq!(p["status"], "pending");
+    assert_eq!(p["merchant_order_no"], "o-slow");
+    assert!(app.events().await.is_empty());
+
+    // Once the channel answers again, a sync takes its truth; still not failed.
+    app.clear_faults("alipay").await;
+    let (s, synced) = app.post(&format!("/v1/payments/{payment_id}/sync"), json!({})).await;
+    assert_eq!(s, 200, "{synced}");
+    assert_eq!(synced["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_bad_signature_on_the_channels_answer_is_an_unknown_outcome() {
+    let app = TestApp::spawn().await;
+    app.set_faults("alipay", json!({"bad_signature": true})).await;
+    let (s, e) = app.create_payment("alipay", "qr", "o-1", 1000).await;
+    assert_eq!(s, 502, "{e}");
+    assert_eq!(e["error"]["type"], "channel_unavailable");
+    let (_, p) =
+        app.get(&format!("/v1/payments/{}", e["error"]["object_id"].as_str().unwrap())).await;
+    assert_eq!(p["status"], "pending");
+}
