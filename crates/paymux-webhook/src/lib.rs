@@ -9,7 +9,7 @@
 //! matching is enough. This crate depends on `hmac` and `sha2` only, so a merchant can use it alone.
 //!
 //! ```
-//! use paymux_webhook::{sign, verify_webhook, DEFAULT_TOLERANCE, SIGNATURE_HEADER};
+//! use paymux_webhook::{DEFAULT_TOLERANCE, SIGNATURE_HEADER, sign, verify_webhook};
 //! use std::time::{SystemTime, UNIX_EPOCH};
 //!
 //! let secret = "whsec_5Wq2hT8kLm3Rb9Xz0Yp4Nc7Vd1Fg6Js2";
