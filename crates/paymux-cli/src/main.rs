@@ -52,6 +52,12 @@ enum Command {
         public_url: String,
         #[arg(long, default_value_t = 10)]
         channel_timeout_secs: u64,
+        /// How often the sweeper looks for pending payments and refunds to settle.
+        #[arg(long, default_value_t = 5000)]
+        sweep_interval_ms: u64,
+        /// How long after creation a still-pending payment or refund is first queried.
+        #[arg(long, default_value_t = 60_000)]
+        sweep_first_check_ms: u64,
     },
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
@@ -113,15 +119,22 @@ async fn main() -> Result<()> {
             drop(sandbox);
             Ok(())
         }
-        Command::Serve { database, listen, public_url, channel_timeout_secs } => {
+        Command::Serve {
+            database,
+            listen,
+            public_url,
+            channel_timeout_secs,
+            sweep_interval_ms,
+            sweep_first_check_ms,
+        } => {
             let store = Arc::new(SqliteStore::open(&database).await?);
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            let config = GatewayConfig {
-                public_url,
-                channel_timeout: Duration::from_secs(channel_timeout_secs),
-            };
+            let mut config = GatewayConfig::new(public_url);
+            config.channel_timeout = Duration::from_secs(channel_timeout_secs);
+            config.sweeper.interval = Duration::from_millis(sweep_interval_ms);
+            config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
             tracing::info!(%listen, "paymux gateway listening");
             paymux_gateway::serve(listener, AppState::new(store, config)).await?;
             Ok(())

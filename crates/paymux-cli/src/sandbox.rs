@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
-use paymux_gateway::{AppState, GatewayConfig, new_api_key};
+use paymux_gateway::{AppState, GatewayConfig, SweeperConfig, WebhookConfig, new_api_key};
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
 use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
@@ -38,6 +38,8 @@ pub struct SandboxOptions {
     pub wechat_key_mode: KeyMode,
     /// The timeout of one channel call made by the gateway.
     pub channel_timeout: Duration,
+    pub sweeper: SweeperConfig,
+    pub webhooks: WebhookConfig,
 }
 
 impl SandboxOptions {
@@ -52,6 +54,8 @@ impl SandboxOptions {
             notify_delays: None,
             wechat_key_mode: KeyMode::PlatformCertificate,
             channel_timeout: Duration::from_secs(10),
+            sweeper: SweeperConfig::default(),
+            webhooks: WebhookConfig::default(),
         }
     }
 }
@@ -329,10 +333,11 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         })
         .await?;
 
-    let state = AppState::new(
-        store.clone(),
-        GatewayConfig { public_url: gateway_url.clone(), channel_timeout: opts.channel_timeout },
-    );
+    let mut config = GatewayConfig::new(gateway_url.clone());
+    config.channel_timeout = opts.channel_timeout;
+    config.sweeper = opts.sweeper.clone();
+    config.webhooks = opts.webhooks.clone();
+    let state = AppState::new(store.clone(), config);
     let tasks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),

@@ -8,14 +8,14 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::ErrorBody;
 use crate::state::AppState;
-use crate::{callbacks, events, payments, refunds};
+use crate::{callbacks, events, idempotency, payments, refunds, webhooks};
 
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY: usize = 64 * 1024;
@@ -29,20 +29,37 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/payments/{id}/refunds", post(refunds::create))
         .route("/v1/refunds/{id}", get(refunds::get))
         .route("/v1/events", get(events::list))
-        .route("/v1/events/{id}", get(events::get))
+        .route("/v1/events/{id}", get(webhooks::get_event))
+        .route("/v1/events/{id}/redeliver", post(webhooks::redeliver))
+        .route(
+            "/v1/webhook_endpoints",
+            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
+        )
+        .route("/v1/webhook_endpoints/{id}", delete(webhooks::delete_endpoint))
+        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhooks::rotate_secret))
         .route("/callbacks/{channel}/{account_id}", post(callbacks::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(request_id))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves the gateway on `listener` until the process stops.
+/// Serves the gateway on `listener` until the process stops, with its background workers: the
+/// sweeper and the webhook dispatcher.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    let workers = [
+        tokio::spawn(crate::sweeper::run(state.clone())),
+        tokio::spawn(crate::webhooks::run(state.clone())),
+    ];
+    let served = axum::serve(listener, router(state)).await;
+    for w in workers {
+        w.abort();
+    }
+    served
 }
 
 async fn healthz() -> &'static str {

@@ -55,27 +55,46 @@ pub async fn receive(
             .collect(),
         body: body.to_vec(),
     };
-    let notification = match adapter.parse_notification(&inbound).await {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::warn!(%channel, account = %account_id, error = %e, "notification refused");
-            return reply(adapter.ack(false));
-        }
-    };
+    // Every raw notification is logged before anything else is done with it.
     let log_id = format!("in_{}", uuid::Uuid::now_v7().simple());
     let record = InboundRecord {
         id: log_id.clone(),
         channel,
         account_id,
-        notify_id: notification.notify_id().map(str::to_owned),
-        headers: inbound.headers,
-        body: inbound.body,
+        notify_id: None,
+        headers: inbound.headers.clone(),
+        body: inbound.body.clone(),
         received_at: OffsetDateTime::now_utc(),
     };
     if let Err(e) = state.store.log_inbound(&record).await {
         // Not recorded, so not acknowledged: the channel will send it again.
-        tracing::error!(error = %e, "could not record a verified notification");
+        tracing::error!(error = %e, "could not record an inbound notification");
         return reply(adapter.ack(false));
+    }
+    let mark = |notify_id: Option<String>, outcome: String| {
+        let store = state.store.clone();
+        let log_id = log_id.clone();
+        async move {
+            if let Err(e) = store.mark_inbound(&log_id, notify_id.as_deref(), &outcome).await {
+                tracing::warn!(error = %e, "could not mark the inbound notification");
+            }
+        }
+    };
+    let notification = match adapter.parse_notification(&inbound).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(%channel, account = %account_id, error = %e, "notification refused");
+            mark(None, format!("rejected: {e}")).await;
+            return reply(adapter.ack(false));
+        }
+    };
+    let notify_id = notification.notify_id().map(str::to_owned);
+    if let Some(id) = &notify_id
+        && matches!(state.store.inbound_already_applied(channel, account_id, id).await, Ok(true))
+    {
+        // A re-send of one we already recorded: acknowledge, change nothing.
+        mark(notify_id.clone(), "duplicate".to_owned()).await;
+        return reply(adapter.ack(true));
     }
     let outcome = process(&state, account_id, &notification).await;
     let (accepted, note) = match &outcome {
@@ -84,9 +103,7 @@ pub async fn receive(
         Ok(Applied::Mismatch(why)) => (false, format!("mismatch: {why}")),
         Err(why) => (false, why.clone()),
     };
-    if let Err(e) = state.store.mark_inbound(&log_id, &note).await {
-        tracing::warn!(error = %e, "could not mark the inbound notification processed");
-    }
+    mark(notify_id, note.clone()).await;
     if !accepted {
         tracing::error!(alert = "notification_rejected", %channel, account = %account_id, reason = %note, "notification not applied");
     }

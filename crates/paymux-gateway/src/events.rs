@@ -1,7 +1,7 @@
 //! `GET /v1/events`, `GET /v1/events/{id}`: the outbox as the merchant sees it.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use paymux_core::EventId;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,14 +35,4 @@ pub async fn list(
         "data": rows.iter().map(objects::event).collect::<Vec<_>>(),
         "has_more": rows.len() == limit as usize,
     })))
-}
-
-pub async fn get(
-    State(state): State<AppState>,
-    merchant: Merchant,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
-    let e = state.store.event(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    Ok(Json(objects::event(&e)))
 }

@@ -8,11 +8,10 @@
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! use std::sync::Arc;
-//! use std::time::Duration;
 //! use paymux_gateway::{AppState, GatewayConfig};
 //!
 //! let store = Arc::new(paymux_store::SqliteStore::open("paymux.db").await.map_err(std::io::Error::other)?);
-//! let config = GatewayConfig { public_url: "http://127.0.0.1:8080".into(), channel_timeout: Duration::from_secs(10) };
+//! let config = GatewayConfig::new("http://127.0.0.1:8080");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! paymux_gateway::serve(listener, AppState::new(store, config)).await
 //! # }
@@ -25,13 +24,16 @@ mod callbacks;
 mod error;
 mod events;
 mod extract;
+mod idempotency;
 mod objects;
 mod payments;
 mod refunds;
 mod state;
+pub mod sweeper;
+pub mod webhooks;
 
 pub use app::{router, serve};
 pub use apply::{Applied, apply_payment, apply_refund};
 pub use auth::new_api_key;
 pub use error::{ApiError, ErrorBody};
-pub use state::{AppState, ChannelRegistry, GatewayConfig};
+pub use state::{AppState, ChannelRegistry, GatewayConfig, SweeperConfig, WebhookConfig};

@@ -273,6 +273,7 @@ pub async fn create(
         paid_at: None,
         created_at: now,
         updated_at: now,
+        check_count: 0,
     };
     let attempt = AttemptRecord {
         id: format!("att_{}", channel_order_no.as_str().to_ascii_lowercase()),
@@ -284,7 +285,8 @@ pub async fn create(
         created_at: now,
     };
     // Rule 1: the payment and its attempt are committed before the channel is called.
-    match state.store.insert_payment(&record, &attempt).await {
+    let first_check = now + state.config.sweeper.first_check_after;
+    match state.store.insert_payment(&record, &attempt, first_check).await {
         Ok(()) => {}
         Err(StoreError::Duplicate("merchant_order_no")) => {
             return Err(ApiError::conflict(

@@ -83,9 +83,10 @@ pub async fn create(
         created_at: now,
         succeeded_at: None,
         updated_at: now,
+        check_count: 0,
     };
     // The amount is reserved atomically before the channel is called.
-    match state.store.insert_refund(&record).await {
+    match state.store.insert_refund(&record, now + state.config.sweeper.first_check_after).await {
         Ok(()) => {}
         Err(StoreError::Duplicate(_)) => {
             return Err(ApiError::conflict(

@@ -14,6 +14,71 @@ pub struct GatewayConfig {
     pub public_url: String,
     /// The timeout of one channel call.
     pub channel_timeout: Duration,
+    pub sweeper: SweeperConfig,
+    pub webhooks: WebhookConfig,
+    /// How long a stored idempotent response is replayed (24 h).
+    pub idempotency_retention: Duration,
+}
+
+impl GatewayConfig {
+    /// Production defaults for everything but the public URL.
+    pub fn new(public_url: impl Into<String>) -> Self {
+        Self {
+            public_url: public_url.into(),
+            channel_timeout: Duration::from_secs(10),
+            sweeper: SweeperConfig::default(),
+            webhooks: WebhookConfig::default(),
+            idempotency_retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The pending-payment sweeper: how often it wakes and how it backs off per payment or refund.
+#[derive(Debug, Clone)]
+pub struct SweeperConfig {
+    pub interval: Duration,
+    /// A payment or refund still pending this long after it was created gets its first query:
+    /// by then its notification should have arrived.
+    pub first_check_after: Duration,
+    /// Checks back off exponentially from `first_check_after`, up to this.
+    pub max_backoff: Duration,
+    /// How long a claimed row is hidden from other sweepers (another instance takes over after).
+    pub lease: Duration,
+}
+
+impl Default for SweeperConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(5),
+            first_check_after: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(15 * 60),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Merchant webhook delivery: at least once, exponential backoff with jitter, for 3 days.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub interval: Duration,
+    pub first_retry: Duration,
+    pub max_backoff: Duration,
+    /// After this long without a 2xx, a delivery is marked failed (redeliver by hand).
+    pub give_up_after: Duration,
+    /// A 2xx must come within this to count.
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            first_retry: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(3 * 24 * 3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Everything a handler needs, shared.

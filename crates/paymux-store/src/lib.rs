@@ -21,6 +21,7 @@ use paymux_core::{
     AccountId, ChannelOrderNo, EventId, MerchantId, PaymentId, PaymentStatus, RefundId,
     RefundStatus,
 };
+use time::OffsetDateTime;
 
 pub use records::*;
 pub use sqlite::SqliteStore;
@@ -61,10 +62,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>>;
 
     /// Writes a new payment and its first attempt in one transaction (before the channel call).
+    /// The sweeper looks at it first at `first_check_at` if it is still pending then.
     async fn insert_payment(
         &self,
         payment: &PaymentRecord,
         attempt: &AttemptRecord,
+        first_check_at: OffsetDateTime,
     ) -> StoreResult<()>;
     /// Stores what the channel's create answered: the payer's action and the attempt's state.
     async fn record_created(
@@ -101,7 +104,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Reserves the amount on the payment and writes the refund, atomically: concurrent refunds
     /// can never take a payment's refunds past its amount.
-    async fn insert_refund(&self, refund: &RefundRecord) -> StoreResult<()>;
+    async fn insert_refund(
+        &self,
+        refund: &RefundRecord,
+        first_check_at: OffsetDateTime,
+    ) -> StoreResult<()>;
     async fn refund(&self, merchant: MerchantId, id: RefundId)
     -> StoreResult<Option<RefundRecord>>;
     async fn refund_by_merchant_refund_no(
@@ -125,9 +132,109 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<EventRecord>>;
     async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>>;
 
-    /// Logs a verified raw notification before it is processed; returns its row id.
+    /// Logs a raw notification as received, before it is verified or processed.
     async fn log_inbound(&self, inbound: &InboundRecord) -> StoreResult<()>;
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()>;
+    /// Records what became of a logged notification (and its channel id, once verified).
+    async fn mark_inbound(
+        &self,
+        id: &str,
+        notify_id: Option<&str>,
+        outcome: &str,
+    ) -> StoreResult<()>;
+
+    /// Whether a notification with this channel id was already applied (or found unchanged).
+    async fn inbound_already_applied(
+        &self,
+        channel: paymux_core::ChannelKind,
+        account: AccountId,
+        notify_id: &str,
+    ) -> StoreResult<bool>;
+
+    /// Claims an idempotency key for a request whose canonical form hashes to `request_hash`.
+    /// An in-flight claim lasts until `lock_until`; responses older than `retain_after` are
+    /// forgotten (the key is new again).
+    async fn idempotency_begin(
+        &self,
+        merchant: MerchantId,
+        key: &str,
+        request_hash: &str,
+        now: OffsetDateTime,
+        lock_until: OffsetDateTime,
+        retain_after: OffsetDateTime,
+    ) -> StoreResult<IdempotencyBegin>;
+    async fn idempotency_finish(
+        &self,
+        merchant: MerchantId,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> StoreResult<()>;
+    /// Drops an in-flight claim whose request changed nothing, so the same key may run again.
+    async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()>;
+
+    /// Pending payments whose next check is due, leased to the caller until `lease_until`.
+    async fn claim_due_payments(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<PaymentRecord>>;
+    async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()>;
+    async fn claim_due_refunds(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<RefundRecord>>;
+    async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()>;
+    /// A payment by id alone, for background work that has no merchant at hand.
+    async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
+
+    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpointRecord) -> StoreResult<()>;
+    async fn webhook_endpoints(
+        &self,
+        merchant: MerchantId,
+    ) -> StoreResult<Vec<WebhookEndpointRecord>>;
+    async fn webhook_endpoint(
+        &self,
+        merchant: MerchantId,
+        id: &str,
+    ) -> StoreResult<Option<WebhookEndpointRecord>>;
+    /// Replaces the secret; the old one keeps signing alongside it until `old_expires_at`.
+    async fn rotate_webhook_secret(
+        &self,
+        merchant: MerchantId,
+        id: &str,
+        secret: &str,
+        old_expires_at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool>;
+    /// Deliveries due now, leased to the caller until `lease_until`.
+    async fn claim_due_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>>;
+    async fn record_delivery_attempt(
+        &self,
+        delivery_id: &str,
+        attempt: &DeliveryAttemptRecord,
+        next: DeliveryNext,
+    ) -> StoreResult<()>;
+    async fn deliveries_for_event(
+        &self,
+        merchant: MerchantId,
+        event: EventId,
+    ) -> StoreResult<Vec<DeliveryRecord>>;
+    /// Makes every delivery of the event due now with a fresh retry window (creating one for each
+    /// subscribed endpoint that has none). Returns how many.
+    async fn redeliver_event(
+        &self,
+        merchant: MerchantId,
+        event: EventId,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64>;
 
     /// Readiness: the database answers.
     async fn ping(&self) -> StoreResult<()>;

@@ -80,6 +80,8 @@ pub struct PaymentRecord {
     pub paid_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// How many times the sweeper has asked the channel about it (drives its backoff).
+    pub check_count: i64,
 }
 
 impl PaymentRecord {
@@ -157,6 +159,7 @@ pub struct RefundRecord {
     pub created_at: OffsetDateTime,
     pub succeeded_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
+    pub check_count: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -184,4 +187,92 @@ pub struct InboundRecord {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received_at: OffsetDateTime,
+}
+
+/// What claiming an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdempotencyBegin {
+    /// The key is new (or its earlier claim was abandoned): run the request, then finish it.
+    Started,
+    /// The same key and body already have a response: replay it.
+    Replay { status: u16, body: Vec<u8> },
+    /// The same key came with a different request.
+    Mismatch,
+    /// The first request with this key is still running.
+    InFlight,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct WebhookEndpointRecord {
+    pub id: String,
+    pub merchant_id: MerchantId,
+    pub url: String,
+    pub secret: String,
+    /// `None` subscribes to every event type.
+    pub events: Option<Vec<EventType>>,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for WebhookEndpointRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpointRecord")
+            .field("id", &self.id)
+            .field("merchant_id", &self.merchant_id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A delivery the dispatcher has claimed: the event, and where and how to send it.
+#[derive(Clone)]
+pub struct DueDelivery {
+    pub delivery_id: String,
+    pub attempts: i64,
+    pub window_started_at: OffsetDateTime,
+    pub event: EventRecord,
+    pub url: String,
+    pub secret: String,
+    /// The secret before the last rotation, while it is still honoured.
+    pub previous_secret: Option<String>,
+}
+
+impl std::fmt::Debug for DueDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DueDelivery")
+            .field("delivery_id", &self.delivery_id)
+            .field("attempts", &self.attempts)
+            .field("event", &self.event.id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One try at delivering, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryAttemptRecord {
+    pub at: OffsetDateTime,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response_snippet: Option<String>,
+}
+
+/// Where a delivery goes after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryNext {
+    Delivered,
+    RetryAt(OffsetDateTime),
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: Vec<DeliveryAttemptRecord>,
+    pub next_attempt_at: Option<OffsetDateTime>,
+    pub delivered_at: Option<OffsetDateTime>,
 }

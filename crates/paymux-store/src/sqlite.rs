@@ -103,7 +103,7 @@ impl SqliteStore {
 const PAYMENT_COLUMNS: &str = "id, merchant_id, merchant_order_no, amount, currency, subject, status, \
      channel, method, account_id, channel_order_no, channel_trade_no, action, amount_refunded, \
      amount_reserved, failure_code, failure_message, client_ip, return_url, payer, metadata, \
-     expires_at, paid_at, created_at, updated_at";
+     expires_at, paid_at, created_at, updated_at, check_count";
 
 fn payment_from_row(row: &SqliteRow) -> StoreResult<PaymentRecord> {
     let currency: Currency = parse(&get::<String>(row, "currency")?, "currency")?;
@@ -136,12 +136,13 @@ fn payment_from_row(row: &SqliteRow) -> StoreResult<PaymentRecord> {
         paid_at: opt_from_ms(get(row, "paid_at")?)?,
         created_at: from_ms(get(row, "created_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
+        check_count: get(row, "check_count")?,
     })
 }
 
 const REFUND_COLUMNS: &str = "id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
      amount, currency, status, reason, channel_refund_id, failure_code, failure_message, created_at, \
-     succeeded_at, updated_at";
+     succeeded_at, updated_at, check_count";
 
 fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
     let currency: Currency = parse(&get::<String>(row, "currency")?, "currency")?;
@@ -164,6 +165,7 @@ fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
         created_at: from_ms(get(row, "created_at")?)?,
         succeeded_at: opt_from_ms(get(row, "succeeded_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
+        check_count: get(row, "check_count")?,
     })
 }
 
@@ -222,8 +224,78 @@ async fn insert_events(
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
+        // The outbox: a delivery per subscribed endpoint, in the same transaction as the event.
+        let endpoints = sqlx::query(
+            "SELECT id, events FROM webhook_endpoints WHERE merchant_id = ? AND NOT deleted",
+        )
+        .bind(merchant.to_string())
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        for ep in endpoints {
+            let events: Option<String> = get(&ep, "events")?;
+            if !subscribed(events.as_deref(), e.kind)? {
+                continue;
+            }
+            insert_delivery(tx, &e.id.to_string(), &get::<String>(&ep, "id")?, at).await?;
+        }
     }
     Ok(())
+}
+
+fn subscribed(events: Option<&str>, kind: EventType) -> StoreResult<bool> {
+    match events {
+        None => Ok(true),
+        Some(list) => {
+            let names: Vec<String> = serde_json::from_str(list)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint events: {e}")))?;
+            Ok(names.iter().any(|n| n == kind.as_str()))
+        }
+    }
+}
+
+async fn insert_delivery(
+    tx: &mut Transaction<'static, Sqlite>,
+    event_id: &str,
+    endpoint_id: &str,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, status, attempts, next_attempt_at, \
+         window_started_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
+    )
+    .bind(format!("dlv_{}", uuid::Uuid::now_v7().simple()))
+    .bind(event_id)
+    .bind(endpoint_id)
+    .bind(ms(at))
+    .bind(ms(at))
+    .bind(ms(at))
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn endpoint_from_row(row: &SqliteRow) -> StoreResult<WebhookEndpointRecord> {
+    let events: Option<String> = get(row, "events")?;
+    let events = events
+        .map(|list| {
+            let names: Vec<String> = serde_json::from_str(&list)
+                .map_err(|e| StoreError::Corrupt(format!("endpoint events: {e}")))?;
+            names
+                .iter()
+                .map(|n| parse::<EventType>(n, "event type"))
+                .collect::<StoreResult<Vec<_>>>()
+        })
+        .transpose()?;
+    Ok(WebhookEndpointRecord {
+        id: get(row, "id")?,
+        merchant_id: parse(&get::<String>(row, "merchant_id")?, "merchant id")?,
+        url: get(row, "url")?,
+        secret: get(row, "secret")?,
+        events,
+        created_at: from_ms(get(row, "created_at")?)?,
+    })
 }
 
 #[async_trait]
@@ -321,14 +393,19 @@ impl Store for SqliteStore {
         rows.iter().map(account_from_row).collect()
     }
 
-    async fn insert_payment(&self, p: &PaymentRecord, a: &AttemptRecord) -> StoreResult<()> {
+    async fn insert_payment(
+        &self,
+        p: &PaymentRecord,
+        a: &AttemptRecord,
+        first_check_at: OffsetDateTime,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO payments (id, merchant_id, merchant_order_no, amount, currency, subject, \
              status, channel, method, account_id, channel_order_no, channel_trade_no, action, \
              amount_refunded, amount_reserved, failure_code, failure_message, client_ip, return_url, \
-             payer, metadata, expires_at, paid_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             payer, metadata, expires_at, paid_at, created_at, updated_at, next_check_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(p.id.to_string())
         .bind(p.merchant_id.to_string())
@@ -355,6 +432,7 @@ impl Store for SqliteStore {
         .bind(p.paid_at.map(ms))
         .bind(ms(p.created_at))
         .bind(ms(p.updated_at))
+        .bind(ms(first_check_at))
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_order_no"))?;
@@ -521,7 +599,11 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn insert_refund(&self, r: &RefundRecord) -> StoreResult<()> {
+    async fn insert_refund(
+        &self,
+        r: &RefundRecord,
+        first_check_at: OffsetDateTime,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT status, amount, amount_reserved FROM payments WHERE id = ?")
             .bind(r.payment_id.to_string())
@@ -556,8 +638,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
              amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
-             created_at, succeeded_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, succeeded_at, updated_at, next_check_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.id.to_string())
         .bind(r.merchant_id.to_string())
@@ -574,6 +656,7 @@ impl Store for SqliteStore {
         .bind(ms(r.created_at))
         .bind(r.succeeded_at.map(ms))
         .bind(ms(r.updated_at))
+        .bind(ms(first_check_at))
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_refund_no"))?;
@@ -725,15 +808,523 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE inbound_notifications SET outcome = ?, processed_at = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(ms(OffsetDateTime::now_utc()))
-            .bind(id)
-            .execute(&self.writer)
+    async fn mark_inbound(
+        &self,
+        id: &str,
+        notify_id: Option<&str>,
+        outcome: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE inbound_notifications SET notify_id = COALESCE(?, notify_id), outcome = ?, \
+             processed_at = ? WHERE id = ?",
+        )
+        .bind(notify_id)
+        .bind(outcome)
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn inbound_already_applied(
+        &self,
+        channel: ChannelKind,
+        account: AccountId,
+        notify_id: &str,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM inbound_notifications WHERE channel = ? AND account_id = ? \
+             AND notify_id = ? AND outcome IN ('applied', 'unchanged') LIMIT 1",
+        )
+        .bind(channel.as_str())
+        .bind(account.to_string())
+        .bind(notify_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+
+    async fn idempotency_begin(
+        &self,
+        merchant: MerchantId,
+        key: &str,
+        request_hash: &str,
+        now: OffsetDateTime,
+        lock_until: OffsetDateTime,
+        retain_after: OffsetDateTime,
+    ) -> StoreResult<IdempotencyBegin> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT request_hash, response_status, response_body, locked_until, created_at \
+             FROM idempotency_keys WHERE merchant_id = ? AND key = ?",
+        )
+        .bind(merchant.to_string())
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if let Some(row) = row {
+            let created: i64 = get(&row, "created_at")?;
+            let expired = created < ms(retain_after);
+            let status: Option<i64> = get(&row, "response_status")?;
+            let abandoned = status.is_none() && get::<i64>(&row, "locked_until")? < ms(now);
+            if !expired && !abandoned {
+                if get::<String>(&row, "request_hash")? != request_hash {
+                    return Ok(IdempotencyBegin::Mismatch);
+                }
+                return Ok(match status {
+                    Some(status) => IdempotencyBegin::Replay {
+                        status: u16::try_from(status)
+                            .map_err(|_| StoreError::Corrupt("response status".into()))?,
+                        body: get::<Option<Vec<u8>>>(&row, "response_body")?.unwrap_or_default(),
+                    },
+                    None => IdempotencyBegin::InFlight,
+                });
+            }
+            sqlx::query("DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ?")
+                .bind(merchant.to_string())
+                .bind(key)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        sqlx::query(
+            "INSERT INTO idempotency_keys (merchant_id, key, request_hash, locked_until, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(merchant.to_string())
+        .bind(key)
+        .bind(request_hash)
+        .bind(ms(lock_until))
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(IdempotencyBegin::Started)
+    }
+
+    async fn idempotency_finish(
+        &self,
+        merchant: MerchantId,
+        key: &str,
+        status: u16,
+        body: &[u8],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET response_status = ?, response_body = ? \
+             WHERE merchant_id = ? AND key = ?",
+        )
+        .bind(i64::from(status))
+        .bind(body)
+        .bind(merchant.to_string())
+        .bind(key)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
+        )
+        .bind(merchant.to_string())
+        .bind(key)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn claim_due_payments(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<PaymentRecord>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' \
+             AND next_check_at IS NOT NULL AND next_check_at <= ? ORDER BY next_check_at LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
             .await
             .map_err(unavailable)?;
+        let payments = rows.iter().map(payment_from_row).collect::<StoreResult<Vec<_>>>()?;
+        // The lease: pushing next_check_at out hides the row from other sweepers until then.
+        for p in &payments {
+            sqlx::query("UPDATE payments SET next_check_at = ? WHERE id = ?")
+                .bind(ms(lease_until))
+                .bind(p.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(payments)
+    }
+
+    async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE payments SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?",
+        )
+        .bind(ms(at))
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
         Ok(())
+    }
+
+    async fn claim_due_refunds(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<RefundRecord>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'pending' \
+             AND next_check_at IS NOT NULL AND next_check_at <= ? ORDER BY next_check_at LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let refunds = rows.iter().map(refund_from_row).collect::<StoreResult<Vec<_>>>()?;
+        for r in &refunds {
+            sqlx::query("UPDATE refunds SET next_check_at = ? WHERE id = ?")
+                .bind(ms(lease_until))
+                .bind(r.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(refunds)
+    }
+
+    async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE refunds SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?",
+        )
+        .bind(ms(at))
+        .bind(id.to_string())
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>> {
+        let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(payment_from_row).transpose()
+    }
+
+    async fn create_webhook_endpoint(&self, ep: &WebhookEndpointRecord) -> StoreResult<()> {
+        let events = ep
+            .events
+            .as_ref()
+            .map(|list| serde_json::to_string(&list.iter().map(|e| e.as_str()).collect::<Vec<_>>()))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, events, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&ep.id)
+        .bind(ep.merchant_id.to_string())
+        .bind(&ep.url)
+        .bind(&ep.secret)
+        .bind(events)
+        .bind(ms(ep.created_at))
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn webhook_endpoints(
+        &self,
+        merchant: MerchantId,
+    ) -> StoreResult<Vec<WebhookEndpointRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, merchant_id, url, secret, events, created_at FROM webhook_endpoints \
+             WHERE merchant_id = ? AND NOT deleted ORDER BY id",
+        )
+        .bind(merchant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    async fn webhook_endpoint(
+        &self,
+        merchant: MerchantId,
+        id: &str,
+    ) -> StoreResult<Option<WebhookEndpointRecord>> {
+        let row = sqlx::query(
+            "SELECT id, merchant_id, url, secret, events, created_at FROM webhook_endpoints \
+             WHERE merchant_id = ? AND id = ? AND NOT deleted",
+        )
+        .bind(merchant.to_string())
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        merchant: MerchantId,
+        id: &str,
+        secret: &str,
+        old_expires_at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = ?, \
+             secret = ? WHERE merchant_id = ? AND id = ? AND NOT deleted",
+        )
+        .bind(ms(old_expires_at))
+        .bind(secret)
+        .bind(merchant.to_string())
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted = TRUE WHERE merchant_id = ? AND id = ? AND NOT deleted",
+        )
+        .bind(merchant.to_string())
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        // Nothing more goes to a deleted endpoint.
+        sqlx::query("UPDATE deliveries SET status = 'canceled' WHERE endpoint_id = ? AND status = 'pending'")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(done == 1)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT d.id AS delivery_id, d.attempts, d.window_started_at, w.url, w.secret, \
+               CASE WHEN w.previous_secret_expires_at > ? THEN w.previous_secret END AS previous_secret, \
+               e.id, e.merchant_id, e.type, e.object_id, e.data, e.created_at \
+             FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+               JOIN events e ON e.id = d.event_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ? \
+               AND (d.locked_until IS NULL OR d.locked_until <= ?) \
+             ORDER BY d.next_attempt_at LIMIT ?",
+        )
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(ms(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let due = DueDelivery {
+                delivery_id: get(row, "delivery_id")?,
+                attempts: get(row, "attempts")?,
+                window_started_at: from_ms(get(row, "window_started_at")?)?,
+                event: event_from_row(row)?,
+                url: get(row, "url")?,
+                secret: get(row, "secret")?,
+                previous_secret: get(row, "previous_secret")?,
+            };
+            sqlx::query("UPDATE deliveries SET locked_until = ? WHERE id = ?")
+                .bind(ms(lease_until))
+                .bind(&due.delivery_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            out.push(due);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(out)
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        delivery_id: &str,
+        a: &DeliveryAttemptRecord,
+        next: DeliveryNext,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error, \
+             response_snippet) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(format!("att_{}", uuid::Uuid::now_v7().simple()))
+        .bind(delivery_id)
+        .bind(ms(a.at))
+        .bind(a.status_code.map(i64::from))
+        .bind(a.latency_ms)
+        .bind(&a.error)
+        .bind(&a.response_snippet)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let (status, next_at, delivered_at) = match next {
+            DeliveryNext::Delivered => ("delivered", a.at, Some(ms(a.at))),
+            DeliveryNext::RetryAt(at) => ("pending", at, None),
+            DeliveryNext::Failed => ("failed", a.at, None),
+        };
+        sqlx::query(
+            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+             delivered_at = COALESCE(?, delivered_at), locked_until = NULL WHERE id = ?",
+        )
+        .bind(status)
+        .bind(ms(next_at))
+        .bind(delivered_at)
+        .bind(delivery_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn deliveries_for_event(
+        &self,
+        merchant: MerchantId,
+        event: EventId,
+    ) -> StoreResult<Vec<DeliveryRecord>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.endpoint_id, w.url, d.status, d.next_attempt_at, d.delivered_at \
+             FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+               JOIN events e ON e.id = d.event_id \
+             WHERE d.event_id = ? AND e.merchant_id = ? ORDER BY d.id",
+        )
+        .bind(event.to_string())
+        .bind(merchant.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = get(row, "id")?;
+            let attempts = sqlx::query(
+                "SELECT at, status_code, latency_ms, error, response_snippet FROM delivery_attempts \
+                 WHERE delivery_id = ? ORDER BY at, id",
+            )
+            .bind(&id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?
+            .iter()
+            .map(|a| {
+                Ok(DeliveryAttemptRecord {
+                    at: from_ms(get(a, "at")?)?,
+                    status_code: get::<Option<i64>>(a, "status_code")?
+                        .and_then(|c| u16::try_from(c).ok()),
+                    latency_ms: get(a, "latency_ms")?,
+                    error: get(a, "error")?,
+                    response_snippet: get(a, "response_snippet")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+            let status: String = get(row, "status")?;
+            out.push(DeliveryRecord {
+                next_attempt_at: if status == "pending" {
+                    Some(from_ms(get(row, "next_attempt_at")?)?)
+                } else {
+                    None
+                },
+                id,
+                endpoint_id: get(row, "endpoint_id")?,
+                url: get(row, "url")?,
+                status,
+                attempts,
+                delivered_at: opt_from_ms(get(row, "delivered_at")?)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn redeliver_event(
+        &self,
+        merchant: MerchantId,
+        event: EventId,
+        now: OffsetDateTime,
+    ) -> StoreResult<u64> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT type FROM events WHERE id = ? AND merchant_id = ?")
+            .bind(event.to_string())
+            .bind(merchant.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .ok_or(StoreError::NotFound)?;
+        let kind = parse::<EventType>(&get::<String>(&row, "type")?, "event type")?;
+        let endpoints = sqlx::query(
+            "SELECT id, events FROM webhook_endpoints WHERE merchant_id = ? AND NOT deleted",
+        )
+        .bind(merchant.to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let mut count = 0;
+        for ep in endpoints {
+            let events: Option<String> = get(&ep, "events")?;
+            if !subscribed(events.as_deref(), kind)? {
+                continue;
+            }
+            let endpoint_id: String = get(&ep, "id")?;
+            let updated = sqlx::query(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, window_started_at = ?, \
+                 locked_until = NULL WHERE event_id = ? AND endpoint_id = ?",
+            )
+            .bind(ms(now))
+            .bind(ms(now))
+            .bind(event.to_string())
+            .bind(&endpoint_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+            if updated == 0 {
+                insert_delivery(&mut tx, &event.to_string(), &endpoint_id, now).await?;
+            }
+            count += 1;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(count)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -62,6 +62,7 @@ fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptR
         paid_at: None,
         created_at: now,
         updated_at: now,
+        check_count: 0,
     };
     let a = AttemptRecord {
         id: format!("att_{}", uuid_like()),
@@ -116,6 +117,7 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
         created_at: now,
         succeeded_at: None,
         updated_at: now,
+        check_count: 0,
     }
 }
 
@@ -123,10 +125,10 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
 async fn merchant_order_no_is_unique_per_merchant() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
     let (p2, a2) = payment(&f, "order-1", 100);
     assert!(matches!(
-        f.store.insert_payment(&p2, &a2).await,
+        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc()).await,
         Err(StoreError::Duplicate("merchant_order_no"))
     ));
     assert!(f.store.payment(f.merchant, p2.id).await.unwrap().is_none());
@@ -138,7 +140,7 @@ async fn merchant_order_no_is_unique_per_merchant() {
 async fn transition_applies_once_and_writes_its_event() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
     assert!(!f.store.transition_payment(&succeed(&p)).await.unwrap(), "second is a no-op");
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
@@ -153,9 +155,9 @@ async fn transition_applies_once_and_writes_its_event() {
 async fn refund_needs_a_succeeded_payment() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 10)).await,
+        f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc()).await,
         Err(StoreError::PaymentNotRefundable(PaymentStatus::Pending))
     ));
 }
@@ -164,13 +166,15 @@ async fn refund_needs_a_succeeded_payment() {
 async fn concurrent_refunds_never_exceed_the_amount() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 20);
-    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
         let store = f.store.clone();
         let r = refund(&p, &format!("r{i}"), 1);
-        tasks.push(tokio::spawn(async move { store.insert_refund(&r).await }));
+        tasks.push(tokio::spawn(async move {
+            store.insert_refund(&r, OffsetDateTime::now_utc()).await
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -189,18 +193,18 @@ async fn concurrent_refunds_never_exceed_the_amount() {
 async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let r1 = refund(&p, "r1", 60);
     let r2 = refund(&p, "r2", 40);
-    f.store.insert_refund(&r1).await.unwrap();
-    f.store.insert_refund(&r2).await.unwrap();
+    f.store.insert_refund(&r1, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_refund(&r2, OffsetDateTime::now_utc()).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r3", 1)).await,
+        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc()).await,
         Err(StoreError::RefundExceedsAmount { available: 0, .. })
     ));
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 1)).await,
+        f.store.insert_refund(&refund(&p, "r1", 1), OffsetDateTime::now_utc()).await,
         Err(StoreError::Duplicate(_)) | Err(StoreError::RefundExceedsAmount { .. })
     ));
     let change = |r: &RefundRecord, to| RefundTransition {
@@ -223,5 +227,5 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
     assert_eq!(got.amount_refunded, 60);
     assert_eq!(got.amount_reserved, 60);
-    f.store.insert_refund(&refund(&p, "r4", 40)).await.unwrap();
+    f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc()).await.unwrap();
 }

@@ -1,0 +1,126 @@
+//! `Idempotency-Key` on every POST of the merchant API.
+//!
+//! The first response for a (merchant, key) is stored with a hash of the request and replayed for
+//! the same key and request for 24 hours. The same key with a different request is a 409, and so
+//! is the same key while its first request is still running: a retry never makes a second channel
+//! call. A response that changed nothing because the store was down is not kept, so the merchant's
+//! retry runs again.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use paymux_crypto::sha256_hex;
+use paymux_store::IdempotencyBegin;
+use time::OffsetDateTime;
+
+use crate::auth::Merchant;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+/// An in-flight claim older than this was abandoned by a dead process and may be taken over.
+const IN_FLIGHT_LEASE: Duration = Duration::from_secs(120);
+const MAX_BODY: usize = 64 * 1024;
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get(HEADER).cloned() else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
+        _ => {
+            return ApiError::invalid_param(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+            .into_response();
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let merchant =
+        match <Merchant as axum::extract::FromRequestParts<AppState>>::from_request_parts(
+            &mut parts, &state,
+        )
+        .await
+        {
+            Ok(m) => m,
+            Err(e) => return e.into_response(),
+        };
+    let bytes = match to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::invalid("body_too_large", "the request body is too large")
+                .into_response();
+        }
+    };
+    // The request's identity: method, path and exact body.
+    let mut canonical = format!("{} {}\n", parts.method, parts.uri.path()).into_bytes();
+    canonical.extend_from_slice(&bytes);
+    let hash = sha256_hex(&canonical);
+    let now = OffsetDateTime::now_utc();
+    let begin = state
+        .store
+        .idempotency_begin(
+            merchant.0,
+            &key,
+            &hash,
+            now,
+            now + IN_FLIGHT_LEASE,
+            now - state.config.idempotency_retention,
+        )
+        .await;
+    match begin {
+        Err(e) => return ApiError::store(e).into_response(),
+        Ok(IdempotencyBegin::Mismatch) => {
+            return ApiError::conflict(
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request",
+            )
+            .into_response();
+        }
+        Ok(IdempotencyBegin::InFlight) => {
+            return ApiError::conflict(
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry later",
+            )
+            .into_response();
+        }
+        Ok(IdempotencyBegin::Replay { status, body }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            let mut res =
+                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+            res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return res;
+        }
+        Ok(IdempotencyBegin::Started) => {}
+    }
+    let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let status = res.status();
+    let (res_parts, res_body) = res.into_parts();
+    let res_bytes = match to_bytes(res_body, usize::MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            let _ = state.store.idempotency_release(merchant.0, &key).await;
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    let kept =
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            // Nothing changed: let the retry run again.
+            state.store.idempotency_release(merchant.0, &key).await
+        } else {
+            state.store.idempotency_finish(merchant.0, &key, status.as_u16(), &res_bytes).await
+        };
+    if let Err(e) = kept {
+        // The claim expires after its lease; until then a retry is told it is in flight.
+        tracing::warn!(error = %e, "could not store the idempotent response");
+    }
+    Response::from_parts(res_parts, Body::from(res_bytes))
+}

@@ -1,0 +1,307 @@
+//! Merchant webhooks: the endpoints API and the dispatcher that delivers the outbox.
+//!
+//! Every event is written with a delivery per subscribed endpoint in the same transaction as the
+//! state change it reports. The dispatcher claims due deliveries with a lease, POSTs the event
+//! signed with `Paymux-Signature`, and retries anything but a 2xx with exponential backoff and
+//! jitter until the retry window (3 days) closes; then the delivery is failed, and a merchant can
+//! redeliver it by hand. Delivery is at least once: merchants deduplicate by event id.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use paymux_core::{EventId, EventType};
+use paymux_crypto::random_alphanumeric;
+use paymux_store::{
+    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, StoreError,
+    WebhookEndpointRecord,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::auth::Merchant;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::objects::{self, rfc3339};
+use crate::state::AppState;
+
+/// How long the previous secret keeps signing after a rotation.
+const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+const BATCH: u32 = 32;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpointBody {
+    url: Option<String>,
+    events: Option<Vec<String>>,
+}
+
+fn new_secret() -> String {
+    format!("whsec_{}", random_alphanumeric(32))
+}
+
+fn endpoint_object(ep: &WebhookEndpointRecord, with_secret: bool) -> Value {
+    let mut v = json!({
+        "id": ep.id,
+        "object": "webhook_endpoint",
+        "url": ep.url,
+        "events": ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+        "created_at": rfc3339(ep.created_at),
+    });
+    if with_secret {
+        v["secret"] = json!(ep.secret);
+    }
+    v
+}
+
+pub async fn create_endpoint(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    ApiJson(body): ApiJson<CreateEndpointBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let url = body.url.ok_or_else(|| ApiError::invalid_param("url", "url is required"))?;
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| ApiError::invalid_param("url", format!("url is not a valid URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || url.len() > 512 {
+        return Err(ApiError::invalid_param(
+            "url",
+            "url must be an http(s) URL of at most 512 characters",
+        ));
+    }
+    let events = body
+        .events
+        .map(|list| {
+            if list.is_empty() {
+                return Err(ApiError::invalid_param(
+                    "events",
+                    "events must not be empty; omit it for all",
+                ));
+            }
+            list.iter()
+                .map(|t| t.parse::<EventType>().map_err(|e| ApiError::invalid_param("events", e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?;
+    let ep = WebhookEndpointRecord {
+        id: format!("we_{}", uuid::Uuid::now_v7().simple()),
+        merchant_id: merchant.0,
+        url,
+        secret: new_secret(),
+        events,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    state.store.create_webhook_endpoint(&ep).await?;
+    Ok((StatusCode::CREATED, Json(endpoint_object(&ep, true))))
+}
+
+pub async fn list_endpoints(
+    State(state): State<AppState>,
+    merchant: Merchant,
+) -> Result<Json<Value>, ApiError> {
+    let eps = state.store.webhook_endpoints(merchant.0).await?;
+    Ok(Json(json!({
+        "object": "list",
+        "data": eps.iter().map(|e| endpoint_object(e, false)).collect::<Vec<_>>(),
+        "has_more": false,
+    })))
+}
+
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let secret = new_secret();
+    let old_until = OffsetDateTime::now_utc() + SECRET_OVERLAP;
+    if !state.store.rotate_webhook_secret(merchant.0, &id, &secret, old_until).await? {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    let ep = state
+        .store
+        .webhook_endpoint(merchant.0, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    Ok(Json(endpoint_object(&ep, true)))
+}
+
+pub async fn delete_endpoint(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.store.delete_webhook_endpoint(merchant.0, &id).await? {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    Ok(Json(json!({"id": id, "object": "webhook_endpoint", "deleted": true})))
+}
+
+fn delivery_object(d: &DeliveryRecord) -> Value {
+    json!({
+        "id": d.id,
+        "endpoint_id": d.endpoint_id,
+        "url": d.url,
+        "status": d.status,
+        "next_attempt_at": d.next_attempt_at.map(rfc3339),
+        "delivered_at": d.delivered_at.map(rfc3339),
+        "attempts": d.attempts.iter().map(|a| json!({
+            "at": rfc3339(a.at),
+            "status_code": a.status_code,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+            "response": a.response_snippet,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn get_event(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
+    let e = state.store.event(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
+    let deliveries = state.store.deliveries_for_event(merchant.0, id).await?;
+    let mut v = objects::event(&e);
+    v["deliveries"] = deliveries.iter().map(delivery_object).collect();
+    Ok(Json(v))
+}
+
+pub async fn redeliver(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
+    match state.store.redeliver_event(merchant.0, id, OffsetDateTime::now_utc()).await {
+        Ok(n) => Ok(Json(json!({"id": id.to_string(), "object": "event", "redelivering_to": n}))),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("event")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The retry delay after `attempts` failed tries: exponential, capped, with ±20% jitter so a
+/// merchant coming back up is not hit by every retry at once.
+pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
+    let base = crate::sweeper::backoff(first, max, attempts.saturating_sub(1));
+    let [r] = paymux_crypto::random_bytes::<1>();
+    // r in 0..=255 maps to a factor in [0.8, 1.2].
+    let factor = 0.8 + 0.4 * f64::from(r) / 255.0;
+    base.mul_f64(factor)
+}
+
+/// Runs forever, delivering what is due every interval.
+pub async fn run(state: AppState) {
+    let http = reqwest::Client::builder()
+        .timeout(state.config.webhooks.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
+    let mut tick = tokio::time::interval(state.config.webhooks.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = dispatch_once(&state, &http).await {
+            tracing::warn!(error = %e, "webhook dispatch failed; retrying next interval");
+        }
+    }
+}
+
+/// Delivers every delivery due now, concurrently. Returns how many were tried.
+pub async fn dispatch_once(state: &AppState, http: &reqwest::Client) -> Result<usize, StoreError> {
+    let now = OffsetDateTime::now_utc();
+    // The lease outlives one attempt's timeout, so nobody else sends it while we wait.
+    let lease = now + state.config.webhooks.timeout + Duration::from_secs(30);
+    let due = state.store.claim_due_deliveries(now, lease, BATCH).await?;
+    let n = due.len();
+    let mut set = tokio::task::JoinSet::new();
+    for d in due {
+        let state = state.clone();
+        let http = http.clone();
+        set.spawn(async move { deliver(&state, &http, d).await });
+    }
+    while set.join_next().await.is_some() {}
+    Ok(n)
+}
+
+/// The header for `body`, signed with the current secret and, during a rotation, the previous one.
+fn signature(d: &DueDelivery, timestamp: i64, body: &[u8]) -> String {
+    let mut header = paymux_webhook::sign(&d.secret, timestamp, body);
+    if let Some(old) = &d.previous_secret {
+        let old_header = paymux_webhook::sign(old, timestamp, body);
+        if let Some((_, v1)) = old_header.split_once(",v1=") {
+            header.push_str(",v1=");
+            header.push_str(v1);
+        }
+    }
+    header
+}
+
+async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
+    let body = objects::event(&d.event).to_string();
+    let started = Instant::now();
+    let at = OffsetDateTime::now_utc();
+    let sent = http
+        .post(&d.url)
+        .header("content-type", "application/json")
+        .header("user-agent", "paymux-webhooks/1")
+        .header(
+            paymux_webhook::SIGNATURE_HEADER,
+            signature(&d, at.unix_timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await;
+    let (status_code, error, snippet, ok) = match sent {
+        Ok(res) => {
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            let snippet: String = text.chars().take(256).collect();
+            (Some(status.as_u16()), None, Some(snippet), status.is_success())
+        }
+        Err(e) => {
+            let why = if e.is_timeout() { "timeout".to_owned() } else { format!("{e}") };
+            (None, Some(why), None, false)
+        }
+    };
+    let cfg = &state.config.webhooks;
+    let attempts = d.attempts + 1;
+    let next = if ok {
+        DeliveryNext::Delivered
+    } else if at - d.window_started_at >= cfg.give_up_after {
+        tracing::warn!(delivery = %d.delivery_id, event = %d.event.id, "webhook delivery failed for good");
+        DeliveryNext::Failed
+    } else {
+        DeliveryNext::RetryAt(at + retry_delay(cfg.first_retry, cfg.max_backoff, attempts))
+    };
+    let record = DeliveryAttemptRecord {
+        at,
+        status_code,
+        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+        error,
+        response_snippet: snippet,
+    };
+    if let Err(e) = state.store.record_delivery_attempt(&d.delivery_id, &record, next).await {
+        // The lease runs out and the delivery is tried again: at least once, never lost.
+        tracing::warn!(delivery = %d.delivery_id, error = %e, "could not record a delivery attempt");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delay_grows_with_jitter_and_caps() {
+        let s = Duration::from_secs;
+        for _ in 0..50 {
+            let d1 = retry_delay(s(10), s(3600), 1);
+            assert!(d1 >= s(8) && d1 <= s(12), "{d1:?}");
+            let d3 = retry_delay(s(10), s(3600), 3);
+            assert!(d3 >= s(32) && d3 <= s(48), "{d3:?}");
+            let big = retry_delay(s(10), s(3600), 40);
+            assert!(big <= s(4320), "{big:?}");
+        }
+    }
+}
