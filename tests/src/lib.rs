@@ -139,6 +139,50 @@ impl TestApp {
         self.http.get(url).send().await.unwrap().json().await.unwrap()
     }
 
+    /// Every order the channel's mock holds.
+    pub async fn mock_orders(&self, channel: &str) -> Vec<Value> {
+        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let v: Value = self
+            .http
+            .get(format!("{base}/_sandbox/orders"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["orders"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A POST with an `Idempotency-Key`.
+    pub async fn call_with_key(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.gateway))
+            .bearer_auth(&self.api_key)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    /// Moves a payment's expiry to now, as if its time had run out (the sweeper then closes it).
+    pub async fn expire_now(&self, payment_id: &str) {
+        let url = format!("sqlite://{}", self.data_dir.path().join("paymux.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ?")
+            .bind(now_ms - 1)
+            .bind(payment_id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+
     pub async fn set_faults(&self, channel: &str, faults: Value) {
         let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
         let res =

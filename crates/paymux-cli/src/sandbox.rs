@@ -40,6 +40,9 @@ pub struct SandboxOptions {
     pub channel_timeout: Duration,
     pub sweeper: SweeperConfig,
     pub webhooks: WebhookConfig,
+    /// False leaves the gateway to another process (`paymux serve` on the manifest's gateway
+    /// URL): crash tests kill that process while the mocks here keep their state.
+    pub run_gateway: bool,
 }
 
 impl SandboxOptions {
@@ -56,6 +59,7 @@ impl SandboxOptions {
             channel_timeout: Duration::from_secs(10),
             sweeper: SweeperConfig::default(),
             webhooks: WebhookConfig::default(),
+            run_gateway: true,
         }
     }
 }
@@ -338,11 +342,16 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     config.sweeper = opts.sweeper.clone();
     config.webhooks = opts.webhooks.clone();
     let state = AppState::new(store.clone(), config);
-    let tasks = vec![
+    let mut tasks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),
-        spawn_server("gateway", paymux_gateway::serve(gw_listener, state)),
     ];
+    if opts.run_gateway {
+        tasks.push(spawn_server("gateway", paymux_gateway::serve(gw_listener, state)));
+    } else {
+        // Free the port for the process that will serve it.
+        drop(gw_listener);
+    }
 
     let manifest = Manifest {
         gateway_url,

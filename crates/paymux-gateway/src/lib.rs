@@ -24,6 +24,7 @@ mod callbacks;
 mod error;
 mod events;
 mod extract;
+pub mod failpoint;
 mod idempotency;
 mod objects;
 mod payments;

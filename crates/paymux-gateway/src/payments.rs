@@ -313,7 +313,9 @@ pub async fn create(
         payer_openid: req.openid,
         auth_code: req.auth_code,
     };
-    match adapter.create(&call).await {
+    let outcome = adapter.create(&call).await;
+    crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_CREATE).await;
+    match outcome {
         Ok(created) => {
             let action = serde_json::to_value(&created.action)
                 .map_err(|e| ApiError::internal(format!("action: {e}")))?;

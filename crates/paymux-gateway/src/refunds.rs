@@ -123,6 +123,7 @@ pub async fn create(
         created_at: now,
     };
     let outcome = adapter.refund(&call).await;
+    crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_REFUND).await;
     let report = match outcome {
         Ok(report) => report,
         Err(paymux_core::ChannelError::Declined { code, message }) => {

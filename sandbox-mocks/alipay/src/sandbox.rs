@@ -138,9 +138,15 @@ fn order_json(shared: &Shared, out_trade_no: &str) -> Result<Json<OrderView>, Ap
     Ok(Json(view(shared, order)))
 }
 
-pub(crate) async fn list_orders(State(shared): State<Arc<Shared>>) -> Json<Vec<OrderView>> {
+/// `{"orders": [...]}`, the same shape as the WeChat mock's.
+pub(crate) async fn list_orders(State(shared): State<Arc<Shared>>) -> Json<OrderList> {
     let trades = shared.trades();
-    Json(trades.all().into_iter().map(|o| view(&shared, o)).collect())
+    Json(OrderList { orders: trades.all().into_iter().map(|o| view(&shared, o)).collect() })
+}
+
+#[derive(serde::Serialize)]
+pub(crate) struct OrderList {
+    orders: Vec<OrderView>,
 }
 
 pub(crate) async fn show_order(

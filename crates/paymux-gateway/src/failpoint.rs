@@ -1,0 +1,15 @@
+//! A crash-test hook: `PAYMUX_FAILPOINT=<name>` makes the gateway stop dead at the named point
+//! (it hangs until the process is killed), so tests can kill it between a channel call and the
+//! commit that records it. Unset in normal operation, where each check is one environment read.
+
+/// After the channel answered a create, before the answer is stored.
+pub const AFTER_CHANNEL_CREATE: &str = "after_channel_create";
+/// After the channel answered a refund, before the answer is stored.
+pub const AFTER_CHANNEL_REFUND: &str = "after_channel_refund";
+
+pub async fn hit(name: &str) {
+    if std::env::var("PAYMUX_FAILPOINT").is_ok_and(|v| v == name) {
+        tracing::error!(failpoint = name, "failpoint reached: hanging until killed");
+        std::future::pending::<()>().await;
+    }
+}

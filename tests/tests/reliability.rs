@@ -1,0 +1,349 @@
+//! Money is never lost or doubled: idempotency, concurrent refunds, timeouts after commit, lost
+//! notifications and merchant webhooks, end to end on real sockets.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use paymux_e2e::TestApp;
+use paymux_gateway::{SweeperConfig, WebhookConfig};
+use serde_json::{Value, json};
+
+fn id(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_owned()
+}
+
+/// A sweeper that wakes often and checks soon: seconds become milliseconds.
+fn fast_sweeper() -> SweeperConfig {
+    SweeperConfig {
+        interval: Duration::from_millis(100),
+        first_check_after: Duration::from_millis(300),
+        max_backoff: Duration::from_millis(600),
+        lease: Duration::from_secs(5),
+    }
+}
+
+fn fast_webhooks(give_up_after: Duration) -> WebhookConfig {
+    WebhookConfig {
+        interval: Duration::from_millis(50),
+        first_retry: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        give_up_after,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+#[tokio::test]
+async fn fifty_concurrent_creates_with_one_key_make_one_payment_and_one_channel_order() {
+    let app = Arc::new(TestApp::spawn().await);
+    let body = json!({"merchant_order_no": "o-idem", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let app = app.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            let res = app
+                .http
+                .post(format!("{}/v1/payments", app.gateway))
+                .bearer_auth(&app.api_key)
+                .header("Idempotency-Key", "key-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            (status, res.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            201 => created.push(id(&v)),
+            409 => assert_eq!(v["error"]["code"], "idempotency_key_in_flight", "{v}"),
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(created.iter().all(|c| *c == created[0]), "every 201 is the same payment");
+    let (_, list) = app.get("/v1/payments").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(app.mock_orders("alipay").await.len(), 1, "one channel order");
+
+    // The same key later replays the stored answer; with another body it is refused.
+    let (s, replay) = app.call_with_key("key-1", "/v1/payments", body.clone()).await;
+    assert_eq!(s, 201);
+    assert_eq!(id(&replay), created[0]);
+    let mut other = body.clone();
+    other["amount"] = json!(2000);
+    let (s, e) = app.call_with_key("key-1", "/v1/payments", other).await;
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["error"]["code"], "idempotency_key_reused");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_one_fen_refunds_of_a_twenty_fen_payment_refund_exactly_twenty() {
+    let app = Arc::new(TestApp::spawn().await);
+    let (_, p) = app.create_payment("alipay", "qr", "o-20", 20).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let app = app.clone();
+        let path = format!("/v1/payments/{}/refunds", id(&p));
+        tasks.push(tokio::spawn(async move {
+            app.post(&path, json!({"amount": 1, "merchant_refund_no": format!("r-{i}")})).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            201 => {
+                assert_eq!(v["status"], "succeeded", "{v}");
+                ok += 1;
+            }
+            400 => {
+                assert_eq!(v["error"]["code"], "refund_exceeds_payment", "{v}");
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    assert_eq!((ok, refused), (20, 30));
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["amount_refunded"], 20);
+    let mock = app.mock_order("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(mock["refunded_amount"], "0.20", "the channel agrees: {mock}");
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_settled_by_the_sweeper_without_a_second_order() {
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = fast_sweeper();
+        o.channel_timeout = Duration::from_millis(800);
+    })
+    .await;
+    app.set_faults("alipay", json!({"timeout_after_commit": ["alipay.trade.precreate"]})).await;
+    let (s, e) = app.create_payment("alipay", "qr", "o-lost", 1000).await;
+    assert_eq!(s, 504, "{e}");
+    let pid = e["error"]["object_id"].as_str().unwrap().to_owned();
+    app.clear_faults("alipay").await;
+    let (_, p) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(p["status"], "pending");
+    let no = p["channel_order_no"].as_str().unwrap();
+    // The channel did make the order: the buyer pays it, and its notification is lost.
+    app.set_faults("alipay", json!({"drop_notifications": true})).await;
+    assert_eq!(app.pay_at_mock("alipay", no).await, 200);
+    let paid = app.wait_payment(&pid, "succeeded").await;
+    assert!(paid["channel_trade_no"].is_string());
+    assert_eq!(app.mock_orders("alipay").await.len(), 1, "no second order");
+}
+
+#[tokio::test]
+async fn a_refund_whose_answer_is_lost_is_settled_by_the_sweeper_without_a_second_refund() {
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = fast_sweeper();
+        o.channel_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-r", 1000).await;
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    app.pay_at_mock("alipay", &no).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    app.set_faults("alipay", json!({"timeout_after_commit": ["alipay.trade.refund"]})).await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 400, "merchant_refund_no": "r-lost"}),
+        )
+        .await;
+    assert_eq!(s, 504, "{e}");
+    let rid = e["error"]["object_id"].as_str().unwrap().to_owned();
+    assert_eq!(e["error"]["type"], "channel_timeout", "reported as unknown, never failed");
+    app.clear_faults("alipay").await;
+    let done =
+        app.wait_for(&format!("/v1/refunds/{rid}"), 10, |r| r["status"] == "succeeded").await;
+    assert_eq!(done["amount"], 400);
+    let mock = app.mock_order("alipay", &no).await;
+    assert_eq!(mock["refunded_amount"], "4.00");
+    assert_eq!(mock["refunds"].as_array().unwrap().len(), 1, "no second refund: {mock}");
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["amount_refunded"], 400);
+}
+
+#[tokio::test]
+async fn dropped_notifications_are_recovered_by_the_sweeper() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    app.set_faults("wechat", json!({"drop_notifications": true})).await;
+    let (_, p) = app.create_payment("wechat", "qr", "o-drop", 1000).await;
+    app.pay_at_mock("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    let paid = app.wait_payment(&id(&p), "succeeded").await;
+    assert!(paid["channel_trade_no"].is_string());
+    let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(kinds, [json!("payment.succeeded")]);
+}
+
+#[tokio::test]
+async fn an_unpaid_payment_past_its_expiry_is_closed_at_the_channel() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (_, p) = app
+        .post(
+            "/v1/payments",
+            json!({"merchant_order_no": "o-exp", "amount": 100, "currency": "CNY", "subject": "s",
+                   "channel": "wechat", "method": "qr", "expires_in": 60}),
+        )
+        .await;
+    assert_eq!(p["status"], "pending");
+    // Make it expire now, as if a minute had passed.
+    app.expire_now(&id(&p)).await;
+    let closed = app.wait_payment(&id(&p), "closed").await;
+    assert_eq!(closed["status"], "closed");
+    let mock = app.mock_order("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(mock["trade_state"], "CLOSED", "closed at the channel too: {mock}");
+}
+
+/// A merchant's webhook receiver whose answer can be switched, recording what it got.
+#[derive(Clone, Default)]
+struct Receiver {
+    healthy: Arc<Mutex<bool>>,
+    got: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+    let sig =
+        headers.get("paymux-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    r.got.lock().unwrap().push((sig, body));
+    if *r.healthy.lock().unwrap() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let r = Receiver::default();
+    let app = axum::Router::new().route("/hook", post(receive)).with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (r, url)
+}
+
+async fn wait_until(secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_survive_an_endpoint_outage_and_arrive_signed() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    let (s, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    assert_eq!(s, 201, "{ep}");
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+
+    // The endpoint is down while three payments succeed.
+    let mut paid = Vec::new();
+    for i in 0..3 {
+        let (_, p) = app.create_payment("alipay", "qr", &format!("o-{i}"), 100 + i).await;
+        app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+        app.wait_payment(&id(&p), "succeeded").await;
+        paid.push(id(&p));
+    }
+    wait_until(10, || rx.got.lock().unwrap().len() >= 6).await;
+    *rx.healthy.lock().unwrap() = true;
+
+    let events = app.events().await;
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        let eid = id(e);
+        app.wait_for(&format!("/v1/events/{eid}"), 10, |v| {
+            v["deliveries"][0]["status"] == "delivered"
+        })
+        .await;
+        let (_, detail) = app.get(&format!("/v1/events/{eid}")).await;
+        let attempts = detail["deliveries"][0]["attempts"].as_array().unwrap();
+        assert!(attempts.len() >= 2, "failed first, then delivered: {detail}");
+        assert_eq!(attempts.last().unwrap()["status_code"], 200);
+    }
+    // Every event arrived, with a valid signature, at least once.
+    let got = rx.got.lock().unwrap().clone();
+    for e in &events {
+        let (sig, body) = got.iter().rev().find(|(_, b)| b.contains(&id(e))).unwrap();
+        paymux_webhook::verify_webhook(&secret, sig, body.as_bytes(), Duration::from_secs(300))
+            .unwrap();
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["type"], "payment.succeeded");
+        assert!(paid.contains(&id(&v["data"]["object"])));
+        // One byte of body changed, or the signature too old, and it no longer verifies.
+        let tampered = body.replacen("succeeded", "succeedex", 1);
+        assert!(
+            paymux_webhook::verify_webhook(
+                &secret,
+                sig,
+                tampered.as_bytes(),
+                Duration::from_secs(300)
+            )
+            .is_err()
+        );
+        let ts: i64 = sig.split(',').find_map(|p| p.strip_prefix("t=")).unwrap().parse().unwrap();
+        assert!(
+            paymux_webhook::verify_webhook_at(
+                &secret,
+                sig,
+                body.as_bytes(),
+                Duration::from_secs(300),
+                ts + 301
+            )
+            .is_err()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_webhook_refused_forever_ends_failed_and_can_be_redelivered_by_hand() {
+    let app =
+        TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_millis(1500))).await;
+    let (rx, url) = start_receiver().await;
+    let (_, ep) = app
+        .post("/v1/webhook_endpoints", json!({"url": url, "events": ["payment.succeeded"]}))
+        .await;
+    let secret = ep["secret"].as_str().unwrap().to_owned();
+    let (_, p) = app.create_payment("alipay", "qr", "o-f", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    let failed = app
+        .wait_for(&format!("/v1/events/{eid}"), 15, |v| v["deliveries"][0]["status"] == "failed")
+        .await;
+    assert!(failed["deliveries"][0]["attempts"].as_array().unwrap().len() >= 2, "{failed}");
+
+    *rx.healthy.lock().unwrap() = true;
+    let (s, r) = app.post(&format!("/v1/events/{eid}/redeliver"), json!({})).await;
+    assert_eq!(s, 200, "{r}");
+    app.wait_for(&format!("/v1/events/{eid}"), 10, |v| v["deliveries"][0]["status"] == "delivered")
+        .await;
+    let got = rx.got.lock().unwrap().clone();
+    let (sig, body) = got.last().unwrap();
+    paymux_webhook::verify_webhook(&secret, sig, body.as_bytes(), Duration::from_secs(300))
+        .unwrap();
+
+    // Rotation: the new secret verifies at once, and the old one keeps working for a while.
+    let (_, rotated) =
+        app.post(&format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep)), json!({})).await;
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret);
+    let n = got.len();
+    app.post(&format!("/v1/events/{eid}/redeliver"), json!({})).await;
+    wait_until(10, || rx.got.lock().unwrap().len() > n).await;
+    let (sig, body) = rx.got.lock().unwrap().last().unwrap().clone();
+    paymux_webhook::verify_webhook(&new_secret, &sig, body.as_bytes(), Duration::from_secs(300))
+        .unwrap();
+    paymux_webhook::verify_webhook(&secret, &sig, body.as_bytes(), Duration::from_secs(300))
+        .unwrap();
+}
