@@ -1,0 +1,219 @@
+//! The gateway process killed (SIGKILL) between a channel call and the commit that records it,
+//! then restarted on the same store: the payment or refund ends in the channel's state and
+//! nothing is duplicated. The mocks run in this test process, so they outlive the gateway.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use paymux_cli::sandbox::{Sandbox, SandboxOptions, start};
+use paymux_core::{PaymentStatus, RefundStatus};
+use paymux_store::Store;
+use serde_json::{Value, json};
+
+struct Crash {
+    sandbox: Sandbox,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Crash {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = SandboxOptions::new(dir.path());
+        opts.gateway_port = 0;
+        opts.alipay_port = 0;
+        opts.wechat_port = 0;
+        opts.run_gateway = false;
+        opts.notify_delays = Some(vec![Duration::from_millis(100); 3]);
+        let sandbox = start(opts).await.unwrap();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { sandbox, http, _dir: dir }
+    }
+
+    fn gateway(&self) -> &str {
+        &self.sandbox.manifest.gateway_url
+    }
+
+    /// `paymux serve` on the sandbox's store and gateway port, with an optional failpoint.
+    async fn serve(&self, failpoint: Option<&str>) -> Gateway {
+        let db = self._dir.path().join("paymux.db");
+        let listen = self.gateway().trim_start_matches("http://").to_owned();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
+        cmd.args(["serve", "--database"])
+            .arg(&db)
+            .args(["--listen", &listen, "--public-url", self.gateway()])
+            .args(["--sweep-interval-ms", "100", "--sweep-first-check-ms", "300"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        match failpoint {
+            Some(f) => cmd.env("PAYMUX_FAILPOINT", f),
+            None => cmd.env_remove("PAYMUX_FAILPOINT"),
+        };
+        let child = Gateway(cmd.spawn().expect("the paymux binary starts"));
+        for _ in 0..200 {
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.gateway())).send().await
+                && r.status().is_success()
+            {
+                return child;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("paymux serve did not come up");
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Result<reqwest::Response> {
+        self.http
+            .post(format!("{}{path}", self.gateway()))
+            .bearer_auth(&self.sandbox.manifest.api_key)
+            .json(&body)
+            .send()
+            .await
+    }
+
+    async fn mock(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.sandbox.manifest.channels.alipay.mock_url);
+        self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn mock_post(&self, path: &str, body: Value) {
+        let url = format!("{}{path}", self.sandbox.manifest.channels.alipay.mock_url);
+        let res = self.http.post(url).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "{path}: {}", res.status());
+    }
+
+    async fn wait(&self, what: &str, mut done: impl AsyncFnMut() -> bool) {
+        for _ in 0..300 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+}
+
+/// A `paymux serve` child process, killed when dropped so a failing test leaves none behind.
+struct Gateway(Child);
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL on Unix: no shutdown code runs.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kill(gateway: Gateway) {
+    drop(gateway);
+}
+
+#[tokio::test]
+async fn killed_after_the_channel_created_the_order_the_payment_ends_in_the_channels_state() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_CREATE)).await;
+    let body = json!({"merchant_order_no": "o-crash", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        async move { http.post(url).bearer_auth(key).json(&body).send().await }
+    });
+    t.wait("the channel order", async || {
+        t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 1
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err(), "the merchant never got an answer");
+
+    let p = store
+        .payment_by_order_no(merchant, "o-crash")
+        .await
+        .unwrap()
+        .expect("written before the call");
+    assert_eq!(p.status, PaymentStatus::Pending);
+    assert!(p.action.is_none(), "the channel's answer was never recorded");
+
+    // The buyer pays; the notification is lost too, so only the restarted sweeper can tell.
+    t.mock_post("/_sandbox/faults", json!({"drop_notifications": true})).await;
+    t.mock_post(&format!("/_sandbox/orders/{}/pay", p.channel_order_no), json!({})).await;
+    let gw = t.serve(None).await;
+    t.wait("the payment to succeed", async || {
+        store.payment(merchant, p.id).await.unwrap().unwrap().status == PaymentStatus::Succeeded
+    })
+    .await;
+    let after = store.payment(merchant, p.id).await.unwrap().unwrap();
+    assert!(after.channel_trade_no.is_some());
+    assert_eq!(t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len(), 1);
+    let all = store
+        .list_payments(merchant, &paymux_store::PaymentFilter { limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "nothing duplicated");
+    assert_eq!(store.events(merchant, None, 100).await.unwrap().len(), 1);
+    kill(gw);
+}
+
+#[tokio::test]
+async fn killed_after_the_channel_refunded_the_refund_ends_in_the_channels_state() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(None).await;
+    let p: Value = t
+        .post("/v1/payments", json!({"merchant_order_no": "o-1", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    t.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
+    let pid = p["id"].as_str().unwrap().parse().unwrap();
+    t.wait("the payment to succeed", async || {
+        store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
+    })
+    .await;
+    kill(gw);
+
+    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_REFUND)).await;
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments/{pid}/refunds", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({"amount": 250, "merchant_refund_no": "r-crash"}))
+                .send()
+                .await
+        }
+    });
+    t.wait("the channel refund", async || {
+        t.mock(&format!("/_sandbox/orders/{no}")).await["refunds"].as_array().unwrap().len() == 1
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err());
+    let r = store
+        .refund_by_merchant_refund_no(merchant, "r-crash")
+        .await
+        .unwrap()
+        .expect("reserved before the call");
+    assert_eq!(r.status, RefundStatus::Pending);
+
+    let gw = t.serve(None).await;
+    t.wait("the refund to succeed", async || {
+        store.refund(merchant, r.id).await.unwrap().unwrap().status == RefundStatus::Succeeded
+    })
+    .await;
+    let order = t.mock(&format!("/_sandbox/orders/{no}")).await;
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1, "no second refund: {order}");
+    assert_eq!(order["refunded_amount"], "2.50");
+    assert_eq!(store.payment(merchant, pid).await.unwrap().unwrap().amount_refunded, 250);
+    kill(gw);
+}
