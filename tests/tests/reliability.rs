@@ -34,6 +34,7 @@ fn fast_webhooks(give_up_after: Duration) -> WebhookConfig {
         max_backoff: Duration::from_millis(400),
         give_up_after,
         timeout: Duration::from_secs(2),
+        allow_private_urls: true,
     }
 }
 
@@ -346,4 +347,111 @@ async fn a_webhook_refused_forever_ends_failed_and_can_be_redelivered_by_hand() 
         .unwrap();
     paymux_webhook::verify_webhook(&secret, &sig, body.as_bytes(), Duration::from_secs(300))
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_refund_that_never_reached_the_channel_is_sent_again_by_the_sweeper() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-resend", 1000).await;
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    app.pay_at_mock("alipay", &no).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    // The channel answers "busy" (unsigned 20000) without doing anything.
+    app.set_faults("alipay", json!({"error_rate": 1.0})).await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 100, "merchant_refund_no": "r-busy"}),
+        )
+        .await;
+    assert_eq!(s, 502, "{e}");
+    let rid = e["error"]["object_id"].as_str().unwrap().to_owned();
+    assert!(app.mock_order("alipay", &no).await["refunds"].as_array().unwrap().is_empty());
+    app.clear_faults("alipay").await;
+    let done =
+        app.wait_for(&format!("/v1/refunds/{rid}"), 10, |r| r["status"] == "succeeded").await;
+    assert_eq!(done["amount"], 100);
+    let mock = app.mock_order("alipay", &no).await;
+    assert_eq!(
+        mock["refunds"].as_array().unwrap().len(),
+        1,
+        "sent once more, refunded once: {mock}"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotent_replay_of_an_error_carries_the_whole_error() {
+    let app = TestApp::spawn().await;
+    let body = json!({"merchant_order_no": "o-e", "amount": 0, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let (s1, e1) = app.call_with_key("k-err", "/v1/payments", body.clone()).await;
+    let (s2, e2) = app.call_with_key("k-err", "/v1/payments", body).await;
+    assert_eq!((s1, s2), (400, 400));
+    assert_eq!(e1, e2, "the replay is the stored answer, body and all");
+    assert_eq!(e2["error"]["param"], "amount");
+}
+
+#[tokio::test]
+async fn a_payment_paid_after_its_close_is_found_and_never_hidden() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-late", 1000).await;
+    // Closed before the buyer scanned: Alipay has no trade yet, so the close is local.
+    let (_, closed) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
+    assert_eq!(closed["status"], "closed");
+    // The buyer pays the QR code anyway, and the notification is lost.
+    app.set_faults("alipay", json!({"drop_notifications": true})).await;
+    assert_eq!(app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await, 200);
+    let paid = app.wait_payment(&id(&p), "succeeded").await;
+    assert!(paid["channel_trade_no"].is_string());
+    let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        kinds,
+        [json!("payment.closed"), json!("payment.succeeded"), json!("payment.paid_after_close")]
+    );
+}
+
+#[tokio::test]
+async fn a_merchant_cannot_touch_another_merchants_webhook_endpoint() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let (_, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let other = app.other_merchant_key().await;
+    let (s, _) = app
+        .call_as(
+            &other,
+            reqwest::Method::DELETE,
+            &format!("/v1/webhook_endpoints/{}", id(&ep)),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = app
+        .call_as(
+            &other,
+            reqwest::Method::POST,
+            &format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep)),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (_, p) = app.create_payment("alipay", "qr", "o-w", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    wait_until(10, || !rx.got.lock().unwrap().is_empty()).await;
+}
+
+#[tokio::test]
+async fn webhook_endpoints_inside_the_gateways_network_are_refused_outside_the_sandbox() {
+    let app = TestApp::spawn_with(|o| o.webhooks.allow_private_urls = false).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]/x",
+        "http://10.0.0.8/x",
+    ] {
+        let (s, e) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+        assert_eq!(s, 400, "{url}: {e}");
+        assert_eq!(e["error"]["param"], "url");
+    }
 }

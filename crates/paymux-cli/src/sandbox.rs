@@ -58,7 +58,8 @@ impl SandboxOptions {
             wechat_key_mode: KeyMode::PlatformCertificate,
             channel_timeout: Duration::from_secs(10),
             sweeper: SweeperConfig::default(),
-            webhooks: WebhookConfig::default(),
+            // The sandbox's merchant endpoints live on this machine.
+            webhooks: WebhookConfig { allow_private_urls: true, ..WebhookConfig::default() },
             run_gateway: true,
         }
     }

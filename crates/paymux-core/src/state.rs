@@ -145,8 +145,13 @@ mod tests {
     fn payment_edges() {
         use PaymentStatus::*;
         let all = [Pending, Succeeded, Closed, Failed];
-        let allowed =
-            [(Pending, Succeeded), (Pending, Closed), (Pending, Failed), (Closed, Succeeded)];
+        let allowed = [
+            (Pending, Succeeded),
+            (Pending, Closed),
+            (Pending, Failed),
+            (Closed, Succeeded),
+            (Failed, Succeeded),
+        ];
         for from in all {
             for to in all {
                 assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");

@@ -3,17 +3,14 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::error::ErrorBody;
 use crate::state::AppState;
 use crate::{callbacks, events, idempotency, payments, refunds, webhooks};
 
@@ -77,27 +74,12 @@ async fn not_found() -> crate::error::ApiError {
     crate::error::ApiError::not_found("route")
 }
 
-/// Gives every request an id (`Request-Id` on the answer, `request_id` in errors and logs) and
-/// renders error bodies, which need it.
+/// Gives every request an id: `Request-Id` on the answer, `request_id` in error bodies and logs.
 async fn request_id(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
     let id = format!("req_{}", uuid::Uuid::now_v7().simple());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let _guard = span.enter();
-    drop(_guard);
-    let mut res = {
-        use tracing::Instrument;
-        next.run(req).instrument(span).await
-    };
-    if let Some(body) = res.extensions_mut().remove::<ErrorBody>() {
-        let status = res.status();
-        let mut err = json!({ "error": body });
-        err["error"]["request_id"] = json!(id);
-        res = Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(err.to_string()))
-            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-    }
+    let mut res = crate::error::REQUEST_ID.scope(id.clone(), next.run(req).instrument(span)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("request-id", v);
     }

@@ -55,36 +55,12 @@ pub async fn receive(
             .collect(),
         body: body.to_vec(),
     };
-    // Every raw notification is logged before anything else is done with it.
-    let log_id = format!("in_{}", uuid::Uuid::now_v7().simple());
-    let record = InboundRecord {
-        id: log_id.clone(),
-        channel,
-        account_id,
-        notify_id: None,
-        headers: inbound.headers.clone(),
-        body: inbound.body.clone(),
-        received_at: OffsetDateTime::now_utc(),
-    };
-    if let Err(e) = state.store.log_inbound(&record).await {
-        // Not recorded, so not acknowledged: the channel will send it again.
-        tracing::error!(error = %e, "could not record an inbound notification");
-        return reply(adapter.ack(false));
-    }
-    let mark = |notify_id: Option<String>, outcome: String| {
-        let store = state.store.clone();
-        let log_id = log_id.clone();
-        async move {
-            if let Err(e) = store.mark_inbound(&log_id, notify_id.as_deref(), &outcome).await {
-                tracing::warn!(error = %e, "could not mark the inbound notification");
-            }
-        }
-    };
+    // Verify first: an unauthenticated POST costs no write (the account id in a notify URL is
+    // no secret), and nothing changes because of it.
     let notification = match adapter.parse_notification(&inbound).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(%channel, account = %account_id, error = %e, "notification refused");
-            mark(None, format!("rejected: {e}")).await;
             return reply(adapter.ack(false));
         }
     };
@@ -92,9 +68,24 @@ pub async fn receive(
     if let Some(id) = &notify_id
         && matches!(state.store.inbound_already_applied(channel, account_id, id).await, Ok(true))
     {
-        // A re-send of one we already recorded: acknowledge, change nothing.
-        mark(notify_id.clone(), "duplicate".to_owned()).await;
+        // A re-send of one already applied: acknowledge, change nothing.
         return reply(adapter.ack(true));
+    }
+    // The verified raw notification is logged before it is processed.
+    let log_id = format!("in_{}", uuid::Uuid::now_v7().simple());
+    let record = InboundRecord {
+        id: log_id.clone(),
+        channel,
+        account_id,
+        notify_id: notify_id.clone(),
+        headers: inbound.headers,
+        body: inbound.body,
+        received_at: OffsetDateTime::now_utc(),
+    };
+    if let Err(e) = state.store.log_inbound(&record).await {
+        // Not recorded, so not acknowledged: the channel will send it again.
+        tracing::error!(error = %e, "could not record a verified notification");
+        return reply(adapter.ack(false));
     }
     let outcome = process(&state, account_id, &notification).await;
     let (accepted, note) = match &outcome {
@@ -103,7 +94,9 @@ pub async fn receive(
         Ok(Applied::Mismatch(why)) => (false, format!("mismatch: {why}")),
         Err(why) => (false, why.clone()),
     };
-    mark(notify_id, note.clone()).await;
+    if let Err(e) = state.store.mark_inbound(&log_id, &note).await {
+        tracing::warn!(error = %e, "could not mark the inbound notification processed");
+    }
     if !accepted {
         tracing::error!(alert = "notification_rejected", %channel, account = %account_id, reason = %note, "notification not applied");
     }

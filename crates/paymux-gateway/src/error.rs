@@ -7,7 +7,12 @@ use paymux_core::ChannelError;
 use paymux_store::StoreError;
 use serde::Serialize;
 
-/// The error body before the request id is known; the request-id middleware completes it.
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware for its whole run.
+    pub static REQUEST_ID: String;
+}
+
+/// The error body, as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorBody {
     #[serde(rename = "type")]
@@ -21,6 +26,7 @@ pub struct ErrorBody {
     /// The payment or refund the failed call left behind (pending, to be settled by a query).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
+    pub request_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +46,7 @@ impl ApiError {
                 param: None,
                 channel_code: None,
                 object_id: None,
+                request_id: REQUEST_ID.try_with(Clone::clone).unwrap_or_default(),
             }),
         }
     }
@@ -72,6 +79,21 @@ impl ApiError {
             "store_unavailable",
             "the store is unavailable; nothing was changed, retry with the same Idempotency-Key",
         )
+    }
+
+    /// The store failed after the channel was called: something may have moved at the channel,
+    /// and the sweeper will settle the object from the channel's truth. Not a "nothing changed"
+    /// 503, so an idempotent retry replays this instead of calling the channel again.
+    pub fn store_after_channel(e: StoreError, object_id: impl ToString) -> Self {
+        tracing::error!(error = %e, object = %object_id.to_string(), "store failure after a channel call");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "store_failed_after_channel_call",
+            "the channel was called but its answer could not be recorded; the object stays pending \
+             and is settled from the channel shortly: read it again, do not create a new one",
+        )
+        .with_object(object_id)
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -139,10 +161,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // The body is rendered by the request-id middleware, which knows the request id.
-        let mut res = self.status.into_response();
-        res.extensions_mut().insert(*self.body);
-        res
+        (self.status, axum::Json(serde_json::json!({ "error": self.body }))).into_response()
     }
 }
 

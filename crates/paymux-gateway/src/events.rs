@@ -1,13 +1,14 @@
 //! `GET /v1/events`, `GET /v1/events/{id}`: the outbox as the merchant sees it.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use paymux_core::EventId;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::objects;
 use crate::state::AppState;
 
@@ -21,7 +22,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     merchant: Merchant,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let after = q
         .after

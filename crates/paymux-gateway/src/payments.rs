@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use paymux_core::{
     ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
@@ -17,7 +17,7 @@ use time::{Duration, OffsetDateTime};
 use crate::apply::{Applied, apply_payment};
 use crate::auth::Merchant;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::objects;
 use crate::state::AppState;
 
@@ -105,7 +105,8 @@ impl CreatePaymentBody {
             ApiError::invalid_param("currency", e.to_string())
         })?;
         let amount = parse_amount(&required(self.amount, "amount")?, currency, "amount")?;
-        let subject = required(text(self.subject, "subject", 128)?, "subject")?;
+        // 127: the shortest limit among the channels (WeChat's description).
+        let subject = required(text(self.subject, "subject", 127)?, "subject")?;
         let channel = self
             .channel
             .map(|c| c.parse::<ChannelKind>())
@@ -313,32 +314,44 @@ pub async fn create(
         payer_openid: req.openid,
         auth_code: req.auth_code,
     };
-    let outcome = adapter.create(&call).await;
-    crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_CREATE).await;
-    match outcome {
-        Ok(created) => {
-            let action = serde_json::to_value(&created.action)
-                .map_err(|e| ApiError::internal(format!("action: {e}")))?;
-            state.store.record_created(payment_id, &action, &created.channel_data).await?;
-            record.action = Some(action);
-            Ok((StatusCode::CREATED, Json(objects::payment(&record))))
+    // From the channel call to the commit of its answer runs on its own task: a client that
+    // hangs up cannot cut it in the middle.
+    let task = tokio::spawn(async move {
+        let outcome = adapter.create(&call).await;
+        crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_CREATE).await;
+        match outcome {
+            Ok(created) => {
+                let action = serde_json::to_value(&created.action)
+                    .map_err(|e| ApiError::internal(format!("action: {e}")))?;
+                state
+                    .store
+                    .record_created(payment_id, &action, &created.channel_data)
+                    .await
+                    .map_err(|e| ApiError::store_after_channel(e, payment_id))?;
+                record.action = Some(action);
+                Ok((StatusCode::CREATED, Json(objects::payment(&record))))
+            }
+            Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
+                // A definite refusal: nothing exists at the channel, so the payment failed.
+                let (code, message) = match &e {
+                    ChannelError::Declined { code, message } => (code.clone(), message.clone()),
+                    other => ("invalid_request".to_owned(), other.to_string()),
+                };
+                apply_payment(&*state.store, &record, &ChannelPayment::Failed { code, message })
+                    .await
+                    .map_err(|s| ApiError::store_after_channel(s, payment_id))?;
+                Err(ApiError::channel(e).with_object(payment_id))
+            }
+            Err(e) => {
+                // Unknown: the payment stays pending; the sweeper (or a sync) settles it by query.
+                tracing::warn!(payment = %payment_id, error = %e, "create outcome unknown; payment stays pending");
+                Err(ApiError::channel(e).with_object(payment_id))
+            }
         }
-        Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
-            // A definite refusal: nothing exists at the channel, so the payment failed.
-            let (code, message) = match &e {
-                ChannelError::Declined { code, message } => (code.clone(), message.clone()),
-                other => ("invalid_request".to_owned(), other.to_string()),
-            };
-            apply_payment(&*state.store, &record, &ChannelPayment::Failed { code, message })
-                .await?;
-            Err(ApiError::channel(e).with_object(payment_id))
-        }
-        Err(e) => {
-            // Unknown: the payment stays pending; the sweeper (or a sync) settles it by query.
-            tracing::warn!(payment = %payment_id, error = %e, "create outcome unknown; payment stays pending");
-            Err(ApiError::channel(e).with_object(payment_id))
-        }
-    }
+    });
+    task.await.map_err(|_| {
+        ApiError::internal(format!("payment {payment_id} was interrupted; it stays pending"))
+    })?
 }
 
 async fn load(state: &AppState, merchant: Merchant, id: &str) -> Result<PaymentRecord, ApiError> {
@@ -365,7 +378,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     merchant: Merchant,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let status = q
         .status

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use paymux_core::{ChannelOrderNo, RefundId, RefundRequest, RefundStatus};
+use paymux_core::{
+    ChannelError, ChannelOrderNo, ChannelRefund, RefundId, RefundRequest, RefundStatus,
+};
 use paymux_store::{RefundRecord, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
@@ -85,6 +87,8 @@ pub async fn create(
         updated_at: now,
         check_count: 0,
     };
+    // A misconfigured account is found before anything is reserved.
+    let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
     // The amount is reserved atomically before the channel is called.
     match state.store.insert_refund(&record, now + state.config.sweeper.first_check_after).await {
         Ok(()) => {}
@@ -113,7 +117,6 @@ pub async fn create(
         }
         Err(e) => return Err(e.into()),
     }
-    let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
     let call = RefundRequest {
         payment: payment_ref(&payment, &attempt),
         channel_refund_no: record.channel_refund_no.clone(),
@@ -122,28 +125,43 @@ pub async fn create(
         notify_url: state.notify_url(payment.channel, payment.account_id),
         created_at: now,
     };
-    let outcome = adapter.refund(&call).await;
-    crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_REFUND).await;
-    let report = match outcome {
-        Ok(report) => report,
-        Err(paymux_core::ChannelError::Declined { code, message }) => {
-            let failed =
-                paymux_core::ChannelRefund::Failed { code: code.clone(), message: message.clone() };
-            apply_refund(&*state.store, &record, &failed).await?;
-            return Err(ApiError::channel(paymux_core::ChannelError::Declined { code, message })
-                .with_object(record.id));
-        }
-        Err(e) => {
-            tracing::warn!(refund = %record.id, error = %e, "refund outcome unknown; refund stays pending");
-            return Err(ApiError::channel(e).with_object(record.id));
-        }
-    };
-    apply_refund(&*state.store, &record, &report).await?;
-    let after = state
-        .store
-        .refund(merchant.0, record.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("refund"))?;
+    // From the channel call to the commit of its answer runs on its own task: a client that
+    // hangs up cannot cut it in the middle.
+    let refund_id = record.id;
+    let task = tokio::spawn(async move {
+        let outcome = adapter.refund(&call).await;
+        crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_REFUND).await;
+        let report = match outcome {
+            Ok(report) => report,
+            Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
+                // A definite refusal: nothing moved, so the refund failed and its amount is free.
+                let (code, message) = match &e {
+                    ChannelError::Declined { code, message } => (code.clone(), message.clone()),
+                    other => ("invalid_request".to_owned(), other.to_string()),
+                };
+                apply_refund(&*state.store, &record, &ChannelRefund::Failed { code, message })
+                    .await
+                    .map_err(|s| ApiError::store_after_channel(s, record.id))?;
+                return Err(ApiError::channel(e).with_object(record.id));
+            }
+            Err(e) => {
+                tracing::warn!(refund = %record.id, error = %e, "refund outcome unknown; refund stays pending");
+                return Err(ApiError::channel(e).with_object(record.id));
+            }
+        };
+        apply_refund(&*state.store, &record, &report)
+            .await
+            .map_err(|s| ApiError::store_after_channel(s, record.id))?;
+        state
+            .store
+            .refund(merchant.0, record.id)
+            .await
+            .map_err(|s| ApiError::store_after_channel(s, record.id))?
+            .ok_or_else(|| ApiError::not_found("refund"))
+    });
+    let after = task.await.map_err(|_| {
+        ApiError::internal(format!("refund {refund_id} was interrupted; it stays pending"))
+    })??;
     Ok((StatusCode::CREATED, Json(objects::refund(&after))))
 }
 

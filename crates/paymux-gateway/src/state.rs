@@ -67,6 +67,9 @@ pub struct WebhookConfig {
     pub give_up_after: Duration,
     /// A 2xx must come within this to count.
     pub timeout: Duration,
+    /// Whether endpoints may point at loopback, private or link-local addresses. Off in
+    /// production (a merchant must not make the gateway probe its own network); on in the sandbox.
+    pub allow_private_urls: bool,
 }
 
 impl Default for WebhookConfig {
@@ -77,6 +80,7 @@ impl Default for WebhookConfig {
             max_backoff: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(3 * 24 * 3600),
             timeout: Duration::from_secs(10),
+            allow_private_urls: false,
         }
     }
 }
@@ -137,6 +141,16 @@ impl ChannelRegistry {
     }
 }
 
+/// A configuration error without any configured value in it: serde quotes the offending value
+/// (which may be key text), so everything from the first quote on is dropped.
+fn redacted(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.find('"') {
+        Some(i) => format!("{}<redacted>", &text[..i]),
+        None => text,
+    }
+}
+
 fn build_adapter(account: &AccountRecord, timeout: Duration) -> Result<Arc<dyn Channel>, ApiError> {
     let bad_config = |e: String| {
         tracing::error!(account = %account.id, channel = %account.channel, error = %e, "channel account misconfigured");
@@ -146,7 +160,7 @@ fn build_adapter(account: &AccountRecord, timeout: Duration) -> Result<Arc<dyn C
         ChannelKind::Alipay => {
             let cfg: paymux_alipay::AlipayAccountConfig =
                 serde_json::from_value(account.config.clone())
-                    .map_err(|e| bad_config(e.to_string()))?;
+                    .map_err(|e| bad_config(redacted(&e)))?;
             let a = paymux_alipay::AlipayChannel::new(&cfg, timeout)
                 .map_err(|e| bad_config(e.to_string()))?;
             Ok(Arc::new(a))
@@ -154,7 +168,7 @@ fn build_adapter(account: &AccountRecord, timeout: Duration) -> Result<Arc<dyn C
         ChannelKind::Wechat => {
             let cfg: paymux_wechat::WechatAccountConfig =
                 serde_json::from_value(account.config.clone())
-                    .map_err(|e| bad_config(e.to_string()))?;
+                    .map_err(|e| bad_config(redacted(&e)))?;
             let a = paymux_wechat::WechatChannel::new(&cfg, timeout)
                 .map_err(|e| bad_config(e.to_string()))?;
             Ok(Arc::new(a))

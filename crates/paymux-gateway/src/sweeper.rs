@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use paymux_core::{ALREADY_PAID, ChannelError, ChannelPayment, ChannelRefund, RefundRequest};
+use paymux_core::{
+    ALREADY_PAID, ChannelError, ChannelPayment, ChannelRefund, PaymentStatus, RefundRequest,
+};
 use paymux_store::{PaymentRecord, RefundRecord, StoreError};
 use time::OffsetDateTime;
 
@@ -70,6 +72,9 @@ async fn sweep_payment(state: &AppState, p: &PaymentRecord) {
         }
     };
     let reference = payment_ref(p, &attempt);
+    if p.status == PaymentStatus::Closed {
+        return watch_closed(state, &*adapter, p, &reference).await;
+    }
     let report = match adapter.query(&reference).await {
         Ok(report) => report,
         Err(e) => {
@@ -107,32 +112,87 @@ async fn sweep_payment(state: &AppState, p: &PaymentRecord) {
     }
 }
 
+/// How long after its expiry a closed payment is still asked about: a payer may have paid a QR
+/// code after the close, until the code expired.
+const CLOSED_WATCH: Duration = Duration::from_secs(10 * 60);
+
+/// A closed payment is queried until its expiry has passed: a payer who paid a QR code after it
+/// was closed (Alipay cannot close a trade the buyer has not scanned yet) is money that moved, and
+/// becomes a success with a `payment.paid_after_close` event even if the notification was lost.
+async fn watch_closed(
+    state: &AppState,
+    adapter: &dyn paymux_core::Channel,
+    p: &PaymentRecord,
+    reference: &paymux_core::PaymentRef,
+) {
+    if let Ok(report @ ChannelPayment::Succeeded { .. }) = adapter.query(reference).await
+        && matches!(apply_payment(&*state.store, p, &report).await, Ok(Applied::Changed))
+    {
+        return;
+    }
+    if OffsetDateTime::now_utc() > p.expires_at + CLOSED_WATCH {
+        if let Err(e) = state.store.stop_payment_checks(p.id).await {
+            tracing::warn!(payment = %p.id, error = %e, "could not stop checking a closed payment");
+        }
+    } else {
+        reschedule_payment(state, p).await;
+    }
+}
+
 async fn sweep_refund(state: &AppState, r: &RefundRecord) {
     let cfg = &state.config.sweeper;
     let next =
         OffsetDateTime::now_utc() + backoff(cfg.first_check_after, cfg.max_backoff, r.check_count);
-    let settled = async {
-        let p = state.store.payment_by_id(r.payment_id).await.ok()??;
-        let (adapter, attempt) = adapter_and_attempt(state, &p).await.ok()?;
-        let call = RefundRequest {
-            payment: payment_ref(&p, &attempt),
-            channel_refund_no: r.channel_refund_no.clone(),
-            amount: r.amount,
-            reason: r.reason.clone(),
-            notify_url: state.notify_url(p.channel, p.account_id),
-            created_at: r.created_at,
-        };
-        let report = adapter.query_refund(&call).await.ok()?;
-        if matches!(report, ChannelRefund::Pending { .. }) {
-            return None;
-        }
-        apply_refund(&*state.store, r, &report).await.ok()
-    }
-    .await;
-    if settled.is_none()
+    if !settle_refund(state, r).await
         && let Err(e) = state.store.schedule_refund_check(r.id, next).await
     {
         tracing::warn!(refund = %r.id, error = %e, "could not reschedule the refund check");
+    }
+}
+
+/// Queries a pending refund; if the channel has no final answer, sends the refund again with the
+/// same refund number (both channels deduplicate on it), which settles a refund whose first send
+/// never arrived. Returns whether the refund reached a final state.
+async fn settle_refund(state: &AppState, r: &RefundRecord) -> bool {
+    let Ok(Some(p)) = state.store.payment_by_id(r.payment_id).await else {
+        return false;
+    };
+    let Ok((adapter, attempt)) = adapter_and_attempt(state, &p).await else {
+        return false;
+    };
+    let call = RefundRequest {
+        payment: payment_ref(&p, &attempt),
+        channel_refund_no: r.channel_refund_no.clone(),
+        amount: r.amount,
+        reason: r.reason.clone(),
+        notify_url: state.notify_url(p.channel, p.account_id),
+        created_at: r.created_at,
+    };
+    let report = match adapter.query_refund(&call).await {
+        Ok(ChannelRefund::Pending { .. }) | Err(ChannelError::Unknown { .. }) => {
+            match adapter.refund(&call).await {
+                Ok(report) => report,
+                Err(ChannelError::Declined { code, message }) => {
+                    ChannelRefund::Failed { code, message }
+                }
+                Err(e) => {
+                    tracing::info!(refund = %r.id, error = %e, "refund re-send gave no answer; will retry");
+                    return false;
+                }
+            }
+        }
+        Ok(report) => report,
+        Err(e) => {
+            tracing::warn!(refund = %r.id, error = %e, "refund query refused; will retry");
+            return false;
+        }
+    };
+    match apply_refund(&*state.store, r, &report).await {
+        Ok(Applied::Changed) => {
+            tracing::info!(refund = %r.id, "sweeper settled the refund from the channel's truth");
+            true
+        }
+        _ => false,
     }
 }
 

@@ -70,6 +70,12 @@ pub async fn create_endpoint(
             "url must be an http(s) URL of at most 512 characters",
         ));
     }
+    if !state.config.webhooks.allow_private_urls && points_inward(&parsed).await {
+        return Err(ApiError::invalid_param(
+            "url",
+            "url must reach a public address (loopback, private and link-local ones are refused)",
+        ));
+    }
     let events = body
         .events
         .map(|list| {
@@ -181,6 +187,45 @@ pub async fn redeliver(
     }
 }
 
+fn is_inward(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10, carrier NAT
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_inward(std::net::IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// Whether a URL's host is, or resolves to, an address inside the gateway's own network.
+async fn points_inward(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else { return true };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return is_inward(ip);
+    }
+    let port = url.port_or_known_default().unwrap_or(443);
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.into_iter().any(|a| is_inward(a.ip())),
+        // A name that does not resolve now is refused at send time instead (it fails then).
+        Err(_) => false,
+    }
+}
+
 /// The retry delay after `attempts` failed tries: exponential, capped, with ±20% jitter so a
 /// merchant coming back up is not hit by every retry at once.
 pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
@@ -242,17 +287,27 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
     let body = objects::event(&d.event).to_string();
     let started = Instant::now();
     let at = OffsetDateTime::now_utc();
-    let sent = http
-        .post(&d.url)
-        .header("content-type", "application/json")
-        .header("user-agent", "paymux-webhooks/1")
-        .header(
-            paymux_webhook::SIGNATURE_HEADER,
-            signature(&d, at.unix_timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await;
+    // Checked again at send time: a name may have been pointed inward since it was registered.
+    let inward = !state.config.webhooks.allow_private_urls
+        && match reqwest::Url::parse(&d.url) {
+            Ok(u) => points_inward(&u).await,
+            Err(_) => true,
+        };
+    let sent = if inward {
+        Err(None)
+    } else {
+        http.post(&d.url)
+            .header("content-type", "application/json")
+            .header("user-agent", "paymux-webhooks/1")
+            .header(
+                paymux_webhook::SIGNATURE_HEADER,
+                signature(&d, at.unix_timestamp(), body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .map_err(Some)
+    };
     let (status_code, error, snippet, ok) = match sent {
         Ok(res) => {
             let status = res.status();
@@ -260,7 +315,10 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
             let snippet: String = text.chars().take(256).collect();
             (Some(status.as_u16()), None, Some(snippet), status.is_success())
         }
-        Err(e) => {
+        Err(None) => {
+            (None, Some("refused: the URL resolves to an internal address".to_owned()), None, false)
+        }
+        Err(Some(e)) => {
             let why = if e.is_timeout() { "timeout".to_owned() } else { format!("{e}") };
             (None, Some(why), None, false)
         }
@@ -291,6 +349,28 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inward_addresses_are_recognised() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_inward(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "203.0.113.7", "2001:db8::1"] {
+            assert!(!is_inward(ip.parse().unwrap()), "{ip}");
+        }
+    }
 
     #[test]
     fn retry_delay_grows_with_jitter_and_caps() {

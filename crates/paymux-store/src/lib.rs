@@ -132,15 +132,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Vec<EventRecord>>;
     async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>>;
 
-    /// Logs a raw notification as received, before it is verified or processed.
+    /// Logs a verified raw notification, before it is processed.
     async fn log_inbound(&self, inbound: &InboundRecord) -> StoreResult<()>;
-    /// Records what became of a logged notification (and its channel id, once verified).
-    async fn mark_inbound(
-        &self,
-        id: &str,
-        notify_id: Option<&str>,
-        outcome: &str,
-    ) -> StoreResult<()>;
+    /// Records what became of a logged notification.
+    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()>;
 
     /// Whether a notification with this channel id was already applied (or found unchanged).
     async fn inbound_already_applied(
@@ -172,7 +167,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Drops an in-flight claim whose request changed nothing, so the same key may run again.
     async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()>;
 
-    /// Pending payments whose next check is due, leased to the caller until `lease_until`.
+    /// Pending payments, and closed ones not yet past their expiry, whose next check is due,
+    /// leased to the caller until `lease_until`.
     async fn claim_due_payments(
         &self,
         now: OffsetDateTime,
@@ -180,6 +176,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreResult<Vec<PaymentRecord>>;
     async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()>;
+    /// Nothing more to learn about this payment from its channel.
+    async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()>;
     async fn claim_due_refunds(
         &self,
         now: OffsetDateTime,

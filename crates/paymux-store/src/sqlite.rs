@@ -576,7 +576,8 @@ impl Store for SqliteStore {
             "UPDATE payments SET status = ?, \
                channel_trade_no = COALESCE(?, channel_trade_no), \
                paid_at = COALESCE(?, paid_at), \
-               failure_code = ?, failure_message = ?, updated_at = ? \
+               failure_code = ?, failure_message = ?, updated_at = ?, \
+               next_check_at = CASE WHEN ? THEN NULL ELSE next_check_at END \
              WHERE id = ? AND status = ?",
         )
         .bind(c.to.as_str())
@@ -585,6 +586,8 @@ impl Store for SqliteStore {
         .bind(&c.failure_code)
         .bind(&c.failure_message)
         .bind(ms(c.at))
+        // Closed keeps being checked until its expiry: a payer may still pay a QR code.
+        .bind(c.to != PaymentStatus::Closed)
         .bind(c.payment_id.to_string())
         .bind(c.from.as_str())
         .execute(&mut *tx)
@@ -716,7 +719,7 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE refunds SET status = ?, channel_refund_id = COALESCE(?, channel_refund_id), \
                succeeded_at = COALESCE(?, succeeded_at), failure_code = ?, failure_message = ?, \
-               updated_at = ? \
+               updated_at = ?, next_check_at = NULL \
              WHERE id = ? AND status = ?",
         )
         .bind(c.to.as_str())
@@ -763,7 +766,9 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<EventRecord>> {
         let rows = sqlx::query(
             "SELECT id, merchant_id, type, object_id, data, created_at FROM events \
-             WHERE merchant_id = ? AND (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+             WHERE merchant_id = ? \
+               AND (? IS NULL OR rowid > (SELECT rowid FROM events WHERE id = ?)) \
+             ORDER BY rowid LIMIT ?",
         )
         .bind(merchant.to_string())
         .bind(after.map(|a| a.to_string()))
@@ -808,23 +813,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn mark_inbound(
-        &self,
-        id: &str,
-        notify_id: Option<&str>,
-        outcome: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE inbound_notifications SET notify_id = COALESCE(?, notify_id), outcome = ?, \
-             processed_at = ? WHERE id = ?",
-        )
-        .bind(notify_id)
-        .bind(outcome)
-        .bind(ms(OffsetDateTime::now_utc()))
-        .bind(id)
-        .execute(&self.writer)
-        .await
-        .map_err(unavailable)?;
+    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE inbound_notifications SET outcome = ?, processed_at = ? WHERE id = ?")
+            .bind(outcome)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -948,8 +944,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<PaymentRecord>> {
         let mut tx = self.begin().await?;
         let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' \
-             AND next_check_at IS NOT NULL AND next_check_at <= ? ORDER BY next_check_at LIMIT ?"
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE next_check_at IS NOT NULL \
+             AND next_check_at <= ? AND status IN ('pending', 'closed') ORDER BY next_check_at LIMIT ?"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
@@ -969,6 +965,15 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(payments)
+    }
+
+    async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()> {
+        sqlx::query("UPDATE payments SET next_check_at = NULL WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()> {
@@ -991,8 +996,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<RefundRecord>> {
         let mut tx = self.begin().await?;
         let sql = format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE status = 'pending' \
-             AND next_check_at IS NOT NULL AND next_check_at <= ? ORDER BY next_check_at LIMIT ?"
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE next_check_at IS NOT NULL \
+             AND next_check_at <= ? AND status = 'pending' ORDER BY next_check_at LIMIT ?"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(now))
@@ -1123,12 +1128,16 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?
         .rows_affected();
-        // Nothing more goes to a deleted endpoint.
-        sqlx::query("UPDATE deliveries SET status = 'canceled' WHERE endpoint_id = ? AND status = 'pending'")
+        if done == 1 {
+            // Nothing more goes to a deleted endpoint.
+            sqlx::query(
+                "UPDATE deliveries SET status = 'canceled' WHERE endpoint_id = ? AND status = 'pending'",
+            )
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(done == 1)
     }
@@ -1146,7 +1155,7 @@ impl Store for SqliteStore {
                e.id, e.merchant_id, e.type, e.object_id, e.data, e.created_at \
              FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
                JOIN events e ON e.id = d.event_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ? \
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT w.deleted \
                AND (d.locked_until IS NULL OR d.locked_until <= ?) \
              ORDER BY d.next_attempt_at LIMIT ?",
         )

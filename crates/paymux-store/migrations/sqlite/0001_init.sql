@@ -53,7 +53,7 @@ CREATE TABLE payments (
     updated_at        BIGINT NOT NULL,
     UNIQUE (merchant_id, merchant_order_no)
 );
-CREATE INDEX payments_status ON payments (status, created_at);
+CREATE INDEX payments_merchant ON payments (merchant_id, id);
 
 -- One try at one channel. The first version makes one attempt per payment.
 CREATE TABLE attempts (
@@ -87,7 +87,6 @@ CREATE TABLE refunds (
     UNIQUE (merchant_id, merchant_refund_no)
 );
 CREATE INDEX refunds_payment ON refunds (payment_id);
-CREATE INDEX refunds_status ON refunds (status, created_at);
 
 -- The outbox: written in the same transaction as the state change it reports.
 CREATE TABLE events (

@@ -12,13 +12,14 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (merchant_id, key)
 );
 
--- When the sweeper looks at a pending payment or refund next, and how often it has.
+-- When the sweeper looks at a payment or refund next, and how often it has. NULL once there is
+-- nothing more to learn (succeeded, failed, or closed and past its expiry).
 ALTER TABLE payments ADD COLUMN next_check_at BIGINT;
 ALTER TABLE payments ADD COLUMN check_count INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX payments_due ON payments (next_check_at) WHERE status = 'pending';
+CREATE INDEX payments_due ON payments (next_check_at) WHERE next_check_at IS NOT NULL;
 ALTER TABLE refunds ADD COLUMN next_check_at BIGINT;
 ALTER TABLE refunds ADD COLUMN check_count INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX refunds_due ON refunds (next_check_at) WHERE status = 'pending';
+CREATE INDEX refunds_due ON refunds (next_check_at) WHERE next_check_at IS NOT NULL;
 
 CREATE TABLE webhook_endpoints (
     id          TEXT PRIMARY KEY,
@@ -50,6 +51,9 @@ CREATE TABLE deliveries (
     delivered_at    BIGINT
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+-- Events are paged in commit order (rowid), which their time-ordered ids need not follow; an index
+-- on merchant_id alone keeps its entries in rowid order.
+CREATE INDEX events_merchant_seq ON events (merchant_id); -- entries are ordered by (merchant_id, rowid)
 CREATE INDEX deliveries_event ON deliveries (event_id);
 
 CREATE TABLE delivery_attempts (
