@@ -426,3 +426,60 @@ async fn a_bad_signature_on_the_channels_answer_is_an_unknown_outcome() {
     assert_eq!(s, 200, "{synced}");
     assert_eq!(synced["status"], "pending");
 }
+
+/// REFUND.SUCCESS for a refund, claiming `refund` fen returned.
+fn refunded_notification(
+    app: &TestApp,
+    out_trade_no: &str,
+    out_refund_no: &str,
+    refund: i64,
+) -> Vec<u8> {
+    let wx = &app.sandbox.manifest.channels.wechat;
+    let notice = json!({
+        "mchid": wx.mchid,
+        "out_trade_no": out_trade_no,
+        "transaction_id": "4200000000202611240000000001",
+        "out_refund_no": out_refund_no,
+        "refund_id": "50300000000000000000000000001",
+        "refund_status": "SUCCESS",
+        "success_time": beijing_rfc3339(OffsetDateTime::now_utc()),
+        "user_received_account": "支付用户零钱",
+        "amount": {"total": 1000, "refund": refund, "payer_total": 1000, "payer_refund": refund},
+    });
+    notification_body(app, "REFUND.SUCCESS", "refund", &notice)
+}
+
+#[tokio::test]
+async fn a_refund_notification_with_another_amount_changes_nothing() {
+    let app = TestApp::spawn().await;
+    // The mock's own REFUND.SUCCESS comes much later: this test plays WeChat itself.
+    app.sandbox.wechat.set_refund_delay(std::time::Duration::from_secs(120));
+    let (_, p) = app.create_payment("wechat", "qr", "o-refund-amount", 1000).await;
+    pay_and_wait(&app, &p).await;
+    let (s, r) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 300, "merchant_refund_no": "r-1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["status"], "pending");
+    let out_refund_no = r["channel_refund_no"].as_str().unwrap();
+    let signer = current_platform_key(&app);
+
+    let body = refunded_notification(&app, &order_no(&p), out_refund_no, 500);
+    let (s, _) =
+        app.post_callback("wechat", &signed_headers(&signer, now(), &body), JSON, body).await;
+    assert!(s >= 400, "a refund of another amount is refused: {s}");
+    let (_, still) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(still["status"], "pending");
+    let (_, payment) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(payment["amount_refunded"], 0);
+
+    let body = refunded_notification(&app, &order_no(&p), out_refund_no, 300);
+    let (s, _) =
+        app.post_callback("wechat", &signed_headers(&signer, now(), &body), JSON, body).await;
+    assert!((200..300).contains(&s), "the right amount is accepted: {s}");
+    let (_, done) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(done["status"], "succeeded");
+}

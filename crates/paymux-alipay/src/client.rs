@@ -518,6 +518,8 @@ impl Channel for AlipayChannel {
             ChannelRefund::Succeeded {
                 channel_refund_id: None,
                 succeeded_at: optional_time("gmt_refund_pay", b.gmt_refund_pay.as_deref()),
+                // refund_fee is cumulative over the trade's refunds, not this refund's amount.
+                amount: None,
             }
         } else {
             ChannelRefund::Pending { channel_refund_id: None }
@@ -564,6 +566,8 @@ impl Channel for AlipayChannel {
         Ok(ChannelRefund::Succeeded {
             channel_refund_id: None,
             succeeded_at: optional_time("gmt_refund_pay", b.gmt_refund_pay.as_deref()),
+            // Checked against the request above when present.
+            amount: None,
         })
     }
 
@@ -604,6 +608,8 @@ impl Channel for AlipayChannel {
                 state: ChannelRefund::Succeeded {
                     channel_refund_id: None,
                     succeeded_at: optional_time("gmt_refund", field("gmt_refund")),
+                    // refund_fee is cumulative; a notification cannot tell this refund's amount.
+                    amount: None,
                 },
             });
         }

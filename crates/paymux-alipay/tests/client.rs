@@ -438,6 +438,7 @@ async fn refund_maps_fund_change_and_refusals() {
         Ok(ChannelRefund::Succeeded {
             channel_refund_id: None,
             succeeded_at: Some(datetime!(2026-01-02 03:10:00 UTC)),
+            amount: None,
         })
     );
     let b = biz(&h.last_request());
@@ -488,7 +489,7 @@ async fn refund_query_succeeds_only_on_refund_success() {
     h.reply(h.signed(q, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","out_request_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E1A","refund_amount":"0.50","refund_status":"REFUND_SUCCESS"}"#));
     assert_eq!(
         h.channel.query_refund(&refund_request()).await,
-        Ok(ChannelRefund::Succeeded { channel_refund_id: None, succeeded_at: None })
+        Ok(ChannelRefund::Succeeded { channel_refund_id: None, succeeded_at: None, amount: None })
     );
     let b = biz(&h.last_request());
     assert_eq!(b["out_trade_no"], "0193A7C2E4F87B1D9C3E5A6B7C8D9E0F");
@@ -584,6 +585,7 @@ async fn notifications_map_trade_status_and_refunds() {
             state: ChannelRefund::Succeeded {
                 channel_refund_id: None,
                 succeeded_at: Some(datetime!(2026-01-02 04:00:00 UTC)),
+                amount: None,
             },
         })
     );

@@ -193,9 +193,20 @@ pub struct RefundRequest {
 /// A refund as a channel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelRefund {
-    Pending { channel_refund_id: Option<String> },
-    Succeeded { channel_refund_id: Option<String>, succeeded_at: Option<OffsetDateTime> },
-    Failed { code: String, message: String },
+    Pending {
+        channel_refund_id: Option<String>,
+    },
+    Succeeded {
+        channel_refund_id: Option<String>,
+        succeeded_at: Option<OffsetDateTime>,
+        /// The amount the channel says this refund returned, when it says (Alipay reports only
+        /// cumulative refunds); the gateway checks it against the refund.
+        amount: Option<Money>,
+    },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// A raw request from a channel to `/callbacks/{channel}/{account_id}`, as received.

@@ -135,10 +135,20 @@ pub async fn apply_refund(
     refund: &RefundRecord,
     report: &ChannelRefund,
 ) -> Result<Applied, paymux_store::StoreError> {
+    if let ChannelRefund::Succeeded { amount: Some(amount), .. } = report
+        && *amount != refund.amount
+    {
+        let why = format!(
+            "channel reports {} refunded for refund {} of {}",
+            amount, refund.id, refund.amount
+        );
+        tracing::error!(alert = "refund_amount_mismatch", refund = %refund.id, "{why}");
+        return Ok(Applied::Mismatch(why));
+    }
     let now = OffsetDateTime::now_utc();
     let (to, channel_refund_id, succeeded_at, failure) = match report {
         ChannelRefund::Pending { .. } => return Ok(Applied::Unchanged),
-        ChannelRefund::Succeeded { channel_refund_id, succeeded_at } => (
+        ChannelRefund::Succeeded { channel_refund_id, succeeded_at, .. } => (
             RefundStatus::Succeeded,
             channel_refund_id.clone(),
             Some(succeeded_at.unwrap_or(now)),

@@ -582,12 +582,17 @@ fn refund_state(
     status: &str,
     refund_id: Option<&str>,
     success_time: Option<&str>,
+    refunded_fen: Option<i64>,
 ) -> Result<ChannelRefund, String> {
     let channel_refund_id = refund_id.filter(|r| !r.is_empty()).map(str::to_owned);
     match status {
         "SUCCESS" => Ok(ChannelRefund::Succeeded {
             channel_refund_id,
             succeeded_at: success_time.and_then(parse_time),
+            amount: refunded_fen
+                .map(|fen| Money::new(fen, Currency::Cny))
+                .transpose()
+                .map_err(|e| format!("refund amount: {e}"))?,
         }),
         // ABNORMAL is not final: the refund can be re-driven and succeed.
         "PROCESSING" | "ABNORMAL" => Ok(ChannelRefund::Pending { channel_refund_id }),
@@ -851,6 +856,7 @@ impl Channel for WechatChannel {
                     &notice.refund_status,
                     notice.refund_id.as_deref(),
                     notice.success_time.as_deref(),
+                    notice.amount.as_ref().and_then(|a| a.refund),
                 )
                 .map_err(unverified)?;
                 Ok(Notification::Refund {
@@ -890,8 +896,13 @@ impl WechatChannel {
                 refund.out_refund_no, req.channel_refund_no
             )));
         }
-        refund_state(&refund.status, refund.refund_id.as_deref(), refund.success_time.as_deref())
-            .map_err(|e| ChannelError::unknown(format!("wechat: {e}")))
+        refund_state(
+            &refund.status,
+            refund.refund_id.as_deref(),
+            refund.success_time.as_deref(),
+            refund.amount.as_ref().and_then(|a| a.refund),
+        )
+        .map_err(|e| ChannelError::unknown(format!("wechat: {e}")))
     }
 }
 
@@ -969,16 +980,22 @@ mod tests {
     #[test]
     fn refund_states_map_to_unified_states() {
         assert!(matches!(
-            refund_state("SUCCESS", Some("50"), None),
+            refund_state("SUCCESS", Some("50"), None, None),
             Ok(ChannelRefund::Succeeded { channel_refund_id: Some(_), .. })
         ));
         assert!(matches!(
-            refund_state("PROCESSING", None, None),
+            refund_state("PROCESSING", None, None, None),
             Ok(ChannelRefund::Pending { .. })
         ));
-        assert!(matches!(refund_state("ABNORMAL", None, None), Ok(ChannelRefund::Pending { .. })));
-        assert!(matches!(refund_state("CLOSED", None, None), Ok(ChannelRefund::Failed { .. })));
-        assert!(refund_state("WHATEVER", None, None).is_err());
+        assert!(matches!(
+            refund_state("ABNORMAL", None, None, None),
+            Ok(ChannelRefund::Pending { .. })
+        ));
+        assert!(matches!(
+            refund_state("CLOSED", None, None, None),
+            Ok(ChannelRefund::Failed { .. })
+        ));
+        assert!(refund_state("WHATEVER", None, None, None).is_err());
     }
 
     #[test]

@@ -457,7 +457,7 @@ async fn payment_notification_verifies_decrypts_and_maps() {
     let n = notification(&signer, "REFUND.SUCCESS", &refund("SUCCESS"), now());
     assert!(matches!(
         state(h.channel.parse_notification(&n).await.unwrap()),
-        ChannelRefund::Succeeded { channel_refund_id: Some(_), succeeded_at: Some(_) }
+        ChannelRefund::Succeeded { channel_refund_id: Some(_), succeeded_at: Some(_), .. }
     ));
     let n = notification(&signer, "REFUND.CLOSED", &refund("CLOSED"), now());
     assert!(matches!(
