@@ -867,10 +867,12 @@ impl Store for SqliteStore {
             let expired = created < ms(retain_after);
             let status: Option<i64> = get(&row, "response_status")?;
             let abandoned = status.is_none() && get::<i64>(&row, "locked_until")? < ms(now);
+            let same_request = get::<String>(&row, "request_hash")? == request_hash;
+            // A key taken over from a dead process still belongs to the request it was made for.
+            if !expired && !same_request {
+                return Ok(IdempotencyBegin::Mismatch);
+            }
             if !expired && !abandoned {
-                if get::<String>(&row, "request_hash")? != request_hash {
-                    return Ok(IdempotencyBegin::Mismatch);
-                }
                 return Ok(match status {
                     Some(status) => IdempotencyBegin::Replay {
                         status: u16::try_from(status)

@@ -229,3 +229,55 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
     assert_eq!(got.amount_reserved, 60);
     f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc()).await.unwrap();
 }
+
+#[tokio::test]
+async fn idempotency_keys_replay_refuse_and_expire() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    let begin = |hash: &'static str, at: OffsetDateTime| {
+        let store = f.store.clone();
+        let m = f.merchant;
+        async move {
+            store
+                .idempotency_begin(
+                    m,
+                    "k",
+                    hash,
+                    at,
+                    at + time::Duration::minutes(2),
+                    at - time::Duration::hours(24),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    assert_eq!(begin("h1", now).await, IdempotencyBegin::InFlight);
+    assert_eq!(begin("h2", now).await, IdempotencyBegin::Mismatch);
+    // A dead process's claim is taken over, but only by the same request.
+    let later = now + time::Duration::minutes(3);
+    assert_eq!(begin("h2", later).await, IdempotencyBegin::Mismatch);
+    assert_eq!(begin("h1", later).await, IdempotencyBegin::Started);
+    f.store.idempotency_finish(f.merchant, "k", 201, b"{\"id\":1}").await.unwrap();
+    assert_eq!(
+        begin("h1", later).await,
+        IdempotencyBegin::Replay { status: 201, body: b"{\"id\":1}".to_vec() }
+    );
+    // Other merchants have their own keys.
+    let other = f.store.create_merchant("o").await.unwrap();
+    assert_eq!(
+        f.store.idempotency_begin(other, "k", "h9", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    // After the retention period the key is new again.
+    let next_day = later + time::Duration::hours(25);
+    assert_eq!(begin("h2", next_day).await, IdempotencyBegin::Started);
+    // A released claim lets the same key run again at once.
+    f.store.idempotency_release(f.merchant, "k").await.unwrap();
+    assert_eq!(begin("h3", next_day).await, IdempotencyBegin::Started);
+}
