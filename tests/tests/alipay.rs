@@ -141,6 +141,16 @@ async fn page_wap_and_app_payments_hand_the_payer_a_signed_action() {
     assert!(res.text().await.unwrap().contains("1.00"), "the browser lands on the cashier");
     let no = page["channel_order_no"].as_str().unwrap();
     assert_eq!(app.mock_order("alipay", no).await["exists_at_alipay"], true);
+    // The cashier's Pay button is a plain form post, as a browser sends it.
+    let res = app
+        .http
+        .post(format!("{}/_sandbox/cashier/{no}/pay", app.alipay_mock()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success() || res.status().is_redirection(), "{}", res.status());
+    app.wait_payment(&id(&page), "succeeded").await;
 
     let (s, wap) = app.create_payment("alipay", "wap", "o-wap", 100).await;
     assert_eq!(s, 201, "{wap}");
