@@ -455,3 +455,62 @@ async fn webhook_endpoints_inside_the_gateways_network_are_refused_outside_the_s
         assert_eq!(e["error"]["param"], "url");
     }
 }
+
+#[tokio::test]
+async fn reordered_notifications_still_settle_each_object_once() {
+    let app = TestApp::spawn().await;
+    app.set_faults("wechat", json!({"reorder_notifications": true})).await;
+
+    let (_, a) = app.create_payment("wechat", "qr", "o-reorder-a", 1000).await;
+    let (_, b) = app.create_payment("wechat", "qr", "o-reorder-b", 500).await;
+    // Paid back to back: A's TRANSACTION.SUCCESS is held until B's has gone out.
+    assert_eq!(app.pay_at_mock("wechat", a["channel_order_no"].as_str().unwrap()).await, 200);
+    assert_eq!(app.pay_at_mock("wechat", b["channel_order_no"].as_str().unwrap()).await, 200);
+    app.wait_payment(&id(&a), "succeeded").await;
+    app.wait_payment(&id(&b), "succeeded").await;
+
+    // Two partial refunds of A: the first one's REFUND.SUCCESS is held until the second's. The
+    // mock's refund delays keep the two completions in creation order with room to spare, and
+    // both well inside the mock's one-second hold.
+    let mut refunds = Vec::new();
+    for (no, amount, delay) in [("r-reorder-1", 200, 100), ("r-reorder-2", 300, 400)] {
+        app.sandbox.wechat.set_refund_delay(Duration::from_millis(delay));
+        let (s, r) = app
+            .post(
+                &format!("/v1/payments/{}/refunds", id(&a)),
+                json!({"amount": amount, "merchant_refund_no": no}),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+        assert_eq!(r["status"], "pending", "WeChat accepts a refund as PROCESSING");
+        refunds.push(id(&r));
+    }
+    for rid in &refunds {
+        app.wait_for(&format!("/v1/refunds/{rid}"), 10, |r| r["status"] == "succeeded").await;
+    }
+
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&a))).await;
+    assert_eq!(after["amount_refunded"], 500, "{after}");
+    assert_eq!(after["status"], "succeeded");
+    let (_, other) = app.get(&format!("/v1/payments/{}", id(&b))).await;
+    assert_eq!(other["amount_refunded"], 0, "{other}");
+    let mock = app.mock_order("wechat", a["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(mock["refunded"], 500, "the channel agrees: {mock}");
+
+    // One event per object, in the order the notifications arrived: each pair reversed. The
+    // sweeper's first look is a minute away, so the notifications alone settled all four.
+    let seen: Vec<(String, String)> = app
+        .events()
+        .await
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap().to_owned(), id(&e["data"]["object"])))
+        .collect();
+    let expected = [
+        ("payment.succeeded", id(&b)),
+        ("payment.succeeded", id(&a)),
+        ("refund.succeeded", refunds[1].clone()),
+        ("refund.succeeded", refunds[0].clone()),
+    ]
+    .map(|(kind, object)| (kind.to_owned(), object));
+    assert_eq!(seen, expected, "(event type, object id), oldest first");
+}

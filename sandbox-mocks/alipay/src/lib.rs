@@ -5,8 +5,8 @@
 //! exist until scanned, refunds are idempotent by `out_request_no`); payments are made on a cashier
 //! page or through the control API under `/_sandbox/`, and signed notifications are posted to the
 //! order's `notify_url` and retried on Alipay's schedule, time-compressed. Faults (latency, errors,
-//! timeouts after commit, lost, duplicated or badly signed messages) can be switched on at run
-//! time.
+//! timeouts after commit, lost, duplicated, reordered or badly signed messages) can be switched on
+//! at run time.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     apps: RwLock<HashMap<String, RsaPublicKey>>,
     trades: Mutex<Trades>,
     faults: RwLock<Faults>,
+    /// The notification the reorder fault is holding back, if any.
+    reorder: Mutex<notify::Reorder>,
     http: reqwest::Client,
 }
 
@@ -135,6 +137,7 @@ impl AlipayMock {
                 apps: RwLock::new(HashMap::new()),
                 trades: Mutex::new(Trades::default()),
                 faults: RwLock::new(Faults::default()),
+                reorder: Mutex::new(notify::Reorder::default()),
                 http,
             }),
         }

@@ -37,6 +37,12 @@ pub(crate) struct Faults {
     pub drop_notifications: bool,
     #[serde(default)]
     pub duplicate_notifications: bool,
+    /// Notifications are delivered out of order, deterministically: a new notification is held
+    /// back; when the mock produces its next one, that newer one is sent first and the held one
+    /// only once the newer one's first send has finished (each then retries on its own schedule).
+    /// A notification held 1 s with no successor is sent anyway.
+    #[serde(default)]
+    pub reorder_notifications: bool,
     /// Answers and notifications carry a well-formed signature over other bytes.
     #[serde(default)]
     pub bad_signature: bool,

@@ -547,3 +547,51 @@ async fn faults_error_rate_bad_signature_and_timeout_after_commit() {
     assert_eq!(order["refunded_amount"], "1.00");
     assert_eq!(order["trade_status"], "TRADE_CLOSED");
 }
+
+#[tokio::test]
+async fn reorder_fault_sends_the_newer_notification_first_and_a_lone_one_after_the_hold() {
+    let sandbox = start(vec![Duration::from_millis(10); 3]).await;
+    let (notify_url, receiver) = start_receiver(&[]).await;
+    let status = sandbox
+        .http
+        .post(format!("{}/_sandbox/faults", sandbox.base))
+        .json(&json!({"reorder_notifications": true}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    for no in ["E2E_R1", "E2E_R2", "E2E_R3"] {
+        sandbox
+            .call_with_notify(
+                "alipay.trade.precreate",
+                precreate_biz(no, "1.00"),
+                Some(&notify_url),
+            )
+            .await;
+    }
+
+    // The first is held; the second overtakes it, and then the first follows.
+    assert_eq!(sandbox.control("orders/E2E_R1/pay").await.status(), 200);
+    assert_eq!(sandbox.control("orders/E2E_R2/pay").await.status(), 200);
+    assert_eq!(sandbox.settled_notification("E2E_R1", 0).await["state"], "delivered");
+    assert_eq!(sandbox.settled_notification("E2E_R2", 0).await["state"], "delivered");
+    let order: Vec<String> = receiver
+        .received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|fields| fields["out_trade_no"].clone())
+        .collect();
+    assert_eq!(order, ["E2E_R2", "E2E_R1"]);
+
+    // Nothing comes after the third: it goes out once the hold runs out, exactly once.
+    assert_eq!(sandbox.control("orders/E2E_R3/pay").await.status(), 200);
+    let log = sandbox.settled_notification("E2E_R3", 0).await;
+    assert_eq!(log["state"], "delivered");
+    assert_eq!(log["attempts"].as_array().unwrap().len(), 1);
+    let received = receiver.received.lock().unwrap().clone();
+    assert_eq!(received.len(), 3);
+    assert_eq!(received[2]["out_trade_no"], "E2E_R3");
+    assert_eq!(received[2]["trade_status"], "TRADE_SUCCESS");
+}

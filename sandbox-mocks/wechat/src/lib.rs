@@ -6,9 +6,9 @@
 //! notifications with WeChat's retry schedule (compressible for tests). Orders live in memory.
 //!
 //! Under `/_sandbox/` a control API pays, fails or closes orders, rotates the platform
-//! certificate and injects faults (latency, errors, timeouts after commit, dropped or duplicated
-//! notifications, bad signatures, WeChat's `WECHATPAY/SIGNTEST/` probes); each order has a cashier
-//! page with a QR code and Pay / Cancel buttons.
+//! certificate and injects faults (latency, errors, timeouts after commit, dropped, duplicated or
+//! reordered notifications, bad signatures, WeChat's `WECHATPAY/SIGNTEST/` probes); each order
+//! has a cashier page with a QR code and Pay / Cancel buttons.
 //!
 //! ```no_run
 //! use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
@@ -151,6 +151,7 @@ impl WechatMock {
                 book: Default::default(),
                 faults: Default::default(),
                 refund_delay: std::sync::Mutex::new(state::DEFAULT_REFUND_DELAY),
+                reorder: Default::default(),
                 http: reqwest::Client::new(),
             }),
         }

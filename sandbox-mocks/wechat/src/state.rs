@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) book: Mutex<Book>,
     pub(crate) faults: Mutex<Faults>,
     pub(crate) refund_delay: Mutex<Duration>,
+    /// The notification the reorder fault is holding back, if any.
+    pub(crate) reorder: Mutex<crate::notify::Reorder>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -60,6 +62,11 @@ pub struct Faults {
     pub drop_notifications: bool,
     /// Each notification is delivered twice.
     pub duplicate_notifications: bool,
+    /// Notifications are delivered out of order, deterministically: a new notification is held
+    /// back; when the mock produces its next one, that newer one is sent first and the held one
+    /// only once the newer one's first send has finished (each then retries on its own schedule).
+    /// A notification held 1 s with no successor is sent anyway.
+    pub reorder_notifications: bool,
     /// Answers and notifications carry a signature that does not verify.
     pub bad_signature: bool,
     /// Answers and notifications carry `WECHATPAY/SIGNTEST/` probe signatures.

@@ -724,3 +724,49 @@ async fn create_validates_like_wechat() {
             .ends_with("/_sandbox/cashier/valid_no_2")
     );
 }
+
+#[tokio::test]
+async fn reorder_fault_sends_the_newer_notification_first_and_a_lone_one_after_the_hold() {
+    let app = spawn_mock(vec![Duration::from_millis(20); 3]).await;
+    let m = app.merchant("1900000011", KeyMode::PlatformCertificate);
+    let (notify_url, receiver) = spawn_receiver(0).await;
+    let (status, faults) =
+        app.control("POST", "/_sandbox/faults", Some(json!({"reorder_notifications": true}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(faults["reorder_notifications"], true);
+    let out_trade_nos = |got: &[Received]| -> Vec<String> {
+        got.iter()
+            .map(|(_, body)| {
+                let (_, transaction) = decrypt_notification(body);
+                transaction["out_trade_no"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    };
+
+    // The first is held; the second overtakes it, and then the first follows.
+    create_and_pay(&app, &m, "reorder_order_1", 1, &notify_url).await;
+    create_and_pay(&app, &m, "reorder_order_2", 2, &notify_url).await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(out_trade_nos(&got), ["reorder_order_2", "reorder_order_1"]);
+
+    // Nothing comes after the third: it goes out once the hold runs out, exactly once.
+    create_and_pay(&app, &m, "reorder_order_3", 3, &notify_url).await;
+    let got = receiver.wait_for(3).await;
+    assert_eq!(out_trade_nos(&got), ["reorder_order_2", "reorder_order_1", "reorder_order_3"]);
+    // The log is written once the send has finished, which may be just after the receiver saw it.
+    let mut outcomes = Vec::new();
+    for _ in 0..500 {
+        let (_, order) = app.control("GET", "/_sandbox/orders/reorder_order_3", None).await;
+        outcomes = order["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["outcome"].as_str().unwrap().to_owned())
+            .collect();
+        if !outcomes.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(outcomes, ["delivered"]);
+}
