@@ -479,5 +479,13 @@ pub async fn close(
         .payment(merchant.0, p.id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
+    if after.status == PaymentStatus::Succeeded {
+        // A notification of payment won the race with the close.
+        return Err(ApiError::conflict(
+            "payment_succeeded",
+            "the payer paid before the close took effect; the payment has succeeded",
+        )
+        .with_object(after.id));
+    }
     Ok(Json(objects::payment(&after)))
 }

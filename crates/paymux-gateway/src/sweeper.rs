@@ -43,6 +43,8 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
     for r in &refunds {
         sweep_refund(state, r).await;
     }
+    // Stored idempotent answers are replayed for the retention period only; then they go.
+    state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await?;
     Ok(payments.len() + refunds.len())
 }
 

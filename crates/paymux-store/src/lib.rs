@@ -164,6 +164,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         status: u16,
         body: &[u8],
     ) -> StoreResult<()>;
+    /// Forgets idempotency keys created before `before` (past their retention). Returns how many.
+    async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64>;
     /// Drops an in-flight claim whose request changed nothing, so the same key may run again.
     async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()>;
 

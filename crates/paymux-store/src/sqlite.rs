@@ -926,6 +926,16 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(ms(before))
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        Ok(done)
+    }
+
     async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? AND response_status IS NULL",

@@ -277,6 +277,11 @@ async fn idempotency_keys_replay_refuse_and_expire() {
     // After the retention period the key is new again.
     let next_day = later + time::Duration::hours(25);
     assert_eq!(begin("h2", next_day).await, IdempotencyBegin::Started);
+    // Purged past retention, the key is gone (and then new again).
+    assert_eq!(
+        f.store.purge_idempotency_keys(next_day + time::Duration::seconds(1)).await.unwrap(),
+        2
+    );
     // A released claim lets the same key run again at once.
     f.store.idempotency_release(f.merchant, "k").await.unwrap();
     assert_eq!(begin("h3", next_day).await, IdempotencyBegin::Started);

@@ -11,6 +11,7 @@ CREATE TABLE idempotency_keys (
     created_at     BIGINT NOT NULL,
     PRIMARY KEY (merchant_id, key)
 );
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
 
 -- When the sweeper looks at a payment or refund next, and how often it has. NULL once there is
 -- nothing more to learn (succeeded, failed, or closed and past its expiry).
