@@ -517,3 +517,25 @@ async fn reordered_notifications_still_settle_each_object_once() {
     expected.sort();
     assert_eq!(refund_events, expected, "each refund settled exactly once: {seen:?}");
 }
+
+#[tokio::test]
+async fn a_close_whose_answer_is_lost_stays_pending_until_the_channel_says_closed() {
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = fast_sweeper();
+        o.channel_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let (_, p) = app.create_payment("wechat", "qr", "o-close-lost", 500).await;
+    app.set_faults("wechat", json!({"timeout_after_commit": ["close"]})).await;
+    let (s, e) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
+    assert_eq!(s, 504, "{e}");
+    assert_eq!(e["error"]["object_id"], id(&p));
+    app.clear_faults("wechat").await;
+    // The channel did close it: the sweeper's query brings that truth home, never "failed".
+    let closed = app.wait_payment(&id(&p), "closed").await;
+    assert!(closed["failure"].is_null());
+    let mock = app.mock_order("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(mock["trade_state"], "CLOSED");
+    let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(kinds, [json!("payment.closed")]);
+}

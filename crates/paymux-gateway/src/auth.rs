@@ -24,6 +24,10 @@ impl FromRequestParts<AppState> for Merchant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Already authenticated by an outer layer (idempotency) for this request.
+        if let Some(m) = parts.extensions.get::<Merchant>() {
+            return Ok(*m);
+        }
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)

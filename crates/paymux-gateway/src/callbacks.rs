@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use paymux_core::{AccountId, ChannelKind, InboundRequest, Notification, NotificationAck};
-use paymux_store::InboundRecord;
+use paymux_store::{AccountRecord, InboundRecord};
 use time::OffsetDateTime;
 
 use crate::apply::{Applied, apply_payment, apply_refund};
@@ -87,7 +87,7 @@ pub async fn receive(
         tracing::error!(error = %e, "could not record a verified notification");
         return reply(adapter.ack(false));
     }
-    let outcome = process(&state, account_id, &notification).await;
+    let outcome = process(&state, &account, &notification).await;
     let (accepted, note) = match &outcome {
         Ok(Applied::Changed) => (true, "applied".to_owned()),
         Ok(Applied::Unchanged) => (true, "unchanged".to_owned()),
@@ -106,22 +106,17 @@ pub async fn receive(
 /// Checks the notification against what we hold and applies it. `Err` carries why it was refused.
 async fn process(
     state: &AppState,
-    account: AccountId,
+    account: &AccountRecord,
     n: &Notification,
 ) -> Result<Applied, String> {
     let store = &*state.store;
     let attempt = store
-        .attempt_by_channel_order_no(account, n.channel_order_no())
+        .attempt_by_channel_order_no(account.id, n.channel_order_no())
         .await
         .map_err(|e| format!("store: {e}"))?
         .ok_or_else(|| format!("unknown order {}", n.channel_order_no()))?;
-    let account_rec = store
-        .channel_account(account)
-        .await
-        .map_err(|e| format!("store: {e}"))?
-        .ok_or("account gone")?;
     let payment = store
-        .payment(account_rec.merchant_id, attempt.payment_id)
+        .payment(account.merchant_id, attempt.payment_id)
         .await
         .map_err(|e| format!("store: {e}"))?
         .ok_or("payment gone")?;

@@ -53,6 +53,8 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             Ok(m) => m,
             Err(e) => return e.into_response(),
         };
+    // The handler finds the merchant here instead of looking the key up a second time.
+    parts.extensions.insert(merchant);
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {

@@ -98,6 +98,60 @@ impl SqliteStore {
     async fn begin(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         self.writer.begin().await.map_err(unavailable)
     }
+
+    /// Rows of `table` (payments or refunds) in one of `statuses` whose next check is due, leased
+    /// until `lease_until`: pushing `next_check_at` out hides them from other sweepers till then.
+    async fn claim_due_rows(
+        &self,
+        table: &'static str,
+        columns: &'static str,
+        statuses: &'static str,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SqliteRow>> {
+        let mut tx = self.begin().await?;
+        let select = format!(
+            "SELECT {columns} FROM {table} WHERE next_check_at IS NOT NULL AND next_check_at <= ? \
+             AND status IN ({statuses}) ORDER BY next_check_at LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(select))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let lease = format!("UPDATE {table} SET next_check_at = ? WHERE id = ?");
+        for row in &rows {
+            sqlx::query(sqlx::AssertSqlSafe(lease.clone()))
+                .bind(ms(lease_until))
+                .bind(get::<String>(row, "id")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(rows)
+    }
+
+    /// The next sweeper check of a payment or refund, one step further along its backoff.
+    async fn schedule_check(
+        &self,
+        table: &'static str,
+        id: String,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        let sql = format!(
+            "UPDATE {table} SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(at))
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
 }
 
 const PAYMENT_COLUMNS: &str = "id, merchant_id, merchant_order_no, amount, currency, subject, status, \
@@ -954,29 +1008,17 @@ impl Store for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<PaymentRecord>> {
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE next_check_at IS NOT NULL \
-             AND next_check_at <= ? AND status IN ('pending', 'closed') ORDER BY next_check_at LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let payments = rows.iter().map(payment_from_row).collect::<StoreResult<Vec<_>>>()?;
-        // The lease: pushing next_check_at out hides the row from other sweepers until then.
-        for p in &payments {
-            sqlx::query("UPDATE payments SET next_check_at = ? WHERE id = ?")
-                .bind(ms(lease_until))
-                .bind(p.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(payments)
+        let rows = self
+            .claim_due_rows(
+                "payments",
+                PAYMENT_COLUMNS,
+                "'pending', 'closed'",
+                now,
+                lease_until,
+                limit,
+            )
+            .await?;
+        rows.iter().map(payment_from_row).collect()
     }
 
     async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()> {
@@ -989,15 +1031,7 @@ impl Store for SqliteStore {
     }
 
     async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE payments SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?",
-        )
-        .bind(ms(at))
-        .bind(id.to_string())
-        .execute(&self.writer)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        self.schedule_check("payments", id.to_string(), at).await
     }
 
     async fn claim_due_refunds(
@@ -1006,40 +1040,14 @@ impl Store for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<RefundRecord>> {
-        let mut tx = self.begin().await?;
-        let sql = format!(
-            "SELECT {REFUND_COLUMNS} FROM refunds WHERE next_check_at IS NOT NULL \
-             AND next_check_at <= ? AND status = 'pending' ORDER BY next_check_at LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let refunds = rows.iter().map(refund_from_row).collect::<StoreResult<Vec<_>>>()?;
-        for r in &refunds {
-            sqlx::query("UPDATE refunds SET next_check_at = ? WHERE id = ?")
-                .bind(ms(lease_until))
-                .bind(r.id.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(refunds)
+        let rows = self
+            .claim_due_rows("refunds", REFUND_COLUMNS, "'pending'", now, lease_until, limit)
+            .await?;
+        rows.iter().map(refund_from_row).collect()
     }
 
     async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE refunds SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?",
-        )
-        .bind(ms(at))
-        .bind(id.to_string())
-        .execute(&self.writer)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        self.schedule_check("refunds", id.to_string(), at).await
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>> {
