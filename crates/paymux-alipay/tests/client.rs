@@ -663,7 +663,7 @@ async fn bad_keys_are_refused_when_the_adapter_is_built() {
     assert!(!format!("{channel:?}").contains("PRIVATE"));
 }
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/alipay");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/alipay");
 
 fn vector_file(name: &str) -> String {
     std::fs::read_to_string(format!("{VECTORS}/{name}")).unwrap()

@@ -1,4 +1,4 @@
-//! The protocol pinned by the official Alipay vectors (A1, A3, A4, A6-A9) in /work/shared/vectors.
+//! The protocol pinned by the official Alipay vectors (A1, A3, A4, A6-A9) in tests/vectors.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +8,7 @@ use paymux_alipay::protocol::{
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey};
 use serde_json::Value;
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors");
 
 fn vector(id: &str) -> Value {
     let text = std::fs::read_to_string(format!("{VECTORS}/vectors.json")).unwrap();

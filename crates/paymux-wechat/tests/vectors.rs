@@ -1,5 +1,5 @@
 //! The protocol module pinned by the official WeChat vectors W1-W8
-//! (/work/shared/vectors/vectors.json), with negative variants for every verification.
+//! (tests/vectors/vectors.json), with negative variants for every verification.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +15,7 @@ use paymux_wechat::protocol::{
 use serde_json::Value;
 use time::OffsetDateTime;
 
-const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/");
 
 fn vector(id: &str) -> Value {
     let all: Value =

@@ -260,7 +260,7 @@ mod tests {
     use super::*;
 
     fn vectors() -> serde_json::Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/vectors.json");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/vectors.json");
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
@@ -269,7 +269,7 @@ mod tests {
     }
 
     fn vector_file(name: &str) -> String {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/");
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/");
         std::fs::read_to_string(format!("{dir}{name}")).unwrap()
     }
 

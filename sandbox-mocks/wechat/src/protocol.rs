@@ -258,7 +258,7 @@ mod tests {
     use paymux_crypto::{Certificate, RsaPrivateKey, sha256_hex};
     use serde_json::Value;
 
-    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors/");
+    const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/vectors/");
 
     fn vector(id: &str) -> Value {
         let text = std::fs::read_to_string(format!("{VECTORS}vectors.json")).unwrap();
