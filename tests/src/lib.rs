@@ -14,6 +14,8 @@
 
 use std::time::Duration;
 
+pub mod browser;
+
 use paymux_cli::sandbox::{Sandbox, SandboxOptions, start};
 use serde_json::{Value, json};
 

@@ -1,0 +1,80 @@
+//! The sandbox's pages as a payer uses them, in headless Chromium: the merchant's form posted by
+//! the browser, the channel's cashier page, the Pay button, and the payment that follows.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use paymux_e2e::TestApp;
+use paymux_e2e::browser::Browser;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alipay_page_pay_form_posted_by_a_browser_then_paid_at_the_cashier_succeeds() {
+    let app = TestApp::spawn().await;
+    let (status, payment) = app.create_payment("alipay", "page", "browser-alipay-1", 2590).await;
+    assert_eq!(status, 201, "{payment}");
+    let action = &payment["action"];
+    assert_eq!(action["type"], "form", "{payment}");
+
+    let browser = Browser::start().await;
+    browser
+        .submit_form(
+            action["method"].as_str().unwrap(),
+            action["url"].as_str().unwrap(),
+            &action["fields"],
+        )
+        .await;
+    // The cashier shows what the payer is asked to pay, in yuan.
+    browser.wait_for_text("25.90").await;
+    browser.screenshot("alipay-cashier").await;
+    browser.click_button_starting_with("Pay").await;
+
+    let id = payment["id"].as_str().unwrap();
+    let paid = app.wait_payment(id, "succeeded").await;
+    assert!(paid["channel_trade_no"].as_str().is_some_and(|t| !t.is_empty()), "{paid}");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wechat_native_qr_cashier_paid_in_a_browser_succeeds() {
+    let app = TestApp::spawn().await;
+    let (status, payment) = app.create_payment("wechat", "qr", "browser-wechat-1", 1234).await;
+    assert_eq!(status, 201, "{payment}");
+    let code_url = payment["action"]["code_url"].as_str().unwrap();
+
+    let browser = Browser::start().await;
+    browser.client.goto(code_url).await.unwrap();
+    browser.wait_for_text("12.34").await;
+    browser.screenshot("wechat-cashier").await;
+    browser.click_button_starting_with("Pay").await;
+
+    let id = payment["id"].as_str().unwrap();
+    let paid = app.wait_payment(id, "succeeded").await;
+    assert!(paid["channel_trade_no"].as_str().is_some_and(|t| !t.is_empty()), "{paid}");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_at_the_cashier_leaves_the_payment_unpaid() {
+    let app = TestApp::spawn().await;
+    let (_, payment) = app.create_payment("alipay", "qr", "browser-alipay-cancel", 500).await;
+    let code_url = payment["action"]["code_url"].as_str().unwrap();
+    let channel_order_no = payment["channel_order_no"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    browser.client.goto(code_url).await.unwrap();
+    browser.wait_for_text("5.00").await;
+    browser.click_button_starting_with("Cancel").await;
+
+    // The payer's cancel closes the trade at the channel; the gateway's payment is not paid.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let order = app.mock_order("alipay", &channel_order_no).await;
+        if order["trade_status"] == "TRADE_CLOSED" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "cancel never reached the mock: {order}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, now) = app.get(&format!("/v1/payments/{}", payment["id"].as_str().unwrap())).await;
+    assert_ne!(now["status"], "succeeded", "{now}");
+    browser.close().await;
+}
