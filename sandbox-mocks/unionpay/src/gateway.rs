@@ -376,7 +376,9 @@ pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
 fn qr(shared: &Shared, v: &Verified) -> Result<Fields, Refusal> {
     check_kind(v, "01", "07")?;
     let mut txn = new_consume(v, Kind::Qr, OffsetDateTime::now_utc(), 40)?;
-    txn.qr_code = Some(shared.cashier_url(&txn));
+    // An opaque token like UnionPay's `https://qr.95516.com/...`: a raw answer cannot carry
+    // an `&` outside braces, so the cashier's query string stays out of it.
+    txn.qr_code = Some(format!("{}/_sandbox/qr/{}", shared.public_url, txn.query_id));
     let txn = store(shared, txn)?;
     let mut fields = answer_fields(&v.fields);
     fields.insert("qrCode".into(), txn.qr_code.unwrap_or_default());

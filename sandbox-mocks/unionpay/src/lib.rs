@@ -160,6 +160,7 @@ impl UnionpayMock {
     /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), refund (04), consume cancel (31) |
     /// | `POST /gateway/api/appTransReq.do` | app consume: the answer carries the `tn` |
     /// | `POST /gateway/api/queryTrans.do` | query by `orderId` + `txnTime` (or `queryId`) |
+    /// | `GET /_sandbox/qr/{queryId}` | what a QR consume's `qrCode` holds: scanning it opens the bank page (303) |
     /// | `GET /_sandbox/cashier/{orderId}` | the bank page: merchant, amount, card number, Pay / Cancel (QR orders: the QR code too) |
     /// | `POST /_sandbox/cashier/{orderId}/pay`, `.../cancel` | its buttons; Pay posts the signed front notification to `frontUrl` |
     /// | `GET /_sandbox/orders`, `GET /_sandbox/orders/{orderId}` | transactions with state, refunds and notification deliveries |
@@ -174,6 +175,7 @@ impl UnionpayMock {
             .route("/gateway/api/backTransReq.do", post(gateway::back))
             .route("/gateway/api/appTransReq.do", post(gateway::app))
             .route("/gateway/api/queryTrans.do", post(gateway::query))
+            .route("/_sandbox/qr/{query_id}", get(sandbox::scan))
             .route("/_sandbox/cashier/{order_id}", get(sandbox::cashier))
             .route("/_sandbox/cashier/{order_id}/pay", post(sandbox::cashier_pay))
             .route("/_sandbox/cashier/{order_id}/cancel", post(sandbox::cashier_cancel))

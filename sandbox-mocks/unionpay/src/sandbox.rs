@@ -215,6 +215,21 @@ fn message(status: StatusCode, text: &str) -> Response {
     (status, Html(page("UnionPay sandbox", ACCENT, &body))).into_response()
 }
 
+/// `GET /_sandbox/qr/{queryId}`: the payer scans a QR consume's code and lands on its bank page.
+pub(crate) async fn scan(State(shared): St, Path(query_id): Path<String>) -> Response {
+    let url = {
+        let book = shared.book();
+        book.txns
+            .values()
+            .find(|t| t.kind == Kind::Qr && t.query_id == query_id)
+            .map(|t| shared.cashier_url(t))
+    };
+    match url {
+        Some(url) => Redirect::to(&url).into_response(),
+        None => message(StatusCode::NOT_FOUND, "No such QR code in the sandbox."),
+    }
+}
+
 /// `GET /_sandbox/cashier/{orderId}`: the bank page. Opening it (or scanning the QR code that
 /// points here) makes the order known to queries.
 pub(crate) async fn cashier(
@@ -251,7 +266,7 @@ pub(crate) async fn cashier(
         ),
         status => format!("<p>Status: <strong>{status:?}</strong></p>"),
     };
-    let qr = if txn.kind == Kind::Qr { qr_svg(&shared.cashier_url(&txn)) } else { String::new() };
+    let qr = txn.qr_code.as_deref().map(qr_svg).unwrap_or_default();
     let body = format!(
         "<h1>UnionPay sandbox</h1><p>Merchant: <strong>{}</strong> (<code>{}</code>)</p>\
          <p>{}</p><p class=\"amount\">¥{}</p>{actions}<div>{qr}</div>\
