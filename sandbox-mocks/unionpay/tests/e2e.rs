@@ -605,3 +605,77 @@ async fn a_refund_under_the_in_process_fault_answers_05_and_is_done() {
     s.mock.set_faults(Faults::default());
     assert_eq!(s.query(&refund, &time).await["origRespCode"], "00");
 }
+
+#[tokio::test]
+async fn a_failed_payment_queries_as_failed_and_a_lapsed_one_as_unknown() {
+    let s = start().await;
+    let (failed, failed_time) = (order_id("X"), now_compact());
+    s.call("appTransReq.do", s.consume_fields(&failed, &failed_time, "100", "01")).await;
+    assert_eq!(s.control(&failed, "fail").await.status(), 200);
+    let answer = s.query(&failed, &failed_time).await;
+    assert_eq!((answer["respCode"].as_str(), answer["origRespCode"].as_str()), ("00", "01"));
+
+    let (lapsed, lapsed_time) = (order_id("L"), now_compact());
+    s.call("appTransReq.do", s.consume_fields(&lapsed, &lapsed_time, "100", "01")).await;
+    assert_eq!(s.control(&lapsed, "close").await.status(), 200);
+    assert_eq!(s.query(&lapsed, &lapsed_time).await["respCode"], "34");
+    assert_eq!(s.control(&lapsed, "pay").await.status(), 409, "a lapsed order cannot be paid");
+}
+
+#[tokio::test]
+async fn a_front_form_with_a_bad_signature_shows_unionpays_error_page() {
+    let s = start().await;
+    let mut signed = sign(
+        s.consume_fields(&order_id("E"), &now_compact(), "100", "01"),
+        &s.merchant_key,
+        &s.cert_id,
+    );
+    signed.insert("txnAmt".into(), "99".into());
+    let response = s.post("frontTransReq.do", &signed).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<code>11</code>") && html.contains("验证签名失败"));
+}
+
+#[tokio::test]
+async fn dropped_notifications_are_logged_as_dropped_and_duplicated_ones_arrive_twice() {
+    let s = start().await;
+    s.mock.set_faults(Faults { drop_notifications: true, ..Faults::default() });
+    let (dropped, _, _) = s.paid_consume("100").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let deliveries = s.order(&dropped).await["deliveries"].as_array().unwrap().clone();
+        if deliveries.len() == 5 {
+            assert!(deliveries.iter().all(|d| d["outcome"] == "dropped"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "five sends expected: {deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    s.mock.set_faults(Faults { duplicate_notifications: true, ..Faults::default() });
+    let (twice, _, _) = s.paid_consume("100").await;
+    let copies = s.notification_for(&twice, 2).await;
+    assert_eq!(copies[0], copies[1]);
+}
+
+#[tokio::test]
+async fn timeout_after_commit_keeps_the_answer_but_does_the_work() {
+    let s = start().await;
+    s.mock.set_faults(Faults { timeout_after_commit: vec!["app".into()], ..Faults::default() });
+    let (id, time) = (order_id("T"), now_compact());
+    let signed = sign(s.consume_fields(&id, &time, "100", "01"), &s.merchant_key, &s.cert_id);
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&signed).finish();
+    let sent = s
+        .http
+        .post(format!("{}/gateway/api/appTransReq.do", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .timeout(Duration::from_millis(500))
+        .body(body)
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()));
+    s.mock.set_faults(Faults::default());
+    assert_eq!(s.control(&id, "pay").await.status(), 200, "the order exists");
+    assert_eq!(s.query(&id, &time).await["origRespCode"], "00");
+}
