@@ -38,18 +38,19 @@ pub enum ProtocolError {
 /// The string a request is signed over: every non-empty field except `signature`, sorted by
 /// name, joined `name=value&...` with raw values.
 pub fn signing_string(fields: &Fields) -> String {
-    join(fields.iter().filter(|(_, v)| !v.is_empty()))
+    join(fields.iter().filter(|(k, v)| !v.is_empty() && k.as_str() != "signature"))
 }
 
 /// The string an answer or notification is verified over: every field except `signature`,
 /// empty ones included, raw (`signPubKeyCert` with its exact CR LF bytes).
 pub fn verification_string(fields: &Fields) -> String {
-    join(fields.iter())
+    join(fields.iter().filter(|(k, _)| k.as_str() != "signature"))
 }
 
+/// `name=value&...` in the order given, values raw.
 fn join<'a>(fields: impl Iterator<Item = (&'a String, &'a String)>) -> String {
     let mut out = String::new();
-    for (name, value) in fields.filter(|(k, _)| k.as_str() != "signature") {
+    for (name, value) in fields {
         if !out.is_empty() {
             out.push('&');
         }
@@ -78,16 +79,7 @@ pub fn sign_secure_key(string: &str, secure_key: &str) -> String {
 /// A synchronous answer's body: raw `k=v&k=v`, values not URL-encoded. The mock never sends an
 /// empty-valued field.
 pub fn encode_answer(fields: &Fields) -> String {
-    let mut out = String::new();
-    for (name, value) in fields.iter().filter(|(_, v)| !v.is_empty()) {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(name);
-        out.push('=');
-        out.push_str(value);
-    }
-    out
+    join(fields.iter().filter(|(_, v)| !v.is_empty()))
 }
 
 /// A certificate in PEM as `signPubKeyCert` carries it: CR LF line breaks, no trailing newline.
