@@ -689,4 +689,28 @@ mod tests {
         let mock = mock_with(merchant);
         assert!(verify(&mock.shared, fields, at(TODAY)).is_ok());
     }
+
+    #[test]
+    fn answers_to_a_secure_key_merchant_are_signed_with_its_key_and_carry_no_certificate() {
+        let (_, mut merchant) = u1_request();
+        merchant.secure_key = Some("88888888".into());
+        let mock = mock_with(merchant.clone());
+        let mut fields = Fields::new();
+        fields.insert("signMethod".into(), SIGN_METHOD_SECURE_KEY.into());
+        fields.insert("respCode".into(), "00".into());
+        fields.insert("empty".into(), String::new());
+        let signed = mock.shared.sign(fields, Some(&merchant));
+        assert!(!signed.contains_key("signPubKeyCert") && !signed.contains_key("empty"));
+        let expected = sign_secure_key(&crate::protocol::verification_string(&signed), "88888888");
+        assert_eq!(signed["signature"], expected);
+
+        let mut fields = Fields::new();
+        fields.insert("signMethod".into(), SIGN_METHOD_SECURE_KEY.into());
+        let without_key = mock.shared.sign(fields, None);
+        assert_eq!(
+            without_key["signMethod"], SIGN_METHOD_RSA,
+            "no key: the mock's certificate signs"
+        );
+        assert!(without_key.contains_key("signPubKeyCert"));
+    }
 }

@@ -679,3 +679,22 @@ async fn timeout_after_commit_keeps_the_answer_but_does_the_work() {
     assert_eq!(s.control(&id, "pay").await.status(), 200, "the order exists");
     assert_eq!(s.query(&id, &time).await["origRespCode"], "00");
 }
+
+#[tokio::test]
+async fn with_the_reorder_fault_a_later_notification_arrives_first() {
+    let s = start().await;
+    let (first, second) = (order_id("O"), order_id("O"));
+    for id in [&first, &second] {
+        let fields = s.consume_fields(id, &now_compact(), "100", "01");
+        assert_eq!(s.call("appTransReq.do", fields).await["respCode"], "00");
+    }
+    s.mock.set_faults(Faults { reorder_notifications: true, ..Faults::default() });
+    // Paid back to back: the first is held until the second has been sent (the hold lasts 1 s).
+    assert_eq!(s.control(&first, "pay").await.status(), 200);
+    assert_eq!(s.control(&second, "pay").await.status(), 200);
+    s.notification_for(&first, 1).await;
+    s.notification_for(&second, 1).await;
+    let arrivals: Vec<String> =
+        s.receiver.received.lock().unwrap().iter().map(|f| f["orderId"].clone()).collect();
+    assert_eq!(arrivals, vec![second, first]);
+}
