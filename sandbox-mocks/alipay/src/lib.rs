@@ -36,12 +36,15 @@ mod trade;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey};
+use paymux_mock_kit::faults::FaultSwitch;
+use paymux_mock_kit::notify::Scheduler;
+use paymux_mock_kit::sync::{lock, read, write};
 
 use crate::sandbox::Faults;
 use crate::trade::Trades;
@@ -82,24 +85,22 @@ pub(crate) struct Shared {
     config: AlipayMockConfig,
     apps: RwLock<HashMap<String, RsaPublicKey>>,
     trades: Mutex<Trades>,
-    faults: RwLock<Faults>,
-    /// The notification the reorder fault is holding back, if any.
-    reorder: Mutex<notify::Reorder>,
+    faults: FaultSwitch<Faults>,
+    notifier: Scheduler<notify::Outgoing>,
     http: reqwest::Client,
 }
 
 impl Shared {
     fn trades(&self) -> MutexGuard<'_, Trades> {
-        // A panic elsewhere must not take the sandbox down with it; the data stays usable.
-        self.trades.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.trades)
     }
 
     fn faults(&self) -> Faults {
-        self.faults.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.faults.get()
     }
 
     fn app_key(&self, app_id: &str) -> Option<RsaPublicKey> {
-        self.apps.read().unwrap_or_else(PoisonError::into_inner).get(app_id).cloned()
+        read(&self.apps).get(app_id).cloned()
     }
 
     fn cashier_url(&self, out_trade_no: &str) -> String {
@@ -126,18 +127,16 @@ impl Shared {
 
 impl AlipayMock {
     pub fn new(config: AlipayMockConfig) -> Self {
-        // Building fails only when the TLS backend cannot start, and then the default client
-        // fails the same way; there is no configuration here that could be wrong.
-        let http =
-            reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap_or_default();
+        let http = paymux_mock_kit::server::http_client(Some(Duration::from_secs(15)));
+        let notifier = Scheduler::new(config.notify_delays.clone());
         Self {
             shared: Arc::new(Shared {
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
                 config,
                 apps: RwLock::new(HashMap::new()),
                 trades: Mutex::new(Trades::default()),
-                faults: RwLock::new(Faults::default()),
-                reorder: Mutex::new(notify::Reorder::default()),
+                faults: FaultSwitch::default(),
+                notifier,
                 http,
             }),
         }
@@ -146,11 +145,7 @@ impl AlipayMock {
     /// Registers an app and the public key its requests are verified with (replacing any earlier
     /// key for the same app).
     pub fn register_app(&self, app_id: &str, app_public_key: RsaPublicKey) {
-        self.shared
-            .apps
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(app_id.to_owned(), app_public_key);
+        write(&self.shared.apps).insert(app_id.to_owned(), app_public_key);
     }
 
     /// The public half of the mock's key: what an adapter configures as "Alipay's public key".
@@ -192,6 +187,6 @@ impl AlipayMock {
 
     /// Serves the router on `listener` until the process ends.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        paymux_mock_kit::server::serve(listener, self.router()).await
     }
 }

@@ -1,25 +1,33 @@
 //! Posting signed trade notifications and retrying them on Alipay's schedule.
 
-use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
 
+use paymux_mock_kit::notify::Notification;
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use crate::Shared;
 use crate::protocol::{format_beijing, notification_sign_content};
 use crate::trade::{Attempt, DeliveryState, NotifyJob};
 
-/// How long the reorder fault holds a notification back waiting for a successor to overtake it;
-/// after that it goes out anyway, so a lone notification is late but never lost.
-pub(crate) const REORDER_HOLD_TIMEOUT: Duration = Duration::from_secs(1);
+/// A trade notification on its way to the order's `notify_url`.
+pub(crate) struct Outgoing {
+    shared: Arc<Shared>,
+    job: NotifyJob,
+}
 
-/// The reorder fault's state: at most one held notification, tagged with a ticket so that its
-/// hold timer releases only that one and never a later notification held in its place.
-#[derive(Default)]
-pub(crate) struct Reorder {
-    next_ticket: u64,
-    held: Option<(u64, NotifyJob)>,
+impl Notification for Outgoing {
+    async fn send(&self, _attempt: usize) -> bool {
+        send_once(&self.shared, &self.job).await
+    }
+
+    fn finished(&self, acknowledged: bool) {
+        let state = if acknowledged { DeliveryState::Delivered } else { DeliveryState::GaveUp };
+        self.shared.trades().set_delivery_state(&self.job.out_trade_no, self.job.index, state);
+    }
+
+    fn label(&self) -> String {
+        self.job.out_trade_no.clone()
+    }
 }
 
 /// Starts delivering `job` in the background (nothing to do without a `notify_url`); with the
@@ -28,51 +36,8 @@ pub(crate) fn spawn(shared: &Arc<Shared>, job: NotifyJob) {
     if job.url.is_empty() {
         return;
     }
-    let reorder_on = shared.faults().reorder_notifications;
-    let mut reorder = shared.reorder.lock().unwrap_or_else(PoisonError::into_inner);
-    // A held notification is overtaken by the next one produced, whether or not the fault is
-    // still on: it was held precisely to wait for this.
-    if let Some((_, earlier)) = reorder.held.take() {
-        drop(reorder);
-        let newer_sent = start(shared, job);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // An error only means that delivery task ended early; the held one goes anyway.
-            let _ = newer_sent.await;
-            start(&shared, earlier);
-        });
-    } else if reorder_on {
-        let ticket = reorder.next_ticket;
-        reorder.next_ticket += 1;
-        reorder.held = Some((ticket, job));
-        drop(reorder);
-        tokio::spawn(release_after_hold(shared.clone(), ticket));
-    } else {
-        drop(reorder);
-        start(shared, job);
-    }
-}
-
-/// Sends the notification held under `ticket` if no successor has overtaken it meanwhile.
-async fn release_after_hold(shared: Arc<Shared>, ticket: u64) {
-    tokio::time::sleep(REORDER_HOLD_TIMEOUT).await;
-    let job = {
-        let mut reorder = shared.reorder.lock().unwrap_or_else(PoisonError::into_inner);
-        match reorder.held.take_if(|(held, _)| *held == ticket) {
-            Some((_, job)) => job,
-            None => return,
-        }
-    };
-    tracing::info!(out_trade_no = %job.out_trade_no, "held notification released unovertaken");
-    start(&shared, job);
-}
-
-/// Starts delivering `job`; the receiver fires once its first send has finished (answered or
-/// not).
-fn start(shared: &Arc<Shared>, job: NotifyJob) -> oneshot::Receiver<()> {
-    let (first_send, finished) = oneshot::channel();
-    tokio::spawn(deliver(shared.clone(), job, first_send));
-    finished
+    let reorder = shared.faults().reorder_notifications;
+    shared.notifier.dispatch(Outgoing { shared: shared.clone(), job }, 1, reorder);
 }
 
 /// The form body of a notification: its fields plus `sign` over everything but `sign` and
@@ -83,33 +48,6 @@ pub(crate) fn signed_form(shared: &Shared, job: &NotifyJob) -> Option<String> {
     form.extend_pairs(job.fields.iter());
     form.append_pair("sign", &sign);
     Some(form.finish())
-}
-
-/// Sends until the receiver answers exactly `success`, waiting the configured intervals
-/// between sends, then gives up.
-async fn deliver(shared: Arc<Shared>, job: NotifyJob, first_send: oneshot::Sender<()>) {
-    let delays = shared.config.notify_delays.clone();
-    let mut first_send = Some(first_send);
-    for send in 0..=delays.len() {
-        if let Some(delay) = send.checked_sub(1).and_then(|i| delays.get(i)) {
-            tokio::time::sleep(*delay).await;
-        }
-        let acknowledged = send_once(&shared, &job).await;
-        if let Some(done) = first_send.take() {
-            // Nobody waiting (no notification was held behind this one) is fine.
-            let _ = done.send(());
-        }
-        if acknowledged {
-            shared.trades().set_delivery_state(
-                &job.out_trade_no,
-                job.index,
-                DeliveryState::Delivered,
-            );
-            return;
-        }
-    }
-    tracing::info!(out_trade_no = %job.out_trade_no, "notification never acknowledged; giving up");
-    shared.trades().set_delivery_state(&job.out_trade_no, job.index, DeliveryState::GaveUp);
 }
 
 /// One scheduled send (two posts with the duplicate fault). True when acknowledged.

@@ -8,8 +8,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use qrcode::QrCode;
-use qrcode::render::svg;
+use paymux_mock_kit::faults::roll;
+use paymux_mock_kit::html::{escape, page, qr_svg};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use time::OffsetDateTime;
@@ -19,6 +19,9 @@ use crate::trade::{
     ControlError, NotificationLog, NotifyJob, Order, PayMethod, Refusal, TradeStatus,
 };
 use crate::{Shared, notify};
+
+/// Alipay's blue, for the Pay button.
+const ACCENT: &str = "#1677ff";
 
 /// Faults switched on through `POST /_sandbox/faults`; all off by default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,7 +53,7 @@ pub(crate) struct Faults {
 
 impl Faults {
     pub(crate) fn roll_error(&self) -> bool {
-        self.error_rate.is_some_and(|rate| rate > 0.0 && rand::random::<f64>() < rate)
+        self.error_rate.is_some_and(roll)
     }
 }
 
@@ -220,14 +223,13 @@ pub(crate) async fn set_faults(
     if faults.error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
         return Err(ApiError(StatusCode::BAD_REQUEST, "error_rate must be within 0..=1".into()));
     }
-    *shared.faults.write().unwrap_or_else(std::sync::PoisonError::into_inner) = faults.clone();
+    shared.faults.set(faults.clone());
     tracing::info!(?faults, "faults set");
     Ok(Json(faults))
 }
 
 pub(crate) async fn clear_faults(State(shared): State<Arc<Shared>>) -> Json<Faults> {
-    *shared.faults.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Faults::default();
-    Json(Faults::default())
+    Json(shared.faults.clear())
 }
 
 /// The mock's public key and identity, for configuring an adapter against it.
@@ -241,33 +243,6 @@ pub(crate) async fn keys(State(shared): State<Arc<Shared>>) -> Json<serde_json::
     }))
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title>\
-         <style>body{{font-family:sans-serif;max-width:28rem;margin:2rem auto;padding:0 1rem;color:#222}}\
-         .amount{{font-size:2rem;font-weight:bold}}button{{font-size:1.1rem;padding:.5rem 1.5rem;margin:.3rem}}\
-         .pay{{background:#1677ff;color:#fff;border:0}}dt{{color:#777}}code{{word-break:break-all}}</style>\
-         </head><body>{body}</body></html>",
-        escape(title)
-    )
-}
-
 /// An HTML page for a refused page.pay / wap.pay, as Alipay shows the payer one.
 pub(crate) fn error_page(refusal: &Refusal) -> Response {
     let body = format!(
@@ -278,21 +253,7 @@ pub(crate) fn error_page(refusal: &Refusal) -> Response {
         escape(refusal.sub_code),
         escape(&refusal.sub_msg)
     );
-    Html(page("Alipay sandbox: error", &body)).into_response()
-}
-
-fn qr_svg(text: &str) -> String {
-    match QrCode::new(text.as_bytes()) {
-        Ok(code) => {
-            let svg = code.render::<svg::Color<'_>>().min_dimensions(200, 200).build();
-            // Inline SVG in HTML needs no XML declaration.
-            match svg.find("<svg") {
-                Some(start) => svg[start..].to_owned(),
-                None => svg,
-            }
-        }
-        Err(_) => String::new(),
-    }
+    Html(page("Alipay sandbox: error", ACCENT, &body)).into_response()
 }
 
 /// `GET /_sandbox/cashier/{out_trade_no}`: opening it counts as the buyer scanning the code.
@@ -304,7 +265,8 @@ pub(crate) async fn cashier(
     trades.mark_scanned(&out_trade_no);
     let Some(order) = trades.get(&out_trade_no) else {
         let body = format!("<h1>No such order</h1><p><code>{}</code></p>", escape(&out_trade_no));
-        return (StatusCode::NOT_FOUND, Html(page("Alipay sandbox", &body))).into_response();
+        return (StatusCode::NOT_FOUND, Html(page("Alipay sandbox", ACCENT, &body)))
+            .into_response();
     };
     let url = shared.cashier_url(&out_trade_no);
     let base = format!("/_sandbox/cashier/{}", escape(&out_trade_no));
@@ -336,7 +298,7 @@ pub(crate) async fn cashier(
         escape(&order.trade_no),
         escape(&url),
     );
-    Html(page("Alipay sandbox cashier", &body)).into_response()
+    Html(page("Alipay sandbox cashier", ACCENT, &body)).into_response()
 }
 
 /// The Pay button: pays, then sends the browser to the merchant's `return_url` (page/wap) or
@@ -403,22 +365,4 @@ fn return_url(shared: &Shared, order: &Order) -> Option<String> {
     query.append_pair("sign", &sign);
     let separator = if target.contains('?') { '&' } else { '?' };
     Some(format!("{target}{separator}{}", query.finish()))
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
-    }
-
-    #[test]
-    fn qr_code_is_inline_svg() {
-        let svg = qr_svg("http://127.0.0.1:9102/_sandbox/cashier/A1");
-        assert!(svg.starts_with("<svg"));
-        assert!(svg.ends_with("</svg>"));
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rand::Rng;
+use paymux_mock_kit::random_digits;
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -176,11 +176,6 @@ pub(crate) struct TradeRef<'a> {
 pub(crate) struct Trades {
     orders: HashMap<String, Order>,
     next_seq: u64,
-}
-
-pub(crate) fn random_digits(len: usize) -> String {
-    let mut rng = rand::rng();
-    (0..len).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
 }
 
 fn date_digits(at: OffsetDateTime) -> String {

@@ -10,6 +10,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use paymux_mock_kit::random_digits;
+
 use crate::KeyMode;
 use crate::notify;
 use crate::protocol::{
@@ -18,7 +20,7 @@ use crate::protocol::{
 };
 use crate::state::{
     ApiError, MerchantEntry, Order, OrderKey, Refund, RefundStatus, Shared, Signer, TradeState,
-    lock, random_digits, read,
+    lock, read,
 };
 
 type St = State<Arc<Shared>>;
@@ -87,7 +89,7 @@ impl FromRequest<Arc<Shared>> for Verified {
             .verify_base64(&message, &auth.signature)
             .map_err(|_| ApiError::sign("签名错误"))?;
 
-        if faults.error_rate > 0.0 && rand::random::<f64>() < faults.error_rate {
+        if paymux_mock_kit::faults::roll(faults.error_rate) {
             return Err(ApiError::system("系统错误(sandbox fault)"));
         }
         let serial = parts.headers.get("wechatpay-serial").and_then(|v| v.to_str().ok());

@@ -10,9 +10,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use paymux_mock_kit::random_digits;
+
 use crate::notify;
 use crate::protocol::beijing_compact;
-use crate::state::{Faults, OPERATIONS, OrderKey, Shared, TradeState, lock, random_digits, read};
+use crate::state::{Faults, OPERATIONS, OrderKey, Shared, TradeState, lock, read};
 
 type St = State<Arc<Shared>>;
 type Params = Query<HashMap<String, String>>;
@@ -220,12 +222,12 @@ pub(crate) async fn set_faults(
         )));
     }
     tracing::info!(?faults, "sandbox faults set");
-    *lock(&shared.faults) = faults.clone();
+    shared.faults.set(faults.clone());
     Ok(Json(faults))
 }
 
 pub(crate) async fn clear_faults(State(shared): St) -> Json<Faults> {
-    *lock(&shared.faults) = Faults::default();
+    let cleared = shared.faults.clear();
     tracing::info!("sandbox faults cleared");
-    Json(Faults::default())
+    Json(cleared)
 }

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use paymux_mock_kit::notify::Scheduler;
 
 pub use keys::{KeysError, PlatformKeys};
 pub use state::Faults;
@@ -143,6 +144,7 @@ impl fmt::Debug for WechatMock {
 
 impl WechatMock {
     pub fn new(config: WechatMockConfig, keys: PlatformKeys) -> Self {
+        let notifier = Scheduler::new(config.notify_delays.clone());
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -151,8 +153,8 @@ impl WechatMock {
                 book: Default::default(),
                 faults: Default::default(),
                 refund_delay: std::sync::Mutex::new(state::DEFAULT_REFUND_DELAY),
-                reorder: Default::default(),
-                http: reqwest::Client::new(),
+                notifier,
+                http: paymux_mock_kit::server::http_client(None),
             }),
         }
     }
@@ -195,7 +197,7 @@ impl WechatMock {
 
     /// Replaces the injected faults, as `POST /_sandbox/faults` does (`Faults::default()` clears).
     pub fn set_faults(&self, faults: Faults) {
-        *lock(&self.shared.faults) = faults;
+        self.shared.faults.set(faults);
     }
 
     /// Every route: WeChat's `/v3/...` API, the cashier and the `/_sandbox/` control API.
@@ -232,6 +234,6 @@ impl WechatMock {
     }
 
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router()).await
+        paymux_mock_kit::server::serve(listener, self.router()).await
     }
 }

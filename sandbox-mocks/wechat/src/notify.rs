@@ -6,19 +6,19 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::oneshot;
 
 use crate::protocol::{EncryptedResource, beijing_rfc3339, encrypt_resource};
+use paymux_mock_kit::notify::Notification;
+
 use crate::state::{Delivery, OrderKey, Shared, Signer, lock};
 
 /// WeChat counts no answer within 5 s as a failure.
 const RECEIVER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long the reorder fault holds a notification back waiting for a successor to overtake it;
-/// after that it goes out anyway, so a lone notification is late but never lost.
-pub(crate) const REORDER_HOLD_TIMEOUT: Duration = Duration::from_secs(1);
-
-struct Outgoing {
+/// A notification on its way: the same body every send, signed afresh each time.
+pub(crate) struct Outgoing {
+    shared: Arc<Shared>,
+    key: OrderKey,
     id: String,
     event_type: String,
     url: String,
@@ -26,19 +26,23 @@ struct Outgoing {
     signer: Signer,
 }
 
-/// A built notification not yet handed to delivery, with how many copies to deliver.
-pub(crate) struct Ready {
-    key: OrderKey,
-    outgoing: Arc<Outgoing>,
-    copies: usize,
-}
+impl Notification for Outgoing {
+    async fn send(&self, attempt: usize) -> bool {
+        // Signed afresh each time: WeChat re-sends the same body with new signature headers.
+        let (status, outcome, signature) = send_once(&self.shared, self).await;
+        record(&self.shared, &self.key, self, attempt, status, outcome, signature);
+        outcome == "delivered"
+    }
 
-/// The reorder fault's state: at most one held notification, tagged with a ticket so that its
-/// hold timer releases only that one and never a later notification held in its place.
-#[derive(Default)]
-pub(crate) struct Reorder {
-    next_ticket: u64,
-    held: Option<(u64, Ready)>,
+    fn finished(&self, acknowledged: bool) {
+        if !acknowledged {
+            tracing::warn!(id = %self.id, url = %self.url, "notification given up");
+        }
+    }
+
+    fn label(&self) -> String {
+        self.id.clone()
+    }
 }
 
 /// Builds the notification for `plaintext` and starts delivering it in the background (twice if
@@ -79,100 +83,18 @@ pub(crate) fn dispatch(
         "summary": summary,
         "resource": resource,
     });
-    let outgoing = Arc::new(Outgoing {
+    let outgoing = Outgoing {
+        shared: shared.clone(),
+        key: key.clone(),
         id,
         event_type: event_type.to_owned(),
         url,
         body: body.to_string().into_bytes(),
         signer: Signer::for_notification(merchant.mode),
-    });
+    };
     let faults = shared.faults();
     let copies = if faults.duplicate_notifications { 2 } else { 1 };
-    let ready = Ready { key: key.clone(), outgoing, copies };
-    let mut reorder = lock(&shared.reorder);
-    // A held notification is overtaken by the next one produced, whether or not the fault is
-    // still on: it was held precisely to wait for this.
-    if let Some((_, earlier)) = reorder.held.take() {
-        drop(reorder);
-        let newer_sent = start(shared, ready);
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            for first_send in newer_sent {
-                // An error only means that delivery task ended early; the held one goes anyway.
-                let _ = first_send.await;
-            }
-            start(&shared, earlier);
-        });
-    } else if faults.reorder_notifications {
-        let ticket = reorder.next_ticket;
-        reorder.next_ticket += 1;
-        reorder.held = Some((ticket, ready));
-        drop(reorder);
-        tokio::spawn(release_after_hold(shared.clone(), ticket));
-    } else {
-        drop(reorder);
-        start(shared, ready);
-    }
-}
-
-/// Sends the notification held under `ticket` if no successor has overtaken it meanwhile.
-async fn release_after_hold(shared: Arc<Shared>, ticket: u64) {
-    tokio::time::sleep(REORDER_HOLD_TIMEOUT).await;
-    let ready = {
-        let mut reorder = lock(&shared.reorder);
-        match reorder.held.take_if(|(held, _)| *held == ticket) {
-            Some((_, ready)) => ready,
-            None => return,
-        }
-    };
-    tracing::info!(id = %ready.outgoing.id, "held notification released after the hold timeout");
-    start(&shared, ready);
-}
-
-/// Starts delivering every copy of `ready`; each returned receiver fires once that copy's first
-/// send has finished (answered, refused or failed).
-fn start(shared: &Arc<Shared>, ready: Ready) -> Vec<oneshot::Receiver<()>> {
-    (0..ready.copies)
-        .map(|_| {
-            let (first_send, finished) = oneshot::channel();
-            tokio::spawn(deliver(
-                shared.clone(),
-                ready.key.clone(),
-                ready.outgoing.clone(),
-                first_send,
-            ));
-            finished
-        })
-        .collect()
-}
-
-async fn deliver(
-    shared: Arc<Shared>,
-    key: OrderKey,
-    n: Arc<Outgoing>,
-    first_send: oneshot::Sender<()>,
-) {
-    let delays = shared.config.notify_delays.clone();
-    let mut first_send = Some(first_send);
-    for attempt in 1..=delays.len() + 1 {
-        // Signed afresh each time: WeChat re-sends the same body with new signature headers.
-        let (status, outcome, signature) = send_once(&shared, &n).await;
-        let delivered = outcome == "delivered";
-        record(&shared, &key, &n, attempt, status, outcome, signature);
-        if let Some(done) = first_send.take() {
-            // Nobody waiting (no notification was held behind this one) is fine.
-            let _ = done.send(());
-        }
-        if delivered {
-            return;
-        }
-        match delays.get(attempt - 1) {
-            Some(delay) => tokio::time::sleep(*delay).await,
-            None => {
-                tracing::warn!(id = %n.id, url = %n.url, attempts = attempt, "notification given up");
-            }
-        }
-    }
+    shared.notifier.dispatch(outgoing, copies, faults.reorder_notifications);
 }
 
 async fn send_once(shared: &Shared, n: &Outgoing) -> (Option<u16>, &'static str, &'static str) {

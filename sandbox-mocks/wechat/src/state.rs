@@ -2,12 +2,14 @@
 //! signing of answers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use paymux_crypto::{RsaPrivateKey, b64_encode, random_alphanumeric, random_bytes};
+use paymux_mock_kit::faults::FaultSwitch;
+use paymux_mock_kit::notify::Scheduler;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -17,18 +19,7 @@ use crate::{KeyMode, KeysError, PlatformKeys, WechatMerchant, WechatMockConfig};
 
 pub(crate) const DEFAULT_REFUND_DELAY: Duration = Duration::from_secs(1);
 
-/// A poisoned lock only means another request panicked mid-update; the sandbox keeps serving.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-pub(crate) fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use paymux_mock_kit::sync::{lock, read, write};
 
 pub(crate) struct MerchantEntry {
     pub(crate) merchant: WechatMerchant,
@@ -40,10 +31,9 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<PlatformKeys>,
     pub(crate) merchants: RwLock<HashMap<String, Arc<MerchantEntry>>>,
     pub(crate) book: Mutex<Book>,
-    pub(crate) faults: Mutex<Faults>,
+    pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) refund_delay: Mutex<Duration>,
-    /// The notification the reorder fault is holding back, if any.
-    pub(crate) reorder: Mutex<crate::notify::Reorder>,
+    pub(crate) notifier: Scheduler<crate::notify::Outgoing>,
     pub(crate) http: reqwest::Client,
 }
 
@@ -342,7 +332,7 @@ impl SignatureHeaders {
 
 impl Shared {
     pub(crate) fn faults(&self) -> Faults {
-        lock(&self.faults).clone()
+        self.faults.get()
     }
 
     pub(crate) fn merchant(&self, mchid: &str) -> Option<Arc<MerchantEntry>> {
@@ -458,20 +448,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `n` random decimal digits (ids).
-pub(crate) fn random_digits(n: usize) -> String {
-    let mut s = String::with_capacity(n);
-    while s.len() < n {
-        for b in random_bytes::<32>() {
-            // 250 = 25 * 10: reject the top values to stay unbiased.
-            if b < 250 && s.len() < n {
-                s.push(char::from(b'0' + b % 10));
-            }
-        }
-    }
-    s
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -486,12 +462,5 @@ mod tests {
         assert_eq!(Signer::for_answer(KeyMode::PlatformCertificate, id), Signer::Platform);
         assert_eq!(Signer::for_answer(KeyMode::PublicKey, None), Signer::PublicKey);
         assert_eq!(Signer::for_notification(KeyMode::Both), Signer::PublicKey);
-    }
-
-    #[test]
-    fn random_digits_are_digits() {
-        let d = random_digits(40);
-        assert_eq!(d.len(), 40);
-        assert!(d.bytes().all(|b| b.is_ascii_digit()));
     }
 }

@@ -1,0 +1,700 @@
+//! The mock over real loopback sockets, driven by a small ACP merchant written here from the
+//! protocol notes: it signs its requests (signMethod 01), parses raw `k=v&` answers without
+//! URL-decoding them, and verifies every answer and notification by the chain (signature over
+//! every field, `signPubKeyCert` issued by the intermediate, itself by the root, valid now,
+//! owned by UnionPay).
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rsa::{Pkcs1PrivateDecryptingKey, PrivateDecryptingKey};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use paymux_crypto::{RsaPrivateKey, b64_decode, sha256_hex};
+use paymux_mock_unionpay::{
+    Faults, UnionpayKeys, UnionpayMerchant, UnionpayMock, UnionpayMockConfig, keys,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::macros::{format_description, offset};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+type Fields = BTreeMap<String, String>;
+
+const MER_ID: &str = "777290058110048";
+const SHOP: &str = "Paymux Test Shop";
+const OWNER: &str = "中国银联股份有限公司";
+
+/// The merchant's notification endpoint: answers 500 to the first `refuse` posts, then 200,
+/// and keeps every post it received.
+#[derive(Default)]
+struct Receiver {
+    refuse: Mutex<usize>,
+    received: Mutex<Vec<Fields>>,
+}
+
+async fn receive(State(r): State<Arc<Receiver>>, body: Bytes) -> StatusCode {
+    let fields: Fields = form_urlencoded::parse(&body).into_owned().collect();
+    r.received.lock().unwrap().push(fields);
+    let mut refuse = r.refuse.lock().unwrap();
+    if *refuse > 0 {
+        *refuse -= 1;
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+struct Sandbox {
+    base: String,
+    notify_url: String,
+    mock: UnionpayMock,
+    keys: UnionpayKeys,
+    merchant_key: RsaPrivateKey,
+    merchant_key_pem: String,
+    cert_id: String,
+    receiver: Arc<Receiver>,
+    http: reqwest::Client,
+}
+
+async fn start() -> Sandbox {
+    let (mock_keys, merchant) = keys::generate(MER_ID).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = UnionpayMockConfig::new(base.clone());
+    config.notify_delays = vec![Duration::from_millis(50); 4];
+    let mock = UnionpayMock::new(config, mock_keys.clone());
+    mock.register_merchant(
+        UnionpayMerchant::with_certificate(MER_ID, SHOP, &merchant.certificate_pem).unwrap(),
+    );
+    let (addr, _task) = mock.start(listener).unwrap();
+    assert_eq!(format!("http://{addr}"), base);
+
+    let receiver = Arc::new(Receiver::default());
+    let app = axum::Router::new().route("/notify", post(receive)).with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notify_url = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    Sandbox {
+        base,
+        notify_url,
+        mock,
+        keys: mock_keys,
+        merchant_key_pem: merchant.private_key.to_pkcs8_pem().unwrap(),
+        merchant_key: merchant.private_key,
+        cert_id: merchant.cert_id,
+        receiver,
+        http,
+    }
+}
+
+fn now_compact() -> String {
+    OffsetDateTime::now_utc()
+        .to_offset(offset!(+8))
+        .format(format_description!("[year][month][day][hour][minute][second]"))
+        .unwrap()
+}
+
+fn order_id(tag: &str) -> String {
+    format!("{tag}{}", paymux_crypto::random_alphanumeric(16))
+}
+
+/// The merchant's side of the signature: non-empty fields but `signature`, sorted, raw;
+/// SHA-256 hex; SHA256withRSA over the hex.
+fn sign(mut fields: Fields, key: &RsaPrivateKey, cert_id: &str) -> Fields {
+    fields.insert("certId".into(), cert_id.into());
+    fields.insert("signMethod".into(), "01".into());
+    let string = fields
+        .iter()
+        .filter(|(k, v)| !v.is_empty() && k.as_str() != "signature")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&");
+    let signature = key.sign_base64(sha256_hex(string.as_bytes()).as_bytes()).unwrap();
+    fields.insert("signature".into(), signature);
+    fields
+}
+
+/// Splits a raw answer on `&` outside braces and brackets, key from value at the first `=`;
+/// never URL-decodes.
+fn parse_raw(body: &str) -> Fields {
+    let mut fields = Fields::new();
+    let mut depth = 0i32;
+    let mut start = 0;
+    let bytes = body.as_bytes();
+    for i in 0..=bytes.len() {
+        let end = i == bytes.len();
+        if !end {
+            match bytes[i] {
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth -= 1,
+                _ => {}
+            }
+        }
+        if end || (bytes[i] == b'&' && depth == 0) {
+            let pair = &body[start..i];
+            if let Some((k, v)) = pair.split_once('=') {
+                fields.insert(k.to_owned(), v.to_owned());
+            }
+            start = i + 1;
+        }
+    }
+    fields
+}
+
+fn cert_der(pem: &str) -> Vec<u8> {
+    paymux_crypto::pem_sections(pem.as_bytes()).unwrap().remove(0).1
+}
+
+impl Sandbox {
+    /// Verifies an answer or notification as a merchant must: every field but `signature`,
+    /// empty ones included; `signPubKeyCert` chained to the configured intermediate and root,
+    /// valid now, CN owned by UnionPay.
+    fn verified(&self, fields: &Fields) -> bool {
+        let Some(cert_pem) = fields.get("signPubKeyCert") else { return false };
+        let Some(signature) = fields.get("signature") else { return false };
+        let leaf_der = cert_der(cert_pem);
+        let mid_der = cert_der(self.keys.intermediate_certificate_pem());
+        let root_der = cert_der(self.keys.root_certificate_pem());
+        let (_, leaf) = X509Certificate::from_der(&leaf_der).unwrap();
+        let (_, mid) = X509Certificate::from_der(&mid_der).unwrap();
+        let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+        let chained = leaf.verify_signature(Some(mid.public_key())).is_ok()
+            && mid.verify_signature(Some(root.public_key())).is_ok()
+            && leaf.validity().is_valid()
+            && mid.validity().is_valid();
+        let owned = leaf
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .is_some_and(|cn| cn.split('@').nth(2) == Some(OWNER));
+        let string = fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "signature")
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&");
+        let key = paymux_crypto::RsaPublicKey::from_der(leaf.public_key().raw).unwrap();
+        let signed = key.verify_base64(sha256_hex(string.as_bytes()).as_bytes(), signature).is_ok();
+        chained && owned && signed
+    }
+
+    fn decrypt(&self, b64: &str) -> String {
+        let der = cert_der(&self.merchant_key_pem);
+        let key = Pkcs1PrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(&der).unwrap())
+            .unwrap();
+        let mut out = vec![0u8; key.min_output_size()];
+        let plain = key.decrypt(&b64_decode(b64).unwrap(), &mut out).unwrap();
+        String::from_utf8(plain.to_vec()).unwrap()
+    }
+
+    fn consume_fields(&self, order_id: &str, txn_time: &str, amount: &str, sub: &str) -> Fields {
+        let mut fields = Fields::new();
+        for (k, v) in [
+            ("version", "5.1.0"),
+            ("encoding", "UTF-8"),
+            ("txnType", "01"),
+            ("txnSubType", sub),
+            ("bizType", if sub == "07" { "000000" } else { "000201" }),
+            ("channelType", if sub == "07" { "08" } else { "07" }),
+            ("accessType", "0"),
+            ("merId", MER_ID),
+            ("orderId", order_id),
+            ("txnTime", txn_time),
+            ("txnAmt", amount),
+            ("currencyCode", "156"),
+            ("backUrl", &self.notify_url),
+            ("reqReserved", "{a=1&b=2}"),
+        ] {
+            fields.insert(k.into(), v.into());
+        }
+        fields
+    }
+
+    async fn post(&self, path: &str, fields: &Fields) -> reqwest::Response {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish();
+        self.http
+            .post(format!("{}/gateway/api/{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Posts signed `fields`; the answer must be HTTP 200, raw, and verify by the chain.
+    async fn call(&self, path: &str, fields: Fields) -> Fields {
+        let signed = sign(fields, &self.merchant_key, &self.cert_id);
+        let response = self.post(path, &signed).await;
+        assert_eq!(response.status(), 200);
+        let answer = parse_raw(&response.text().await.unwrap());
+        assert!(self.verified(&answer), "the answer verifies by the chain: {answer:?}");
+        answer
+    }
+
+    async fn query(&self, order_id: &str, txn_time: &str) -> Fields {
+        let mut fields = Fields::new();
+        for (k, v) in [
+            ("version", "5.1.0"),
+            ("encoding", "UTF-8"),
+            ("txnType", "00"),
+            ("txnSubType", "00"),
+            ("bizType", "000000"),
+            ("accessType", "0"),
+            ("merId", MER_ID),
+            ("orderId", order_id),
+            ("txnTime", txn_time),
+        ] {
+            fields.insert(k.into(), v.into());
+        }
+        self.call("queryTrans.do", fields).await
+    }
+
+    async fn control(&self, order_id: &str, action: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/_sandbox/orders/{order_id}/{action}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn order(&self, order_id: &str) -> Value {
+        let url = format!("{}/_sandbox/orders/{order_id}", self.base);
+        self.http.get(url).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Waits (with a deadline) until a back notification for `order_id` has been received.
+    async fn notification_for(&self, order_id: &str, count: usize) -> Vec<Fields> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got: Vec<Fields> = self
+                .receiver
+                .received
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|f| f.get("orderId").map(String::as_str) == Some(order_id))
+                .cloned()
+                .collect();
+            if got.len() >= count {
+                return got;
+            }
+            assert!(Instant::now() < deadline, "no notification for {order_id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A paid app consume of `amount` fen: (orderId, txnTime, queryId).
+    async fn paid_consume(&self, amount: &str) -> (String, String, String) {
+        let (id, time) = (order_id("P"), now_compact());
+        let answer =
+            self.call("appTransReq.do", self.consume_fields(&id, &time, amount, "01")).await;
+        assert_eq!(answer["respCode"], "00");
+        assert_eq!(self.control(&id, "pay").await.status(), 200);
+        let query = self.query(&id, &time).await;
+        assert_eq!(query["origRespCode"], "00");
+        (id, time, query["queryId"].clone())
+    }
+
+    fn take_back_fields(
+        &self,
+        txn_type: &str,
+        orig: &str,
+        amount: &str,
+    ) -> (String, String, Fields) {
+        let (id, time) = (order_id("R"), now_compact());
+        let mut fields = Fields::new();
+        for (k, v) in [
+            ("version", "5.1.0"),
+            ("encoding", "UTF-8"),
+            ("txnType", txn_type),
+            ("txnSubType", "00"),
+            ("bizType", "000201"),
+            ("channelType", "07"),
+            ("accessType", "0"),
+            ("merId", MER_ID),
+            ("orderId", &id),
+            ("txnTime", &time),
+            ("txnAmt", amount),
+            ("currencyCode", "156"),
+            ("origQryId", orig),
+            ("backUrl", &self.notify_url),
+        ] {
+            fields.insert(k.into(), v.into());
+        }
+        (id, time, fields)
+    }
+}
+
+#[tokio::test]
+async fn app_consume_answers_a_tn_and_notifies_the_payment_with_an_encrypted_card() {
+    let s = start().await;
+    let (id, time) = (order_id("APP"), now_compact());
+    let answer = s.call("appTransReq.do", s.consume_fields(&id, &time, "100", "01")).await;
+    assert_eq!(answer["respCode"], "00");
+    assert!(!answer["tn"].is_empty());
+    assert_eq!(answer["reqReserved"], "{a=1&b=2}", "echoed raw, braces and all");
+    assert!(answer["signPubKeyCert"].contains("\r\n") && !answer["signPubKeyCert"].ends_with('\n'));
+
+    let before = s.query(&id, &time).await;
+    assert_eq!(before["respCode"], "34", "an unpaid tn is unknown to UnionPay");
+
+    assert_eq!(s.control(&id, "pay").await.status(), 200);
+    let notes = s.notification_for(&id, 1).await;
+    let note = &notes[0];
+    assert!(s.verified(note), "the back notification verifies by the chain");
+    assert_eq!(note["respCode"], "00");
+    assert_eq!(note["txnAmt"], "100");
+    assert_eq!(s.decrypt(&note["accNo"]), "6216***********0018");
+
+    let after = s.query(&id, &time).await;
+    assert_eq!((after["respCode"].as_str(), after["origRespCode"].as_str()), ("00", "00"));
+    assert_eq!(after["queryId"], note["queryId"]);
+}
+
+#[tokio::test]
+async fn front_consume_shows_the_bank_page_and_posts_the_signed_front_notification() {
+    let s = start().await;
+    let (id, time) = (order_id("WEB"), now_compact());
+    let mut fields = s.consume_fields(&id, &time, "1234", "01");
+    fields.insert("frontUrl".into(), "http://127.0.0.1:1/return".into());
+    let signed = sign(fields, &s.merchant_key, &s.cert_id);
+    let response = s.post("frontTransReq.do", &signed).await;
+    assert_eq!(response.status(), 303);
+    let bank = response.headers()["location"].to_str().unwrap().to_owned();
+    assert!(bank.starts_with(&format!("{}/_sandbox/cashier/{id}", s.base)));
+
+    let html = s.http.get(&bank).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains(SHOP) && html.contains("12.34") && html.contains("name=\"accNo\""));
+    assert!(html.contains(">Pay<") && html.contains(">Cancel<"));
+
+    let pay = s
+        .http
+        .post(format!("{}/_sandbox/cashier/{id}/pay", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("merId={MER_ID}&txnTime={time}&accNo=6216261000000000018"))
+        .send()
+        .await
+        .unwrap();
+    let page = pay.text().await.unwrap();
+    assert!(page.contains("action=\"http://127.0.0.1:1/return\"") && page.contains(".submit()"));
+    let front: Fields = page
+        .split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|input| {
+            let name = input.split("name=\"").nth(1).unwrap().split('"').next().unwrap();
+            let value = input.split("value=\"").nth(1).unwrap().split('"').next().unwrap();
+            (
+                name.to_owned(),
+                value
+                    .replace("&#39;", "'")
+                    .replace("&quot;", "\"")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&"),
+            )
+        })
+        .collect();
+    assert!(s.verified(&front), "the front notification verifies: {front:?}");
+    assert_eq!(front["orderId"], id);
+    assert_eq!(front["respCode"], "00");
+    assert!(s.verified(&s.notification_for(&id, 1).await[0]));
+}
+
+#[tokio::test]
+async fn qr_consume_answers_a_qr_code_payable_through_the_cashier() {
+    let s = start().await;
+    let (id, time) = (order_id("QR"), now_compact());
+    let answer = s.call("backTransReq.do", s.consume_fields(&id, &time, "500", "07")).await;
+    assert_eq!(answer["respCode"], "00");
+    let qr = answer["qrCode"].clone();
+    assert!(qr.starts_with(&format!("{}/_sandbox/qr/", s.base)) && !qr.contains('&'));
+    assert_eq!(s.query(&id, &time).await["respCode"], "34", "not scanned yet");
+
+    let scan = s.http.get(&qr).send().await.unwrap();
+    assert_eq!(scan.status(), 303);
+    let bank = scan.headers()["location"].to_str().unwrap().to_owned();
+    let html = s.http.get(&bank).send().await.unwrap().text().await.unwrap();
+    assert!(html.contains("<svg") && html.contains("5.00"));
+    let scanned = s.query(&id, &time).await;
+    assert_eq!((scanned["respCode"].as_str(), scanned["origRespCode"].as_str()), ("00", "05"));
+
+    let pay = s
+        .http
+        .post(format!("{}/_sandbox/cashier/{id}/pay", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("merId={MER_ID}&txnTime={time}&accNo=6222000000000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 303, "no frontUrl: back to the cashier");
+    let note = &s.notification_for(&id, 1).await[0];
+    assert!(s.verified(note));
+    assert_eq!(s.decrypt(&note["accNo"]), "6222********0000");
+}
+
+#[tokio::test]
+async fn bad_signature_unknown_cert_id_and_unregistered_mer_id_are_refused_in_unionpays_shape() {
+    let s = start().await;
+    let time = now_compact();
+
+    let mut tampered =
+        sign(s.consume_fields(&order_id("B"), &time, "100", "01"), &s.merchant_key, &s.cert_id);
+    tampered.insert("txnAmt".into(), "1".into());
+    let answer = parse_raw(&s.post("appTransReq.do", &tampered).await.text().await.unwrap());
+    assert_eq!(answer["respCode"], "11");
+    assert!(s.verified(&answer), "a refusal is signed too");
+
+    let unknown_cert =
+        sign(s.consume_fields(&order_id("B"), &time, "100", "01"), &s.merchant_key, "12345678901");
+    let answer = parse_raw(&s.post("appTransReq.do", &unknown_cert).await.text().await.unwrap());
+    assert_eq!(answer["respCode"], "11");
+
+    let mut stranger = s.consume_fields(&order_id("B"), &time, "100", "01");
+    stranger.insert("merId".into(), "777290058100000".into());
+    let stranger = sign(stranger, &s.merchant_key, &s.cert_id);
+    let response = s.post("appTransReq.do", &stranger).await;
+    assert_eq!(response.status(), 200, "refusals are HTTP 200 too");
+    assert_eq!(parse_raw(&response.text().await.unwrap())["respCode"], "31");
+
+    let listed: Value = s
+        .http
+        .get(format!("{}/_sandbox/orders", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["orders"].as_array().unwrap().len(), 0, "nothing was created");
+}
+
+#[tokio::test]
+async fn a_repeated_order_id_and_txn_time_is_refused_as_a_duplicate() {
+    let s = start().await;
+    let (id, time) = (order_id("D"), now_compact());
+    assert_eq!(
+        s.call("appTransReq.do", s.consume_fields(&id, &time, "100", "01")).await["respCode"],
+        "00"
+    );
+    assert_eq!(
+        s.call("appTransReq.do", s.consume_fields(&id, &time, "100", "01")).await["respCode"],
+        "12"
+    );
+}
+
+#[tokio::test]
+async fn refunds_can_be_partial_and_repeated_and_an_over_refund_is_refused() {
+    let s = start().await;
+    let (_, _, query_id) = s.paid_consume("1000").await;
+
+    let (first, first_time, fields) = s.take_back_fields("04", &query_id, "300");
+    assert_eq!(s.call("backTransReq.do", fields).await["respCode"], "00");
+    let (_, _, fields) = s.take_back_fields("04", &query_id, "700");
+    assert_eq!(s.call("backTransReq.do", fields).await["respCode"], "00");
+    let (_, _, fields) = s.take_back_fields("04", &query_id, "1");
+    assert_eq!(s.call("backTransReq.do", fields).await["respCode"], "36", "nothing left to refund");
+
+    let refund = s.query(&first, &first_time).await;
+    assert_eq!((refund["respCode"].as_str(), refund["origRespCode"].as_str()), ("00", "00"));
+    assert_eq!(refund["txnType"], "04");
+    let note = &s.notification_for(&first, 1).await[0];
+    assert!(s.verified(note));
+    assert_eq!((note["txnType"].as_str(), note["txnAmt"].as_str()), ("04", "300"));
+    assert_eq!(note["origQryId"], query_id);
+}
+
+#[tokio::test]
+async fn a_same_day_cancel_takes_back_the_whole_amount_and_a_partial_one_is_refused() {
+    let s = start().await;
+    let (_, _, query_id) = s.paid_consume("800").await;
+    let (_, _, partial) = s.take_back_fields("31", &query_id, "100");
+    assert_eq!(s.call("backTransReq.do", partial).await["respCode"], "36");
+    let (cancel, _, full) = s.take_back_fields("31", &query_id, "800");
+    assert_eq!(s.call("backTransReq.do", full).await["respCode"], "00");
+    let note = &s.notification_for(&cancel, 1).await[0];
+    assert_eq!(note["txnType"], "31");
+    let (_, _, refund) = s.take_back_fields("04", &query_id, "1");
+    assert_eq!(
+        s.call("backTransReq.do", refund).await["respCode"],
+        "35",
+        "a cancelled consume is over"
+    );
+}
+
+#[tokio::test]
+async fn a_back_notification_is_resent_until_answered_200() {
+    let s = start().await;
+    *s.receiver.refuse.lock().unwrap() = 2;
+    let (id, _, _) = s.paid_consume("100").await;
+    let sends = s.notification_for(&id, 3).await;
+    assert!(sends.iter().all(|n| s.verified(n)));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let order = s.order(&id).await;
+        let deliveries = order["deliveries"].as_array().unwrap().clone();
+        if deliveries.iter().any(|d| d["outcome"] == "acknowledged") {
+            let outcomes: Vec<&str> =
+                deliveries.iter().map(|d| d["outcome"].as_str().unwrap()).collect();
+            assert_eq!(outcomes, vec!["refused", "refused", "acknowledged"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never acknowledged: {deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn queries_answer_05_while_the_fault_is_on_then_the_real_state() {
+    let s = start().await;
+    let (id, time, _) = s.paid_consume("100").await;
+    s.mock.set_faults(Faults { in_process_queries: 2, ..Faults::default() });
+    assert_eq!(s.query(&id, &time).await["respCode"], "05");
+    assert_eq!(s.query(&id, &time).await["respCode"], "05");
+    let real = s.query(&id, &time).await;
+    assert_eq!((real["respCode"].as_str(), real["origRespCode"].as_str()), ("00", "00"));
+}
+
+#[tokio::test]
+async fn faults_set_over_http_change_answers_and_clear() {
+    let s = start().await;
+    let set = s
+        .http
+        .post(format!("{}/_sandbox/faults", s.base))
+        .json(&serde_json::json!({"bad_signature": true, "in_process_after_commit": ["refund"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set.status(), 200);
+    let (id, time) = (order_id("F"), now_compact());
+    let signed = sign(s.consume_fields(&id, &time, "100", "01"), &s.merchant_key, &s.cert_id);
+    let answer = parse_raw(&s.post("appTransReq.do", &signed).await.text().await.unwrap());
+    assert_eq!(answer["respCode"], "00");
+    assert!(!s.verified(&answer), "the bad-signature fault breaks the signature");
+
+    let cleared = s.http.delete(format!("{}/_sandbox/faults", s.base)).send().await.unwrap();
+    assert_eq!(cleared.status(), 200);
+    let unknown = s
+        .http
+        .post(format!("{}/_sandbox/faults", s.base))
+        .json(&serde_json::json!({"timeout_after_commit": ["nope"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    assert!(s.verified(&s.query(&id, &time).await));
+}
+
+#[tokio::test]
+async fn a_refund_under_the_in_process_fault_answers_05_and_is_done() {
+    let s = start().await;
+    let (_, _, query_id) = s.paid_consume("100").await;
+    s.mock
+        .set_faults(Faults { in_process_after_commit: vec!["refund".into()], ..Faults::default() });
+    let (refund, time, fields) = s.take_back_fields("04", &query_id, "100");
+    assert_eq!(s.call("backTransReq.do", fields).await["respCode"], "05");
+    s.mock.set_faults(Faults::default());
+    assert_eq!(s.query(&refund, &time).await["origRespCode"], "00");
+}
+
+#[tokio::test]
+async fn a_failed_payment_queries_as_failed_and_a_lapsed_one_as_unknown() {
+    let s = start().await;
+    let (failed, failed_time) = (order_id("X"), now_compact());
+    s.call("appTransReq.do", s.consume_fields(&failed, &failed_time, "100", "01")).await;
+    assert_eq!(s.control(&failed, "fail").await.status(), 200);
+    let answer = s.query(&failed, &failed_time).await;
+    assert_eq!((answer["respCode"].as_str(), answer["origRespCode"].as_str()), ("00", "01"));
+
+    let (lapsed, lapsed_time) = (order_id("L"), now_compact());
+    s.call("appTransReq.do", s.consume_fields(&lapsed, &lapsed_time, "100", "01")).await;
+    assert_eq!(s.control(&lapsed, "close").await.status(), 200);
+    assert_eq!(s.query(&lapsed, &lapsed_time).await["respCode"], "34");
+    assert_eq!(s.control(&lapsed, "pay").await.status(), 409, "a lapsed order cannot be paid");
+}
+
+#[tokio::test]
+async fn a_front_form_with_a_bad_signature_shows_unionpays_error_page() {
+    let s = start().await;
+    let mut signed = sign(
+        s.consume_fields(&order_id("E"), &now_compact(), "100", "01"),
+        &s.merchant_key,
+        &s.cert_id,
+    );
+    signed.insert("txnAmt".into(), "99".into());
+    let response = s.post("frontTransReq.do", &signed).await;
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(html.contains("<code>11</code>") && html.contains("验证签名失败"));
+}
+
+#[tokio::test]
+async fn dropped_notifications_are_logged_as_dropped_and_duplicated_ones_arrive_twice() {
+    let s = start().await;
+    s.mock.set_faults(Faults { drop_notifications: true, ..Faults::default() });
+    let (dropped, _, _) = s.paid_consume("100").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let deliveries = s.order(&dropped).await["deliveries"].as_array().unwrap().clone();
+        if deliveries.len() == 5 {
+            assert!(deliveries.iter().all(|d| d["outcome"] == "dropped"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "five sends expected: {deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    s.mock.set_faults(Faults { duplicate_notifications: true, ..Faults::default() });
+    let (twice, _, _) = s.paid_consume("100").await;
+    let copies = s.notification_for(&twice, 2).await;
+    assert_eq!(copies[0], copies[1]);
+}
+
+#[tokio::test]
+async fn timeout_after_commit_keeps_the_answer_but_does_the_work() {
+    let s = start().await;
+    s.mock.set_faults(Faults { timeout_after_commit: vec!["app".into()], ..Faults::default() });
+    let (id, time) = (order_id("T"), now_compact());
+    let signed = sign(s.consume_fields(&id, &time, "100", "01"), &s.merchant_key, &s.cert_id);
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&signed).finish();
+    let sent = s
+        .http
+        .post(format!("{}/gateway/api/appTransReq.do", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .timeout(Duration::from_millis(500))
+        .body(body)
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()));
+    s.mock.set_faults(Faults::default());
+    assert_eq!(s.control(&id, "pay").await.status(), 200, "the order exists");
+    assert_eq!(s.query(&id, &time).await["origRespCode"], "00");
+}
+
+#[tokio::test]
+async fn with_the_reorder_fault_a_later_notification_arrives_first() {
+    let s = start().await;
+    let (first, second) = (order_id("O"), order_id("O"));
+    for id in [&first, &second] {
+        let fields = s.consume_fields(id, &now_compact(), "100", "01");
+        assert_eq!(s.call("appTransReq.do", fields).await["respCode"], "00");
+    }
+    s.mock.set_faults(Faults { reorder_notifications: true, ..Faults::default() });
+    // Paid back to back: the first is held until the second has been sent (the hold lasts 1 s).
+    assert_eq!(s.control(&first, "pay").await.status(), 200);
+    assert_eq!(s.control(&second, "pay").await.status(), 200);
+    s.notification_for(&first, 1).await;
+    s.notification_for(&second, 1).await;
+    let arrivals: Vec<String> =
+        s.receiver.received.lock().unwrap().iter().map(|f| f["orderId"].clone()).collect();
+    assert_eq!(arrivals, vec![second, first]);
+}
