@@ -121,8 +121,9 @@ impl Certificate {
     }
 }
 
-/// Checks that `leaf` chains through `intermediates` to `root` and that every certificate of the
-/// chain is valid at `at`. RSA (PKCS#1 v1.5 with SHA-1, SHA-256, SHA-384, SHA-512) and ECDSA
+/// Checks that `leaf` chains through exactly `intermediates` (leaf first: the first one issued
+/// the leaf) to `root`, and that every certificate of the chain is valid at `at`. A leaf that
+/// `root` issued directly, or one issued by another intermediate, is refused. RSA (PKCS#1 v1.5 with SHA-1, SHA-256, SHA-384, SHA-512) and ECDSA
 /// signatures are accepted: SHA-1 because UnionPay's test chain (CFCA TEST) is signed with it.
 /// Extended key usage is not checked: the channels do not document what their signing
 /// certificates carry.
@@ -137,8 +138,18 @@ pub fn verify_chain(
     let anchor = webpki::anchor_from_trusted_cert(&root_der).map_err(chain_error)?;
     let leaf_der = CertificateDer::from(leaf.der());
     let end_entity = webpki::EndEntityCert::try_from(&leaf_der).map_err(chain_error)?;
+    let expected: Vec<&[u8]> = intermediates.iter().map(Certificate::der).collect();
     let intermediates: Vec<CertificateDer<'_>> =
         intermediates.iter().map(|c| CertificateDer::from(c.der())).collect();
+    let exact_path = |path: &webpki::VerifiedPath<'_>| {
+        let used: Vec<CertificateDer<'_>> =
+            path.intermediate_certificates().map(|c| c.der()).collect();
+        if used.iter().map(|d| d.as_ref()).eq(expected.iter().copied()) {
+            Ok(())
+        } else {
+            Err(webpki::Error::UnknownIssuer)
+        }
+    };
     let seconds = u64::try_from(at.unix_timestamp())
         .map_err(|_| CryptoError::Chain("the time is before 1970".into()))?;
     let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds));
@@ -150,7 +161,7 @@ pub fn verify_chain(
             time,
             AnyExtendedKeyUsage,
             None,
-            None,
+            Some(&exact_path),
         )
         .map(|_| ())
         .map_err(chain_error)

@@ -63,6 +63,17 @@ fn a_leaf_from_another_root_is_refused() {
 }
 
 #[test]
+fn the_path_must_run_through_the_given_intermediate() {
+    let c = chain(datetime!(2030-01-01 00:00:00 UTC));
+    // The intermediate taken as the root would be a shorter, different path.
+    let err = verify_chain(&c.leaf, std::slice::from_ref(&c.intermediate), &c.intermediate, NOW);
+    assert!(matches!(err, Err(CryptoError::Chain(_))), "{err:?}");
+    let other = chain(datetime!(2030-01-01 00:00:00 UTC));
+    let err = verify_chain(&c.leaf, &[other.intermediate, c.intermediate], &c.root, NOW);
+    assert!(matches!(err, Err(CryptoError::Chain(_))), "{err:?}");
+}
+
+#[test]
 fn an_expired_leaf_is_refused_at_the_given_time_only() {
     let c = chain(datetime!(2026-11-26 00:00:00 UTC));
     let err = verify_chain(&c.leaf, std::slice::from_ref(&c.intermediate), &c.root, NOW);
