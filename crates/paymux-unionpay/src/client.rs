@@ -33,8 +33,8 @@ pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=UTF-8";
 
 /// A full refund sent on the payment's Beijing day before this hour is a consume cancel: a
-/// cancel is accepted only before that day's settlement, and this leaves an hour's margin
-/// before UnionPay's 23:00 day cut-off.
+/// cancel is accepted only before that day's settlement, and this keeps a margin before
+/// UnionPay's day cut-off (commonly given as 23:00).
 const CANCEL_BEFORE_HOUR: u8 = 22;
 
 /// One UnionPay merchant's adapter. Keys and certificates are parsed once, in
