@@ -1,5 +1,5 @@
 //! The cryptography paymux needs, and nothing more: RSA-2048 SHA256withRSA (PKCS#1 v1.5) signing
-//! and verification, AES-GCM, HMAC-SHA256, constant-time comparison, and loading of keys and
+//! and verification, RSAES-PKCS1-v1_5 decryption, certificate chain checks, AES-GCM, HMAC-SHA256, constant-time comparison, and loading of keys and
 //! certificates in the shapes the channels hand them out (PEM, bare base64, PKCS#1, PKCS#8, SPKI,
 //! X.509).
 //!
@@ -23,7 +23,7 @@ mod pem;
 mod rsa;
 
 pub use aead::{aes_gcm_decrypt, aes_gcm_encrypt};
-pub use cert::Certificate;
+pub use cert::{Certificate, verify_chain};
 pub use mac::{constant_time_eq, hmac_sha256, hmac_sha256_hex, sha256_hex};
 pub use pem::{pem_encode, pem_sections};
 pub use rsa::{RsaPrivateKey, RsaPublicKey};
@@ -41,6 +41,12 @@ pub enum CryptoError {
     BadSignature,
     #[error("signing failed")]
     Sign,
+    #[error("RSA decryption failed")]
+    Decrypt,
+    #[error("RSA encryption failed")]
+    Encrypt,
+    #[error("certificate chain does not verify: {0}")]
+    Chain(String),
     #[error("AES-GCM: {0}")]
     Aead(&'static str),
 }

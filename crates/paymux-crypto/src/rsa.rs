@@ -2,7 +2,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
-use aws_lc_rs::rsa::{KeyPair, KeySize};
+use aws_lc_rs::rsa::{
+    KeyPair, KeySize, Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey,
+};
 use aws_lc_rs::signature::{
     KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
 };
@@ -94,6 +97,17 @@ impl RsaPrivateKey {
     pub fn to_pkcs8_pem(&self) -> Result<String, CryptoError> {
         Ok(pem_encode("PRIVATE KEY", &self.to_pkcs8_der()?))
     }
+
+    /// RSAES-PKCS1-v1_5 decryption (UnionPay encrypts `accNo` for the merchant this way).
+    pub fn decrypt_pkcs1v15(&self, ciphertext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key = PrivateDecryptingKey::from_pkcs8(&self.to_pkcs8_der()?)
+            .map_err(|e| CryptoError::Key(format!("not an RSA decryption key: {e}")))?;
+        let key = Pkcs1PrivateDecryptingKey::new(key)
+            .map_err(|_| CryptoError::Key("not an RSA decryption key".into()))?;
+        let mut out = vec![0u8; key.min_output_size()];
+        let plain = key.decrypt(ciphertext, &mut out).map_err(|_| CryptoError::Decrypt)?;
+        Ok(plain.to_vec())
+    }
 }
 
 /// An RSA public key, parsed once, for SHA256withRSA verification.
@@ -164,6 +178,17 @@ impl RsaPublicKey {
         &self.spki_der
     }
 
+    /// RSAES-PKCS1-v1_5 encryption (what UnionPay does to `accNo`; the sandbox and tests use it).
+    pub fn encrypt_pkcs1v15(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key = PublicEncryptingKey::from_der(&self.spki_der)
+            .map_err(|e| CryptoError::Key(format!("not an RSA encryption key: {e}")))?;
+        let key = Pkcs1PublicEncryptingKey::new(key)
+            .map_err(|_| CryptoError::Key("not an RSA encryption key".into()))?;
+        let mut out = vec![0u8; key.ciphertext_size()];
+        let sealed = key.encrypt(plaintext, &mut out).map_err(|_| CryptoError::Encrypt)?;
+        Ok(sealed.to_vec())
+    }
+
     /// SPKI PEM (`BEGIN PUBLIC KEY`).
     pub fn to_spki_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &self.spki_der)
@@ -215,6 +240,20 @@ mod tests {
         let other = RsaPrivateKey::generate().unwrap().public_key();
         assert_eq!(other.verify(b"message", &a), Err(CryptoError::BadSignature));
         assert_eq!(public.verify_base64(b"message", "***"), Err(CryptoError::SignatureEncoding));
+    }
+
+    #[test]
+    fn pkcs1v15_encryption_round_trips_and_refuses_tampering() {
+        let key = RsaPrivateKey::generate().unwrap();
+        let sealed = key.public_key().encrypt_pkcs1v15(b"6216***********0018").unwrap();
+        assert_eq!(sealed.len(), 256);
+        assert_eq!(key.decrypt_pkcs1v15(&sealed).unwrap(), b"6216***********0018");
+        let mut bad = sealed.clone();
+        bad[10] ^= 1;
+        assert_eq!(key.decrypt_pkcs1v15(&bad), Err(CryptoError::Decrypt));
+        let other = RsaPrivateKey::generate().unwrap();
+        assert_eq!(other.decrypt_pkcs1v15(&sealed), Err(CryptoError::Decrypt));
+        assert_eq!(key.decrypt_pkcs1v15(b"short"), Err(CryptoError::Decrypt));
     }
 
     #[test]

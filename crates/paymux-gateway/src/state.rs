@@ -173,6 +173,13 @@ fn build_adapter(account: &AccountRecord, timeout: Duration) -> Result<Arc<dyn C
                 .map_err(|e| bad_config(e.to_string()))?;
             Ok(Arc::new(a))
         }
-        ChannelKind::Unionpay => Err(bad_config("UnionPay is not supported yet".into())),
+        ChannelKind::Unionpay => {
+            let cfg: paymux_unionpay::UnionpayAccountConfig =
+                serde_json::from_value(account.config.clone())
+                    .map_err(|e| bad_config(redacted(&e)))?;
+            let a = paymux_unionpay::UnionpayChannel::new(&cfg, timeout)
+                .map_err(|e| bad_config(e.to_string()))?;
+            Ok(Arc::new(a))
+        }
     }
 }
