@@ -46,6 +46,7 @@ impl TestApp {
         opts.gateway_port = 0;
         opts.alipay_port = 0;
         opts.wechat_port = 0;
+        opts.unionpay_port = 0;
         opts.notify_delays = Some(fast_retries());
         opts.channel_timeout = Duration::from_secs(3);
         adjust(&mut opts);
@@ -62,6 +63,20 @@ impl TestApp {
 
     pub fn wechat_mock(&self) -> &str {
         &self.sandbox.manifest.channels.wechat.mock_url
+    }
+
+    pub fn unionpay_mock(&self) -> &str {
+        &self.sandbox.manifest.channels.unionpay.mock_url
+    }
+
+    /// The sandbox mock of `channel` ("alipay", "wechat" or "unionpay").
+    pub fn mock_url(&self, channel: &str) -> &str {
+        match channel {
+            "alipay" => self.alipay_mock(),
+            "wechat" => self.wechat_mock(),
+            "unionpay" => self.unionpay_mock(),
+            other => panic!("no sandbox mock for channel {other:?}"),
+        }
     }
 
     /// A request to the gateway with this app's API key.
@@ -130,20 +145,20 @@ impl TestApp {
     }
 
     pub async fn mock_control(&self, channel: &str, channel_order_no: &str, action: &str) -> u16 {
-        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let base = self.mock_url(channel);
         let url = format!("{base}/_sandbox/orders/{channel_order_no}/{action}");
         self.http.post(url).send().await.unwrap().status().as_u16()
     }
 
     pub async fn mock_order(&self, channel: &str, channel_order_no: &str) -> Value {
-        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let base = self.mock_url(channel);
         let url = format!("{base}/_sandbox/orders/{channel_order_no}");
         self.http.get(url).send().await.unwrap().json().await.unwrap()
     }
 
     /// Every order the channel's mock holds.
     pub async fn mock_orders(&self, channel: &str) -> Vec<Value> {
-        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let base = self.mock_url(channel);
         let v: Value = self
             .http
             .get(format!("{base}/_sandbox/orders"))
@@ -186,14 +201,14 @@ impl TestApp {
     }
 
     pub async fn set_faults(&self, channel: &str, faults: Value) {
-        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let base = self.mock_url(channel);
         let res =
             self.http.post(format!("{base}/_sandbox/faults")).json(&faults).send().await.unwrap();
         assert!(res.status().is_success(), "setting faults: {}", res.status());
     }
 
     pub async fn clear_faults(&self, channel: &str) {
-        let base = if channel == "alipay" { self.alipay_mock() } else { self.wechat_mock() };
+        let base = self.mock_url(channel);
         self.http.delete(format!("{base}/_sandbox/faults")).send().await.unwrap();
     }
 
@@ -225,10 +240,12 @@ impl TestApp {
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, String) {
-        let account = if channel == "alipay" {
-            &self.sandbox.manifest.channels.alipay.account_id
-        } else {
-            &self.sandbox.manifest.channels.wechat.account_id
+        let channels = &self.sandbox.manifest.channels;
+        let account = match channel {
+            "alipay" => &channels.alipay.account_id,
+            "wechat" => &channels.wechat.account_id,
+            "unionpay" => &channels.unionpay.account_id,
+            other => panic!("no sandbox account for channel {other:?}"),
         };
         let mut req = self
             .http

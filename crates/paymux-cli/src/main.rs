@@ -24,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The gateway plus sandbox Alipay and WeChat Pay channels on the embedded store, wired together.
+    /// The gateway plus sandbox Alipay, WeChat Pay and UnionPay channels on the embedded store,
+    /// wired together.
     Up {
         #[arg(long, default_value = "./paymux-data")]
         data_dir: PathBuf,
@@ -36,6 +37,8 @@ enum Command {
         alipay_port: u16,
         #[arg(long, default_value_t = 9101)]
         wechat_port: u16,
+        #[arg(long, default_value_t = 9103)]
+        unionpay_port: u16,
         /// Divide the channels' notification retry intervals by this (1 = real time).
         #[arg(long, default_value_t = 60)]
         notify_time_compression: u32,
@@ -105,6 +108,7 @@ async fn main() -> Result<()> {
             gateway_port,
             alipay_port,
             wechat_port,
+            unionpay_port,
             notify_time_compression,
         } => {
             let mut opts = SandboxOptions::new(&data_dir);
@@ -112,6 +116,7 @@ async fn main() -> Result<()> {
             opts.gateway_port = gateway_port;
             opts.alipay_port = alipay_port;
             opts.wechat_port = wechat_port;
+            opts.unionpay_port = unionpay_port;
             opts.notify_time_compression = notify_time_compression;
             let sandbox = sandbox::start(opts).await?;
             print_welcome(&sandbox.manifest, &data_dir);
@@ -188,6 +193,7 @@ paymux sandbox is up.
   API key        {key}
   Alipay mock    {ali}   (cashier pages under /_sandbox/cashier/)
   WeChat mock    {wx}
+  UnionPay mock  {up}   (the bank's card page under /_sandbox/)
   manifest       {manifest}
 
 Try it:
@@ -202,6 +208,7 @@ Ctrl-C stops everything; state and keys stay in {dir}.
         key = m.api_key,
         ali = m.channels.alipay.mock_url,
         wx = m.channels.wechat.mock_url,
+        up = m.channels.unionpay.mock_url,
         manifest = data_dir.join("sandbox.json").display(),
         dir = data_dir.display(),
     );

@@ -9,6 +9,7 @@ use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
 use paymux_gateway::{AppState, GatewayConfig, SweeperConfig, WebhookConfig, new_api_key};
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
+use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
 use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ const ALIPAY_APP_ID: &str = "2021000000000001";
 const ALIPAY_SELLER_ID: &str = "2088000000000001";
 const WECHAT_MCHID: &str = "1900000001";
 const WECHAT_APPID: &str = "wx8888888888888888";
+const UNIONPAY_MER_ID: &str = "777290058110048";
 
 /// How to start the sandbox.
 #[derive(Debug, Clone)]
@@ -31,6 +33,7 @@ pub struct SandboxOptions {
     pub gateway_port: u16,
     pub alipay_port: u16,
     pub wechat_port: u16,
+    pub unionpay_port: u16,
     /// Divides the channels' real notification retry intervals (Alipay 4m..15h, WeChat 15s..6h).
     pub notify_time_compression: u32,
     /// Replaces the compressed schedules entirely (tests use milliseconds).
@@ -53,6 +56,7 @@ impl SandboxOptions {
             gateway_port: 8080,
             alipay_port: 9102,
             wechat_port: 9101,
+            unionpay_port: 9103,
             notify_time_compression: 60,
             notify_delays: None,
             wechat_key_mode: KeyMode::PlatformCertificate,
@@ -84,6 +88,7 @@ pub struct ManifestMerchant {
 pub struct ManifestChannels {
     pub alipay: AlipayManifest,
     pub wechat: WechatManifest,
+    pub unionpay: UnionpayManifest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -113,6 +118,21 @@ pub struct WechatManifest {
     pub key_mode: String,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnionpayManifest {
+    pub mock_url: String,
+    pub account_id: String,
+    pub mer_id: String,
+    /// The merchant signing certificate's serial in decimal, sent as `certId`.
+    pub cert_id: String,
+    pub merchant_private_key: PathBuf,
+    pub merchant_certificate: PathBuf,
+    pub root_certificate: PathBuf,
+    pub intermediate_certificate: PathBuf,
+    /// The mock's own signing certificate (what `signPubKeyCert` carries).
+    pub signing_certificate: PathBuf,
+}
+
 /// The running sandbox: the servers run on background tasks until it is dropped or the process ends.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -121,6 +141,7 @@ pub struct Sandbox {
     pub store: Arc<SqliteStore>,
     pub alipay: AlipayMock,
     pub wechat: WechatMock,
+    pub unionpay: UnionpayMock,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -148,6 +169,9 @@ struct Identity {
     wechat_account_id: String,
     wechat_merchant_serial: String,
     wechat_apiv3_key: String,
+    /// Absent in a data directory made before UnionPay joined the sandbox; made on the next start.
+    #[serde(default)]
+    unionpay_account_id: Option<String>,
 }
 
 fn read_or_create_key(path: &Path) -> Result<RsaPrivateKey> {
@@ -202,9 +226,13 @@ async fn identity(store: &SqliteStore, dir: &Path) -> Result<Identity> {
     let path = dir.join("identity.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
-        let id: Identity = serde_json::from_str(&text).context("reading identity.json")?;
+        let mut id: Identity = serde_json::from_str(&text).context("reading identity.json")?;
         let merchant: MerchantId = id.merchant_id.parse()?;
         if store.merchant(merchant).await?.is_some() {
+            if id.unionpay_account_id.is_none() {
+                id.unionpay_account_id = Some(AccountId::new().to_string());
+                write_private(&path, &serde_json::to_string_pretty(&id)?)?;
+            }
             return Ok(id);
         }
         tracing::warn!("identity.json names a merchant the store does not have; making a new one");
@@ -224,6 +252,7 @@ async fn identity(store: &SqliteStore, dir: &Path) -> Result<Identity> {
             .map(|b| format!("{b:02X}"))
             .collect(),
         wechat_apiv3_key: random_alphanumeric(32),
+        unionpay_account_id: Some(AccountId::new().to_string()),
     };
     write_private(&path, &serde_json::to_string_pretty(&id)?)?;
     Ok(id)
@@ -262,6 +291,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port).await?;
     let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port).await?;
     let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port).await?;
+    let (up_listener, unionpay_url) = bind(&opts.host, opts.unionpay_port).await?;
 
     let alipay = AlipayMock::new(AlipayMockConfig {
         public_url: alipay_url.clone(),
@@ -294,6 +324,24 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             apiv3_key: id.wechat_apiv3_key.clone(),
         },
         opts.wechat_key_mode,
+    );
+
+    let (up_keys, up_merchant, up_paths) =
+        paymux_mock_unionpay::keys::write_sandbox_credentials(&keys_dir, UNIONPAY_MER_ID)
+            .context("UnionPay sandbox certificates")?;
+    let mut up_config = UnionpayMockConfig::new(unionpay_url.clone());
+    up_config.notify_delays = opts
+        .notify_delays
+        .clone()
+        .unwrap_or_else(|| scaled(&[60, 120, 240, 300], opts.notify_time_compression));
+    let unionpay = UnionpayMock::new(up_config, up_keys);
+    unionpay.register_merchant(
+        UnionpayMerchant::with_certificate(
+            UNIONPAY_MER_ID,
+            "paymux sandbox shop",
+            &up_merchant.certificate_pem,
+        )
+        .context("registering the UnionPay sandbox merchant")?,
     );
 
     let alipay_account: AccountId = id.alipay_account_id.parse()?;
@@ -338,6 +386,30 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         })
         .await?;
 
+    let unionpay_account_id =
+        id.unionpay_account_id.clone().context("identity.json has no UnionPay account")?;
+    let unionpay_account: AccountId = unionpay_account_id.parse()?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let unionpay_config = paymux_unionpay::UnionpayAccountConfig {
+        mer_id: UNIONPAY_MER_ID.into(),
+        gateway_url: unionpay_url.clone(),
+        merchant_private_key: read(&up_paths.merchant_private_key)?,
+        merchant_certificate: up_merchant.certificate_pem.clone(),
+        root_certificate: read(&up_paths.root_certificate)?,
+        intermediate_certificate: read(&up_paths.intermediate_certificate)?,
+        signer_owner: paymux_unionpay::protocol::UNIONPAY_OWNER.into(),
+    };
+    store
+        .put_channel_account(&AccountRecord {
+            id: unionpay_account,
+            merchant_id,
+            channel: ChannelKind::Unionpay,
+            config: serde_json::to_value(&unionpay_config)?,
+            created_at: now,
+        })
+        .await?;
+
     let mut config = GatewayConfig::new(gateway_url.clone());
     config.channel_timeout = opts.channel_timeout;
     config.sweeper = opts.sweeper.clone();
@@ -346,6 +418,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let mut tasks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),
+        spawn_server("unionpay-mock", unionpay.clone().serve(up_listener)),
     ];
     if opts.run_gateway {
         tasks.push(spawn_server("gateway", paymux_gateway::serve(gw_listener, state)));
@@ -385,10 +458,21 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
                 platform_public_key_id: platform.public_key_id(),
                 key_mode: format!("{:?}", opts.wechat_key_mode),
             },
+            unionpay: UnionpayManifest {
+                mock_url: unionpay_url,
+                account_id: unionpay_account_id,
+                mer_id: UNIONPAY_MER_ID.into(),
+                cert_id: up_merchant.cert_id.clone(),
+                merchant_private_key: up_paths.merchant_private_key.clone(),
+                merchant_certificate: up_paths.merchant_certificate.clone(),
+                root_certificate: up_paths.root_certificate.clone(),
+                intermediate_certificate: up_paths.intermediate_certificate.clone(),
+                signing_certificate: up_paths.signing_certificate.clone(),
+            },
         },
     };
     write_private(&dir.join("sandbox.json"), &serde_json::to_string_pretty(&manifest)?)?;
-    Ok(Sandbox { manifest, merchant_id, store, alipay, wechat, tasks })
+    Ok(Sandbox { manifest, merchant_id, store, alipay, wechat, unionpay, tasks })
 }
 
 struct KeyPaths {
