@@ -58,6 +58,10 @@ enum Command {
         /// How long after creation a still-pending payment or refund is first queried.
         #[arg(long, default_value_t = 60_000)]
         sweep_first_check_ms: u64,
+        /// How long an Idempotency-Key stays claimed by a request that never finished (its process
+        /// died) before a retry may take it over.
+        #[arg(long, default_value_t = 120_000)]
+        idempotency_lease_ms: u64,
     },
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
@@ -126,6 +130,7 @@ async fn main() -> Result<()> {
             channel_timeout_secs,
             sweep_interval_ms,
             sweep_first_check_ms,
+            idempotency_lease_ms,
         } => {
             let store = Arc::new(SqliteStore::open(&database).await?);
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -135,6 +140,7 @@ async fn main() -> Result<()> {
             config.channel_timeout = Duration::from_secs(channel_timeout_secs);
             config.sweeper.interval = Duration::from_millis(sweep_interval_ms);
             config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
+            config.idempotency_lease = Duration::from_millis(idempotency_lease_ms);
             tracing::info!(%listen, "paymux gateway listening");
             paymux_gateway::serve(listener, AppState::new(store, config)).await?;
             Ok(())

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use paymux_core::{
     ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
     CreatePayment, Currency, Money, PaymentId, PaymentMethod, PaymentRef, PaymentStatus,
@@ -18,6 +18,7 @@ use crate::apply::{Applied, apply_payment};
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::IdempotencyKey;
 use crate::objects;
 use crate::state::AppState;
 
@@ -240,6 +241,7 @@ pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
 pub async fn create(
     State(state): State<AppState>,
     merchant: Merchant,
+    idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreatePaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req = body.validate()?;
@@ -287,17 +289,25 @@ pub async fn create(
     };
     // Rule 1: the payment and its attempt are committed before the channel is called.
     let first_check = now + state.config.sweeper.first_check_after;
-    match state.store.insert_payment(&record, &attempt, first_check).await {
+    let key = IdempotencyKey::of(&idempotency_key);
+    match state.store.insert_payment(&record, &attempt, first_check, key).await {
         Ok(()) => {}
         Err(StoreError::Duplicate("merchant_order_no")) => {
-            return Err(ApiError::conflict(
+            let mut err = ApiError::conflict(
                 "duplicate_merchant_order_no",
                 format!(
                     "a payment with merchant_order_no {:?} already exists",
                     req.merchant_order_no
                 ),
             )
-            .with_param("merchant_order_no"));
+            .with_param("merchant_order_no");
+            // The merchant whose first call was lost finds what it created.
+            if let Some(existing) =
+                state.store.payment_by_order_no(merchant.0, &req.merchant_order_no).await?
+            {
+                err = err.with_object(existing.id);
+            }
+            return Err(err);
         }
         Err(e) => return Err(e.into()),
     }

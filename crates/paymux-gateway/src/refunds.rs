@@ -1,20 +1,22 @@
-//! Refunds: `POST /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`.
+//! Refunds: `POST /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`, and the lists
+//! `GET /v1/refunds` and `GET /v1/payments/{id}/refunds`.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use paymux_core::{
     ChannelError, ChannelOrderNo, ChannelRefund, RefundId, RefundRequest, RefundStatus,
 };
-use paymux_store::{RefundRecord, StoreError};
+use paymux_store::{RefundFilter, RefundRecord, StoreError};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::apply::apply_refund;
 use crate::auth::Merchant;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::IdempotencyKey;
 use crate::objects;
 use crate::payments::{adapter_and_attempt, parse_amount, payment_ref};
 use crate::state::AppState;
@@ -31,6 +33,7 @@ pub async fn create(
     State(state): State<AppState>,
     merchant: Merchant,
     Path(payment_id): Path<String>,
+    idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreateRefundBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
@@ -90,17 +93,28 @@ pub async fn create(
     // A misconfigured account is found before anything is reserved.
     let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
     // The amount is reserved atomically before the channel is called.
-    match state.store.insert_refund(&record, now + state.config.sweeper.first_check_after).await {
+    let first_check = now + state.config.sweeper.first_check_after;
+    let key = IdempotencyKey::of(&idempotency_key);
+    match state.store.insert_refund(&record, first_check, key).await {
         Ok(()) => {}
         Err(StoreError::Duplicate(_)) => {
-            return Err(ApiError::conflict(
+            let mut err = ApiError::conflict(
                 "duplicate_merchant_refund_no",
                 format!(
                     "a refund with merchant_refund_no {:?} already exists",
                     record.merchant_refund_no
                 ),
             )
-            .with_param("merchant_refund_no"));
+            .with_param("merchant_refund_no");
+            // The merchant whose first call was lost finds what it created.
+            if let Some(existing) = state
+                .store
+                .refund_by_merchant_refund_no(merchant.0, &record.merchant_refund_no)
+                .await?
+            {
+                err = err.with_object(existing.id);
+            }
+            return Err(err);
         }
         Err(StoreError::RefundExceedsAmount { requested, available }) => {
             return Err(ApiError::invalid(
@@ -174,4 +188,59 @@ pub async fn get(
     let r =
         state.store.refund(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
     Ok(Json(objects::refund(&r)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    merchant_refund_no: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_page(
+    state: &AppState,
+    merchant: Merchant,
+    payment_id: Option<paymux_core::PaymentId>,
+    q: ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    let before = q.cursor.map(|c| c.parse::<RefundId>()).transpose().map_err(|_| {
+        ApiError::invalid_param("cursor", "cursor must be a refund id from a previous page")
+    })?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let filter =
+        RefundFilter { payment_id, merchant_refund_no: q.merchant_refund_no, before, limit };
+    let rows = state.store.list_refunds(merchant.0, &filter).await?;
+    let next =
+        (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    Ok(Json(json!({
+        "object": "list",
+        "data": rows.iter().map(objects::refund).collect::<Vec<_>>(),
+        "has_more": next.is_some(),
+        "next_cursor": next,
+    })))
+}
+
+/// `GET /v1/refunds?merchant_refund_no=&cursor=&limit=`: the merchant's refunds, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list_page(&state, merchant, None, q).await
+}
+
+/// `GET /v1/payments/{id}/refunds`: one payment's refunds, newest first.
+pub async fn list_for_payment(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(payment_id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
+    let payment = state
+        .store
+        .payment(merchant.0, payment_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    list_page(&state, merchant, Some(payment.id), q).await
 }

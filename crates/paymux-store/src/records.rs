@@ -119,6 +119,16 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct RefundFilter {
+    /// Only the refunds of this payment.
+    pub payment_id: Option<PaymentId>,
+    pub merchant_refund_no: Option<String>,
+    /// Only refunds created before this one (ids sort by time): the next page.
+    pub before: Option<RefundId>,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub id: EventId,
@@ -200,6 +210,9 @@ pub enum IdempotencyBegin {
     Mismatch,
     /// The first request with this key is still running.
     InFlight,
+    /// The first request died after it wrote this object (a payment or refund) and before its
+    /// answer was stored: the retry answers with the object as it is now.
+    Recover { object_id: String },
 }
 
 #[derive(Clone, PartialEq)]

@@ -70,6 +70,28 @@ where
     row.try_get(col).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
+/// Binds the merchant's in-flight claim of `key` to the object just written, in the caller's
+/// transaction: the object and the binding commit together or not at all.
+async fn bind_idempotency_key(
+    tx: &mut Transaction<'static, Sqlite>,
+    merchant: MerchantId,
+    key: Option<&str>,
+    object_id: &str,
+) -> StoreResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    sqlx::query(
+        "UPDATE idempotency_keys SET object_id = ? \
+         WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
+    )
+    .bind(object_id)
+    .bind(merchant.to_string())
+    .bind(key)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
@@ -452,6 +474,7 @@ impl Store for SqliteStore {
         p: &PaymentRecord,
         a: &AttemptRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
@@ -504,6 +527,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "channel_order_no"))?;
+        bind_idempotency_key(&mut tx, p.merchant_id, idempotency_key, &p.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -660,6 +684,7 @@ impl Store for SqliteStore {
         &self,
         r: &RefundRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT status, amount, amount_reserved FROM payments WHERE id = ?")
@@ -717,6 +742,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+        bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -750,6 +776,34 @@ impl Store for SqliteStore {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(refund_from_row).transpose()
+    }
+
+    async fn list_refunds(
+        &self,
+        merchant: MerchantId,
+        filter: &RefundFilter,
+    ) -> StoreResult<Vec<RefundRecord>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = ? \
+             AND (? IS NULL OR payment_id = ?) AND (? IS NULL OR merchant_refund_no = ?) \
+             AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+        );
+        let payment = filter.payment_id.map(|p| p.to_string());
+        let refund_no = filter.merchant_refund_no.as_deref();
+        let before = filter.before.map(|b| b.to_string());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(payment.clone())
+            .bind(payment)
+            .bind(refund_no)
+            .bind(refund_no)
+            .bind(before.clone())
+            .bind(before)
+            .bind(i64::from(filter.limit.clamp(1, 100)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(refund_from_row).collect()
     }
 
     async fn refund_by_channel_refund_no(
@@ -908,8 +962,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<IdempotencyBegin> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "SELECT request_hash, response_status, response_body, locked_until, created_at \
-             FROM idempotency_keys WHERE merchant_id = ? AND key = ?",
+            "SELECT request_hash, response_status, response_body, locked_until, created_at, \
+             object_id FROM idempotency_keys WHERE merchant_id = ? AND key = ?",
         )
         .bind(merchant.to_string())
         .bind(key)
@@ -925,6 +979,13 @@ impl Store for SqliteStore {
             // A key taken over from a dead process still belongs to the request it was made for.
             if !expired && !same_request {
                 return Ok(IdempotencyBegin::Mismatch);
+            }
+            if !expired
+                && abandoned
+                && let Some(object_id) = get::<Option<String>>(&row, "object_id")?
+            {
+                // The dead request wrote its object: running it again would collide with it.
+                return Ok(IdempotencyBegin::Recover { object_id });
             }
             if !expired && !abandoned {
                 return Ok(match status {
@@ -992,7 +1053,9 @@ impl Store for SqliteStore {
 
     async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()> {
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
+            // A claim bound to an object it wrote is never forgotten: the object exists.
+            "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? \
+             AND response_status IS NULL AND object_id IS NULL",
         )
         .bind(merchant.to_string())
         .bind(key)

@@ -125,10 +125,10 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
 async fn merchant_order_no_is_unique_per_merchant() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     let (p2, a2) = payment(&f, "order-1", 100);
     assert!(matches!(
-        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc()).await,
+        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc(), None).await,
         Err(StoreError::Duplicate("merchant_order_no"))
     ));
     assert!(f.store.payment(f.merchant, p2.id).await.unwrap().is_none());
@@ -140,7 +140,7 @@ async fn merchant_order_no_is_unique_per_merchant() {
 async fn transition_applies_once_and_writes_its_event() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
     assert!(!f.store.transition_payment(&succeed(&p)).await.unwrap(), "second is a no-op");
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
@@ -155,9 +155,9 @@ async fn transition_applies_once_and_writes_its_event() {
 async fn refund_needs_a_succeeded_payment() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::PaymentNotRefundable(PaymentStatus::Pending))
     ));
 }
@@ -166,14 +166,14 @@ async fn refund_needs_a_succeeded_payment() {
 async fn concurrent_refunds_never_exceed_the_amount() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 20);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
         let store = f.store.clone();
         let r = refund(&p, &format!("r{i}"), 1);
         tasks.push(tokio::spawn(async move {
-            store.insert_refund(&r, OffsetDateTime::now_utc()).await
+            store.insert_refund(&r, OffsetDateTime::now_utc(), None).await
         }));
     }
     let mut ok = 0;
@@ -193,18 +193,18 @@ async fn concurrent_refunds_never_exceed_the_amount() {
 async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let r1 = refund(&p, "r1", 60);
     let r2 = refund(&p, "r2", 40);
-    f.store.insert_refund(&r1, OffsetDateTime::now_utc()).await.unwrap();
-    f.store.insert_refund(&r2, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_refund(&r2, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::RefundExceedsAmount { available: 0, .. })
     ));
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 1), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r1", 1), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::Duplicate(_)) | Err(StoreError::RefundExceedsAmount { .. })
     ));
     let change = |r: &RefundRecord, to| RefundTransition {
@@ -227,7 +227,7 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
     assert_eq!(got.amount_refunded, 60);
     assert_eq!(got.amount_reserved, 60);
-    f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc(), None).await.unwrap();
 }
 
 #[tokio::test]
@@ -285,4 +285,138 @@ async fn idempotency_keys_replay_refuse_and_expire() {
     // A released claim lets the same key run again at once.
     f.store.idempotency_release(f.merchant, "k").await.unwrap();
     assert_eq!(begin("h3", next_day).await, IdempotencyBegin::Started);
+}
+
+#[tokio::test]
+async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    let later = now + time::Duration::minutes(3);
+    let begin = |key: &'static str, hash: &'static str, at: OffsetDateTime| {
+        let store = f.store.clone();
+        let m = f.merchant;
+        async move {
+            store
+                .idempotency_begin(
+                    m,
+                    key,
+                    hash,
+                    at,
+                    at + time::Duration::minutes(2),
+                    at - time::Duration::hours(24),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, now, Some("k")).await.unwrap();
+    // The process dies here: no answer is stored. While the claim's lease runs, it is in flight.
+    assert_eq!(begin("k", "h1", now).await, IdempotencyBegin::InFlight);
+    // Past the lease, the same request recovers the payment instead of running again.
+    assert_eq!(
+        begin("k", "h1", later).await,
+        IdempotencyBegin::Recover { object_id: p.id.to_string() }
+    );
+    // A different request under the key is still refused.
+    assert_eq!(begin("k", "h2", later).await, IdempotencyBegin::Mismatch);
+    // A bound claim is never released: the object exists.
+    f.store.idempotency_release(f.merchant, "k").await.unwrap();
+    assert_eq!(
+        begin("k", "h1", later).await,
+        IdempotencyBegin::Recover { object_id: p.id.to_string() }
+    );
+
+    // The same for a refund.
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    assert_eq!(
+        f.store.idempotency_begin(f.merchant, "r", "h3", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    let r = refund(&p, "r-1", 10);
+    f.store.insert_refund(&r, now, Some("r")).await.unwrap();
+    assert_eq!(
+        begin("r", "h3", later).await,
+        IdempotencyBegin::Recover { object_id: r.id.to_string() }
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_object_was_never_written_runs_again() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap();
+    // A write that failed on its order number binds nothing.
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, now, None).await.unwrap();
+    let (p2, a2) = payment(&f, "o-1", 100);
+    assert!(f.store.insert_payment(&p2, &a2, now, Some("k")).await.is_err());
+    let later = now + time::Duration::minutes(3);
+    assert_eq!(
+        f.store
+            .idempotency_begin(
+                f.merchant,
+                "k",
+                "h1",
+                later,
+                later + time::Duration::minutes(2),
+                keep
+            )
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+}
+
+#[tokio::test]
+async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let (q, b) = payment(&f, "o-2", 100);
+    f.store.insert_payment(&q, &b, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.transition_payment(&succeed(&q)).await.unwrap();
+    let mut made = Vec::new();
+    for (pay, no) in [(&p, "r-1"), (&q, "r-2"), (&p, "r-3")] {
+        let r = refund(pay, no, 10);
+        f.store.insert_refund(&r, OffsetDateTime::now_utc(), None).await.unwrap();
+        made.push(r.id);
+    }
+    let all = |filter: RefundFilter| {
+        let store = f.store.clone();
+        let m = f.merchant;
+        async move {
+            store.list_refunds(m, &filter).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all(RefundFilter { limit: 10, ..Default::default() }).await,
+        [made[2], made[1], made[0]]
+    );
+    assert_eq!(
+        all(RefundFilter { payment_id: Some(p.id), limit: 10, ..Default::default() }).await,
+        [made[2], made[0]]
+    );
+    assert_eq!(
+        all(RefundFilter {
+            merchant_refund_no: Some("r-2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        [made[1]]
+    );
+    assert_eq!(
+        all(RefundFilter { before: Some(made[2]), limit: 1, ..Default::default() }).await,
+        [made[1]]
+    );
 }
