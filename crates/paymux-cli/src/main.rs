@@ -90,7 +90,20 @@ enum Admin {
         /// A JSON file: AlipayAccountConfig or WechatAccountConfig (see docs/channels/).
         #[arg(long)]
         config: PathBuf,
+        /// `live` moves real money and only live keys (sk_live_) can use it; `test` is for a
+        /// sandbox (a channel's own, or a mock) and only test keys (sk_test_) can use it. Live
+        /// by default: credentials added by hand are real unless said otherwise, and a test key
+        /// (the one in every developer's config) must never reach them by omission.
+        #[arg(long, value_enum, default_value_t = AccountMode::Live)]
+        mode: AccountMode,
     },
+}
+
+/// The mode of a channel account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AccountMode {
+    Test,
+    Live,
 }
 
 fn init_tracing() {
@@ -157,7 +170,7 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Admin(Admin::AddAccount { database, merchant, channel, config }) => {
+        Command::Admin(Admin::AddAccount { database, merchant, channel, config, mode }) => {
             let store = SqliteStore::open(&database).await?;
             let merchant: MerchantId = merchant.parse()?;
             let channel: ChannelKind = channel.parse().map_err(anyhow::Error::msg)?;
@@ -168,6 +181,7 @@ async fn main() -> Result<()> {
                 merchant_id: merchant,
                 channel,
                 config: serde_json::from_str(&text).context("the config is not JSON")?,
+                livemode: mode == AccountMode::Live,
                 created_at: time::OffsetDateTime::now_utc(),
             };
             // Build the adapter once now, so a bad key is reported here and not at the first payment.
@@ -176,8 +190,11 @@ async fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}", e.body.message))?;
             store.put_channel_account(&account).await?;
             println!(
-                "account {}\nnotifications: <public-url>/callbacks/{}/{}",
-                account.id, channel, account.id
+                "account {} ({} mode)\nnotifications: <public-url>/callbacks/{}/{}",
+                account.id,
+                if account.livemode { "live" } else { "test" },
+                channel,
+                account.id
             );
             Ok(())
         }

@@ -314,6 +314,8 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             merchant_id,
             channel: ChannelKind::Alipay,
             config: serde_json::to_value(&alipay_config)?,
+            // The sandbox's accounts talk to its mocks: test mode, for its test key.
+            livemode: false,
             created_at: now,
         })
         .await?;
@@ -334,6 +336,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             merchant_id,
             channel: ChannelKind::Wechat,
             config: serde_json::to_value(&wechat_config)?,
+            livemode: false,
             created_at: now,
         })
         .await?;

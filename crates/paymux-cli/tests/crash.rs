@@ -155,7 +155,7 @@ async fn killed_after_the_channel_created_the_order_the_payment_ends_in_the_chan
         .await
         .unwrap();
     assert_eq!(all.len(), 1, "nothing duplicated");
-    assert_eq!(store.events(merchant, None, 100).await.unwrap().len(), 1);
+    assert_eq!(store.events(merchant, false, None, 100).await.unwrap().len(), 1);
     kill(gw);
 }
 

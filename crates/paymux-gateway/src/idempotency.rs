@@ -76,15 +76,17 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
                 .into_response();
         }
     };
-    // The request's identity: method, path and exact body.
-    let mut canonical = format!("{} {}\n", parts.method, parts.uri.path()).into_bytes();
+    // The request's identity: the key's mode, method, path and exact body. The mode keeps a test
+    // key's stored answer from ever being replayed to a live key (a 409 reused instead).
+    let mut canonical =
+        format!("{} {} {}\n", merchant.mode(), parts.method, parts.uri.path()).into_bytes();
     canonical.extend_from_slice(&bytes);
     let hash = sha256_hex(&canonical);
     let now = OffsetDateTime::now_utc();
     let begin = state
         .store
         .idempotency_begin(
-            merchant.0,
+            merchant.id,
             &key,
             &hash,
             now,
@@ -127,16 +129,16 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
     let res_bytes = match to_bytes(res_body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => {
-            let _ = state.store.idempotency_release(merchant.0, &key).await;
+            let _ = state.store.idempotency_release(merchant.id, &key).await;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
     let kept =
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing changed: let the retry run again.
-            state.store.idempotency_release(merchant.0, &key).await
+            state.store.idempotency_release(merchant.id, &key).await
         } else {
-            state.store.idempotency_finish(merchant.0, &key, status.as_u16(), &res_bytes).await
+            state.store.idempotency_finish(merchant.id, &key, status.as_u16(), &res_bytes).await
         };
     if let Err(e) = kept {
         // The claim expires after its lease; until then a retry is told it is in flight.
@@ -149,9 +151,17 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 /// kept as the key's response from here on.
 async fn recover(state: &AppState, merchant: Merchant, key: &str, object_id: &str) -> Response {
     let object = if let Ok(id) = object_id.parse::<PaymentId>() {
-        state.store.payment(merchant.0, id).await.map(|p| p.as_ref().map(objects::payment))
+        state
+            .store
+            .payment(merchant.id, id)
+            .await
+            .map(|p| p.filter(|p| merchant.sees(p.livemode)).as_ref().map(objects::payment))
     } else if let Ok(id) = object_id.parse::<RefundId>() {
-        state.store.refund(merchant.0, id).await.map(|r| r.as_ref().map(objects::refund))
+        state
+            .store
+            .refund(merchant.id, id)
+            .await
+            .map(|r| r.filter(|r| merchant.sees(r.livemode)).as_ref().map(objects::refund))
     } else {
         Ok(None)
     };
@@ -171,7 +181,7 @@ async fn recover(state: &AppState, merchant: Merchant, key: &str, object_id: &st
         Err(e) => return ApiError::store(e).into_response(),
     };
     let body = object.to_string().into_bytes();
-    if let Err(e) = state.store.idempotency_finish(merchant.0, key, 200, &body).await {
+    if let Err(e) = state.store.idempotency_finish(merchant.id, key, 200, &body).await {
         tracing::warn!(error = %e, "could not store the recovered idempotent response");
     }
     tracing::info!(object = object_id, "a retry recovered the object its lost request created");

@@ -39,8 +39,9 @@ pub async fn create(
     let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
     let payment = state
         .store
-        .payment(merchant.0, payment_id)
+        .payment(merchant.id, payment_id)
         .await?
+        .filter(|p| merchant.sees(p.livemode))
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let merchant_refund_no = match body.merchant_refund_no {
         Some(n) if !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control) => n,
@@ -75,7 +76,7 @@ pub async fn create(
     let now = OffsetDateTime::now_utc();
     let record = RefundRecord {
         id: RefundId::new(),
-        merchant_id: merchant.0,
+        merchant_id: merchant.id,
         payment_id: payment.id,
         merchant_refund_no,
         channel_refund_no: ChannelOrderNo::generate(),
@@ -89,6 +90,7 @@ pub async fn create(
         succeeded_at: None,
         updated_at: now,
         check_count: 0,
+        livemode: payment.livemode,
     };
     // A misconfigured account is found before anything is reserved.
     let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
@@ -109,10 +111,20 @@ pub async fn create(
             // The merchant whose first call was lost finds what it created.
             if let Some(existing) = state
                 .store
-                .refund_by_merchant_refund_no(merchant.0, &record.merchant_refund_no)
+                .refund_by_merchant_refund_no(merchant.id, &record.merchant_refund_no)
                 .await?
             {
-                err = err.with_object(existing.id);
+                // Numbers are unique per merchant across modes; another mode's object stays unseen.
+                if merchant.sees(existing.livemode) {
+                    err = err.with_object(existing.id);
+                } else {
+                    err.body.message = format!(
+                        "merchant_refund_no {:?} is used by a refund made with a {} key; refund \
+                         numbers are unique across test and live",
+                        record.merchant_refund_no,
+                        if existing.livemode { "live" } else { "test" }
+                    );
+                }
             }
             return Err(err);
         }
@@ -168,7 +180,7 @@ pub async fn create(
             .map_err(|s| ApiError::store_after_channel(s, record.id))?;
         state
             .store
-            .refund(merchant.0, record.id)
+            .refund(merchant.id, record.id)
             .await
             .map_err(|s| ApiError::store_after_channel(s, record.id))?
             .ok_or_else(|| ApiError::not_found("refund"))
@@ -185,8 +197,12 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: RefundId = id.parse().map_err(|_| ApiError::not_found("refund"))?;
-    let r =
-        state.store.refund(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
+    let r = state
+        .store
+        .refund(merchant.id, id)
+        .await?
+        .filter(|r| merchant.sees(r.livemode))
+        .ok_or_else(|| ApiError::not_found("refund"))?;
     Ok(Json(objects::refund(&r)))
 }
 
@@ -207,9 +223,14 @@ async fn list_page(
         ApiError::invalid_param("cursor", "cursor must be a refund id from a previous page")
     })?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let filter =
-        RefundFilter { payment_id, merchant_refund_no: q.merchant_refund_no, before, limit };
-    let rows = state.store.list_refunds(merchant.0, &filter).await?;
+    let filter = RefundFilter {
+        livemode: merchant.livemode,
+        payment_id,
+        merchant_refund_no: q.merchant_refund_no,
+        before,
+        limit,
+    };
+    let rows = state.store.list_refunds(merchant.id, &filter).await?;
     let next =
         (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
     Ok(Json(json!({
@@ -239,8 +260,9 @@ pub async fn list_for_payment(
     let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
     let payment = state
         .store
-        .payment(merchant.0, payment_id)
+        .payment(merchant.id, payment_id)
         .await?
+        .filter(|p| merchant.sees(p.livemode))
         .ok_or_else(|| ApiError::not_found("payment"))?;
     list_page(&state, merchant, Some(payment.id), q).await
 }

@@ -54,8 +54,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_merchant(&self, name: &str) -> StoreResult<MerchantId>;
     async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>>;
     async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
-    /// The merchant owning the key whose SHA-256 hash is `key_hash`.
-    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<MerchantId>>;
+    /// The merchant owning the key whose SHA-256 hash is `key_hash`, and the key's mode.
+    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>>;
 
     async fn put_channel_account(&self, account: &AccountRecord) -> StoreResult<()>;
     async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>>;
@@ -135,9 +135,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// on failure its reservation is released; the event is written in the same transaction.
     async fn transition_refund(&self, change: &RefundTransition) -> StoreResult<bool>;
 
+    /// A merchant's events of one mode, in commit order.
     async fn events(
         &self,
         merchant: MerchantId,
+        livemode: bool,
         after: Option<EventId>,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
@@ -203,9 +205,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
 
     async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpointRecord) -> StoreResult<()>;
+    /// A merchant's endpoints of one mode.
     async fn webhook_endpoints(
         &self,
         merchant: MerchantId,
+        livemode: bool,
     ) -> StoreResult<Vec<WebhookEndpointRecord>>;
     async fn webhook_endpoint(
         &self,
