@@ -227,6 +227,21 @@ impl TestApp {
         }
     }
 
+    /// [`TestApp::wait_for`] with another API key.
+    pub async fn wait_for_as(&self, key: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.call_as(key, reqwest::Method::GET, path, None).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting on {path}; last: {status} {body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits for a payment to reach `status`.
     pub async fn wait_payment(&self, id: &str, status: &str) -> Value {
         self.wait_for(&format!("/v1/payments/{id}"), 10, |p| p["status"] == status).await

@@ -61,6 +61,10 @@ enum Command {
         /// How long after creation a still-pending payment or refund is first queried.
         #[arg(long, default_value_t = 60_000)]
         sweep_first_check_ms: u64,
+        /// How long an Idempotency-Key stays claimed by a request that never finished (its process
+        /// died) before a retry may take it over.
+        #[arg(long, default_value_t = 120_000)]
+        idempotency_lease_ms: u64,
     },
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
@@ -89,7 +93,20 @@ enum Admin {
         /// A JSON file: AlipayAccountConfig or WechatAccountConfig (see docs/channels/).
         #[arg(long)]
         config: PathBuf,
+        /// `live` moves real money and only live keys (sk_live_) can use it; `test` is for a
+        /// sandbox (a channel's own, or a mock) and only test keys (sk_test_) can use it. Live
+        /// by default: credentials added by hand are real unless said otherwise, and a test key
+        /// (the one in every developer's config) must never reach them by omission.
+        #[arg(long, value_enum, default_value_t = AccountMode::Live)]
+        mode: AccountMode,
     },
+}
+
+/// The mode of a channel account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AccountMode {
+    Test,
+    Live,
 }
 
 fn init_tracing() {
@@ -131,6 +148,7 @@ async fn main() -> Result<()> {
             channel_timeout_secs,
             sweep_interval_ms,
             sweep_first_check_ms,
+            idempotency_lease_ms,
         } => {
             let store = Arc::new(SqliteStore::open(&database).await?);
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -140,6 +158,7 @@ async fn main() -> Result<()> {
             config.channel_timeout = Duration::from_secs(channel_timeout_secs);
             config.sweeper.interval = Duration::from_millis(sweep_interval_ms);
             config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
+            config.idempotency_lease = Duration::from_millis(idempotency_lease_ms);
             tracing::info!(%listen, "paymux gateway listening");
             paymux_gateway::serve(listener, AppState::new(store, config)).await?;
             Ok(())
@@ -156,7 +175,7 @@ async fn main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Admin(Admin::AddAccount { database, merchant, channel, config }) => {
+        Command::Admin(Admin::AddAccount { database, merchant, channel, config, mode }) => {
             let store = SqliteStore::open(&database).await?;
             let merchant: MerchantId = merchant.parse()?;
             let channel: ChannelKind = channel.parse().map_err(anyhow::Error::msg)?;
@@ -167,6 +186,7 @@ async fn main() -> Result<()> {
                 merchant_id: merchant,
                 channel,
                 config: serde_json::from_str(&text).context("the config is not JSON")?,
+                livemode: mode == AccountMode::Live,
                 created_at: time::OffsetDateTime::now_utc(),
             };
             // Build the adapter once now, so a bad key is reported here and not at the first payment.
@@ -175,8 +195,11 @@ async fn main() -> Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}", e.body.message))?;
             store.put_channel_account(&account).await?;
             println!(
-                "account {}\nnotifications: <public-url>/callbacks/{}/{}",
-                account.id, channel, account.id
+                "account {} ({} mode)\nnotifications: <public-url>/callbacks/{}/{}",
+                account.id,
+                if account.livemode { "live" } else { "test" },
+                channel,
+                account.id
             );
             Ok(())
         }

@@ -362,6 +362,8 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             merchant_id,
             channel: ChannelKind::Alipay,
             config: serde_json::to_value(&alipay_config)?,
+            // The sandbox's accounts talk to its mocks: test mode, for its test key.
+            livemode: false,
             created_at: now,
         })
         .await?;
@@ -382,6 +384,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             merchant_id,
             channel: ChannelKind::Wechat,
             config: serde_json::to_value(&wechat_config)?,
+            livemode: false,
             created_at: now,
         })
         .await?;
@@ -406,6 +409,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
             merchant_id,
             channel: ChannelKind::Unionpay,
             config: serde_json::to_value(&unionpay_config)?,
+            livemode: false,
             created_at: now,
         })
         .await?;

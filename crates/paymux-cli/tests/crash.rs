@@ -45,6 +45,7 @@ impl Crash {
             .arg(&db)
             .args(["--listen", &listen, "--public-url", self.gateway()])
             .args(["--sweep-interval-ms", "100", "--sweep-first-check-ms", "300"])
+            .args(["--idempotency-lease-ms", "1000"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -154,7 +155,7 @@ async fn killed_after_the_channel_created_the_order_the_payment_ends_in_the_chan
         .await
         .unwrap();
     assert_eq!(all.len(), 1, "nothing duplicated");
-    assert_eq!(store.events(merchant, None, 100).await.unwrap().len(), 1);
+    assert_eq!(store.events(merchant, false, None, 100).await.unwrap().len(), 1);
     kill(gw);
 }
 
@@ -215,5 +216,125 @@ async fn killed_after_the_channel_refunded_the_refund_ends_in_the_channels_state
     assert_eq!(order["refunds"].as_array().unwrap().len(), 1, "no second refund: {order}");
     assert_eq!(order["refunded_amount"], "2.50");
     assert_eq!(store.payment(merchant, pid).await.unwrap().unwrap().amount_refunded, 250);
+    kill(gw);
+}
+
+/// Posts with an Idempotency-Key until the answer is no longer "in flight" (the dead claim's lease
+/// runs out), and returns that answer.
+async fn retry_until_settled(t: &Crash, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let res = t
+            .http
+            .post(format!("{}{path}", t.gateway()))
+            .bearer_auth(&t.sandbox.manifest.api_key)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let v: Value = res.json().await.unwrap();
+        if !(status == 409 && v["error"]["code"] == "idempotency_key_in_flight") {
+            return (status, v);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the key stayed in flight: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_retry_of_a_create_killed_after_its_write_replays_the_payment_not_a_409() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_CREATE)).await;
+    let body = json!({"merchant_order_no": "o-lost", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        let body = body.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "k-lost")
+                .json(&body)
+                .send()
+                .await
+        }
+    });
+    t.wait("the channel order", async || {
+        t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 1
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err(), "the merchant never got an answer");
+    let written = store.payment_by_order_no(merchant, "o-lost").await.unwrap().unwrap();
+
+    let gw = t.serve(None).await;
+    let (status, replayed) = retry_until_settled(&t, "/v1/payments", "k-lost", &body).await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["id"], written.id.to_string());
+    // And it stays so: the key now answers with that payment every time.
+    let (status, again) = retry_until_settled(&t, "/v1/payments", "k-lost", &body).await;
+    assert_eq!((status, &again["id"]), (200, &replayed["id"]));
+    assert_eq!(t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len(), 1);
+    kill(gw);
+}
+
+#[tokio::test]
+async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(None).await;
+    let p: Value = t
+        .post("/v1/payments", json!({"merchant_order_no": "o-1", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    t.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
+    let pid = p["id"].as_str().unwrap().parse().unwrap();
+    t.wait("the payment to succeed", async || {
+        store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
+    })
+    .await;
+    kill(gw);
+
+    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_REFUND)).await;
+    let path = format!("/v1/payments/{pid}/refunds");
+    let body = json!({"amount": 250, "merchant_refund_no": "r-lost"});
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}{path}", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        let body = body.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "k-refund")
+                .json(&body)
+                .send()
+                .await
+        }
+    });
+    t.wait("the channel refund", async || {
+        t.mock(&format!("/_sandbox/orders/{no}")).await["refunds"].as_array().unwrap().len() == 1
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err());
+    let written = store.refund_by_merchant_refund_no(merchant, "r-lost").await.unwrap().unwrap();
+
+    let gw = t.serve(None).await;
+    let (status, replayed) = retry_until_settled(&t, &path, "k-refund", &body).await;
+    assert_eq!(status, 200, "{replayed}");
+    assert_eq!(replayed["id"], written.id.to_string());
+    let order = t.mock(&format!("/_sandbox/orders/{no}")).await;
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1, "no second refund: {order}");
     kill(gw);
 }

@@ -8,9 +8,25 @@ use paymux_crypto::{random_alphanumeric, sha256_hex};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// The authenticated merchant of a request.
+/// The authenticated merchant of a request, and the mode of its key: a key sees only the
+/// accounts and objects of its own mode.
 #[derive(Debug, Clone, Copy)]
-pub struct Merchant(pub MerchantId);
+pub struct Merchant {
+    pub id: MerchantId,
+    pub livemode: bool,
+}
+
+impl Merchant {
+    /// The key's mode, as errors name it.
+    pub fn mode(&self) -> &'static str {
+        if self.livemode { "live" } else { "test" }
+    }
+
+    /// Whether an object of this mode is visible to the key: another mode's object is a 404.
+    pub fn sees(&self, livemode: bool) -> bool {
+        self.livemode == livemode
+    }
+}
 
 /// A new secret key and what the store keeps of it. The key itself is shown once.
 pub fn new_api_key(livemode: bool) -> (String, String, String) {
@@ -42,7 +58,11 @@ impl FromRequestParts<AppState> for Merchant {
             return Err(ApiError::unauthorized("invalid API key"));
         }
         // The lookup is by hash, so the key is never compared byte by byte against a stored secret.
-        let merchant = state.store.merchant_for_key(&sha256_hex(key.as_bytes())).await?;
-        merchant.map(Merchant).ok_or_else(|| ApiError::unauthorized("invalid API key"))
+        let owner = state
+            .store
+            .merchant_for_key(&sha256_hex(key.as_bytes()))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+        Ok(Merchant { id: owner.merchant_id, livemode: owner.livemode })
     }
 }

@@ -30,7 +30,7 @@ pub async fn list(
         .transpose()
         .map_err(|_| ApiError::invalid_param("after", "after must be an event id"))?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let rows = state.store.events(merchant.0, after, limit).await?;
+    let rows = state.store.events(merchant.id, merchant.livemode, after, limit).await?;
     Ok(Json(json!({
         "object": "list",
         "data": rows.iter().map(objects::event).collect::<Vec<_>>(),

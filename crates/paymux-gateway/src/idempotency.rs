@@ -5,26 +5,40 @@
 //! is the same key while its first request is still running: a retry never makes a second channel
 //! call. A response that changed nothing because the store was down is not kept, so the merchant's
 //! retry runs again.
-
-use std::time::Duration;
+//!
+//! The handler binds the key to the payment or refund it writes, in the same transaction as the
+//! object ([`IdempotencyKey`]). If the process dies before the answer is stored, the retry (once
+//! the dead claim's lease has run out) answers with that object, never with a 409 for the order
+//! number the first run already used.
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use paymux_core::{PaymentId, RefundId};
 use paymux_crypto::sha256_hex;
 use paymux_store::IdempotencyBegin;
 use time::OffsetDateTime;
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
+use crate::objects;
 use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
-/// An in-flight claim older than this was abandoned by a dead process and may be taken over.
-const IN_FLIGHT_LEASE: Duration = Duration::from_secs(120);
 const MAX_BODY: usize = 64 * 1024;
+
+/// The `Idempotency-Key` this request claimed, for the handler to bind to the object it writes.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub String);
+
+impl IdempotencyKey {
+    /// The key of a request, if it came with one.
+    pub fn of(key: &Option<axum::Extension<IdempotencyKey>>) -> Option<&str> {
+        key.as_ref().map(|axum::Extension(k)| k.0.as_str())
+    }
+}
 
 pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.uri().path().starts_with("/v1/") {
@@ -62,19 +76,21 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
                 .into_response();
         }
     };
-    // The request's identity: method, path and exact body.
-    let mut canonical = format!("{} {}\n", parts.method, parts.uri.path()).into_bytes();
+    // The request's identity: the key's mode, method, path and exact body. The mode keeps a test
+    // key's stored answer from ever being replayed to a live key (a 409 reused instead).
+    let mut canonical =
+        format!("{} {} {}\n", merchant.mode(), parts.method, parts.uri.path()).into_bytes();
     canonical.extend_from_slice(&bytes);
     let hash = sha256_hex(&canonical);
     let now = OffsetDateTime::now_utc();
     let begin = state
         .store
         .idempotency_begin(
-            merchant.0,
+            merchant.id,
             &key,
             &hash,
             now,
-            now + IN_FLIGHT_LEASE,
+            now + state.config.idempotency_lease,
             now - state.config.idempotency_retention,
         )
         .await;
@@ -101,28 +117,73 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
             res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             return res;
         }
+        Ok(IdempotencyBegin::Recover { object_id }) => {
+            return recover(&state, merchant, &key, &object_id).await;
+        }
         Ok(IdempotencyBegin::Started) => {}
     }
+    parts.extensions.insert(IdempotencyKey(key.clone()));
     let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let status = res.status();
     let (res_parts, res_body) = res.into_parts();
     let res_bytes = match to_bytes(res_body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => {
-            let _ = state.store.idempotency_release(merchant.0, &key).await;
+            let _ = state.store.idempotency_release(merchant.id, &key).await;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
     let kept =
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing changed: let the retry run again.
-            state.store.idempotency_release(merchant.0, &key).await
+            state.store.idempotency_release(merchant.id, &key).await
         } else {
-            state.store.idempotency_finish(merchant.0, &key, status.as_u16(), &res_bytes).await
+            state.store.idempotency_finish(merchant.id, &key, status.as_u16(), &res_bytes).await
         };
     if let Err(e) = kept {
         // The claim expires after its lease; until then a retry is told it is in flight.
         tracing::warn!(error = %e, "could not store the idempotent response");
     }
     Response::from_parts(res_parts, Body::from(res_bytes))
+}
+
+/// Answers a retry whose first run died after writing `object_id`: the object as it is now, 200,
+/// kept as the key's response from here on.
+async fn recover(state: &AppState, merchant: Merchant, key: &str, object_id: &str) -> Response {
+    let object = if let Ok(id) = object_id.parse::<PaymentId>() {
+        state
+            .store
+            .payment(merchant.id, id)
+            .await
+            .map(|p| p.filter(|p| merchant.sees(p.livemode)).as_ref().map(objects::payment))
+    } else if let Ok(id) = object_id.parse::<RefundId>() {
+        state
+            .store
+            .refund(merchant.id, id)
+            .await
+            .map(|r| r.filter(|r| merchant.sees(r.livemode)).as_ref().map(objects::refund))
+    } else {
+        Ok(None)
+    };
+    let object = match object {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            tracing::error!(
+                object = object_id,
+                "an idempotency key is bound to an object that is gone"
+            );
+            return ApiError::internal(format!(
+                "the object {object_id} this Idempotency-Key created cannot be read"
+            ))
+            .into_response();
+        }
+        // The claim stays bound; the next retry recovers again.
+        Err(e) => return ApiError::store(e).into_response(),
+    };
+    let body = object.to_string().into_bytes();
+    if let Err(e) = state.store.idempotency_finish(merchant.id, key, 200, &body).await {
+        tracing::warn!(error = %e, "could not store the recovered idempotent response");
+    }
+    tracing::info!(object = object_id, "a retry recovered the object its lost request created");
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -32,6 +32,7 @@ pub fn payment(p: &PaymentRecord) -> Value {
         "paid_at": opt_time(p.paid_at),
         "created_at": rfc3339(p.created_at),
         "metadata": p.metadata,
+        "livemode": p.livemode,
     });
     if let Some(code) = &p.failure_code {
         v["failure"] = json!({"code": code, "message": p.failure_message});
@@ -53,6 +54,7 @@ pub fn refund(r: &RefundRecord) -> Value {
         "reason": r.reason,
         "created_at": rfc3339(r.created_at),
         "succeeded_at": opt_time(r.succeeded_at),
+        "livemode": r.livemode,
     });
     if let Some(code) = &r.failure_code {
         v["failure"] = json!({"code": code, "message": r.failure_message});
@@ -66,6 +68,7 @@ pub fn event(e: &EventRecord) -> Value {
         "object": "event",
         "type": e.kind.as_str(),
         "created": e.created_at.unix_timestamp(),
+        "livemode": e.livemode,
         "data": {"object": e.data},
     })
 }

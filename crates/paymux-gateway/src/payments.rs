@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use paymux_core::{
     ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
     CreatePayment, Currency, Money, PaymentId, PaymentMethod, PaymentRef, PaymentStatus,
@@ -18,6 +18,7 @@ use crate::apply::{Applied, apply_payment};
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::IdempotencyKey;
 use crate::objects;
 use crate::state::AppState;
 
@@ -202,10 +203,16 @@ async fn route(
     channel: Option<ChannelKind>,
     method: PaymentMethod,
 ) -> Result<(AccountRecord, Arc<dyn Channel>), ApiError> {
-    let accounts = state.store.channel_accounts(merchant.0).await?;
+    let accounts = state.store.channel_accounts(merchant.id).await?;
     let mut asked_but_unsupported = false;
+    let mut other_mode = None;
     for account in accounts {
         if channel.is_some_and(|c| c != account.channel) {
+            continue;
+        }
+        // A test key never reaches a live account (and a live key never a sandbox one).
+        if !merchant.sees(account.livemode) {
+            other_mode.get_or_insert(account.channel);
             continue;
         }
         let adapter = state.channels.adapter(&account)?;
@@ -213,6 +220,18 @@ async fn route(
             return Ok((account, adapter));
         }
         asked_but_unsupported = true;
+    }
+    if let Some(other) = other_mode.filter(|_| !asked_but_unsupported) {
+        let (key, account) = if merchant.livemode { ("live", "test") } else { ("test", "live") };
+        return Err(ApiError::invalid(
+            "livemode_mismatch",
+            format!(
+                "a {key} API key cannot use this merchant's {account} {other} account: test keys \
+                 never move live money, and live keys never use a sandbox. Use a {account} key \
+                 (sk_{account}_...), or add a {key} {other} account"
+            ),
+        )
+        .with_param(if channel.is_some() { "channel" } else { "method" }));
     }
     let msg = match (channel, asked_but_unsupported) {
         (Some(c), true) => format!("channel {c} does not support method {method}"),
@@ -240,6 +259,7 @@ pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
 pub async fn create(
     State(state): State<AppState>,
     merchant: Merchant,
+    idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreatePaymentBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let req = body.validate()?;
@@ -251,7 +271,7 @@ pub async fn create(
         .then(|| json!({"openid": req.openid, "auth_code": req.auth_code.as_ref().map(|_| "***")}));
     let mut record = PaymentRecord {
         id: payment_id,
-        merchant_id: merchant.0,
+        merchant_id: merchant.id,
         merchant_order_no: req.merchant_order_no.clone(),
         amount: req.amount,
         subject: req.subject.clone(),
@@ -275,6 +295,7 @@ pub async fn create(
         created_at: now,
         updated_at: now,
         check_count: 0,
+        livemode: account.livemode,
     };
     let attempt = AttemptRecord {
         id: format!("att_{}", channel_order_no.as_str().to_ascii_lowercase()),
@@ -287,17 +308,35 @@ pub async fn create(
     };
     // Rule 1: the payment and its attempt are committed before the channel is called.
     let first_check = now + state.config.sweeper.first_check_after;
-    match state.store.insert_payment(&record, &attempt, first_check).await {
+    let key = IdempotencyKey::of(&idempotency_key);
+    match state.store.insert_payment(&record, &attempt, first_check, key).await {
         Ok(()) => {}
         Err(StoreError::Duplicate("merchant_order_no")) => {
-            return Err(ApiError::conflict(
+            let mut err = ApiError::conflict(
                 "duplicate_merchant_order_no",
                 format!(
                     "a payment with merchant_order_no {:?} already exists",
                     req.merchant_order_no
                 ),
             )
-            .with_param("merchant_order_no"));
+            .with_param("merchant_order_no");
+            // The merchant whose first call was lost finds what it created.
+            if let Some(existing) =
+                state.store.payment_by_order_no(merchant.id, &req.merchant_order_no).await?
+            {
+                // Numbers are unique per merchant across modes; another mode's object stays unseen.
+                if merchant.sees(existing.livemode) {
+                    err = err.with_object(existing.id);
+                } else {
+                    err.body.message = format!(
+                        "merchant_order_no {:?} is used by a payment made with a {} key; order \
+                         numbers are unique across test and live",
+                        req.merchant_order_no,
+                        if existing.livemode { "live" } else { "test" }
+                    );
+                }
+            }
+            return Err(err);
         }
         Err(e) => return Err(e.into()),
     }
@@ -356,7 +395,12 @@ pub async fn create(
 
 async fn load(state: &AppState, merchant: Merchant, id: &str) -> Result<PaymentRecord, ApiError> {
     let id: PaymentId = id.parse().map_err(|_| ApiError::not_found("payment"))?;
-    state.store.payment(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("payment"))
+    state
+        .store
+        .payment(merchant.id, id)
+        .await?
+        .filter(|p| merchant.sees(p.livemode))
+        .ok_or_else(|| ApiError::not_found("payment"))
 }
 
 pub async fn get(
@@ -389,8 +433,14 @@ pub async fn list(
         ApiError::invalid_param("cursor", "cursor must be a payment id from a previous page")
     })?;
     let limit = q.limit.unwrap_or(20).clamp(1, 100);
-    let filter = PaymentFilter { merchant_order_no: q.merchant_order_no, status, before, limit };
-    let rows = state.store.list_payments(merchant.0, &filter).await?;
+    let filter = PaymentFilter {
+        livemode: merchant.livemode,
+        merchant_order_no: q.merchant_order_no,
+        status,
+        before,
+        limit,
+    };
+    let rows = state.store.list_payments(merchant.id, &filter).await?;
     let next =
         (rows.len() == limit as usize).then(|| rows.last().map(|p| p.id.to_string())).flatten();
     Ok(Json(json!({
@@ -476,7 +526,7 @@ pub async fn close(
     }
     let after = state
         .store
-        .payment(merchant.0, p.id)
+        .payment(merchant.id, p.id)
         .await?
         .ok_or_else(|| ApiError::not_found("payment"))?;
     if after.status == PaymentStatus::Succeeded {

@@ -1,20 +1,22 @@
-//! Refunds: `POST /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`.
+//! Refunds: `POST /v1/payments/{id}/refunds`, `GET /v1/refunds/{id}`, and the lists
+//! `GET /v1/refunds` and `GET /v1/payments/{id}/refunds`.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use paymux_core::{
     ChannelError, ChannelOrderNo, ChannelRefund, RefundId, RefundRequest, RefundStatus,
 };
-use paymux_store::{RefundRecord, StoreError};
+use paymux_store::{RefundFilter, RefundRecord, StoreError};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::apply::apply_refund;
 use crate::auth::Merchant;
 use crate::error::ApiError;
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::IdempotencyKey;
 use crate::objects;
 use crate::payments::{adapter_and_attempt, parse_amount, payment_ref};
 use crate::state::AppState;
@@ -31,13 +33,15 @@ pub async fn create(
     State(state): State<AppState>,
     merchant: Merchant,
     Path(payment_id): Path<String>,
+    idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreateRefundBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
     let payment = state
         .store
-        .payment(merchant.0, payment_id)
+        .payment(merchant.id, payment_id)
         .await?
+        .filter(|p| merchant.sees(p.livemode))
         .ok_or_else(|| ApiError::not_found("payment"))?;
     let merchant_refund_no = match body.merchant_refund_no {
         Some(n) if !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control) => n,
@@ -72,7 +76,7 @@ pub async fn create(
     let now = OffsetDateTime::now_utc();
     let record = RefundRecord {
         id: RefundId::new(),
-        merchant_id: merchant.0,
+        merchant_id: merchant.id,
         payment_id: payment.id,
         merchant_refund_no,
         channel_refund_no: ChannelOrderNo::generate(),
@@ -86,21 +90,43 @@ pub async fn create(
         succeeded_at: None,
         updated_at: now,
         check_count: 0,
+        livemode: payment.livemode,
     };
     // A misconfigured account is found before anything is reserved.
     let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
     // The amount is reserved atomically before the channel is called.
-    match state.store.insert_refund(&record, now + state.config.sweeper.first_check_after).await {
+    let first_check = now + state.config.sweeper.first_check_after;
+    let key = IdempotencyKey::of(&idempotency_key);
+    match state.store.insert_refund(&record, first_check, key).await {
         Ok(()) => {}
         Err(StoreError::Duplicate(_)) => {
-            return Err(ApiError::conflict(
+            let mut err = ApiError::conflict(
                 "duplicate_merchant_refund_no",
                 format!(
                     "a refund with merchant_refund_no {:?} already exists",
                     record.merchant_refund_no
                 ),
             )
-            .with_param("merchant_refund_no"));
+            .with_param("merchant_refund_no");
+            // The merchant whose first call was lost finds what it created.
+            if let Some(existing) = state
+                .store
+                .refund_by_merchant_refund_no(merchant.id, &record.merchant_refund_no)
+                .await?
+            {
+                // Numbers are unique per merchant across modes; another mode's object stays unseen.
+                if merchant.sees(existing.livemode) {
+                    err = err.with_object(existing.id);
+                } else {
+                    err.body.message = format!(
+                        "merchant_refund_no {:?} is used by a refund made with a {} key; refund \
+                         numbers are unique across test and live",
+                        record.merchant_refund_no,
+                        if existing.livemode { "live" } else { "test" }
+                    );
+                }
+            }
+            return Err(err);
         }
         Err(StoreError::RefundExceedsAmount { requested, available }) => {
             return Err(ApiError::invalid(
@@ -154,7 +180,7 @@ pub async fn create(
             .map_err(|s| ApiError::store_after_channel(s, record.id))?;
         state
             .store
-            .refund(merchant.0, record.id)
+            .refund(merchant.id, record.id)
             .await
             .map_err(|s| ApiError::store_after_channel(s, record.id))?
             .ok_or_else(|| ApiError::not_found("refund"))
@@ -171,7 +197,72 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: RefundId = id.parse().map_err(|_| ApiError::not_found("refund"))?;
-    let r =
-        state.store.refund(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("refund"))?;
+    let r = state
+        .store
+        .refund(merchant.id, id)
+        .await?
+        .filter(|r| merchant.sees(r.livemode))
+        .ok_or_else(|| ApiError::not_found("refund"))?;
     Ok(Json(objects::refund(&r)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    merchant_refund_no: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_page(
+    state: &AppState,
+    merchant: Merchant,
+    payment_id: Option<paymux_core::PaymentId>,
+    q: ListQuery,
+) -> Result<Json<Value>, ApiError> {
+    let before = q.cursor.map(|c| c.parse::<RefundId>()).transpose().map_err(|_| {
+        ApiError::invalid_param("cursor", "cursor must be a refund id from a previous page")
+    })?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 100);
+    let filter = RefundFilter {
+        livemode: merchant.livemode,
+        payment_id,
+        merchant_refund_no: q.merchant_refund_no,
+        before,
+        limit,
+    };
+    let rows = state.store.list_refunds(merchant.id, &filter).await?;
+    let next =
+        (rows.len() == limit as usize).then(|| rows.last().map(|r| r.id.to_string())).flatten();
+    Ok(Json(json!({
+        "object": "list",
+        "data": rows.iter().map(objects::refund).collect::<Vec<_>>(),
+        "has_more": next.is_some(),
+        "next_cursor": next,
+    })))
+}
+
+/// `GET /v1/refunds?merchant_refund_no=&cursor=&limit=`: the merchant's refunds, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    list_page(&state, merchant, None, q).await
+}
+
+/// `GET /v1/payments/{id}/refunds`: one payment's refunds, newest first.
+pub async fn list_for_payment(
+    State(state): State<AppState>,
+    merchant: Merchant,
+    Path(payment_id): Path<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let payment_id = payment_id.parse().map_err(|_| ApiError::not_found("payment"))?;
+    let payment = state
+        .store
+        .payment(merchant.id, payment_id)
+        .await?
+        .filter(|p| merchant.sees(p.livemode))
+        .ok_or_else(|| ApiError::not_found("payment"))?;
+    list_page(&state, merchant, Some(payment.id), q).await
 }

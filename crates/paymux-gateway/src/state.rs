@@ -18,6 +18,9 @@ pub struct GatewayConfig {
     pub webhooks: WebhookConfig,
     /// How long a stored idempotent response is replayed (24 h).
     pub idempotency_retention: Duration,
+    /// An in-flight idempotency claim older than this was abandoned by a dead process and may be
+    /// taken over (2 min: well past a request's longest run, a channel call's timeout included).
+    pub idempotency_lease: Duration,
 }
 
 impl GatewayConfig {
@@ -29,6 +32,7 @@ impl GatewayConfig {
             sweeper: SweeperConfig::default(),
             webhooks: WebhookConfig::default(),
             idempotency_retention: Duration::from_secs(24 * 3600),
+            idempotency_lease: Duration::from_secs(120),
         }
     }
 }

@@ -48,6 +48,7 @@ fn endpoint_object(ep: &WebhookEndpointRecord, with_secret: bool) -> Value {
         "object": "webhook_endpoint",
         "url": ep.url,
         "events": ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+        "livemode": ep.livemode,
         "created_at": rfc3339(ep.created_at),
     });
     if with_secret {
@@ -92,10 +93,11 @@ pub async fn create_endpoint(
         .transpose()?;
     let ep = WebhookEndpointRecord {
         id: format!("we_{}", uuid::Uuid::now_v7().simple()),
-        merchant_id: merchant.0,
+        merchant_id: merchant.id,
         url,
         secret: new_secret(),
         events,
+        livemode: merchant.livemode,
         created_at: OffsetDateTime::now_utc(),
     };
     state.store.create_webhook_endpoint(&ep).await?;
@@ -106,7 +108,7 @@ pub async fn list_endpoints(
     State(state): State<AppState>,
     merchant: Merchant,
 ) -> Result<Json<Value>, ApiError> {
-    let eps = state.store.webhook_endpoints(merchant.0).await?;
+    let eps = state.store.webhook_endpoints(merchant.id, merchant.livemode).await?;
     Ok(Json(json!({
         "object": "list",
         "data": eps.iter().map(|e| endpoint_object(e, false)).collect::<Vec<_>>(),
@@ -119,14 +121,15 @@ pub async fn rotate_secret(
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    own_endpoint(&state, merchant, &id).await?;
     let secret = new_secret();
     let old_until = OffsetDateTime::now_utc() + SECRET_OVERLAP;
-    if !state.store.rotate_webhook_secret(merchant.0, &id, &secret, old_until).await? {
+    if !state.store.rotate_webhook_secret(merchant.id, &id, &secret, old_until).await? {
         return Err(ApiError::not_found("webhook endpoint"));
     }
     let ep = state
         .store
-        .webhook_endpoint(merchant.0, &id)
+        .webhook_endpoint(merchant.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     Ok(Json(endpoint_object(&ep, true)))
@@ -137,10 +140,39 @@ pub async fn delete_endpoint(
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.store.delete_webhook_endpoint(merchant.0, &id).await? {
+    own_endpoint(&state, merchant, &id).await?;
+    if !state.store.delete_webhook_endpoint(merchant.id, &id).await? {
         return Err(ApiError::not_found("webhook endpoint"));
     }
     Ok(Json(json!({"id": id, "object": "webhook_endpoint", "deleted": true})))
+}
+
+/// The merchant's endpoint of the key's mode, or a 404.
+async fn own_endpoint(
+    state: &AppState,
+    merchant: Merchant,
+    id: &str,
+) -> Result<WebhookEndpointRecord, ApiError> {
+    state
+        .store
+        .webhook_endpoint(merchant.id, id)
+        .await?
+        .filter(|ep| merchant.sees(ep.livemode))
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+}
+
+/// The merchant's event of the key's mode, or a 404.
+async fn own_event(
+    state: &AppState,
+    merchant: Merchant,
+    id: EventId,
+) -> Result<paymux_store::EventRecord, ApiError> {
+    state
+        .store
+        .event(merchant.id, id)
+        .await?
+        .filter(|e| merchant.sees(e.livemode))
+        .ok_or_else(|| ApiError::not_found("event"))
 }
 
 fn delivery_object(d: &DeliveryRecord) -> Value {
@@ -167,8 +199,8 @@ pub async fn get_event(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
-    let e = state.store.event(merchant.0, id).await?.ok_or_else(|| ApiError::not_found("event"))?;
-    let deliveries = state.store.deliveries_for_event(merchant.0, id).await?;
+    let e = own_event(&state, merchant, id).await?;
+    let deliveries = state.store.deliveries_for_event(merchant.id, id).await?;
     let mut v = objects::event(&e);
     v["deliveries"] = deliveries.iter().map(delivery_object).collect();
     Ok(Json(v))
@@ -180,7 +212,8 @@ pub async fn redeliver(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
-    match state.store.redeliver_event(merchant.0, id, OffsetDateTime::now_utc()).await {
+    own_event(&state, merchant, id).await?;
+    match state.store.redeliver_event(merchant.id, id, OffsetDateTime::now_utc()).await {
         Ok(n) => Ok(Json(json!({"id": id.to_string(), "object": "event", "redelivering_to": n}))),
         Err(StoreError::NotFound) => Err(ApiError::not_found("event")),
         Err(e) => Err(e.into()),

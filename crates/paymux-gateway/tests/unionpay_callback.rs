@@ -82,6 +82,7 @@ async fn setup() -> Setup {
         merchant_id: merchant,
         channel: ChannelKind::Unionpay,
         config,
+        livemode: false,
         created_at: OffsetDateTime::now_utc(),
     };
     store.put_channel_account(&record).await.unwrap();

@@ -54,20 +54,23 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn create_merchant(&self, name: &str) -> StoreResult<MerchantId>;
     async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>>;
     async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
-    /// The merchant owning the key whose SHA-256 hash is `key_hash`.
-    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<MerchantId>>;
+    /// The merchant owning the key whose SHA-256 hash is `key_hash`, and the key's mode.
+    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>>;
 
     async fn put_channel_account(&self, account: &AccountRecord) -> StoreResult<()>;
     async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>>;
     async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>>;
 
     /// Writes a new payment and its first attempt in one transaction (before the channel call).
-    /// The sweeper looks at it first at `first_check_at` if it is still pending then.
+    /// The sweeper looks at it first at `first_check_at` if it is still pending then. With
+    /// `idempotency_key`, the merchant's in-flight claim of that key is bound to the payment in the
+    /// same transaction, so a retry after a crash finds it ([`IdempotencyBegin::Recover`]).
     async fn insert_payment(
         &self,
         payment: &PaymentRecord,
         attempt: &AttemptRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()>;
     /// Stores what the channel's create answered: the payer's action and the attempt's state.
     async fn record_created(
@@ -103,11 +106,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn transition_payment(&self, change: &PaymentTransition) -> StoreResult<bool>;
 
     /// Reserves the amount on the payment and writes the refund, atomically: concurrent refunds
-    /// can never take a payment's refunds past its amount.
+    /// can never take a payment's refunds past its amount. `idempotency_key` is bound to the
+    /// refund as in [`Store::insert_payment`].
     async fn insert_refund(
         &self,
         refund: &RefundRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()>;
     async fn refund(&self, merchant: MerchantId, id: RefundId)
     -> StoreResult<Option<RefundRecord>>;
@@ -116,6 +121,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         merchant: MerchantId,
         merchant_refund_no: &str,
     ) -> StoreResult<Option<RefundRecord>>;
+    /// A merchant's refunds, newest first.
+    async fn list_refunds(
+        &self,
+        merchant: MerchantId,
+        filter: &RefundFilter,
+    ) -> StoreResult<Vec<RefundRecord>>;
     async fn refund_by_channel_refund_no(
         &self,
         channel_refund_no: &ChannelOrderNo,
@@ -124,9 +135,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// on failure its reservation is released; the event is written in the same transaction.
     async fn transition_refund(&self, change: &RefundTransition) -> StoreResult<bool>;
 
+    /// A merchant's events of one mode, in commit order.
     async fn events(
         &self,
         merchant: MerchantId,
+        livemode: bool,
         after: Option<EventId>,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>>;
@@ -147,7 +160,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Claims an idempotency key for a request whose canonical form hashes to `request_hash`.
     /// An in-flight claim lasts until `lock_until`; responses older than `retain_after` are
-    /// forgotten (the key is new again).
+    /// forgotten (the key is new again). An abandoned claim bound to the object its request wrote
+    /// is not run again: it answers [`IdempotencyBegin::Recover`].
     async fn idempotency_begin(
         &self,
         merchant: MerchantId,
@@ -191,9 +205,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
 
     async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpointRecord) -> StoreResult<()>;
+    /// A merchant's endpoints of one mode.
     async fn webhook_endpoints(
         &self,
         merchant: MerchantId,
+        livemode: bool,
     ) -> StoreResult<Vec<WebhookEndpointRecord>>;
     async fn webhook_endpoint(
         &self,

@@ -13,6 +13,14 @@ pub struct MerchantRecord {
     pub created_at: OffsetDateTime,
 }
 
+/// Who an API key belongs to, and which mode it works in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiKeyOwner {
+    pub merchant_id: MerchantId,
+    /// `sk_live_` keys are live; `sk_test_` keys see only test accounts and objects.
+    pub livemode: bool,
+}
+
 #[derive(Clone, PartialEq)]
 pub struct NewApiKey {
     pub merchant_id: MerchantId,
@@ -41,6 +49,8 @@ pub struct AccountRecord {
     pub merchant_id: MerchantId,
     pub channel: ChannelKind,
     pub config: serde_json::Value,
+    /// Live accounts move real money; test ones talk to a sandbox (the mocks or a channel's own).
+    pub livemode: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -50,6 +60,7 @@ impl std::fmt::Debug for AccountRecord {
             .field("id", &self.id)
             .field("merchant_id", &self.merchant_id)
             .field("channel", &self.channel)
+            .field("livemode", &self.livemode)
             .finish_non_exhaustive()
     }
 }
@@ -82,6 +93,8 @@ pub struct PaymentRecord {
     pub updated_at: OffsetDateTime,
     /// How many times the sweeper has asked the channel about it (drives its backoff).
     pub check_count: i64,
+    /// The mode of its channel account.
+    pub livemode: bool,
 }
 
 impl PaymentRecord {
@@ -103,6 +116,8 @@ pub struct AttemptRecord {
 
 #[derive(Debug, Clone, Default)]
 pub struct PaymentFilter {
+    /// Only payments of this mode.
+    pub livemode: bool,
     pub merchant_order_no: Option<String>,
     pub status: Option<PaymentStatus>,
     /// Only payments created before this one (ids sort by time): the next page.
@@ -119,6 +134,18 @@ pub struct NewEvent {
     pub data: serde_json::Value,
 }
 
+#[derive(Debug, Clone, Default)]
+pub struct RefundFilter {
+    /// Only refunds of this mode.
+    pub livemode: bool,
+    /// Only the refunds of this payment.
+    pub payment_id: Option<PaymentId>,
+    pub merchant_refund_no: Option<String>,
+    /// Only refunds created before this one (ids sort by time): the next page.
+    pub before: Option<RefundId>,
+    pub limit: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     pub id: EventId,
@@ -126,6 +153,8 @@ pub struct EventRecord {
     pub kind: EventType,
     pub object_id: String,
     pub data: serde_json::Value,
+    /// The mode of the object it reports.
+    pub livemode: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -160,6 +189,8 @@ pub struct RefundRecord {
     pub succeeded_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub check_count: i64,
+    /// The mode of its payment.
+    pub livemode: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -200,6 +231,9 @@ pub enum IdempotencyBegin {
     Mismatch,
     /// The first request with this key is still running.
     InFlight,
+    /// The first request died after it wrote this object (a payment or refund) and before its
+    /// answer was stored: the retry answers with the object as it is now.
+    Recover { object_id: String },
 }
 
 #[derive(Clone, PartialEq)]
@@ -210,6 +244,8 @@ pub struct WebhookEndpointRecord {
     pub secret: String,
     /// `None` subscribes to every event type.
     pub events: Option<Vec<EventType>>,
+    /// It receives only events of this mode.
+    pub livemode: bool,
     pub created_at: OffsetDateTime,
 }
 
@@ -220,6 +256,7 @@ impl std::fmt::Debug for WebhookEndpointRecord {
             .field("merchant_id", &self.merchant_id)
             .field("url", &self.url)
             .field("events", &self.events)
+            .field("livemode", &self.livemode)
             .finish_non_exhaustive()
     }
 }

@@ -70,6 +70,28 @@ where
     row.try_get(col).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
+/// Binds the merchant's in-flight claim of `key` to the object just written, in the caller's
+/// transaction: the object and the binding commit together or not at all.
+async fn bind_idempotency_key(
+    tx: &mut Transaction<'static, Sqlite>,
+    merchant: MerchantId,
+    key: Option<&str>,
+    object_id: &str,
+) -> StoreResult<()> {
+    let Some(key) = key else { return Ok(()) };
+    sqlx::query(
+        "UPDATE idempotency_keys SET object_id = ? \
+         WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
+    )
+    .bind(object_id)
+    .bind(merchant.to_string())
+    .bind(key)
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
@@ -157,7 +179,7 @@ impl SqliteStore {
 const PAYMENT_COLUMNS: &str = "id, merchant_id, merchant_order_no, amount, currency, subject, status, \
      channel, method, account_id, channel_order_no, channel_trade_no, action, amount_refunded, \
      amount_reserved, failure_code, failure_message, client_ip, return_url, payer, metadata, \
-     expires_at, paid_at, created_at, updated_at, check_count";
+     expires_at, paid_at, created_at, updated_at, check_count, livemode";
 
 fn payment_from_row(row: &SqliteRow) -> StoreResult<PaymentRecord> {
     let currency: Currency = parse(&get::<String>(row, "currency")?, "currency")?;
@@ -191,12 +213,13 @@ fn payment_from_row(row: &SqliteRow) -> StoreResult<PaymentRecord> {
         created_at: from_ms(get(row, "created_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
         check_count: get(row, "check_count")?,
+        livemode: get(row, "livemode")?,
     })
 }
 
 const REFUND_COLUMNS: &str = "id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
      amount, currency, status, reason, channel_refund_id, failure_code, failure_message, created_at, \
-     succeeded_at, updated_at, check_count";
+     succeeded_at, updated_at, check_count, livemode";
 
 fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
     let currency: Currency = parse(&get::<String>(row, "currency")?, "currency")?;
@@ -220,6 +243,7 @@ fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
         succeeded_at: opt_from_ms(get(row, "succeeded_at")?)?,
         updated_at: from_ms(get(row, "updated_at")?)?,
         check_count: get(row, "check_count")?,
+        livemode: get(row, "livemode")?,
     })
 }
 
@@ -244,6 +268,7 @@ fn event_from_row(row: &SqliteRow) -> StoreResult<EventRecord> {
         kind: parse::<EventType>(&get::<String>(row, "type")?, "event type")?,
         object_id: get(row, "object_id")?,
         data: json(&get::<String>(row, "data")?)?,
+        livemode: get(row, "livemode")?,
         created_at: from_ms(get(row, "created_at")?)?,
     })
 }
@@ -254,35 +279,42 @@ fn account_from_row(row: &SqliteRow) -> StoreResult<AccountRecord> {
         merchant_id: parse(&get::<String>(row, "merchant_id")?, "merchant id")?,
         channel: parse::<ChannelKind>(&get::<String>(row, "channel")?, "channel")?,
         config: json(&get::<String>(row, "config")?)?,
+        livemode: get(row, "livemode")?,
         created_at: from_ms(get(row, "created_at")?)?,
     })
 }
 
+/// Writes events of one mode (their object's) and, in the same transaction, a delivery to each
+/// subscribed endpoint of that mode.
 async fn insert_events(
     tx: &mut Transaction<'static, Sqlite>,
     merchant: MerchantId,
+    livemode: bool,
     events: &[NewEvent],
     at: OffsetDateTime,
 ) -> StoreResult<()> {
     for e in events {
         sqlx::query(
-            "INSERT INTO events (id, merchant_id, type, object_id, data, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, merchant_id, type, object_id, data, livemode, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(e.id.to_string())
         .bind(merchant.to_string())
         .bind(e.kind.as_str())
         .bind(&e.object_id)
         .bind(e.data.to_string())
+        .bind(livemode)
         .bind(ms(at))
         .execute(&mut **tx)
         .await
         .map_err(unavailable)?;
         // The outbox: a delivery per subscribed endpoint, in the same transaction as the event.
         let endpoints = sqlx::query(
-            "SELECT id, events FROM webhook_endpoints WHERE merchant_id = ? AND NOT deleted",
+            "SELECT id, events FROM webhook_endpoints \
+             WHERE merchant_id = ? AND livemode = ? AND NOT deleted",
         )
         .bind(merchant.to_string())
+        .bind(livemode)
         .fetch_all(&mut **tx)
         .await
         .map_err(unavailable)?;
@@ -348,6 +380,7 @@ fn endpoint_from_row(row: &SqliteRow) -> StoreResult<WebhookEndpointRecord> {
         url: get(row, "url")?,
         secret: get(row, "secret")?,
         events,
+        livemode: get(row, "livemode")?,
         created_at: from_ms(get(row, "created_at")?)?,
     })
 }
@@ -398,25 +431,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<MerchantId>> {
-        let row = sqlx::query("SELECT merchant_id FROM api_keys WHERE key_hash = ?")
+    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>> {
+        let row = sqlx::query("SELECT merchant_id, livemode FROM api_keys WHERE key_hash = ?")
             .bind(key_hash)
             .fetch_optional(&self.reader)
             .await
             .map_err(unavailable)?;
-        row.map(|r| parse(&get::<String>(&r, "merchant_id")?, "merchant id")).transpose()
+        row.map(|r| {
+            Ok(ApiKeyOwner {
+                merchant_id: parse(&get::<String>(&r, "merchant_id")?, "merchant id")?,
+                livemode: get(&r, "livemode")?,
+            })
+        })
+        .transpose()
     }
 
     async fn put_channel_account(&self, a: &AccountRecord) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO channel_accounts (id, merchant_id, channel, config, created_at) \
-             VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config",
+            "INSERT INTO channel_accounts (id, merchant_id, channel, config, livemode, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET config = excluded.config, livemode = excluded.livemode",
         )
         .bind(a.id.to_string())
         .bind(a.merchant_id.to_string())
         .bind(a.channel.as_str())
         .bind(a.config.to_string())
+        .bind(a.livemode)
         .bind(ms(a.created_at))
         .execute(&self.writer)
         .await
@@ -426,7 +466,8 @@ impl Store for SqliteStore {
 
     async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>> {
         let row = sqlx::query(
-            "SELECT id, merchant_id, channel, config, created_at FROM channel_accounts WHERE id = ?",
+            "SELECT id, merchant_id, channel, config, livemode, created_at FROM channel_accounts \
+             WHERE id = ?",
         )
         .bind(id.to_string())
         .fetch_optional(&self.reader)
@@ -437,7 +478,7 @@ impl Store for SqliteStore {
 
     async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>> {
         let rows = sqlx::query(
-            "SELECT id, merchant_id, channel, config, created_at FROM channel_accounts \
+            "SELECT id, merchant_id, channel, config, livemode, created_at FROM channel_accounts \
              WHERE merchant_id = ? ORDER BY id",
         )
         .bind(merchant.to_string())
@@ -452,14 +493,15 @@ impl Store for SqliteStore {
         p: &PaymentRecord,
         a: &AttemptRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO payments (id, merchant_id, merchant_order_no, amount, currency, subject, \
              status, channel, method, account_id, channel_order_no, channel_trade_no, action, \
              amount_refunded, amount_reserved, failure_code, failure_message, client_ip, return_url, \
-             payer, metadata, expires_at, paid_at, created_at, updated_at, next_check_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             payer, metadata, expires_at, paid_at, created_at, updated_at, next_check_at, livemode) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(p.id.to_string())
         .bind(p.merchant_id.to_string())
@@ -487,6 +529,7 @@ impl Store for SqliteStore {
         .bind(ms(p.created_at))
         .bind(ms(p.updated_at))
         .bind(ms(first_check_at))
+        .bind(p.livemode)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_order_no"))?;
@@ -504,6 +547,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "channel_order_no"))?;
+        bind_idempotency_key(&mut tx, p.merchant_id, idempotency_key, &p.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -570,7 +614,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<PaymentRecord>> {
         // Optional filters as `? IS NULL OR col = ?`: one static statement, no string building.
         let sql = format!(
-            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ? \
+            "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ? AND livemode = ? \
              AND (? IS NULL OR merchant_order_no = ?) AND (? IS NULL OR status = ?) \
              AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
         );
@@ -579,6 +623,7 @@ impl Store for SqliteStore {
         let before = filter.before.map(|b| b.to_string());
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(merchant.to_string())
+            .bind(filter.livemode)
             .bind(order_no)
             .bind(order_no)
             .bind(status)
@@ -632,7 +677,7 @@ impl Store for SqliteStore {
                paid_at = COALESCE(?, paid_at), \
                failure_code = ?, failure_message = ?, updated_at = ?, \
                next_check_at = CASE WHEN ? THEN NULL ELSE next_check_at END \
-             WHERE id = ? AND status = ?",
+             WHERE id = ? AND status = ? RETURNING livemode",
         )
         .bind(c.to.as_str())
         .bind(&c.channel_trade_no)
@@ -644,14 +689,13 @@ impl Store for SqliteStore {
         .bind(c.to != PaymentStatus::Closed)
         .bind(c.payment_id.to_string())
         .bind(c.from.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if done != 1 {
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
             return Ok(false);
-        }
-        insert_events(&mut tx, c.merchant_id, &c.events, c.at).await?;
+        };
+        insert_events(&mut tx, c.merchant_id, get(&changed, "livemode")?, &c.events, c.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -660,6 +704,7 @@ impl Store for SqliteStore {
         &self,
         r: &RefundRecord,
         first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT status, amount, amount_reserved FROM payments WHERE id = ?")
@@ -695,8 +740,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
              amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
-             created_at, succeeded_at, updated_at, next_check_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, succeeded_at, updated_at, next_check_at, livemode) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(r.id.to_string())
         .bind(r.merchant_id.to_string())
@@ -714,9 +759,11 @@ impl Store for SqliteStore {
         .bind(r.succeeded_at.map(ms))
         .bind(ms(r.updated_at))
         .bind(ms(first_check_at))
+        .bind(r.livemode)
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+        bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -752,6 +799,35 @@ impl Store for SqliteStore {
         row.as_ref().map(refund_from_row).transpose()
     }
 
+    async fn list_refunds(
+        &self,
+        merchant: MerchantId,
+        filter: &RefundFilter,
+    ) -> StoreResult<Vec<RefundRecord>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = ? AND livemode = ? \
+             AND (? IS NULL OR payment_id = ?) AND (? IS NULL OR merchant_refund_no = ?) \
+             AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+        );
+        let payment = filter.payment_id.map(|p| p.to_string());
+        let refund_no = filter.merchant_refund_no.as_deref();
+        let before = filter.before.map(|b| b.to_string());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(filter.livemode)
+            .bind(payment.clone())
+            .bind(payment)
+            .bind(refund_no)
+            .bind(refund_no)
+            .bind(before.clone())
+            .bind(before)
+            .bind(i64::from(filter.limit.clamp(1, 100)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(refund_from_row).collect()
+    }
+
     async fn refund_by_channel_refund_no(
         &self,
         channel_refund_no: &ChannelOrderNo,
@@ -774,7 +850,7 @@ impl Store for SqliteStore {
             "UPDATE refunds SET status = ?, channel_refund_id = COALESCE(?, channel_refund_id), \
                succeeded_at = COALESCE(?, succeeded_at), failure_code = ?, failure_message = ?, \
                updated_at = ?, next_check_at = NULL \
-             WHERE id = ? AND status = ?",
+             WHERE id = ? AND status = ? RETURNING livemode",
         )
         .bind(c.to.as_str())
         .bind(&c.channel_refund_id)
@@ -784,13 +860,13 @@ impl Store for SqliteStore {
         .bind(ms(c.at))
         .bind(c.refund_id.to_string())
         .bind(c.from.as_str())
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if done != 1 {
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
             return Ok(false);
-        }
+        };
+        let livemode: bool = get(&changed, "livemode")?;
         let money_sql = match c.to {
             RefundStatus::Succeeded => {
                 "UPDATE payments SET amount_refunded = amount_refunded + ?, updated_at = ? WHERE id = ?"
@@ -807,7 +883,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        insert_events(&mut tx, c.merchant_id, &c.events, c.at).await?;
+        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
@@ -815,16 +891,18 @@ impl Store for SqliteStore {
     async fn events(
         &self,
         merchant: MerchantId,
+        livemode: bool,
         after: Option<EventId>,
         limit: u32,
     ) -> StoreResult<Vec<EventRecord>> {
         let rows = sqlx::query(
-            "SELECT id, merchant_id, type, object_id, data, created_at FROM events \
-             WHERE merchant_id = ? \
+            "SELECT id, merchant_id, type, object_id, data, livemode, created_at FROM events \
+             WHERE merchant_id = ? AND livemode = ? \
                AND (? IS NULL OR rowid > (SELECT rowid FROM events WHERE id = ?)) \
              ORDER BY rowid LIMIT ?",
         )
         .bind(merchant.to_string())
+        .bind(livemode)
         .bind(after.map(|a| a.to_string()))
         .bind(after.map(|a| a.to_string()))
         .bind(i64::from(limit.clamp(1, 100)))
@@ -836,7 +914,7 @@ impl Store for SqliteStore {
 
     async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>> {
         let row = sqlx::query(
-            "SELECT id, merchant_id, type, object_id, data, created_at FROM events \
+            "SELECT id, merchant_id, type, object_id, data, livemode, created_at FROM events \
              WHERE id = ? AND merchant_id = ?",
         )
         .bind(id.to_string())
@@ -908,8 +986,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<IdempotencyBegin> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "SELECT request_hash, response_status, response_body, locked_until, created_at \
-             FROM idempotency_keys WHERE merchant_id = ? AND key = ?",
+            "SELECT request_hash, response_status, response_body, locked_until, created_at, \
+             object_id FROM idempotency_keys WHERE merchant_id = ? AND key = ?",
         )
         .bind(merchant.to_string())
         .bind(key)
@@ -925,6 +1003,13 @@ impl Store for SqliteStore {
             // A key taken over from a dead process still belongs to the request it was made for.
             if !expired && !same_request {
                 return Ok(IdempotencyBegin::Mismatch);
+            }
+            if !expired
+                && abandoned
+                && let Some(object_id) = get::<Option<String>>(&row, "object_id")?
+            {
+                // The dead request wrote its object: running it again would collide with it.
+                return Ok(IdempotencyBegin::Recover { object_id });
             }
             if !expired && !abandoned {
                 return Ok(match status {
@@ -992,7 +1077,9 @@ impl Store for SqliteStore {
 
     async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()> {
         sqlx::query(
-            "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
+            // A claim bound to an object it wrote is never forgotten: the object exists.
+            "DELETE FROM idempotency_keys WHERE merchant_id = ? AND key = ? \
+             AND response_status IS NULL AND object_id IS NULL",
         )
         .bind(merchant.to_string())
         .bind(key)
@@ -1068,14 +1155,15 @@ impl Store for SqliteStore {
             .transpose()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, events, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, events, livemode, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&ep.id)
         .bind(ep.merchant_id.to_string())
         .bind(&ep.url)
         .bind(&ep.secret)
         .bind(events)
+        .bind(ep.livemode)
         .bind(ms(ep.created_at))
         .execute(&self.writer)
         .await
@@ -1086,12 +1174,15 @@ impl Store for SqliteStore {
     async fn webhook_endpoints(
         &self,
         merchant: MerchantId,
+        livemode: bool,
     ) -> StoreResult<Vec<WebhookEndpointRecord>> {
         let rows = sqlx::query(
-            "SELECT id, merchant_id, url, secret, events, created_at FROM webhook_endpoints \
-             WHERE merchant_id = ? AND NOT deleted ORDER BY id",
+            "SELECT id, merchant_id, url, secret, events, livemode, created_at \
+             FROM webhook_endpoints WHERE merchant_id = ? AND livemode = ? AND NOT deleted \
+             ORDER BY id",
         )
         .bind(merchant.to_string())
+        .bind(livemode)
         .fetch_all(&self.reader)
         .await
         .map_err(unavailable)?;
@@ -1104,8 +1195,8 @@ impl Store for SqliteStore {
         id: &str,
     ) -> StoreResult<Option<WebhookEndpointRecord>> {
         let row = sqlx::query(
-            "SELECT id, merchant_id, url, secret, events, created_at FROM webhook_endpoints \
-             WHERE merchant_id = ? AND id = ? AND NOT deleted",
+            "SELECT id, merchant_id, url, secret, events, livemode, created_at \
+             FROM webhook_endpoints WHERE merchant_id = ? AND id = ? AND NOT deleted",
         )
         .bind(merchant.to_string())
         .bind(id)
@@ -1172,7 +1263,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query(
             "SELECT d.id AS delivery_id, d.attempts, d.window_started_at, w.url, w.secret, \
                CASE WHEN w.previous_secret_expires_at > ? THEN w.previous_secret END AS previous_secret, \
-               e.id, e.merchant_id, e.type, e.object_id, e.data, e.created_at \
+               e.id, e.merchant_id, e.type, e.object_id, e.data, e.livemode, e.created_at \
              FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
                JOIN events e ON e.id = d.event_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT w.deleted \
@@ -1313,7 +1404,7 @@ impl Store for SqliteStore {
         now: OffsetDateTime,
     ) -> StoreResult<u64> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT type FROM events WHERE id = ? AND merchant_id = ?")
+        let row = sqlx::query("SELECT type, livemode FROM events WHERE id = ? AND merchant_id = ?")
             .bind(event.to_string())
             .bind(merchant.to_string())
             .fetch_optional(&mut *tx)
@@ -1321,10 +1412,13 @@ impl Store for SqliteStore {
             .map_err(unavailable)?
             .ok_or(StoreError::NotFound)?;
         let kind = parse::<EventType>(&get::<String>(&row, "type")?, "event type")?;
+        let livemode: bool = get(&row, "livemode")?;
         let endpoints = sqlx::query(
-            "SELECT id, events FROM webhook_endpoints WHERE merchant_id = ? AND NOT deleted",
+            "SELECT id, events FROM webhook_endpoints \
+             WHERE merchant_id = ? AND livemode = ? AND NOT deleted",
         )
         .bind(merchant.to_string())
+        .bind(livemode)
         .fetch_all(&mut *tx)
         .await
         .map_err(unavailable)?;

@@ -26,6 +26,7 @@ async fn fixture() -> Fixture {
             merchant_id: merchant,
             channel: ChannelKind::Alipay,
             config: serde_json::json!({}),
+            livemode: false,
             created_at: OffsetDateTime::now_utc(),
         })
         .await
@@ -63,6 +64,7 @@ fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptR
         created_at: now,
         updated_at: now,
         check_count: 0,
+        livemode: false,
     };
     let a = AttemptRecord {
         id: format!("att_{}", uuid_like()),
@@ -118,6 +120,7 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
         succeeded_at: None,
         updated_at: now,
         check_count: 0,
+        livemode: p.livemode,
     }
 }
 
@@ -125,10 +128,10 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
 async fn merchant_order_no_is_unique_per_merchant() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     let (p2, a2) = payment(&f, "order-1", 100);
     assert!(matches!(
-        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc()).await,
+        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc(), None).await,
         Err(StoreError::Duplicate("merchant_order_no"))
     ));
     assert!(f.store.payment(f.merchant, p2.id).await.unwrap().is_none());
@@ -140,13 +143,13 @@ async fn merchant_order_no_is_unique_per_merchant() {
 async fn transition_applies_once_and_writes_its_event() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
     assert!(!f.store.transition_payment(&succeed(&p)).await.unwrap(), "second is a no-op");
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
     assert_eq!(got.status, PaymentStatus::Succeeded);
     assert_eq!(got.channel_trade_no.as_deref(), Some("T1"));
-    let events = f.store.events(f.merchant, None, 10).await.unwrap();
+    let events = f.store.events(f.merchant, false, None, 10).await.unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kind, EventType::PaymentSucceeded);
 }
@@ -155,9 +158,9 @@ async fn transition_applies_once_and_writes_its_event() {
 async fn refund_needs_a_succeeded_payment() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::PaymentNotRefundable(PaymentStatus::Pending))
     ));
 }
@@ -166,14 +169,14 @@ async fn refund_needs_a_succeeded_payment() {
 async fn concurrent_refunds_never_exceed_the_amount() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 20);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
         let store = f.store.clone();
         let r = refund(&p, &format!("r{i}"), 1);
         tasks.push(tokio::spawn(async move {
-            store.insert_refund(&r, OffsetDateTime::now_utc()).await
+            store.insert_refund(&r, OffsetDateTime::now_utc(), None).await
         }));
     }
     let mut ok = 0;
@@ -193,18 +196,18 @@ async fn concurrent_refunds_never_exceed_the_amount() {
 async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded() {
     let f = fixture().await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let r1 = refund(&p, "r1", 60);
     let r2 = refund(&p, "r2", 40);
-    f.store.insert_refund(&r1, OffsetDateTime::now_utc()).await.unwrap();
-    f.store.insert_refund(&r2, OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_refund(&r2, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::RefundExceedsAmount { available: 0, .. })
     ));
     assert!(matches!(
-        f.store.insert_refund(&refund(&p, "r1", 1), OffsetDateTime::now_utc()).await,
+        f.store.insert_refund(&refund(&p, "r1", 1), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::Duplicate(_)) | Err(StoreError::RefundExceedsAmount { .. })
     ));
     let change = |r: &RefundRecord, to| RefundTransition {
@@ -227,7 +230,7 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
     assert_eq!(got.amount_refunded, 60);
     assert_eq!(got.amount_reserved, 60);
-    f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc()).await.unwrap();
+    f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc(), None).await.unwrap();
 }
 
 #[tokio::test]
@@ -285,4 +288,292 @@ async fn idempotency_keys_replay_refuse_and_expire() {
     // A released claim lets the same key run again at once.
     f.store.idempotency_release(f.merchant, "k").await.unwrap();
     assert_eq!(begin("h3", next_day).await, IdempotencyBegin::Started);
+}
+
+#[tokio::test]
+async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    let later = now + time::Duration::minutes(3);
+    let begin = |key: &'static str, hash: &'static str, at: OffsetDateTime| {
+        let store = f.store.clone();
+        let m = f.merchant;
+        async move {
+            store
+                .idempotency_begin(
+                    m,
+                    key,
+                    hash,
+                    at,
+                    at + time::Duration::minutes(2),
+                    at - time::Duration::hours(24),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, now, Some("k")).await.unwrap();
+    // The process dies here: no answer is stored. While the claim's lease runs, it is in flight.
+    assert_eq!(begin("k", "h1", now).await, IdempotencyBegin::InFlight);
+    // Past the lease, the same request recovers the payment instead of running again.
+    assert_eq!(
+        begin("k", "h1", later).await,
+        IdempotencyBegin::Recover { object_id: p.id.to_string() }
+    );
+    // A different request under the key is still refused.
+    assert_eq!(begin("k", "h2", later).await, IdempotencyBegin::Mismatch);
+    // A bound claim is never released: the object exists.
+    f.store.idempotency_release(f.merchant, "k").await.unwrap();
+    assert_eq!(
+        begin("k", "h1", later).await,
+        IdempotencyBegin::Recover { object_id: p.id.to_string() }
+    );
+
+    // The same for a refund.
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    assert_eq!(
+        f.store.idempotency_begin(f.merchant, "r", "h3", now, lock, keep).await.unwrap(),
+        IdempotencyBegin::Started
+    );
+    let r = refund(&p, "r-1", 10);
+    f.store.insert_refund(&r, now, Some("r")).await.unwrap();
+    assert_eq!(
+        begin("r", "h3", later).await,
+        IdempotencyBegin::Recover { object_id: r.id.to_string() }
+    );
+}
+
+#[tokio::test]
+async fn a_claim_whose_object_was_never_written_runs_again() {
+    let f = fixture().await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap();
+    // A write that failed on its order number binds nothing.
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, now, None).await.unwrap();
+    let (p2, a2) = payment(&f, "o-1", 100);
+    assert!(f.store.insert_payment(&p2, &a2, now, Some("k")).await.is_err());
+    let later = now + time::Duration::minutes(3);
+    assert_eq!(
+        f.store
+            .idempotency_begin(
+                f.merchant,
+                "k",
+                "h1",
+                later,
+                later + time::Duration::minutes(2),
+                keep
+            )
+            .await
+            .unwrap(),
+        IdempotencyBegin::Started
+    );
+}
+
+#[tokio::test]
+async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let (q, b) = payment(&f, "o-2", 100);
+    f.store.insert_payment(&q, &b, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.transition_payment(&succeed(&q)).await.unwrap();
+    let mut made = Vec::new();
+    for (pay, no) in [(&p, "r-1"), (&q, "r-2"), (&p, "r-3")] {
+        let r = refund(pay, no, 10);
+        f.store.insert_refund(&r, OffsetDateTime::now_utc(), None).await.unwrap();
+        made.push(r.id);
+    }
+    let all = |filter: RefundFilter| {
+        let store = f.store.clone();
+        let m = f.merchant;
+        async move {
+            store.list_refunds(m, &filter).await.unwrap().iter().map(|r| r.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        all(RefundFilter { limit: 10, ..Default::default() }).await,
+        [made[2], made[1], made[0]]
+    );
+    assert_eq!(
+        all(RefundFilter { payment_id: Some(p.id), limit: 10, ..Default::default() }).await,
+        [made[2], made[0]]
+    );
+    assert_eq!(
+        all(RefundFilter {
+            merchant_refund_no: Some("r-2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        [made[1]]
+    );
+    assert_eq!(
+        all(RefundFilter { before: Some(made[2]), limit: 1, ..Default::default() }).await,
+        [made[1]]
+    );
+}
+
+#[tokio::test]
+async fn events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode() {
+    let f = fixture().await;
+    let live_account = AccountId::new();
+    f.store
+        .put_channel_account(&AccountRecord {
+            id: live_account,
+            merchant_id: f.merchant,
+            channel: ChannelKind::Alipay,
+            config: serde_json::json!({}),
+            livemode: true,
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    for (id, livemode) in [("we_test", false), ("we_live", true)] {
+        f.store
+            .create_webhook_endpoint(&WebhookEndpointRecord {
+                id: id.into(),
+                merchant_id: f.merchant,
+                url: "http://127.0.0.1:9/".into(),
+                secret: "whsec_x".into(),
+                events: None,
+                livemode,
+                created_at: OffsetDateTime::now_utc(),
+            })
+            .await
+            .unwrap();
+    }
+    let (mut p, mut a) = payment(&f, "o-live", 100);
+    p.account_id = live_account;
+    a.account_id = live_account;
+    p.livemode = true;
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
+
+    assert!(f.store.events(f.merchant, false, None, 10).await.unwrap().is_empty());
+    let live = f.store.events(f.merchant, true, None, 10).await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert!(live[0].livemode);
+    let deliveries = f.store.deliveries_for_event(f.merchant, live[0].id).await.unwrap();
+    let endpoints: Vec<&str> = deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+    assert_eq!(endpoints, ["we_live"]);
+    assert_eq!(
+        f.store.redeliver_event(f.merchant, live[0].id, OffsetDateTime::now_utc()).await.unwrap(),
+        1
+    );
+    let eps = f.store.webhook_endpoints(f.merchant, true).await.unwrap();
+    assert_eq!(eps.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["we_live"]);
+    let paid = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert!(paid.livemode);
+    assert!(
+        f.store
+            .list_payments(
+                f.merchant,
+                &PaymentFilter { livemode: false, limit: 10, ..Default::default() }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A store made by the migrations before live and test were apart, with rows in it, then opened
+/// by this version.
+#[tokio::test]
+async fn existing_rows_migrate_to_the_mode_of_their_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = dir.path().join("migrations");
+    std::fs::create_dir(&before).unwrap();
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, before.join(&name)).unwrap();
+        }
+    }
+    let db = dir.path().join("old.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(before.as_path()).await.unwrap().run(&pool).await.unwrap();
+    let merchant = MerchantId::new();
+    let (sandbox, real) = (AccountId::new(), AccountId::new());
+    let (test_pay, live_pay) = (PaymentId::new(), PaymentId::new());
+    let script = [
+        format!("INSERT INTO merchants VALUES ('{merchant}', 'm', 0)"),
+        format!(
+            "INSERT INTO channel_accounts VALUES ('{sandbox}', '{merchant}', 'alipay', \
+             '{{\"gateway_url\": \"http://127.0.0.1:9102/gateway.do\"}}', 0)"
+        ),
+        format!(
+            "INSERT INTO channel_accounts VALUES ('{real}', '{merchant}', 'wechat', \
+             '{{\"base_url\": \"https://api.mch.weixin.qq.com\"}}', 0)"
+        ),
+    ];
+    for sql in &script {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone())).execute(&pool).await.unwrap();
+    }
+    for (pay, account, no) in [(test_pay, sandbox, "o-test"), (live_pay, real, "o-live")] {
+        sqlx::query(
+            "INSERT INTO payments (id, merchant_id, merchant_order_no, amount, currency, subject, \
+             status, channel, method, account_id, channel_order_no, metadata, expires_at, \
+             created_at, updated_at) VALUES (?, ?, ?, 100, 'CNY', 's', 'succeeded', 'alipay', 'qr', \
+             ?, ?, '{}', 0, 0, 0)",
+        )
+        .bind(pay.to_string())
+        .bind(merchant.to_string())
+        .bind(no)
+        .bind(account.to_string())
+        .bind(ChannelOrderNo::generate().as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO events (id, merchant_id, type, object_id, data, created_at) \
+             VALUES (?, ?, 'payment.succeeded', ?, '{}', 0)",
+        )
+        .bind(EventId::new().to_string())
+        .bind(merchant.to_string())
+        .bind(pay.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, created_at) \
+         VALUES ('we_1', ?, 'https://example.com/hook', 'whsec_x', 0)",
+    )
+    .bind(merchant.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let store = SqliteStore::open(&db).await.unwrap();
+    assert!(!store.channel_account(sandbox).await.unwrap().unwrap().livemode, "loopback: test");
+    assert!(store.channel_account(real).await.unwrap().unwrap().livemode, "the real host: live");
+    assert!(!store.payment_by_id(test_pay).await.unwrap().unwrap().livemode);
+    assert!(store.payment_by_id(live_pay).await.unwrap().unwrap().livemode);
+    let live = store.events(merchant, true, None, 10).await.unwrap();
+    let test = store.events(merchant, false, None, 10).await.unwrap();
+    assert_eq!(
+        live.iter().map(|e| e.object_id.clone()).collect::<Vec<_>>(),
+        [live_pay.to_string()]
+    );
+    assert_eq!(
+        test.iter().map(|e| e.object_id.clone()).collect::<Vec<_>>(),
+        [test_pay.to_string()]
+    );
+    // The merchant has a live account: its endpoint keeps the live events.
+    assert_eq!(store.webhook_endpoints(merchant, true).await.unwrap().len(), 1);
 }
