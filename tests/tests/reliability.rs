@@ -215,11 +215,20 @@ struct Receiver {
     got: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+/// What the receiver answers with: the gateway must never show it back.
+const RECEIVER_ANSWER: &str = "answer-from-inside-the-merchants-network";
+
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, &'static str) {
     let sig =
         headers.get("paymux-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     r.got.lock().unwrap().push((sig, body));
-    if *r.healthy.lock().unwrap() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }
+    let status =
+        if *r.healthy.lock().unwrap() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    (status, RECEIVER_ANSWER)
 }
 
 async fn start_receiver() -> (Receiver, String) {
@@ -449,11 +458,94 @@ async fn webhook_endpoints_inside_the_gateways_network_are_refused_outside_the_s
         "http://169.254.169.254/latest",
         "http://[::1]/x",
         "http://10.0.0.8/x",
+        "http://100.64.0.1/x",
+        "http://198.18.0.1/x",
+        "http://224.0.0.1/x",
+        "http://[64:ff9b::7f00:1]/x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[::ffff:7f00:1]/x",
+        "http://[fd00::1]/x",
+        "http://no-such-host.invalid/x",
     ] {
         let (s, e) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
         assert_eq!(s, 400, "{url}: {e}");
         assert_eq!(e["error"]["param"], "url");
     }
+}
+
+/// An endpoint whose name passed the check when it was registered and points at loopback now
+/// (DNS rebinding): written to the store directly, as registration would have.
+async fn endpoint_behind_a_rebound_name(app: &TestApp, url: &str) {
+    use paymux_store::Store;
+    let ep = paymux_store::WebhookEndpointRecord {
+        id: "we_rebound".to_owned(),
+        merchant_id: app.sandbox.merchant_id,
+        url: url.to_owned(),
+        secret: "whsec_rebound".to_owned(),
+        events: None,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    app.sandbox.store.create_webhook_endpoint(&ep).await.unwrap();
+}
+
+#[tokio::test]
+async fn webhook_to_a_name_resolving_to_loopback_is_refused_when_sent() {
+    let app = TestApp::spawn_with(|o| {
+        o.webhooks =
+            WebhookConfig { allow_private_urls: false, ..fast_webhooks(Duration::from_secs(60)) }
+    })
+    .await;
+    let (rx, url) = start_receiver().await;
+    endpoint_behind_a_rebound_name(&app, &url.replace("127.0.0.1", "localhost")).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-rebound", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    let detail = app
+        .wait_for(&format!("/v1/events/{eid}"), 10, |v| {
+            v["deliveries"][0]["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let attempt = &detail["deliveries"][0]["attempts"][0];
+    assert!(attempt["status_code"].is_null(), "{detail}");
+    let error = attempt["error"].as_str().unwrap();
+    assert!(error.contains("not globally routable"), "{error}");
+    assert!(rx.got.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn webhook_to_a_name_resolving_to_loopback_is_delivered_in_the_sandbox() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let local = url.replace("127.0.0.1", "localhost");
+    let (s, ep) = app.post("/v1/webhook_endpoints", json!({"url": local})).await;
+    assert_eq!(s, 201, "{ep}");
+    let (_, p) = app.create_payment("alipay", "qr", "o-local", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    app.wait_for(&format!("/v1/events/{eid}"), 10, |v| v["deliveries"][0]["status"] == "delivered")
+        .await;
+    assert_eq!(rx.got.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_attempt_shows_its_status_and_never_the_endpoints_answer() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-answer", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    let detail = app
+        .wait_for(&format!("/v1/events/{eid}"), 10, |v| v["deliveries"][0]["status"] == "delivered")
+        .await;
+    let attempt = &detail["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["status_code"], 200, "{detail}");
+    assert!(!detail.to_string().contains(RECEIVER_ANSWER), "the answer is not shown: {detail}");
 }
 
 #[tokio::test]

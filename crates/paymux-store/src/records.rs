@@ -255,7 +255,6 @@ pub struct DeliveryAttemptRecord {
     pub status_code: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
-    pub response_snippet: Option<String>,
 }
 
 /// Where a delivery goes after an attempt.

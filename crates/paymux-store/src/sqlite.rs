@@ -1217,8 +1217,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error, \
-             response_snippet) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(format!("att_{}", uuid::Uuid::now_v7().simple()))
         .bind(delivery_id)
@@ -1226,7 +1226,6 @@ impl Store for SqliteStore {
         .bind(a.status_code.map(i64::from))
         .bind(a.latency_ms)
         .bind(&a.error)
-        .bind(&a.response_snippet)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -1269,7 +1268,7 @@ impl Store for SqliteStore {
         for row in &rows {
             let id: String = get(row, "id")?;
             let attempts = sqlx::query(
-                "SELECT at, status_code, latency_ms, error, response_snippet FROM delivery_attempts \
+                "SELECT at, status_code, latency_ms, error FROM delivery_attempts \
                  WHERE delivery_id = ? ORDER BY at, id",
             )
             .bind(&id)
@@ -1284,7 +1283,6 @@ impl Store for SqliteStore {
                         .and_then(|c| u16::try_from(c).ok()),
                     latency_ms: get(a, "latency_ms")?,
                     error: get(a, "error")?,
-                    response_snippet: get(a, "response_snippet")?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
