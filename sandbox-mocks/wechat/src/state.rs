@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     /// The notification the reorder fault is holding back, if any.
     pub(crate) reorder: Mutex<crate::notify::Reorder>,
     pub(crate) http: reqwest::Client,
+    /// `GET /v3/certificates` requests that passed the signature check, in any key mode.
+    pub(crate) certificate_downloads: std::sync::atomic::AtomicU64,
 }
 
 /// Faults injected through `POST /_sandbox/faults`; a POST replaces them all.
