@@ -358,6 +358,70 @@ async fn a_webhook_refused_forever_ends_failed_and_can_be_redelivered_by_hand() 
         .unwrap();
 }
 
+/// Pays one payment and returns the signature header and body of the webhook that reports it.
+async fn next_webhook(app: &TestApp, rx: &Receiver, order: &str) -> (String, String) {
+    let n = rx.got.lock().unwrap().len();
+    let (_, p) = app.create_payment("alipay", "qr", order, 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    wait_until(10, || rx.got.lock().unwrap().len() > n).await;
+    rx.got.lock().unwrap()[n].clone()
+}
+
+fn signed_by(secret: &str, sig: &str, body: &str) -> bool {
+    paymux_webhook::verify_webhook(secret, sig, body.as_bytes(), Duration::from_secs(300)).is_ok()
+}
+
+#[tokio::test]
+async fn rotating_twice_in_a_row_keeps_signing_with_every_secret_in_its_overlap() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let (_, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let rotate = format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep));
+    let mut secrets = vec![ep["secret"].as_str().unwrap().to_owned()];
+    for _ in 0..2 {
+        let (s, rotated) = app.post(&rotate, json!({})).await;
+        assert_eq!(s, 200, "{rotated}");
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+    }
+    let (sig, body) = next_webhook(&app, &rx, "o-rot-twice").await;
+    assert_eq!(sig.matches("v1=").count(), 3, "{sig}");
+    for secret in &secrets {
+        assert!(signed_by(secret, &sig, &body), "still signed with {secret}: {sig}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_retried_after_its_answer_was_lost_hands_back_the_same_secret() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let (_, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let first = ep["secret"].as_str().unwrap().to_owned();
+    let rotate = format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep));
+    let (s, rotated) = app.call_with_key("rotate-1", &rotate, json!({})).await;
+    assert_eq!(s, 200, "{rotated}");
+    let made = rotated["secret"].as_str().unwrap().to_owned();
+
+    // The answer was lost, and so was its stored replay (as when the first run died right after
+    // its commit): the retry runs the handler again.
+    let db = format!("sqlite://{}", app.data_dir.path().join("paymux.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("DELETE FROM idempotency_keys WHERE key = 'rotate-1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (s, again) = app.call_with_key("rotate-1", &rotate, json!({})).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["secret"], made.as_str(), "the same new secret, not another one");
+
+    let (sig, body) = next_webhook(&app, &rx, "o-rot-retry").await;
+    assert_eq!(sig.matches("v1=").count(), 2, "rotated once: {sig}");
+    assert!(signed_by(&made, &sig, &body));
+    assert!(signed_by(&first, &sig, &body), "the secret in use before still signs");
+}
+
 #[tokio::test]
 async fn a_refund_that_never_reached_the_channel_is_sent_again_by_the_sweeper() {
     let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;

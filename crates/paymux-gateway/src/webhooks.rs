@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use paymux_core::{EventId, EventType};
 use paymux_crypto::random_alphanumeric;
 use paymux_store::{
-    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, StoreError,
+    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, SecretRotation, StoreError,
     WebhookEndpointRecord,
 };
 use serde::Deserialize;
@@ -28,7 +28,7 @@ use crate::objects::{self, rfc3339};
 use crate::outbound;
 use crate::state::AppState;
 
-/// How long the previous secret keeps signing after a rotation.
+/// How long a replaced secret keeps signing after a rotation.
 const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 32;
 
@@ -117,21 +117,33 @@ pub async fn list_endpoints(
     })))
 }
 
+/// A new secret; every secret replaced within the overlap keeps signing until its own overlap
+/// ends. With an `Idempotency-Key`, a retried rotation hands back the secret its first run made,
+/// even once the idempotency layer's stored answer is gone (its first run died after the commit,
+/// or the answer is older than the retention).
 pub async fn rotate_secret(
     State(state): State<AppState>,
     merchant: Merchant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let secret = new_secret();
-    let old_until = OffsetDateTime::now_utc() + SECRET_OVERLAP;
-    if !state.store.rotate_webhook_secret(merchant.0, &id, &secret, old_until).await? {
+    let now = OffsetDateTime::now_utc();
+    let rotation = SecretRotation {
+        secret: &secret,
+        old_expires_at: now + SECRET_OVERLAP,
+        now,
+        idempotency_key: headers.get(crate::idempotency::HEADER).and_then(|v| v.to_str().ok()),
+    };
+    let Some(secret) = state.store.rotate_webhook_secret(merchant.0, &id, &rotation).await? else {
         return Err(ApiError::not_found("webhook endpoint"));
-    }
-    let ep = state
+    };
+    let mut ep = state
         .store
         .webhook_endpoint(merchant.0, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    ep.secret = secret;
     Ok(Json(endpoint_object(&ep, true)))
 }
 
@@ -229,10 +241,11 @@ pub async fn dispatch_once(state: &AppState, http: &reqwest::Client) -> Result<u
     Ok(n)
 }
 
-/// The header for `body`, signed with the current secret and, during a rotation, the previous one.
+/// The header for `body`: one `v1` per secret, the current one first, then every secret a
+/// rotation replaced that is still inside its overlap window.
 fn signature(d: &DueDelivery, timestamp: i64, body: &[u8]) -> String {
     let mut header = paymux_webhook::sign(&d.secret, timestamp, body);
-    if let Some(old) = &d.previous_secret {
+    for old in &d.previous_secrets {
         let old_header = paymux_webhook::sign(old, timestamp, body);
         if let Some((_, v1)) = old_header.split_once(",v1=") {
             header.push_str(",v1=");
