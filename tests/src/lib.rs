@@ -156,6 +156,42 @@ impl TestApp {
         self.http.get(url).send().await.unwrap().json().await.unwrap()
     }
 
+    /// Polls the channel mock's view of an order until `done` holds, for at most `secs` seconds;
+    /// returns that view. A mock records a notification's outcome after the gateway has answered
+    /// it, so the gateway's state says nothing yet about the mock's log: wait on the log itself.
+    pub async fn wait_mock_order(
+        &self,
+        channel: &str,
+        channel_order_no: &str,
+        secs: u64,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let order = self.mock_order(channel, channel_order_no).await;
+            if done(&order) {
+                return order;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting on the {channel} mock's order {channel_order_no}: {order}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the WeChat mock has recorded the outcome of the order's first notification
+    /// send, and returns the order's delivery log.
+    pub async fn wechat_deliveries(&self, channel_order_no: &str) -> Value {
+        let order = self
+            .wait_mock_order("wechat", channel_order_no, 10, |o| {
+                o["deliveries"][0]["outcome"].is_string()
+            })
+            .await;
+        order["deliveries"].clone()
+    }
+
     /// Every order the channel's mock holds.
     pub async fn mock_orders(&self, channel: &str) -> Vec<Value> {
         let base = self.mock_url(channel);

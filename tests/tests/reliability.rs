@@ -215,11 +215,20 @@ struct Receiver {
     got: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+/// What the receiver answers with: the gateway must never show it back.
+const RECEIVER_ANSWER: &str = "answer-from-inside-the-merchants-network";
+
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, &'static str) {
     let sig =
         headers.get("paymux-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     r.got.lock().unwrap().push((sig, body));
-    if *r.healthy.lock().unwrap() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }
+    let status =
+        if *r.healthy.lock().unwrap() { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+    (status, RECEIVER_ANSWER)
 }
 
 async fn start_receiver() -> (Receiver, String) {
@@ -349,6 +358,70 @@ async fn a_webhook_refused_forever_ends_failed_and_can_be_redelivered_by_hand() 
         .unwrap();
 }
 
+/// Pays one payment and returns the signature header and body of the webhook that reports it.
+async fn next_webhook(app: &TestApp, rx: &Receiver, order: &str) -> (String, String) {
+    let n = rx.got.lock().unwrap().len();
+    let (_, p) = app.create_payment("alipay", "qr", order, 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    wait_until(10, || rx.got.lock().unwrap().len() > n).await;
+    rx.got.lock().unwrap()[n].clone()
+}
+
+fn signed_by(secret: &str, sig: &str, body: &str) -> bool {
+    paymux_webhook::verify_webhook(secret, sig, body.as_bytes(), Duration::from_secs(300)).is_ok()
+}
+
+#[tokio::test]
+async fn rotating_twice_in_a_row_keeps_signing_with_every_secret_in_its_overlap() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let (_, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let rotate = format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep));
+    let mut secrets = vec![ep["secret"].as_str().unwrap().to_owned()];
+    for _ in 0..2 {
+        let (s, rotated) = app.post(&rotate, json!({})).await;
+        assert_eq!(s, 200, "{rotated}");
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+    }
+    let (sig, body) = next_webhook(&app, &rx, "o-rot-twice").await;
+    assert_eq!(sig.matches("v1=").count(), 3, "{sig}");
+    for secret in &secrets {
+        assert!(signed_by(secret, &sig, &body), "still signed with {secret}: {sig}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotation_retried_after_its_answer_was_lost_hands_back_the_same_secret() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let (_, ep) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let first = ep["secret"].as_str().unwrap().to_owned();
+    let rotate = format!("/v1/webhook_endpoints/{}/rotate_secret", id(&ep));
+    let (s, rotated) = app.call_with_key("rotate-1", &rotate, json!({})).await;
+    assert_eq!(s, 200, "{rotated}");
+    let made = rotated["secret"].as_str().unwrap().to_owned();
+
+    // The answer was lost, and so was its stored replay (as when the first run died right after
+    // its commit): the retry runs the handler again.
+    let db = format!("sqlite://{}", app.data_dir.path().join("paymux.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    sqlx::query("DELETE FROM idempotency_keys WHERE key = 'rotate-1'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let (s, again) = app.call_with_key("rotate-1", &rotate, json!({})).await;
+    assert_eq!(s, 200, "{again}");
+    assert_eq!(again["secret"], made.as_str(), "the same new secret, not another one");
+
+    let (sig, body) = next_webhook(&app, &rx, "o-rot-retry").await;
+    assert_eq!(sig.matches("v1=").count(), 2, "rotated once: {sig}");
+    assert!(signed_by(&made, &sig, &body));
+    assert!(signed_by(&first, &sig, &body), "the secret in use before still signs");
+}
+
 #[tokio::test]
 async fn a_refund_that_never_reached_the_channel_is_sent_again_by_the_sweeper() {
     let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
@@ -449,11 +522,95 @@ async fn webhook_endpoints_inside_the_gateways_network_are_refused_outside_the_s
         "http://169.254.169.254/latest",
         "http://[::1]/x",
         "http://10.0.0.8/x",
+        "http://100.64.0.1/x",
+        "http://198.18.0.1/x",
+        "http://224.0.0.1/x",
+        "http://[64:ff9b::7f00:1]/x",
+        "http://[2002:7f00:1::1]/x",
+        "http://[::ffff:7f00:1]/x",
+        "http://[fd00::1]/x",
+        "http://no-such-host.invalid/x",
     ] {
         let (s, e) = app.post("/v1/webhook_endpoints", json!({"url": url})).await;
         assert_eq!(s, 400, "{url}: {e}");
         assert_eq!(e["error"]["param"], "url");
     }
+}
+
+/// An endpoint whose name passed the check when it was registered and points at loopback now
+/// (DNS rebinding): written to the store directly, as registration would have.
+async fn endpoint_behind_a_rebound_name(app: &TestApp, url: &str) {
+    use paymux_store::Store;
+    let ep = paymux_store::WebhookEndpointRecord {
+        id: "we_rebound".to_owned(),
+        merchant_id: app.sandbox.merchant_id,
+        url: url.to_owned(),
+        secret: "whsec_rebound".to_owned(),
+        events: None,
+        livemode: false,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    app.sandbox.store.create_webhook_endpoint(&ep).await.unwrap();
+}
+
+#[tokio::test]
+async fn webhook_to_a_name_resolving_to_loopback_is_refused_when_sent() {
+    let app = TestApp::spawn_with(|o| {
+        o.webhooks =
+            WebhookConfig { allow_private_urls: false, ..fast_webhooks(Duration::from_secs(60)) }
+    })
+    .await;
+    let (rx, url) = start_receiver().await;
+    endpoint_behind_a_rebound_name(&app, &url.replace("127.0.0.1", "localhost")).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-rebound", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    let detail = app
+        .wait_for(&format!("/v1/events/{eid}"), 10, |v| {
+            v["deliveries"][0]["attempts"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let attempt = &detail["deliveries"][0]["attempts"][0];
+    assert!(attempt["status_code"].is_null(), "{detail}");
+    let error = attempt["error"].as_str().unwrap();
+    assert!(error.contains("not globally routable"), "{error}");
+    assert!(rx.got.lock().unwrap().is_empty(), "nothing reached the loopback receiver");
+}
+
+#[tokio::test]
+async fn webhook_to_a_name_resolving_to_loopback_is_delivered_in_the_sandbox() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    let local = url.replace("127.0.0.1", "localhost");
+    let (s, ep) = app.post("/v1/webhook_endpoints", json!({"url": local})).await;
+    assert_eq!(s, 201, "{ep}");
+    let (_, p) = app.create_payment("alipay", "qr", "o-local", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    app.wait_for(&format!("/v1/events/{eid}"), 10, |v| v["deliveries"][0]["status"] == "delivered")
+        .await;
+    assert_eq!(rx.got.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_delivery_attempt_shows_its_status_and_never_the_endpoints_answer() {
+    let app = TestApp::spawn_with(|o| o.webhooks = fast_webhooks(Duration::from_secs(60))).await;
+    let (rx, url) = start_receiver().await;
+    *rx.healthy.lock().unwrap() = true;
+    app.post("/v1/webhook_endpoints", json!({"url": url})).await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-answer", 100).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let eid = id(&app.events().await[0]);
+    let detail = app
+        .wait_for(&format!("/v1/events/{eid}"), 10, |v| v["deliveries"][0]["status"] == "delivered")
+        .await;
+    let attempt = &detail["deliveries"][0]["attempts"][0];
+    assert_eq!(attempt["status_code"], 200, "{detail}");
+    assert!(!detail.to_string().contains(RECEIVER_ANSWER), "the answer is not shown: {detail}");
 }
 
 #[tokio::test]

@@ -208,14 +208,13 @@ async fn a_partial_refund_succeeds_by_notification_and_an_unpaid_payment_closes(
     assert_eq!(after["status"], "succeeded");
     let mock = app.mock_order("wechat", &order_no(&p)).await;
     assert_eq!(mock["refunded"], 300, "the channel agrees: {mock}");
-    assert!(
-        mock["deliveries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|d| d["event_type"] == "REFUND.SUCCESS" && d["outcome"] == "delivered"),
-        "REFUND.SUCCESS reached the gateway and was acknowledged: {mock}"
-    );
+    // The mock logs the outcome after the gateway has answered: wait for the log entry itself.
+    app.wait_mock_order("wechat", &order_no(&p), 10, |mock| {
+        mock["deliveries"].as_array().is_some_and(|d| {
+            d.iter().any(|d| d["event_type"] == "REFUND.SUCCESS" && d["outcome"] == "delivered")
+        })
+    })
+    .await;
 
     let (_, unpaid) = app.create_payment("wechat", "qr", "wx-close", 500).await;
     let (s, closed) = app.post(&format!("/v1/payments/{}/close", id(&unpaid)), json!({})).await;
@@ -245,7 +244,7 @@ async fn a_platform_certificate_rotation_mid_run_needs_no_restart() {
     let (s, after) = app.create_payment("wechat", "jsapi", "wx-rot-2", 700).await;
     assert_eq!(s, 201, "{after}");
     pay_and_wait(&app, &after).await;
-    let deliveries = app.mock_order("wechat", &order_no(&after)).await["deliveries"].clone();
+    let deliveries = app.wechat_deliveries(&order_no(&after)).await;
     assert_eq!(deliveries[0]["signature"], "valid");
     assert_eq!(deliveries[0]["outcome"], "delivered", "{deliveries}");
 
@@ -276,7 +275,7 @@ async fn a_notification_signed_by_a_rotated_certificate_is_verified_on_first_sig
     assert_ne!(new_serial, old);
     // The notification, not an answer, is the first message signed by the new certificate.
     pay_and_wait(&app, &p).await;
-    let deliveries = app.mock_order("wechat", &order_no(&p)).await["deliveries"].clone();
+    let deliveries = app.wechat_deliveries(&order_no(&p)).await;
     assert_eq!(deliveries[0]["outcome"], "delivered", "accepted on the first send: {deliveries}");
     let (s, p2) = app.create_payment("wechat", "qr", "wx-rot-n2", 500).await;
     assert_eq!(s, 201, "{p2}");
@@ -288,7 +287,7 @@ async fn public_key_mode_pays_without_platform_certificates() {
     let (s, p) = app.create_payment("wechat", "qr", "wx-pk", 1000).await;
     assert_eq!(s, 201, "{p}");
     pay_and_wait(&app, &p).await;
-    let deliveries = app.mock_order("wechat", &order_no(&p)).await["deliveries"].clone();
+    let deliveries = app.wechat_deliveries(&order_no(&p)).await;
     assert_eq!(deliveries[0]["outcome"], "delivered", "{deliveries}");
 
     let (s, js) = app.create_payment("wechat", "jsapi", "wx-pk-js", 300).await;

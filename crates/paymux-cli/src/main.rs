@@ -1,6 +1,7 @@
 //! `paymux`: the gateway and its sandbox from the command line.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 use paymux_cli::sandbox::{self, SandboxOptions};
 use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_gateway::{AppState, GatewayConfig, new_api_key};
+use paymux_mock_wechat::KeyMode;
 use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
 
 #[derive(Debug, Parser)]
@@ -42,6 +44,11 @@ enum Command {
         /// Divide the channels' notification retry intervals by this (1 = real time).
         #[arg(long, default_value_t = 60)]
         notify_time_compression: u32,
+        /// The keys the WeChat mock verifies with: `certificate` (platform certificates from
+        /// /v3/certificates), `public-key` (the WeChat Pay public key, PUB_KEY_ID_...), or `both`
+        /// (WeChat's migration state, which serves either kind of merchant).
+        #[arg(long, default_value = "both")]
+        wechat_key_mode: KeyMode,
     },
     /// The gateway alone, on an existing store, for real channel accounts.
     Serve {
@@ -115,10 +122,44 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
+/// A startup failure is one line on stderr, naming the problem and the flag to change, and a
+/// non-zero exit: no usage block, no backtrace.
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: their text is the point.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("paymux: {}", clap_error_line(&e));
+            return ExitCode::from(2);
+        }
+    };
     init_tracing();
-    match Cli::parse().command {
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` is the whole chain of causes on one line; a cause's own line breaks go too.
+            let line = format!("{e:#}").replace('\n', " ");
+            eprintln!("paymux: {line}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// clap's message without its usage block, on one line: the first paragraph names the flag
+/// (`invalid value 'x' for '--gateway-port <GATEWAY_PORT>'`, or the missing arguments).
+fn clap_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let paragraph: Vec<&str> = text.lines().map(str::trim).take_while(|l| !l.is_empty()).collect();
+    paragraph.join(" ").trim_start_matches("error: ").to_owned()
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
         Command::Up {
             data_dir,
             host,
@@ -127,6 +168,7 @@ async fn main() -> Result<()> {
             wechat_port,
             unionpay_port,
             notify_time_compression,
+            wechat_key_mode,
         } => {
             let mut opts = SandboxOptions::new(&data_dir);
             opts.host = host;
@@ -135,6 +177,7 @@ async fn main() -> Result<()> {
             opts.wechat_port = wechat_port;
             opts.unionpay_port = unionpay_port;
             opts.notify_time_compression = notify_time_compression;
+            opts.wechat_key_mode = wechat_key_mode;
             let sandbox = sandbox::start(opts).await?;
             print_welcome(&sandbox.manifest, &data_dir);
             tokio::signal::ctrl_c().await?;
@@ -150,10 +193,12 @@ async fn main() -> Result<()> {
             sweep_first_check_ms,
             idempotency_lease_ms,
         } => {
-            let store = Arc::new(SqliteStore::open(&database).await?);
+            let store = Arc::new(SqliteStore::open(&database).await.with_context(|| {
+                format!("cannot open the store {} (change --database)", database.display())
+            })?);
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
-                .with_context(|| format!("binding {listen}"))?;
+                .with_context(|| format!("cannot listen on {listen} (change --listen)"))?;
             let mut config = GatewayConfig::new(public_url);
             config.channel_timeout = Duration::from_secs(channel_timeout_secs);
             config.sweeper.interval = Duration::from_millis(sweep_interval_ms);
@@ -215,7 +260,7 @@ paymux sandbox is up.
   gateway        {gw}
   API key        {key}
   Alipay mock    {ali}   (cashier pages under /_sandbox/cashier/)
-  WeChat mock    {wx}
+  WeChat mock    {wx}   (key mode: {wx_mode})
   UnionPay mock  {up}   (the bank's card page under /_sandbox/)
   manifest       {manifest}
 
@@ -231,6 +276,7 @@ Ctrl-C stops everything; state and keys stay in {dir}.
         key = m.api_key,
         ali = m.channels.alipay.mock_url,
         wx = m.channels.wechat.mock_url,
+        wx_mode = m.channels.wechat.key_mode,
         up = m.channels.unionpay.mock_url,
         manifest = data_dir.join("sandbox.json").display(),
         dir = data_dir.display(),

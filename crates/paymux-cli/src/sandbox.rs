@@ -115,6 +115,8 @@ pub struct WechatManifest {
     pub platform_certificate: PathBuf,
     pub platform_public_key: PathBuf,
     pub platform_public_key_id: String,
+    /// `certificate`, `public-key` or `both`: how the mock signs, and what the gateway's account
+    /// is configured with.
     pub key_mode: String,
 }
 
@@ -199,9 +201,12 @@ fn write_public(path: &Path, key: &RsaPublicKey) -> Result<()> {
     std::fs::write(path, key.to_spki_pem()).with_context(|| format!("writing {}", path.display()))
 }
 
-async fn bind(host: &str, port: u16) -> Result<(TcpListener, String)> {
-    let listener =
-        TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))?;
+/// Binds `host:port`; a failure names the flag that chose the port, so the one line a user
+/// sees says what to change.
+async fn bind(host: &str, port: u16, flag: &str) -> Result<(TcpListener, String)> {
+    let listener = TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port} (change {flag} or --host)"))?;
     let addr = listener.local_addr()?;
     Ok((listener, format!("http://{addr}")))
 }
@@ -263,8 +268,12 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let dir = &opts.data_dir;
     let keys_dir = dir.join("keys");
     std::fs::create_dir_all(&keys_dir)
-        .with_context(|| format!("creating {}", keys_dir.display()))?;
-    let store = Arc::new(SqliteStore::open(dir.join("paymux.db")).await?);
+        .with_context(|| format!("cannot create {} (change --data-dir)", keys_dir.display()))?;
+    let db = dir.join("paymux.db");
+    let store =
+        Arc::new(SqliteStore::open(&db).await.with_context(|| {
+            format!("cannot open the store {} (change --data-dir)", db.display())
+        })?);
     let id = identity(&store, dir).await?;
     let merchant_id: MerchantId = id.merchant_id.parse()?;
 
@@ -288,10 +297,11 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     std::fs::write(&paths.wechat_platform_cert, platform.platform_certificate_pem())?;
     std::fs::write(&paths.wechat_platform_public, platform.public_key_pem())?;
 
-    let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port).await?;
-    let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port).await?;
-    let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port).await?;
-    let (up_listener, unionpay_url) = bind(&opts.host, opts.unionpay_port).await?;
+    let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port, "--gateway-port").await?;
+    let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port, "--alipay-port").await?;
+    let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port, "--wechat-port").await?;
+    let (up_listener, unionpay_url) =
+        bind(&opts.host, opts.unionpay_port, "--unionpay-port").await?;
 
     let alipay = AlipayMock::new(AlipayMockConfig {
         public_url: alipay_url.clone(),
@@ -460,7 +470,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
                 platform_certificate: paths.wechat_platform_cert,
                 platform_public_key: paths.wechat_platform_public,
                 platform_public_key_id: platform.public_key_id(),
-                key_mode: format!("{:?}", opts.wechat_key_mode),
+                key_mode: opts.wechat_key_mode.as_str().to_owned(),
             },
             unionpay: UnionpayManifest {
                 mock_url: unionpay_url,

@@ -49,9 +49,14 @@ pub fn router(state: AppState) -> Router {
 /// Serves the gateway on `listener` until the process stops, with its background workers: the
 /// sweeper and the webhook dispatcher.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let hooks = &state.config.webhooks;
+    // No webhook is ever sent by a client without timeouts and the address filter: if that
+    // client cannot be built, the gateway does not start.
+    let http = crate::outbound::webhook_client(hooks.timeout, hooks.allow_private_urls)
+        .map_err(std::io::Error::other)?;
     let workers = [
         tokio::spawn(crate::sweeper::run(state.clone())),
-        tokio::spawn(crate::webhooks::run(state.clone())),
+        tokio::spawn(crate::webhooks::run(state.clone(), http)),
     ];
     let served = axum::serve(listener, router(state)).await;
     for w in workers {

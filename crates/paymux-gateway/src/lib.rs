@@ -27,6 +27,7 @@ mod extract;
 pub mod failpoint;
 mod idempotency;
 mod objects;
+mod outbound;
 mod payments;
 mod refunds;
 mod state;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use paymux_core::{EventId, EventType};
 use paymux_crypto::random_alphanumeric;
 use paymux_store::{
-    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, StoreError,
+    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, SecretRotation, StoreError,
     WebhookEndpointRecord,
 };
 use serde::Deserialize;
@@ -25,9 +25,10 @@ use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::objects::{self, rfc3339};
+use crate::outbound;
 use crate::state::AppState;
 
-/// How long the previous secret keeps signing after a rotation.
+/// How long a replaced secret keeps signing after a rotation.
 const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 32;
 
@@ -71,10 +72,12 @@ pub async fn create_endpoint(
             "url must be an http(s) URL of at most 512 characters",
         ));
     }
-    if !state.config.webhooks.allow_private_urls && points_inward(&parsed).await {
+    if !state.config.webhooks.allow_private_urls
+        && let Err(e) = outbound::check_url(&parsed).await
+    {
         return Err(ApiError::invalid_param(
             "url",
-            "url must reach a public address (loopback, private and link-local ones are refused)",
+            format!("url must reach a globally routable address: {e}"),
         ));
     }
     let events = body
@@ -116,22 +119,34 @@ pub async fn list_endpoints(
     })))
 }
 
+/// A new secret; every secret replaced within the overlap keeps signing until its own overlap
+/// ends. With an `Idempotency-Key`, a retried rotation hands back the secret its first run made,
+/// even once the idempotency layer's stored answer is gone (its first run died after the commit,
+/// or the answer is older than the retention).
 pub async fn rotate_secret(
     State(state): State<AppState>,
     merchant: Merchant,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     own_endpoint(&state, merchant, &id).await?;
     let secret = new_secret();
-    let old_until = OffsetDateTime::now_utc() + SECRET_OVERLAP;
-    if !state.store.rotate_webhook_secret(merchant.id, &id, &secret, old_until).await? {
+    let now = OffsetDateTime::now_utc();
+    let rotation = SecretRotation {
+        secret: &secret,
+        old_expires_at: now + SECRET_OVERLAP,
+        now,
+        idempotency_key: headers.get(crate::idempotency::HEADER).and_then(|v| v.to_str().ok()),
+    };
+    let Some(secret) = state.store.rotate_webhook_secret(merchant.id, &id, &rotation).await? else {
         return Err(ApiError::not_found("webhook endpoint"));
-    }
-    let ep = state
+    };
+    let mut ep = state
         .store
         .webhook_endpoint(merchant.id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    ep.secret = secret;
     Ok(Json(endpoint_object(&ep, true)))
 }
 
@@ -188,7 +203,6 @@ fn delivery_object(d: &DeliveryRecord) -> Value {
             "status_code": a.status_code,
             "latency_ms": a.latency_ms,
             "error": a.error,
-            "response": a.response_snippet,
         })).collect::<Vec<_>>(),
     })
 }
@@ -220,45 +234,6 @@ pub async fn redeliver(
     }
 }
 
-fn is_inward(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64 // 100.64/10, carrier NAT
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_inward(std::net::IpAddr::V4(v4)))
-        }
-    }
-}
-
-/// Whether a URL's host is, or resolves to, an address inside the gateway's own network.
-async fn points_inward(url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else { return true };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return is_inward(ip);
-    }
-    let port = url.port_or_known_default().unwrap_or(443);
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => addrs.into_iter().any(|a| is_inward(a.ip())),
-        // A name that does not resolve now is refused at send time instead (it fails then).
-        Err(_) => false,
-    }
-}
-
 /// The retry delay after `attempts` failed tries: exponential, capped, with ±20% jitter so a
 /// merchant coming back up is not hit by every retry at once.
 pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
@@ -269,13 +244,9 @@ pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
     base.mul_f64(factor)
 }
 
-/// Runs forever, delivering what is due every interval.
-pub async fn run(state: AppState) {
-    let http = reqwest::Client::builder()
-        .timeout(state.config.webhooks.timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+/// Runs forever, delivering what is due every interval with `http`, the client that
+/// [`crate::outbound::webhook_client`] built (timeouts, no redirects, global addresses only).
+pub async fn run(state: AppState, http: reqwest::Client) {
     let mut tick = tokio::time::interval(state.config.webhooks.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -303,10 +274,11 @@ pub async fn dispatch_once(state: &AppState, http: &reqwest::Client) -> Result<u
     Ok(n)
 }
 
-/// The header for `body`, signed with the current secret and, during a rotation, the previous one.
+/// The header for `body`: one `v1` per secret, the current one first, then every secret a
+/// rotation replaced that is still inside its overlap window.
 fn signature(d: &DueDelivery, timestamp: i64, body: &[u8]) -> String {
     let mut header = paymux_webhook::sign(&d.secret, timestamp, body);
-    if let Some(old) = &d.previous_secret {
+    for old in &d.previous_secrets {
         let old_header = paymux_webhook::sign(old, timestamp, body);
         if let Some((_, v1)) = old_header.split_once(",v1=") {
             header.push_str(",v1=");
@@ -320,41 +292,12 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
     let body = objects::event(&d.event).to_string();
     let started = Instant::now();
     let at = OffsetDateTime::now_utc();
-    // Checked again at send time: a name may have been pointed inward since it was registered.
-    let inward = !state.config.webhooks.allow_private_urls
-        && match reqwest::Url::parse(&d.url) {
-            Ok(u) => points_inward(&u).await,
-            Err(_) => true,
-        };
-    let sent = if inward {
-        Err(None)
-    } else {
-        http.post(&d.url)
-            .header("content-type", "application/json")
-            .header("user-agent", "paymux-webhooks/1")
-            .header(
-                paymux_webhook::SIGNATURE_HEADER,
-                signature(&d, at.unix_timestamp(), body.as_bytes()),
-            )
-            .body(body)
-            .send()
-            .await
-            .map_err(Some)
-    };
-    let (status_code, error, snippet, ok) = match sent {
-        Ok(res) => {
-            let status = res.status();
-            let text = res.text().await.unwrap_or_default();
-            let snippet: String = text.chars().take(256).collect();
-            (Some(status.as_u16()), None, Some(snippet), status.is_success())
-        }
-        Err(None) => {
-            (None, Some("refused: the URL resolves to an internal address".to_owned()), None, false)
-        }
-        Err(Some(e)) => {
-            let why = if e.is_timeout() { "timeout".to_owned() } else { format!("{e}") };
-            (None, Some(why), None, false)
-        }
+    let sent = send(state, http, &d, at, body).await;
+    // The answer's body is never read: its status is all delivery needs, and showing what an
+    // endpoint answered would let a merchant read whatever its URL reaches.
+    let (status_code, error, ok) = match sent {
+        Ok(status) => (Some(status.as_u16()), None, status.is_success()),
+        Err(e) => (None, Some(e), false),
     };
     let cfg = &state.config.webhooks;
     let attempts = d.attempts + 1;
@@ -371,7 +314,6 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
         status_code,
         latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
         error,
-        response_snippet: snippet,
     };
     if let Err(e) = state.store.record_delivery_attempt(&d.delivery_id, &record, next).await {
         // The lease runs out and the delivery is tried again: at least once, never lost.
@@ -379,31 +321,50 @@ async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
     }
 }
 
+/// POSTs one delivery and returns the answer's status, or why nothing was answered. Names are
+/// resolved, and their addresses checked, by the client's resolver; an address literal, which
+/// no resolver sees, is checked here.
+async fn send(
+    state: &AppState,
+    http: &reqwest::Client,
+    d: &DueDelivery,
+    at: OffsetDateTime,
+    body: String,
+) -> Result<reqwest::StatusCode, String> {
+    let url = reqwest::Url::parse(&d.url).map_err(|e| format!("refused: invalid URL: {e}"))?;
+    if !state.config.webhooks.allow_private_urls {
+        outbound::check_literal_host(&url).map_err(|e| format!("refused: {e}"))?;
+    }
+    let res = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            paymux_webhook::SIGNATURE_HEADER,
+            signature(d, at.unix_timestamp(), body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { error_chain(&e) })?;
+    Ok(res.status())
+}
+
+/// An error with its causes: reqwest's own message names the URL, the cause says what failed
+/// (a refused address, a lookup, a connection).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn inward_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_inward(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["8.8.8.8", "203.0.113.7", "2001:db8::1"] {
-            assert!(!is_inward(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn retry_delay_grows_with_jitter_and_caps() {

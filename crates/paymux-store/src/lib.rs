@@ -216,14 +216,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         merchant: MerchantId,
         id: &str,
     ) -> StoreResult<Option<WebhookEndpointRecord>>;
-    /// Replaces the secret; the old one keeps signing alongside it until `old_expires_at`.
+    /// Replaces the current secret with `rotation.secret`; the replaced one keeps signing
+    /// alongside it until `rotation.old_expires_at`, as every earlier one does until its own
+    /// expiry. A rotation whose `idempotency_key` this endpoint has seen changes nothing and
+    /// hands back the secret that rotation made. Returns the secret the rotation stands for, or
+    /// `None` when the endpoint does not exist (or is deleted).
     async fn rotate_webhook_secret(
         &self,
         merchant: MerchantId,
         id: &str,
-        secret: &str,
-        old_expires_at: OffsetDateTime,
-    ) -> StoreResult<bool>;
+        rotation: &SecretRotation<'_>,
+    ) -> StoreResult<Option<String>>;
     async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool>;
     /// Deliveries due now, leased to the caller until `lease_until`.
     async fn claim_due_deliveries(

@@ -270,8 +270,30 @@ pub struct DueDelivery {
     pub event: EventRecord,
     pub url: String,
     pub secret: String,
-    /// The secret before the last rotation, while it is still honoured.
-    pub previous_secret: Option<String>,
+    /// Secrets replaced by rotations and still inside their overlap window, newest first: each
+    /// signs alongside the current one.
+    pub previous_secrets: Vec<String>,
+}
+
+/// One webhook secret rotation.
+pub struct SecretRotation<'a> {
+    /// The new secret.
+    pub secret: &'a str,
+    /// When the secret it replaces stops signing.
+    pub old_expires_at: OffsetDateTime,
+    /// Secrets that expired before this are forgotten.
+    pub now: OffsetDateTime,
+    /// The request's `Idempotency-Key`, if it had one.
+    pub idempotency_key: Option<&'a str>,
+}
+
+impl std::fmt::Debug for SecretRotation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRotation")
+            .field("old_expires_at", &self.old_expires_at)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for DueDelivery {
@@ -292,7 +314,6 @@ pub struct DeliveryAttemptRecord {
     pub status_code: Option<u16>,
     pub latency_ms: i64,
     pub error: Option<String>,
-    pub response_snippet: Option<String>,
 }
 
 /// Where a delivery goes after an attempt.

@@ -1210,22 +1210,63 @@ impl Store for SqliteStore {
         &self,
         merchant: MerchantId,
         id: &str,
-        secret: &str,
-        old_expires_at: OffsetDateTime,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_expires_at = ?, \
-             secret = ? WHERE merchant_id = ? AND id = ? AND NOT deleted",
+        rotation: &SecretRotation<'_>,
+    ) -> StoreResult<Option<String>> {
+        let mut tx = self.begin().await?;
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT secret FROM webhook_endpoints WHERE merchant_id = ? AND id = ? AND NOT deleted",
         )
-        .bind(ms(old_expires_at))
-        .bind(secret)
         .bind(merchant.to_string())
         .bind(id)
-        .execute(&self.writer)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(unavailable)?
-        .rows_affected();
-        Ok(done == 1)
+        .map_err(unavailable)?;
+        let Some(current) = current else { return Ok(None) };
+        if let Some(key) = rotation.idempotency_key {
+            let made: Option<String> = sqlx::query_scalar(
+                "SELECT secret FROM webhook_rotations WHERE endpoint_id = ? AND idempotency_key = ?",
+            )
+            .bind(id)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if made.is_some() {
+                return Ok(made);
+            }
+            sqlx::query(
+                "INSERT INTO webhook_rotations (endpoint_id, idempotency_key, secret) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(key)
+            .bind(rotation.secret)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        sqlx::query("DELETE FROM webhook_old_secrets WHERE endpoint_id = ? AND expires_at <= ?")
+            .bind(id)
+            .bind(ms(rotation.now))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO webhook_old_secrets (endpoint_id, secret, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(id)
+        .bind(&current)
+        .bind(ms(rotation.old_expires_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        sqlx::query("UPDATE webhook_endpoints SET secret = ? WHERE id = ?")
+            .bind(rotation.secret)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Some(rotation.secret.to_owned()))
     }
 
     async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool> {
@@ -1261,16 +1302,14 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<DueDelivery>> {
         let mut tx = self.begin().await?;
         let rows = sqlx::query(
-            "SELECT d.id AS delivery_id, d.attempts, d.window_started_at, w.url, w.secret, \
-               CASE WHEN w.previous_secret_expires_at > ? THEN w.previous_secret END AS previous_secret, \
-               e.id, e.merchant_id, e.type, e.object_id, e.data, e.livemode, e.created_at \
+            "SELECT d.id AS delivery_id, d.attempts, d.window_started_at, w.id AS endpoint_id, \
+               w.url, w.secret, e.id, e.merchant_id, e.type, e.object_id, e.data, e.livemode, e.created_at \
              FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
                JOIN events e ON e.id = d.event_id \
              WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT w.deleted \
                AND (d.locked_until IS NULL OR d.locked_until <= ?) \
              ORDER BY d.next_attempt_at LIMIT ?",
         )
-        .bind(ms(now))
         .bind(ms(now))
         .bind(ms(now))
         .bind(i64::from(limit))
@@ -1286,7 +1325,15 @@ impl Store for SqliteStore {
                 event: event_from_row(row)?,
                 url: get(row, "url")?,
                 secret: get(row, "secret")?,
-                previous_secret: get(row, "previous_secret")?,
+                previous_secrets: sqlx::query_scalar(
+                    "SELECT secret FROM webhook_old_secrets WHERE endpoint_id = ? \
+                     AND expires_at > ? ORDER BY expires_at DESC",
+                )
+                .bind(get::<String>(row, "endpoint_id")?)
+                .bind(ms(now))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(unavailable)?,
             };
             sqlx::query("UPDATE deliveries SET locked_until = ? WHERE id = ?")
                 .bind(ms(lease_until))
@@ -1308,8 +1355,8 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error, \
-             response_snippet) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(format!("att_{}", uuid::Uuid::now_v7().simple()))
         .bind(delivery_id)
@@ -1317,7 +1364,6 @@ impl Store for SqliteStore {
         .bind(a.status_code.map(i64::from))
         .bind(a.latency_ms)
         .bind(&a.error)
-        .bind(&a.response_snippet)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -1360,7 +1406,7 @@ impl Store for SqliteStore {
         for row in &rows {
             let id: String = get(row, "id")?;
             let attempts = sqlx::query(
-                "SELECT at, status_code, latency_ms, error, response_snippet FROM delivery_attempts \
+                "SELECT at, status_code, latency_ms, error FROM delivery_attempts \
                  WHERE delivery_id = ? ORDER BY at, id",
             )
             .bind(&id)
@@ -1375,7 +1421,6 @@ impl Store for SqliteStore {
                         .and_then(|c| u16::try_from(c).ok()),
                     latency_ms: get(a, "latency_ms")?,
                     error: get(a, "error")?,
-                    response_snippet: get(a, "response_snippet")?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;

@@ -110,7 +110,11 @@ pub struct WechatChannel {
     signer: MerchantSigner,
     apiv3_key: ApiV3Key,
     public_key: Option<(String, RsaPublicKey)>,
-    certs: tokio::sync::Mutex<CertState>,
+    /// Held only to read or swap the state, never across the network.
+    certs: std::sync::Mutex<CertState>,
+    /// Held across a download, so one runs at a time. Calls and notifications that can verify
+    /// with the keys already known do not wait for it.
+    downloading: tokio::sync::Mutex<()>,
     clock: Clock,
 }
 
@@ -208,13 +212,14 @@ impl WechatChannel {
             signer: MerchantSigner::new(config.mchid.clone(), config.merchant_serial.trim(), key),
             apiv3_key,
             public_key,
-            certs: tokio::sync::Mutex::new(CertState {
+            certs: std::sync::Mutex::new(CertState {
                 verifiers: Arc::new(verifiers),
                 fetched_at: None,
                 last_failed: None,
                 last_forced: None,
                 unavailable: false,
             }),
+            downloading: tokio::sync::Mutex::new(()),
             clock: Arc::new(OffsetDateTime::now_utc),
         })
     }
@@ -353,13 +358,17 @@ impl WechatChannel {
         }
     }
 
-    /// The current verifiers, downloading platform certificates first when they are in use and
-    /// missing, old, or about to expire.
-    async fn verifiers(&self, now: OffsetDateTime) -> Result<Arc<VerifierSet>, ChannelError> {
-        let mut st = self.certs.lock().await;
+    fn cert_state(&self) -> std::sync::MutexGuard<'_, CertState> {
+        // The state is swapped whole under the lock, so a panic elsewhere cannot leave it torn.
+        self.certs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether platform certificates are in use and missing, old or about to expire, and no
+    /// failed download is cooling down.
+    fn refresh_due(&self, st: &CertState, now: OffsetDateTime) -> bool {
         let in_use = self.public_key.is_none() || st.fetched_at.is_some();
         if !in_use || st.unavailable {
-            return Ok(st.verifiers.clone());
+            return false;
         }
         let stale = match (st.fetched_at, st.verifiers.newest_certificate()) {
             (Some(at), Some(newest)) => {
@@ -368,56 +377,98 @@ impl WechatChannel {
             _ => true,
         };
         let cooling = st.last_failed.is_some_and(|t| now - t < DOWNLOAD_COOLDOWN);
-        if stale && !cooling {
-            match self.download(&st.verifiers, now).await {
-                Ok(set) => {
-                    st.verifiers = Arc::new(set);
-                    st.fetched_at = Some(now);
-                    st.last_failed = None;
-                }
-                Err(e) => {
-                    st.last_failed = Some(now);
-                    let e = match e {
-                        DownloadError::NotAvailable => {
-                            st.unavailable = true;
-                            ChannelError::invalid(
-                                "wechat: /v3/certificates answered RESOURCE_NOT_EXISTS: the \
-                                 merchant is in public-key mode; configure \
-                                 platform_public_key_id and platform_public_key",
-                            )
-                        }
-                        DownloadError::Failed(e) => e,
-                    };
-                    let usable = st.verifiers.certificates().any(|c| c.is_valid_at(now));
-                    if !usable {
-                        return Err(e);
+        stale && !cooling
+    }
+
+    /// The current verifiers, downloading platform certificates first when they are in use and
+    /// missing, old, or about to expire. While the known certificates are still valid, a
+    /// refresh another task is running is not waited for: a slow `/v3/certificates` must not
+    /// hold up every call and notification of the account.
+    async fn verifiers(&self, now: OffsetDateTime) -> Result<Arc<VerifierSet>, ChannelError> {
+        let current = {
+            let st = self.cert_state();
+            if !self.refresh_due(&st, now) {
+                return Ok(st.verifiers.clone());
+            }
+            st.verifiers.clone()
+        };
+        let usable = current.certificates().any(|c| c.is_valid_at(now));
+        let _downloading = if usable {
+            match self.downloading.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(current),
+            }
+        } else {
+            self.downloading.lock().await
+        };
+        let current = {
+            let st = self.cert_state();
+            if !self.refresh_due(&st, now) {
+                // Another task refreshed, or failed and is cooling down, meanwhile.
+                return Ok(st.verifiers.clone());
+            }
+            st.verifiers.clone()
+        };
+        let downloaded = self.download(&current, now).await;
+        let mut st = self.cert_state();
+        match downloaded {
+            Ok(set) => {
+                st.verifiers = Arc::new(set);
+                st.fetched_at = Some(now);
+                st.last_failed = None;
+            }
+            Err(e) => {
+                st.last_failed = Some(now);
+                let e = match e {
+                    DownloadError::NotAvailable => {
+                        st.unavailable = true;
+                        ChannelError::invalid(
+                            "wechat: /v3/certificates answered RESOURCE_NOT_EXISTS: the \
+                             merchant is in public-key mode; configure \
+                             platform_public_key_id and platform_public_key",
+                        )
                     }
-                    tracing::warn!(error = %e, "wechat certificate refresh failed; keeping the old ones");
+                    DownloadError::Failed(e) => e,
+                };
+                let usable = st.verifiers.certificates().any(|c| c.is_valid_at(now));
+                if !usable {
+                    return Err(e);
                 }
+                tracing::warn!(error = %e, "wechat certificate refresh failed; keeping the old ones");
             }
         }
         Ok(st.verifiers.clone())
     }
 
-    /// One download for a serial no key is known for; then the serial verifies or fails.
+    /// One download for a serial no key is known for; then the serial verifies or fails. A
+    /// download already running is waited for: it may bring the key.
     async fn refresh_for_serial(
         &self,
         serial: &str,
         now: OffsetDateTime,
     ) -> Result<Arc<VerifierSet>, String> {
         let unknown = || format!("no key known for Wechatpay-Serial {serial}");
-        let mut st = self.certs.lock().await;
-        if st.verifiers.key_for(serial, now).is_ok() {
-            // Another task downloaded it meanwhile.
-            return Ok(st.verifiers.clone());
-        }
-        let cooling = st.last_forced.is_some_and(|t| now - t < DOWNLOAD_COOLDOWN);
-        if serial.starts_with(PUBLIC_KEY_ID_PREFIX) || st.unavailable || cooling {
+        if serial.starts_with(PUBLIC_KEY_ID_PREFIX) {
             return Err(unknown());
         }
-        st.last_forced = Some(now);
+        let _downloading = self.downloading.lock().await;
+        let current = {
+            let mut st = self.cert_state();
+            if st.verifiers.key_for(serial, now).is_ok() {
+                // Another task downloaded it meanwhile.
+                return Ok(st.verifiers.clone());
+            }
+            let cooling = st.last_forced.is_some_and(|t| now - t < DOWNLOAD_COOLDOWN);
+            if st.unavailable || cooling {
+                return Err(unknown());
+            }
+            st.last_forced = Some(now);
+            st.verifiers.clone()
+        };
         tracing::info!(%serial, "unknown wechat serial: downloading platform certificates");
-        match self.download(&st.verifiers, now).await {
+        let downloaded = self.download(&current, now).await;
+        let mut st = self.cert_state();
+        match downloaded {
             Ok(set) => {
                 st.verifiers = Arc::new(set);
                 st.fetched_at = Some(now);

@@ -84,6 +84,10 @@ struct World {
     trade_state: &'static str,
     cert_downloads: usize,
     serial_headers: Vec<Option<String>>,
+    /// When set, a `/v3/certificates` request waits for a permit before it is answered.
+    cert_gate: Option<Arc<tokio::sync::Semaphore>>,
+    /// `/v3/certificates` requests received, counted before any gate.
+    cert_requests: usize,
 }
 
 #[derive(Clone)]
@@ -147,12 +151,21 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (slow, merchant) = {
-        let w = stand.0.lock().unwrap();
-        (w.slow, w.merchant.clone())
+    let (slow, merchant, gate) = {
+        let mut w = stand.0.lock().unwrap();
+        let gate = if uri.path() == "/v3/certificates" {
+            w.cert_requests += 1;
+            w.cert_gate.clone()
+        } else {
+            None
+        };
+        (w.slow, w.merchant.clone(), gate)
     };
     if slow {
         tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if let Some(gate) = gate {
+        gate.acquire().await.unwrap().forget();
     }
     // Check the request signature over the target exactly as received.
     let auth = headers.get("Authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
@@ -235,6 +248,8 @@ async fn start(
         trade_state: "SUCCESS",
         cert_downloads: 0,
         serial_headers: Vec::new(),
+        cert_gate: None,
+        cert_requests: 0,
     })));
     let app = Router::new().fallback(handle).with_state(stand.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -526,6 +541,53 @@ async fn stale_probing_or_tampered_notifications_are_refused() {
     unverified(h.channel.parse_notification(&unsigned).await);
 
     assert!(h.channel.parse_notification(&good).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_notification_for_a_known_serial_is_verified_while_a_certificate_refresh_is_in_flight() {
+    let a = platform(0x1A10);
+    // The channel's timeout outlasts the guard below, so the refresh cannot end by timing out.
+    let Harness { stand, channel, .. } =
+        start(vec![a.clone()], None, Duration::from_secs(600)).await;
+    let ahead = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let clock = ahead.clone();
+    let channel = Arc::new(channel.with_clock(Arc::new(move || {
+        OffsetDateTime::now_utc()
+            + time::Duration::seconds(clock.load(std::sync::atomic::Ordering::SeqCst))
+    })));
+    channel.query(&payment_ref()).await.unwrap();
+    assert_eq!(stand.0.lock().unwrap().cert_downloads, 1);
+
+    // Thirteen hours on, the certificates are due for their refresh, and /v3/certificates
+    // hangs until the test lets it answer.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    stand.0.lock().unwrap().cert_gate = Some(gate.clone());
+    let later = 13 * 3600;
+    ahead.store(later, std::sync::atomic::Ordering::SeqCst);
+    let refreshing = tokio::spawn({
+        let channel = channel.clone();
+        async move { channel.query(&payment_ref()).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while stand.0.lock().unwrap().cert_requests < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the refresh never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let n = notification(
+        &Signer::Cert(a),
+        "TRANSACTION.SUCCESS",
+        &paid("0193A7C2E4F87B1D"),
+        now() + later,
+    );
+    // A guard against a hang, not a timing threshold: the gate stays shut until after this.
+    let verified = tokio::time::timeout(Duration::from_secs(60), channel.parse_notification(&n))
+        .await
+        .expect("the notification waited for the certificate download");
+    assert!(verified.is_ok(), "{verified:?}");
+    assert!(!refreshing.is_finished(), "the refresh was still in flight meanwhile");
+    assert_eq!(stand.0.lock().unwrap().cert_requests, 2, "one refresh, not one per message");
+    refreshing.abort();
 }
 
 #[tokio::test]

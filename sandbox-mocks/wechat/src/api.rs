@@ -554,6 +554,7 @@ pub(crate) async fn refund_query(
 }
 
 pub(crate) async fn certificates(State(shared): St, v: Verified) -> Result<Response, ApiError> {
+    shared.certificate_downloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if v.merchant.mode == KeyMode::PublicKey {
         return Err(resource_not_exists("商户已切换为微信支付公钥模式, 无平台证书"));
     }

@@ -200,6 +200,8 @@ pub(crate) async fn show_keys(State(shared): St) -> Json<Value> {
         "ca_certificate_pem": keys.ca_certificate_pem(),
         "public_key_id": keys.public_key_id(),
         "public_key_pem": keys.public_key_pem(),
+        "certificate_downloads":
+            shared.certificate_downloads.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

@@ -128,6 +128,39 @@ pub enum KeyMode {
     Both,
 }
 
+impl KeyMode {
+    /// The mode's name on the command line and in `sandbox.json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PlatformCertificate => "certificate",
+            Self::PublicKey => "public-key",
+            Self::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for KeyMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A key mode name that is not `certificate`, `public-key` or `both`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown WeChat key mode {0:?}: expected certificate, public-key or both")]
+pub struct UnknownKeyMode(String);
+
+impl std::str::FromStr for KeyMode {
+    type Err = UnknownKeyMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::PlatformCertificate, Self::PublicKey, Self::Both]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| UnknownKeyMode(s.to_owned()))
+    }
+}
+
 /// The mock server. Cheap to clone: all clones share one state.
 #[derive(Clone)]
 pub struct WechatMock {
@@ -155,6 +188,7 @@ impl WechatMock {
                 refund_delay: std::sync::Mutex::new(state::DEFAULT_REFUND_DELAY),
                 notifier,
                 http: paymux_mock_kit::server::http_client(None),
+                certificate_downloads: Default::default(),
             }),
         }
     }
@@ -193,6 +227,11 @@ impl WechatMock {
     /// How long a refund stays PROCESSING before it succeeds and is notified (default 1 s).
     pub fn set_refund_delay(&self, delay: Duration) {
         *lock(&self.shared.refund_delay) = delay;
+    }
+
+    /// How many `/v3/certificates` requests it has answered (also in `GET /_sandbox/keys`).
+    pub fn certificate_downloads(&self) -> u64 {
+        self.shared.certificate_downloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Replaces the injected faults, as `POST /_sandbox/faults` does (`Faults::default()` clears).

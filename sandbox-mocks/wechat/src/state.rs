@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(crate) refund_delay: Mutex<Duration>,
     pub(crate) notifier: Scheduler<crate::notify::Outgoing>,
     pub(crate) http: reqwest::Client,
+    /// `GET /v3/certificates` requests that passed the signature check, in any key mode.
+    pub(crate) certificate_downloads: std::sync::atomic::AtomicU64,
 }
 
 /// Faults injected through `POST /_sandbox/faults`; a POST replaces them all.

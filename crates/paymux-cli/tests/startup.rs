@@ -1,0 +1,199 @@
+//! The `paymux` binary as a user runs it: what it says when it cannot start, and what
+//! `paymux up --wechat-key-mode` sets up.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use paymux_core::{Channel, ChannelOrderNo, Currency, Money, PaymentMethod, PaymentRef};
+use serde_json::Value;
+
+fn paymux(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_paymux"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        // A backtrace must not appear even when one is asked for.
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the paymux binary runs")
+}
+
+/// The run failed, and said so on exactly one line of stderr that names `flag`.
+fn one_line_naming(out: &Output, flag: &str) -> String {
+    assert!(!out.status.success(), "exit status {:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one line: {stderr}");
+    assert!(lines[0].contains(flag), "names {flag}: {stderr}");
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    lines[0].to_owned()
+}
+
+fn taken_port() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    (listener, port)
+}
+
+#[test]
+fn up_on_a_port_in_use_prints_one_line_naming_the_port_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, port) = taken_port();
+    let data = dir.path().to_str().unwrap();
+    let out = paymux(&[
+        "up",
+        "--data-dir",
+        data,
+        "--gateway-port",
+        &port,
+        "--alipay-port",
+        "0",
+        "--wechat-port",
+        "0",
+    ]);
+    let line = one_line_naming(&out, "--gateway-port");
+    assert!(line.contains(&port), "{line}");
+}
+
+#[test]
+fn serve_on_a_port_in_use_prints_one_line_naming_the_listen_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_held, port) = taken_port();
+    let db = dir.path().join("paymux.db");
+    let listen = format!("127.0.0.1:{port}");
+    let out = paymux(&[
+        "serve",
+        "--database",
+        db.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--public-url",
+        "http://127.0.0.1",
+    ]);
+    one_line_naming(&out, "--listen");
+}
+
+#[test]
+fn up_with_a_data_dir_it_cannot_use_prints_one_line_naming_the_data_dir_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "a file where the data directory should be").unwrap();
+    let out = paymux(&[
+        "up",
+        "--data-dir",
+        file.to_str().unwrap(),
+        "--gateway-port",
+        "0",
+        "--alipay-port",
+        "0",
+        "--wechat-port",
+        "0",
+    ]);
+    one_line_naming(&out, "--data-dir");
+}
+
+#[test]
+fn a_bad_flag_value_prints_one_line_naming_the_flag() {
+    one_line_naming(&paymux(&["up", "--wechat-key-mode", "sideways"]), "--wechat-key-mode");
+    one_line_naming(&paymux(&["up", "--gateway-port", "eighty"]), "--gateway-port");
+    one_line_naming(&paymux(&["serve"]), "--public-url");
+}
+
+/// A `paymux up` child process, killed when dropped.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn up(dir: &Path, key_mode: Option<&str>) -> (Up, Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
+    cmd.arg("up").arg("--data-dir").arg(dir);
+    cmd.args(["--gateway-port", "0", "--alipay-port", "0", "--wechat-port", "0"]);
+    if let Some(mode) = key_mode {
+        cmd.args(["--wechat-key-mode", mode]);
+    }
+    let child = Up(cmd
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap());
+    // sandbox.json is written once every server is bound.
+    let manifest = dir.join("sandbox.json");
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(&manifest)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+        {
+            return (child, v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("paymux up wrote no sandbox.json");
+}
+
+#[test]
+fn up_runs_the_wechat_mock_in_both_key_modes_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, manifest) = up(dir.path(), None);
+    assert_eq!(manifest["channels"]["wechat"]["key_mode"], "both");
+}
+
+#[tokio::test]
+async fn a_public_key_mode_client_of_up_never_calls_v3_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_up, manifest) = up(dir.path(), Some("public-key"));
+    let wx = &manifest["channels"]["wechat"];
+    assert_eq!(wx["key_mode"], "public-key");
+    let text = |key: &str| wx[key].as_str().unwrap().to_owned();
+    let file = |key: &str| std::fs::read_to_string(text(key)).unwrap();
+    // A merchant's client configured from sandbox.json the way a public-key merchant is.
+    let config = paymux_wechat::WechatAccountConfig {
+        mchid: text("mchid"),
+        appid: text("appid"),
+        merchant_serial: text("merchant_serial"),
+        merchant_private_key: file("merchant_private_key"),
+        apiv3_key: text("apiv3_key"),
+        base_url: text("mock_url"),
+        platform_public_key_id: Some(text("platform_public_key_id")),
+        platform_public_key: Some(file("platform_public_key")),
+    };
+    let client = paymux_wechat::WechatChannel::new(&config, Duration::from_secs(20)).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let order = paymux_core::CreatePayment {
+        channel_order_no: ChannelOrderNo::generate(),
+        amount: Money::new(100, Currency::Cny).unwrap(),
+        subject: "public-key mode".into(),
+        method: PaymentMethod::Qr,
+        created_at: now,
+        expires_at: now + time::Duration::minutes(30),
+        notify_url: "http://127.0.0.1:9/callbacks".into(),
+        return_url: None,
+        client_ip: None,
+        payer_openid: None,
+        auth_code: None,
+    };
+    client.create(&order).await.expect("the answer verifies with the public key");
+    let payment = PaymentRef {
+        channel_order_no: order.channel_order_no.clone(),
+        channel_trade_no: None,
+        amount: order.amount,
+        created_at: now,
+        expires_at: order.expires_at,
+        channel_data: serde_json::json!({}),
+    };
+    client.query(&payment).await.expect("the answer verifies with the public key");
+    let keys: Value = reqwest::get(format!("{}/_sandbox/keys", text("mock_url")))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["certificate_downloads"], 0, "{keys}");
+}
