@@ -25,6 +25,7 @@ impl Crash {
         opts.gateway_port = 0;
         opts.alipay_port = 0;
         opts.wechat_port = 0;
+        opts.unionpay_port = 0;
         opts.run_gateway = false;
         opts.notify_delays = Some(vec![Duration::from_millis(100); 3]);
         let sandbox = start(opts).await.unwrap();

@@ -53,6 +53,8 @@ fn up_on_a_port_in_use_prints_one_line_naming_the_port_flag() {
         "0",
         "--wechat-port",
         "0",
+        "--unionpay-port",
+        "0",
     ]);
     let line = one_line_naming(&out, "--gateway-port");
     assert!(line.contains(&port), "{line}");
@@ -91,6 +93,8 @@ fn up_with_a_data_dir_it_cannot_use_prints_one_line_naming_the_data_dir_flag() {
         "0",
         "--wechat-port",
         "0",
+        "--unionpay-port",
+        "0",
     ]);
     one_line_naming(&out, "--data-dir");
 }
@@ -116,6 +120,7 @@ fn up(dir: &Path, key_mode: Option<&str>) -> (Up, Value) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
     cmd.arg("up").arg("--data-dir").arg(dir);
     cmd.args(["--gateway-port", "0", "--alipay-port", "0", "--wechat-port", "0"]);
+    cmd.args(["--unionpay-port", "0"]);
     if let Some(mode) = key_mode {
         cmd.args(["--wechat-key-mode", mode]);
     }
