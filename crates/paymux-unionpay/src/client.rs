@@ -144,7 +144,6 @@ impl UnionpayChannel {
     }
 
     /// The fields every transaction carries, `certId`, `signMethod` and `signature` aside.
-    #[allow(clippy::too_many_arguments)]
     fn common(
         &self,
         txn_type: &str,
