@@ -86,6 +86,8 @@ pub async fn create(
         succeeded_at: None,
         updated_at: now,
         check_count: 0,
+        resend_declined_code: None,
+        action_required_at: None,
     };
     // A misconfigured account is found before anything is reserved.
     let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
