@@ -644,16 +644,39 @@ async fn a_qr_code_paid_after_its_payment_was_closed_and_expired_is_still_found(
     let (_, closed) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
     assert_eq!(closed["status"], "closed");
     // Later, for paymux: its expiry is long past, beyond any margin after it. The code the
-    // channel holds is what decides whether the payer can still pay, and it still lives.
+    // channel holds (given the payment's minute when it was created) is what decides whether
+    // the payer can still pay, and it still lives: the watch must follow the code.
+    use sqlx::Row;
     let pool = app.db().await;
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
-    sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ?")
-        .bind((long_ago.unix_timestamp_nanos() / 1_000_000) as i64)
+    let shifted =
+        sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ? RETURNING check_count AS n")
+            .bind((long_ago.unix_timestamp_nanos() / 1_000_000) as i64)
+            .bind(id(&p))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>("n");
+    // The sweeper looks at the closed payment once more, and decides whether to keep watching.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let looked: bool = sqlx::query(
+            "SELECT check_count > ? OR next_check_at IS NULL FROM payments WHERE id = ?",
+        )
+        .bind(shifted)
         .bind(id(&p))
-        .execute(&pool)
+        .fetch_one(&pool)
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
+        if looked {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the sweeper never looked again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     pool.close().await;
+    // Only then does the payer scan and pay, and the notification is lost.
     app.set_faults("alipay", json!({"drop_notifications": true})).await;
     assert_eq!(app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await, 200);
     let paid = app.wait_payment(&id(&p), "succeeded").await;
