@@ -222,10 +222,16 @@ impl TestApp {
         (status, res.json().await.unwrap())
     }
 
+    /// A connection to the gateway's store file, for tests that set up what only time, a crash
+    /// or an old defect could leave behind, and read what the API does not show.
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        let url = format!("sqlite://{}", self.data_dir.path().join("paymux.db").display());
+        sqlx::SqlitePool::connect(&url).await.unwrap()
+    }
+
     /// Moves a payment's expiry to now, as if its time had run out (the sweeper then closes it).
     pub async fn expire_now(&self, payment_id: &str) {
-        let url = format!("sqlite://{}", self.data_dir.path().join("paymux.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        let pool = self.db().await;
         let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
         sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ?")
             .bind(now_ms - 1)

@@ -334,3 +334,111 @@ async fn a_bad_signature_on_the_channels_answer_is_an_unknown_outcome() {
         app.get(&format!("/v1/payments/{}", e["error"]["object_id"].as_str().unwrap())).await;
     assert_eq!(p["status"], "pending");
 }
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A refund-triggered notification (a partial refund: TRADE_SUCCESS with the refund's fields).
+fn refund_notification(
+    key: &paymux_crypto::RsaPrivateKey,
+    out_trade_no: &str,
+    out_biz_no: &str,
+    refund_fee: &str,
+    notify_id: &str,
+) -> Vec<u8> {
+    let body = notification(key, out_trade_no, "10.00", notify_id);
+    let mut f: BTreeMap<String, String> =
+        form_urlencoded::parse(&body).into_owned().filter(|(k, _)| k != "sign").collect();
+    f.insert("out_biz_no".into(), out_biz_no.into());
+    f.insert("refund_fee".into(), refund_fee.into());
+    f.insert("gmt_refund".into(), "2026-11-24 10:05:00".into());
+    let sign = key.sign_base64(notification_sign_content(&f).as_bytes()).unwrap();
+    f.insert("sign".into(), sign);
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(&f).finish().into_bytes()
+}
+
+/// A paid 10.00 payment and a refund of 3.00 whose answer was lost: pending at paymux, done at
+/// the mock.
+async fn refund_with_lost_answer(app: &TestApp, order: &str) -> (Value, Value) {
+    let (_, p) = app.create_payment("alipay", "qr", order, 1000).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    app.set_faults("alipay", json!({"timeout_after_commit": ["alipay.trade.refund"]})).await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 300, "merchant_refund_no": format!("{order}-r")}),
+        )
+        .await;
+    assert_eq!(s, 504, "{e}");
+    app.clear_faults("alipay").await;
+    let rid = e["error"]["object_id"].as_str().unwrap();
+    let (_, r) = app.get(&format!("/v1/refunds/{rid}")).await;
+    (p, r)
+}
+
+#[tokio::test]
+async fn a_refund_notification_whose_refunded_total_cannot_include_it_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let (p, r) = refund_with_lost_answer(&app, "o-refund-total").await;
+    let no = p["channel_order_no"].as_str().unwrap();
+    let refund_no = r["channel_refund_no"].as_str().unwrap();
+    let key = app.alipay_channel_key();
+    // 9.00 refunded in all, when the only refund that can have moved money is 3.00.
+    let body = refund_notification(&key, no, refund_no, "9.00", "n-total-bad");
+    let (_, ack) = app.post_callback("alipay", &[], FORM, body).await;
+    assert_eq!(ack, "fail");
+    let (_, still) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(still["status"], "pending");
+    let (_, payment) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(payment["amount_refunded"], 0);
+    let body = refund_notification(&key, no, refund_no, "3.00", "n-total-ok");
+    let (_, ack) = app.post_callback("alipay", &[], FORM, body).await;
+    assert_eq!(ack, "success");
+    let (_, done) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(done["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_refund_held_as_failed_that_succeeded_becomes_succeeded_with_an_anomaly_event() {
+    let app = TestApp::spawn().await;
+    let (p, r) = refund_with_lost_answer(&app, "o-refund-late").await;
+    // What a guess used to leave behind: the refund failed and its amount released.
+    let pool = app.db().await;
+    sqlx::query("UPDATE refunds SET status = 'failed', next_check_at = NULL WHERE id = ?")
+        .bind(id(&r))
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE payments SET amount_reserved = amount_reserved - 300 WHERE id = ?")
+        .bind(id(&p))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let body = refund_notification(
+        &app.alipay_channel_key(),
+        p["channel_order_no"].as_str().unwrap(),
+        r["channel_refund_no"].as_str().unwrap(),
+        "3.00",
+        "n-late",
+    );
+    let (_, ack) = app.post_callback("alipay", &[], FORM, body).await;
+    assert_eq!(ack, "success");
+    let (_, done) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(done["status"], "succeeded");
+    let (_, payment) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(payment["amount_refunded"], 300);
+    let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [json!("refund.succeeded"), json!("refund.succeeded_after_failure")]
+    );
+    // Its amount is reserved again: only 7.00 is left to refund.
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 701, "merchant_refund_no": "o-refund-late-2"}),
+        )
+        .await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("refund_exceeds_payment")), "{e}");
+}

@@ -696,3 +696,197 @@ async fn a_close_whose_answer_is_lost_stays_pending_until_the_channel_says_close
     let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
     assert_eq!(kinds, [json!("payment.closed")]);
 }
+
+/// Polls the store until `sql` (one `?`, bound to `id`) gives a row whose first column is true.
+async fn wait_db(app: &TestApp, secs: u64, sql: &'static str, id: &str) {
+    use sqlx::Row;
+    let pool = app.db().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let row = sqlx::query(sql).bind(id).fetch_optional(&pool).await.unwrap();
+        if row.is_some_and(|r| r.get::<bool, _>(0)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {sql} on {id}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["type"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// A WeChat payment of 100 fen, paid, with a refund of 30 that stays PROCESSING at the mock.
+async fn wechat_refund_in_processing(app: &TestApp, order: &str) -> (Value, Value) {
+    app.sandbox.wechat.set_refund_delay(Duration::from_secs(600));
+    let (_, p) = app.create_payment("wechat", "qr", order, 100).await;
+    app.pay_at_mock("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    let (s, r) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 30, "merchant_refund_no": format!("{order}-r")}),
+        )
+        .await;
+    assert_eq!((s, r["status"].as_str()), (201, Some("pending")), "{r}");
+    (p, r)
+}
+
+#[tokio::test]
+async fn declined_resend_leaves_refund_pending_and_stops_resending() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (p, r) = wechat_refund_in_processing(&app, "o-declined-resend").await;
+    // The sweeper finds the refund still PROCESSING and sends it again; WeChat refuses the
+    // re-sent number. That says nothing about the refund itself.
+    app.set_faults("wechat", json!({"decline_refund_resends": true})).await;
+    wait_db(
+        &app,
+        10,
+        "SELECT resend_declined_code = 'INVALID_REQUEST' FROM refunds WHERE id = ?",
+        &id(&r),
+    )
+    .await;
+    // Looked at again since, queried only: still pending, never failed.
+    let checks = "SELECT check_count >= 3 FROM refunds WHERE id = ?";
+    wait_db(&app, 10, checks, &id(&r)).await;
+    let (_, still) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(still["status"], "pending", "{still}");
+    assert!(!kinds(&app.events().await).contains(&"refund.failed".to_owned()));
+    // Its amount stays reserved: refunding the same 30 again is not possible beyond the 100.
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 71, "merchant_refund_no": "o-declined-resend-again"}),
+        )
+        .await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("refund_exceeds_payment")), "{e}");
+    let mock = app.mock_order("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(mock["refunds"].as_array().unwrap().len(), 1, "{mock}");
+}
+
+#[tokio::test]
+async fn abnormal_refund_asks_for_action_once_and_is_not_resent() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (_, r) = wechat_refund_in_processing(&app, "o-abnormal").await;
+    // Any re-send would be refused and recorded: none may happen.
+    app.set_faults("wechat", json!({"decline_refund_resends": true})).await;
+    let url = format!(
+        "{}/_sandbox/refunds/{}/abnormal",
+        app.wechat_mock(),
+        r["channel_refund_no"].as_str().unwrap()
+    );
+    assert_eq!(app.http.post(url).send().await.unwrap().status(), 200);
+    // The notification and the sweeper's queries both say ABNORMAL, several times over.
+    wait_db(&app, 10, "SELECT check_count >= 3 FROM refunds WHERE id = ?", &id(&r)).await;
+    let events = kinds(&app.events().await);
+    let asked = events.iter().filter(|k| *k == "refund.action_required").count();
+    assert_eq!(asked, 1, "{events:?}");
+    let (_, still) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(still["status"], "pending", "{still}");
+    wait_db(&app, 1, "SELECT resend_declined_code IS NULL FROM refunds WHERE id = ?", &id(&r))
+        .await;
+}
+
+#[tokio::test]
+async fn a_qr_code_paid_after_its_payment_was_closed_and_expired_is_still_found() {
+    let app = TestApp::spawn_with(|o| o.sweeper = fast_sweeper()).await;
+    let (_, p) = app
+        .post(
+            "/v1/payments",
+            json!({"merchant_order_no": "o-qr-late", "amount": 100, "currency": "CNY",
+                   "subject": "s", "channel": "alipay", "method": "qr", "expires_in": 60}),
+        )
+        .await;
+    let (_, closed) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
+    assert_eq!(closed["status"], "closed");
+    // Later, for paymux: its expiry is long past, beyond any margin after it. The code the
+    // channel holds (given the payment's minute when it was created) is what decides whether
+    // the payer can still pay, and it still lives: the watch must follow the code.
+    use sqlx::Row;
+    let pool = app.db().await;
+    let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    let shifted =
+        sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ? RETURNING check_count AS n")
+            .bind((long_ago.unix_timestamp_nanos() / 1_000_000) as i64)
+            .bind(id(&p))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get::<i64, _>("n");
+    // The sweeper looks at the closed payment once more, and decides whether to keep watching.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let looked: bool = sqlx::query(
+            "SELECT check_count > ? OR next_check_at IS NULL FROM payments WHERE id = ?",
+        )
+        .bind(shifted)
+        .bind(id(&p))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
+        if looked {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the sweeper never looked again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+    // Only then does the payer scan and pay, and the notification is lost.
+    app.set_faults("alipay", json!({"drop_notifications": true})).await;
+    assert_eq!(app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await, 200);
+    let paid = app.wait_payment(&id(&p), "succeeded").await;
+    assert!(paid["channel_trade_no"].is_string());
+    assert!(kinds(&app.events().await).contains(&"payment.paid_after_close".to_owned()));
+}
+
+#[tokio::test]
+async fn a_close_refused_as_paid_says_paid_only_when_the_payment_is() {
+    let app = TestApp::spawn().await;
+    let (_, p) = app.create_payment("wechat", "qr", "o-close-orderpaid", 100).await;
+    app.set_faults("wechat", json!({"close_answers_orderpaid": true})).await;
+    let (s, e) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
+    assert_eq!(s, 502, "not paid, whatever the close said: {e}");
+    assert_eq!(e["error"]["object_id"], id(&p));
+    let (_, still) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(still["status"], "pending");
+    app.clear_faults("wechat").await;
+    app.pay_at_mock("wechat", p["channel_order_no"].as_str().unwrap()).await;
+    let (s, e) = app.post(&format!("/v1/payments/{}/close", id(&p)), json!({})).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (409, Some("payment_succeeded")), "{e}");
+}
+
+#[tokio::test]
+async fn an_error_in_the_payments_pass_does_not_skip_the_refunds_pass() {
+    // No lease: an unreadable payment row is due again at every sweep.
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = SweeperConfig { lease: Duration::ZERO, ..fast_sweeper() }
+    })
+    .await;
+    let (_, p) = app.create_payment("alipay", "qr", "o-pass", 1000).await;
+    app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&p), "succeeded").await;
+    app.set_faults("alipay", json!({"error_rate": 1.0})).await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 100, "merchant_refund_no": "r-pass"}),
+        )
+        .await;
+    assert_eq!(s, 502, "{e}");
+    let rid = e["error"]["object_id"].as_str().unwrap().to_owned();
+    // Another payment's row cannot be read back (a hand edit): claiming payments fails.
+    let (_, bad) = app.create_payment("wechat", "qr", "o-unreadable", 100).await;
+    let pool = app.db().await;
+    sqlx::query("UPDATE payments SET method = 'carrier_pigeon', next_check_at = 0 WHERE id = ?")
+        .bind(id(&bad))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    app.clear_faults("alipay").await;
+    let done =
+        app.wait_for(&format!("/v1/refunds/{rid}"), 10, |r| r["status"] == "succeeded").await;
+    assert_eq!(done["amount"], 100);
+}

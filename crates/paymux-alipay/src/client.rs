@@ -291,6 +291,14 @@ fn optional_time(field: &str, value: Option<&str>) -> Option<OffsetDateTime> {
     }
 }
 
+/// `refund_fee`: what has been refunded on the trade so far, all refunds together.
+fn refunded_total(refund_fee: Option<&str>) -> Result<Option<paymux_core::Money>, String> {
+    refund_fee
+        .filter(|v| !v.is_empty())
+        .map(|v| protocol::yuan_to_money(v).map_err(|e| format!("refund_fee: {e}")))
+        .transpose()
+}
+
 /// An answer that echoes a different order than the one asked about is not ours to trust.
 fn check_echo(
     method: &str,
@@ -379,13 +387,21 @@ impl Channel for AlipayChannel {
         let out_trade_no = req.channel_order_no.as_str();
         // time_expire (absolute) rather than timeout_express (relative): it needs no rounding to
         // whole minutes and does not drift with the moment the payer opens the cashier.
-        let biz = json!({
+        let mut biz = json!({
             "out_trade_no": out_trade_no,
             "total_amount": protocol::money_to_yuan(req.amount),
             "subject": req.subject,
             "product_code": product_code,
             "time_expire": protocol::format_beijing(req.expires_at),
         });
+        let mut channel_data = json!({ "method": method });
+        if req.method == PaymentMethod::Qr {
+            // time_expire bounds the trade, which exists only once the code is scanned; the
+            // unscanned code has its own life (2 h by default), so it gets the payment's too.
+            let (express, lasts) = protocol::timeout_express(now, req.expires_at);
+            biz["qr_code_timeout_express"] = json!(express);
+            channel_data["qr_code_expires_at"] = json!((now + lasts).unix_timestamp());
+        }
         let return_url = match req.method {
             PaymentMethod::Page | PaymentMethod::Wap => req.return_url.as_deref(),
             _ => None,
@@ -395,7 +411,6 @@ impl Channel for AlipayChannel {
             &biz,
             &[("notify_url", Some(req.notify_url.as_str())), ("return_url", return_url)],
         )?;
-        let channel_data = json!({ "method": method });
         let action = match req.method {
             PaymentMethod::Qr => {
                 let answer: Answer<PrecreateAnswer> = self.call(method, &signed).await?;
@@ -459,6 +474,23 @@ impl Channel for AlipayChannel {
         .map_err(ChannelError::unknown)
     }
 
+    /// A precreate code lives until the `qr_code_timeout_express` sent with it, which can end up
+    /// to a minute after the payment's expiry (whole minutes). When the create's answer was
+    /// lost, its timeout is worked out again from the payment's own times, with a minute more
+    /// for the moment it was signed.
+    fn payable_until(&self, payment: &PaymentRef) -> OffsetDateTime {
+        let recorded = payment
+            .channel_data
+            .get("qr_code_expires_at")
+            .and_then(serde_json::Value::as_i64)
+            .and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok());
+        let code_ends = recorded.unwrap_or_else(|| {
+            let (_, lasts) = protocol::timeout_express(payment.created_at, payment.expires_at);
+            payment.created_at + lasts + time::Duration::minutes(1)
+        });
+        code_ends.max(payment.expires_at)
+    }
+
     /// `ACQ.TRADE_NOT_EXIST` counts as closed: the buyer never scanned the QR code or opened the
     /// cashier, so Alipay holds no trade to close. Risk: until the `time_expire` sent at create,
     /// the payer can still open that cashier or scan that code and pay. A payment closed this
@@ -518,8 +550,10 @@ impl Channel for AlipayChannel {
             ChannelRefund::Succeeded {
                 channel_refund_id: None,
                 succeeded_at: optional_time("gmt_refund_pay", b.gmt_refund_pay.as_deref()),
-                // refund_fee is cumulative over the trade's refunds, not this refund's amount.
                 amount: None,
+                // refund_fee is cumulative over the trade's refunds, not this refund's amount.
+                refunded_total: refunded_total(b.refund_fee.as_deref())
+                    .map_err(|e| ChannelError::unknown(format!("alipay {METHOD_REFUND}: {e}")))?,
             }
         } else {
             ChannelRefund::Pending { channel_refund_id: None }
@@ -568,6 +602,7 @@ impl Channel for AlipayChannel {
             succeeded_at: optional_time("gmt_refund_pay", b.gmt_refund_pay.as_deref()),
             // Checked against the request above when present.
             amount: None,
+            refunded_total: None,
         })
     }
 
@@ -610,6 +645,9 @@ impl Channel for AlipayChannel {
                     succeeded_at: optional_time("gmt_refund", field("gmt_refund")),
                     // refund_fee is cumulative; a notification cannot tell this refund's amount.
                     amount: None,
+                    refunded_total: refunded_total(field("refund_fee")).map_err(|e| {
+                        ChannelError::unverified(format!("alipay notification: {e}"))
+                    })?,
                 },
             });
         }

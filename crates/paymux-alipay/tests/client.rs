@@ -223,6 +223,37 @@ async fn precreate_sends_a_signed_request_and_returns_the_qr_code() {
     assert_eq!(b["total_amount"], "0.01");
     assert_eq!(b["subject"], "测试 a+b & c");
     assert_eq!(b["time_expire"], "2026-01-02 11:34:05");
+    assert_eq!(b["qr_code_timeout_express"], "30m", "the code dies with the payment");
+    assert_eq!(
+        created.channel_data["qr_code_expires_at"],
+        (NOW + time::Duration::minutes(30)).unix_timestamp()
+    );
+}
+
+#[tokio::test]
+async fn a_closed_precreate_is_watched_until_its_code_expires_at_the_channel() {
+    let h = harness().await;
+    let mut p = payment_ref();
+    // The code was given 31 minutes (an expiry of 30 min 20 s, rounded up to whole minutes).
+    p.expires_at = NOW + time::Duration::seconds(30 * 60 + 20);
+    p.channel_data = serde_json::json!({"method": "alipay.trade.precreate", "qr_code_expires_at": (NOW + time::Duration::minutes(31)).unix_timestamp()});
+    assert_eq!(h.channel.payable_until(&p), NOW + time::Duration::minutes(31));
+    // The create's answer was lost: worked out again from the payment, with a minute to spare.
+    p.channel_data = serde_json::Value::Null;
+    assert_eq!(h.channel.payable_until(&p), NOW + time::Duration::minutes(32));
+}
+
+#[tokio::test]
+async fn refund_answers_and_notifications_report_the_trades_refunded_total() {
+    let h = harness().await;
+    let r = protocol::METHOD_REFUND;
+    h.reply(h.signed(r, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","fund_change":"Y","refund_fee":"1.20"}"#));
+    assert!(matches!(
+        h.channel.refund(&refund_request()).await,
+        Ok(ChannelRefund::Succeeded { refunded_total: Some(t), .. }) if t == cny(120)
+    ));
+    h.reply(h.signed(r, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","fund_change":"Y","refund_fee":"x"}"#));
+    assert_unknown(h.channel.refund(&refund_request()).await, false);
 }
 
 #[tokio::test]
@@ -439,6 +470,7 @@ async fn refund_maps_fund_change_and_refusals() {
             channel_refund_id: None,
             succeeded_at: Some(datetime!(2026-01-02 03:10:00 UTC)),
             amount: None,
+            refunded_total: Some(cny(50)),
         })
     );
     let b = biz(&h.last_request());
@@ -489,7 +521,12 @@ async fn refund_query_succeeds_only_on_refund_success() {
     h.reply(h.signed(q, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","out_request_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E1A","refund_amount":"0.50","refund_status":"REFUND_SUCCESS"}"#));
     assert_eq!(
         h.channel.query_refund(&refund_request()).await,
-        Ok(ChannelRefund::Succeeded { channel_refund_id: None, succeeded_at: None, amount: None })
+        Ok(ChannelRefund::Succeeded {
+            channel_refund_id: None,
+            succeeded_at: None,
+            amount: None,
+            refunded_total: None,
+        })
     );
     let b = biz(&h.last_request());
     assert_eq!(b["out_trade_no"], "0193A7C2E4F87B1D9C3E5A6B7C8D9E0F");
@@ -586,6 +623,7 @@ async fn notifications_map_trade_status_and_refunds() {
                 channel_refund_id: None,
                 succeeded_at: Some(datetime!(2026-01-02 04:00:00 UTC)),
                 amount: None,
+                refunded_total: Some(cny(150)),
             },
         })
     );

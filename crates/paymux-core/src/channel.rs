@@ -199,9 +199,19 @@ pub enum ChannelRefund {
     Succeeded {
         channel_refund_id: Option<String>,
         succeeded_at: Option<OffsetDateTime>,
-        /// The amount the channel says this refund returned, when it says (Alipay reports only
-        /// cumulative refunds); the gateway checks it against the refund.
+        /// The amount the channel says this refund returned, when it says; the gateway checks
+        /// it against the refund.
         amount: Option<Money>,
+        /// What the channel says has been refunded on the whole payment so far, when that is
+        /// all it says (Alipay's `refund_fee`); the gateway checks it is consistent with the
+        /// refunds it holds.
+        refunded_total: Option<Money>,
+    },
+    /// The refund is stuck at the channel until someone acts (WeChat `ABNORMAL`: the payer's
+    /// card refused the money). Not final: once re-driven at the channel it can still succeed.
+    /// Re-sending the same refund does not help.
+    ActionRequired {
+        channel_refund_id: Option<String>,
     },
     Failed {
         code: String,
@@ -323,6 +333,13 @@ pub trait Channel: Send + Sync + fmt::Debug {
     async fn create(&self, req: &CreatePayment) -> Result<CreatedPayment, ChannelError>;
 
     async fn query(&self, payment: &PaymentRef) -> Result<ChannelPayment, ChannelError>;
+
+    /// The latest moment the channel may still take the payer's money for this attempt, as far
+    /// as paymux told it (a QR code can outlive the order's own expiry). A closed payment is
+    /// watched until then, plus a margin.
+    fn payable_until(&self, payment: &PaymentRef) -> OffsetDateTime {
+        payment.expires_at
+    }
 
     /// Closes an unpaid payment. A channel that answers "already paid" yields
     /// `Declined { code: "already_paid" }`, and the caller queries.

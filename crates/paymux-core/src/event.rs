@@ -25,10 +25,24 @@ pub enum EventType {
     RefundSucceeded,
     #[serde(rename = "refund.failed")]
     RefundFailed,
+    /// The refund cannot reach the payer (WeChat `ABNORMAL`: the card was cancelled or frozen)
+    /// and waits for the merchant to re-drive it at the channel. Sent once; the refund stays
+    /// pending.
+    #[serde(rename = "refund.action_required")]
+    RefundActionRequired,
+    /// A verified success arrived for a refund held as failed: the money moved after all. The
+    /// refund becomes succeeded (with its own `refund.succeeded`) and an operator must look.
+    #[serde(rename = "refund.succeeded_after_failure")]
+    RefundSucceededAfterFailure,
+    /// The channel reports refunds that add up to more than the payment's amount (a refund
+    /// held as failed turned out to have succeeded after another took its place). The channel's
+    /// truth is recorded; an operator must look.
+    #[serde(rename = "payment.over_refunded")]
+    PaymentOverRefunded,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 7] = [
+    pub const ALL: [EventType; 10] = [
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
         EventType::PaymentClosed,
@@ -36,6 +50,9 @@ impl EventType {
         EventType::PaymentPaidAfterClose,
         EventType::RefundSucceeded,
         EventType::RefundFailed,
+        EventType::RefundActionRequired,
+        EventType::RefundSucceededAfterFailure,
+        EventType::PaymentOverRefunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +64,9 @@ impl EventType {
             EventType::PaymentPaidAfterClose => "payment.paid_after_close",
             EventType::RefundSucceeded => "refund.succeeded",
             EventType::RefundFailed => "refund.failed",
+            EventType::RefundActionRequired => "refund.action_required",
+            EventType::RefundSucceededAfterFailure => "refund.succeeded_after_failure",
+            EventType::PaymentOverRefunded => "payment.over_refunded",
         }
     }
 }

@@ -83,7 +83,11 @@ impl FromStr for PaymentStatus {
     }
 }
 
-/// A refund's status: `pending -> succeeded | failed`, both final.
+/// A refund's status: `pending -> succeeded | failed`; `succeeded` is final.
+///
+/// One extra edge exists on purpose: `failed -> succeeded`. A refund is failed only on a
+/// definitive answer about it, but a verified success that arrives later is money that moved,
+/// and is never hidden; the caller raises an anomaly event alongside it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RefundStatus {
@@ -106,6 +110,7 @@ impl RefundStatus {
             (self, to),
             (RefundStatus::Pending, RefundStatus::Succeeded)
                 | (RefundStatus::Pending, RefundStatus::Failed)
+                | (RefundStatus::Failed, RefundStatus::Succeeded)
         )
     }
 
@@ -174,8 +179,18 @@ mod tests {
         assert!(Pending.can_become(Succeeded));
         assert!(Pending.can_become(Failed));
         assert!(!Succeeded.can_become(Failed));
-        assert!(!Failed.can_become(Succeeded));
+        assert!(!Succeeded.can_become(Pending));
+        assert!(!Failed.can_become(Pending));
         assert!(!Pending.can_become(Pending));
+    }
+
+    #[test]
+    fn a_failed_refund_can_still_learn_that_it_succeeded() {
+        assert!(RefundStatus::Failed.can_become(RefundStatus::Succeeded));
+        assert_eq!(
+            RefundStatus::Failed.transition(RefundStatus::Succeeded),
+            Ok(RefundStatus::Succeeded)
+        );
     }
 
     #[test]

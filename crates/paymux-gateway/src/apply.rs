@@ -130,24 +130,147 @@ fn transition_for(p: &PaymentRecord, report: &ChannelPayment) -> Option<PaymentT
 }
 
 /// Applies what the channel says about a refund.
+///
+/// A refund becomes failed only on a definitive answer about it; a verified success for one held
+/// as failed makes it succeeded after all, with `refund.succeeded_after_failure` (and
+/// `payment.over_refunded` if the payment's refunds then exceed its amount). A refund that needs
+/// someone to act at the channel stays pending and says so once, with `refund.action_required`.
 pub async fn apply_refund(
     store: &dyn Store,
     refund: &RefundRecord,
     report: &ChannelRefund,
 ) -> Result<Applied, paymux_store::StoreError> {
-    if let ChannelRefund::Succeeded { amount: Some(amount), .. } = report
-        && *amount != refund.amount
-    {
-        let why = format!(
-            "channel reports {} refunded for refund {} of {}",
-            amount, refund.id, refund.amount
-        );
+    if let Some(why) = refund_mismatch(store, refund, report).await? {
         tracing::error!(alert = "refund_amount_mismatch", refund = %refund.id, "{why}");
         return Ok(Applied::Mismatch(why));
     }
+    let mut current = refund.clone();
+    for _ in 0..CAS_RETRIES {
+        let applied = match report {
+            ChannelRefund::Pending { .. } => return Ok(Applied::Unchanged),
+            ChannelRefund::ActionRequired { channel_refund_id } => {
+                return mark_action_required(store, &current, channel_refund_id.clone()).await;
+            }
+            ChannelRefund::Succeeded { .. } | ChannelRefund::Failed { .. } => {
+                let Some(change) = refund_transition_for(store, &current, report).await? else {
+                    return Ok(Applied::Unchanged);
+                };
+                store.transition_refund(&change).await?
+            }
+        };
+        if applied {
+            if current.status == RefundStatus::Failed {
+                tracing::error!(
+                    alert = "refund_succeeded_after_failure",
+                    refund = %current.id,
+                    "a verified success arrived for a refund held as failed"
+                );
+            }
+            return Ok(Applied::Changed);
+        }
+        // Lost a race: read the row again and decide against what is there now.
+        match store.refund(refund.merchant_id, refund.id).await? {
+            Some(fresh) => current = fresh,
+            None => return Ok(Applied::Unchanged),
+        }
+    }
+    Ok(Applied::Unchanged)
+}
+
+/// Why a reported success cannot be this refund's, if it cannot: another amount, or a total
+/// refunded on the payment that the refunds we hold cannot add up to.
+async fn refund_mismatch(
+    store: &dyn Store,
+    refund: &RefundRecord,
+    report: &ChannelRefund,
+) -> Result<Option<String>, paymux_store::StoreError> {
+    let ChannelRefund::Succeeded { amount, refunded_total, .. } = report else {
+        return Ok(None);
+    };
+    if let Some(amount) = amount
+        && *amount != refund.amount
+    {
+        return Ok(Some(format!(
+            "channel reports {} refunded for refund {} of {}",
+            amount, refund.id, refund.amount
+        )));
+    }
+    let Some(total) = refunded_total else {
+        return Ok(None);
+    };
+    let Some(payment) = store.payment_by_id(refund.payment_id).await? else {
+        return Ok(None);
+    };
+    Ok(refunded_total_mismatch(refund, &payment, *total))
+}
+
+/// Checks a channel's cumulative refunded total (Alipay's `refund_fee`) reported with this
+/// refund's success: it includes this refund, and cannot exceed the refunds that may have moved
+/// money (every refund not failed, this one included). Anything else is not this refund's truth.
+pub fn refunded_total_mismatch(
+    refund: &RefundRecord,
+    payment: &PaymentRecord,
+    total: paymux_core::Money,
+) -> Option<String> {
+    let held_failed = if refund.status == RefundStatus::Failed { refund.amount.minor() } else { 0 };
+    // The reservations stop at the amount; refunds that went past it are all succeeded ones.
+    let ceiling = payment.amount_reserved.max(payment.amount_refunded) + held_failed;
+    if total.currency() != refund.amount.currency()
+        || total.minor() < refund.amount.minor()
+        || total.minor() > ceiling
+    {
+        return Some(format!(
+            "channel reports {} refunded in total on payment {} with refund {} of {}; the refunds \
+             that can have moved money come to {} fen",
+            total, payment.id, refund.id, refund.amount, ceiling
+        ));
+    }
+    None
+}
+
+async fn mark_action_required(
+    store: &dyn Store,
+    refund: &RefundRecord,
+    channel_refund_id: Option<String>,
+) -> Result<Applied, paymux_store::StoreError> {
+    if refund.status != RefundStatus::Pending || refund.action_required_at.is_some() {
+        return Ok(Applied::Unchanged);
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut after = refund.clone();
+    after.channel_refund_id = channel_refund_id.clone().or(after.channel_refund_id);
+    after.action_required_at = Some(now);
+    let change = paymux_store::RefundActionRequired {
+        refund_id: refund.id,
+        merchant_id: refund.merchant_id,
+        channel_refund_id,
+        at: now,
+        events: vec![event(
+            EventType::RefundActionRequired,
+            refund.id.to_string(),
+            objects::refund(&after),
+        )],
+    };
+    if store.mark_refund_action_required(&change).await? {
+        tracing::error!(
+            alert = "refund_action_required",
+            refund = %refund.id,
+            "the refund cannot reach the payer; the merchant must re-drive it at the channel"
+        );
+        Ok(Applied::Changed)
+    } else {
+        Ok(Applied::Unchanged)
+    }
+}
+
+/// The transition a final report asks of a refund in its current state, if any, with its events.
+async fn refund_transition_for(
+    store: &dyn Store,
+    refund: &RefundRecord,
+    report: &ChannelRefund,
+) -> Result<Option<RefundTransition>, paymux_store::StoreError> {
     let now = OffsetDateTime::now_utc();
     let (to, channel_refund_id, succeeded_at, failure) = match report {
-        ChannelRefund::Pending { .. } => return Ok(Applied::Unchanged),
         ChannelRefund::Succeeded { channel_refund_id, succeeded_at, .. } => (
             RefundStatus::Succeeded,
             channel_refund_id.clone(),
@@ -157,6 +280,7 @@ pub async fn apply_refund(
         ChannelRefund::Failed { code, message } => {
             (RefundStatus::Failed, None, None, Some((code.clone(), message.clone())))
         }
+        ChannelRefund::Pending { .. } | ChannelRefund::ActionRequired { .. } => return Ok(None),
     };
     if !refund.status.can_become(to) {
         if refund.status != to {
@@ -168,21 +292,46 @@ pub async fn apply_refund(
                 "the channel reports a refund state that contradicts a final one we hold"
             );
         }
-        return Ok(Applied::Unchanged);
+        return Ok(None);
     }
     let mut after = refund.clone();
     after.status = to;
     after.channel_refund_id = channel_refund_id.clone().or(after.channel_refund_id);
     after.succeeded_at = succeeded_at;
+    after.updated_at = now;
     if let Some((code, message)) = &failure {
         after.failure_code = Some(code.clone());
         after.failure_message = Some(message.clone());
+    } else {
+        after.failure_code = None;
+        after.failure_message = None;
     }
-    let kind = match to {
-        RefundStatus::Succeeded => EventType::RefundSucceeded,
-        _ => EventType::RefundFailed,
-    };
-    let change = RefundTransition {
+    let data = objects::refund(&after);
+    let id = refund.id.to_string();
+    let mut events = vec![event(
+        if to == RefundStatus::Succeeded {
+            EventType::RefundSucceeded
+        } else {
+            EventType::RefundFailed
+        },
+        id.clone(),
+        data.clone(),
+    )];
+    let mut over_refund_events = Vec::new();
+    if refund.status == RefundStatus::Failed {
+        events.push(event(EventType::RefundSucceededAfterFailure, id, data));
+        // Written by the store only if re-reserving this refund takes the payment past its amount.
+        if let Some(mut payment) = store.payment_by_id(refund.payment_id).await? {
+            payment.amount_refunded += refund.amount.minor();
+            payment.updated_at = now;
+            over_refund_events.push(event(
+                EventType::PaymentOverRefunded,
+                payment.id.to_string(),
+                objects::payment(&payment),
+            ));
+        }
+    }
+    Ok(Some(RefundTransition {
         refund_id: refund.id,
         payment_id: refund.payment_id,
         merchant_id: refund.merchant_id,
@@ -194,11 +343,7 @@ pub async fn apply_refund(
         failure_code: failure.as_ref().map(|f| f.0.clone()),
         failure_message: failure.map(|f| f.1),
         at: now,
-        events: vec![event(kind, refund.id.to_string(), objects::refund(&after))],
-    };
-    if store.transition_refund(&change).await? {
-        Ok(Applied::Changed)
-    } else {
-        Ok(Applied::Unchanged)
-    }
+        events,
+        over_refund_events,
+    }))
 }

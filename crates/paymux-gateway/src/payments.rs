@@ -513,14 +513,25 @@ pub async fn close(
         Ok(()) => {
             apply_payment(&*state.store, &p, &ChannelPayment::Closed).await?;
         }
-        Err(ChannelError::Declined { code, .. }) if code == ALREADY_PAID => {
-            // The payer paid first: take the channel's truth, which is a success.
+        Err(ChannelError::Declined { code, message }) if code == ALREADY_PAID => {
+            // The channel refused the close as paid: take its truth from a query, and say "paid"
+            // only if that is what the payment is now. The refusal alone does not make it so
+            // (WeChat's ORDERPAID does not pin the order's state).
             let after = sync_payment(&state, &p).await?;
-            return Err(ApiError::conflict(
-                "payment_succeeded",
-                "the payer paid before the close reached the channel; the payment has succeeded",
-            )
-            .with_object(after.id));
+            if after.status == PaymentStatus::Succeeded {
+                return Err(ApiError::conflict(
+                    "payment_succeeded",
+                    "the payer paid before the close reached the channel; the payment has succeeded",
+                )
+                .with_object(after.id));
+            }
+            tracing::warn!(payment = %p.id, %message, "close refused as paid, but the channel's query does not show it paid");
+            return Err(ApiError::channel(ChannelError::unknown(format!(
+                "the channel refused the close as already paid ({message}), but its query says the \
+                 payment is {}; it stays {} and is settled later",
+                after.status, after.status
+            )))
+            .with_object(p.id));
         }
         Err(e) => return Err(ApiError::channel(e).with_object(p.id)),
     }

@@ -91,6 +91,8 @@ pub async fn create(
         updated_at: now,
         check_count: 0,
         livemode: payment.livemode,
+        resend_declined_code: None,
+        action_required_at: None,
     };
     // A misconfigured account is found before anything is reserved.
     let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;

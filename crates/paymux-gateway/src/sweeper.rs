@@ -31,21 +31,60 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// One pass over the due payments and refunds. Returns how many it looked at.
+/// One pass over the due payments, then the due refunds. Returns how many it looked at; an
+/// error in one pass does not keep the other from running (the first error is returned after).
+///
+/// Rows are claimed in batches with a lease, and each row's lease is renewed, if it is still
+/// ours, just before its channel calls: a batch can take longer than one lease, and a row whose
+/// lease ran out may already be in another sweeper's hands. The lease must outlast one row's
+/// channel calls (a few channel timeouts).
 pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
+    let payments = sweep_payments(state).await;
+    let refunds = sweep_refunds(state).await;
     let now = OffsetDateTime::now_utc();
-    let lease_until = now + state.config.sweeper.lease;
-    let payments = state.store.claim_due_payments(now, lease_until, BATCH).await?;
-    for p in &payments {
-        sweep_payment(state, p).await;
-    }
-    let refunds = state.store.claim_due_refunds(now, lease_until, BATCH).await?;
-    for r in &refunds {
-        sweep_refund(state, r).await;
-    }
     // Stored idempotent answers are replayed for the retention period only; then they go.
-    state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await?;
-    Ok(payments.len() + refunds.len())
+    let purged = state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await;
+    let seen = payments? + refunds?;
+    purged?;
+    Ok(seen)
+}
+
+async fn sweep_payments(state: &AppState) -> Result<usize, StoreError> {
+    let lease = state.config.sweeper.lease;
+    let now = OffsetDateTime::now_utc();
+    let held = now + lease;
+    let payments = state.store.claim_due_payments(now, held, BATCH).await.inspect_err(|e| {
+        tracing::warn!(error = %e, "could not claim due payments; refunds are swept anyway");
+    })?;
+    for p in &payments {
+        match state.store.renew_payment_lease(p.id, held, OffsetDateTime::now_utc() + lease).await {
+            Ok(true) => sweep_payment(state, p).await,
+            Ok(false) => {
+                tracing::info!(payment = %p.id, "lease taken over by another sweeper; skipped");
+            }
+            Err(e) => tracing::warn!(payment = %p.id, error = %e, "could not renew the lease"),
+        }
+    }
+    Ok(payments.len())
+}
+
+async fn sweep_refunds(state: &AppState) -> Result<usize, StoreError> {
+    let lease = state.config.sweeper.lease;
+    let now = OffsetDateTime::now_utc();
+    let held = now + lease;
+    let refunds = state.store.claim_due_refunds(now, held, BATCH).await.inspect_err(|e| {
+        tracing::warn!(error = %e, "could not claim due refunds");
+    })?;
+    for r in &refunds {
+        match state.store.renew_refund_lease(r.id, held, OffsetDateTime::now_utc() + lease).await {
+            Ok(true) => sweep_refund(state, r).await,
+            Ok(false) => {
+                tracing::info!(refund = %r.id, "lease taken over by another sweeper; skipped");
+            }
+            Err(e) => tracing::warn!(refund = %r.id, error = %e, "could not renew the lease"),
+        }
+    }
+    Ok(refunds.len())
 }
 
 /// `first * 2^count`, capped at `max`.
@@ -114,13 +153,15 @@ async fn sweep_payment(state: &AppState, p: &PaymentRecord) {
     }
 }
 
-/// How long after its expiry a closed payment is still asked about: a payer may have paid a QR
-/// code after the close, until the code expired.
+/// How long after the channel's last moment to take money a closed payment is still asked
+/// about: clocks differ, and a payer who confirmed at that moment takes a while to be settled.
 const CLOSED_WATCH: Duration = Duration::from_secs(10 * 60);
 
-/// A closed payment is queried until its expiry has passed: a payer who paid a QR code after it
-/// was closed (Alipay cannot close a trade the buyer has not scanned yet) is money that moved, and
-/// becomes a success with a `payment.paid_after_close` event even if the notification was lost.
+/// A closed payment is queried until the channel can no longer take money for it (a QR code can
+/// outlive the payment's expiry: see [`paymux_core::Channel::payable_until`]): a payer who paid a
+/// QR code after it was closed (Alipay cannot close a trade the buyer has not scanned yet) is
+/// money that moved, and becomes a success with a `payment.paid_after_close` event even if the
+/// notification was lost.
 async fn watch_closed(
     state: &AppState,
     adapter: &dyn paymux_core::Channel,
@@ -132,7 +173,7 @@ async fn watch_closed(
     {
         return;
     }
-    if OffsetDateTime::now_utc() > p.expires_at + CLOSED_WATCH {
+    if OffsetDateTime::now_utc() > adapter.payable_until(reference) + CLOSED_WATCH {
         if let Err(e) = state.store.stop_payment_checks(p.id).await {
             tracing::warn!(payment = %p.id, error = %e, "could not stop checking a closed payment");
         }
@@ -155,6 +196,11 @@ async fn sweep_refund(state: &AppState, r: &RefundRecord) {
 /// Queries a pending refund; if the channel has no final answer, sends the refund again with the
 /// same refund number (both channels deduplicate on it), which settles a refund whose first send
 /// never arrived. Returns whether the refund reached a final state.
+///
+/// Only the query speaks about the refund itself. A re-send that is declined says nothing about
+/// the original (the number is already used, the order is fully refunded, ...): the refund stays
+/// pending, is never sent again, and is queried until its answer is final. A refund that needs
+/// someone to act at the channel (WeChat `ABNORMAL`) is not re-sent either.
 async fn settle_refund(state: &AppState, r: &RefundRecord) -> bool {
     let Ok(Some(p)) = state.store.payment_by_id(r.payment_id).await else {
         return false;
@@ -171,11 +217,23 @@ async fn settle_refund(state: &AppState, r: &RefundRecord) -> bool {
         created_at: r.created_at,
     };
     let report = match adapter.query_refund(&call).await {
-        Ok(ChannelRefund::Pending { .. }) | Err(ChannelError::Unknown { .. }) => {
+        Ok(ChannelRefund::Pending { .. }) | Err(ChannelError::Unknown { .. })
+            if r.resend_declined_code.is_none() =>
+        {
             match adapter.refund(&call).await {
                 Ok(report) => report,
                 Err(ChannelError::Declined { code, message }) => {
-                    ChannelRefund::Failed { code, message }
+                    tracing::error!(
+                        alert = "refund_resend_declined",
+                        refund = %r.id,
+                        %code,
+                        %message,
+                        "the channel declined a re-send of a pending refund; it stays pending and is only queried from now on"
+                    );
+                    if let Err(e) = state.store.stop_refund_resends(r.id, &code).await {
+                        tracing::warn!(refund = %r.id, error = %e, "could not record the declined re-send");
+                    }
+                    return false;
                 }
                 Err(e) => {
                     tracing::info!(refund = %r.id, error = %e, "refund re-send gave no answer; will retry");
@@ -183,14 +241,16 @@ async fn settle_refund(state: &AppState, r: &RefundRecord) -> bool {
                 }
             }
         }
+        Ok(ChannelRefund::Pending { .. }) => return false,
         Ok(report) => report,
         Err(e) => {
-            tracing::warn!(refund = %r.id, error = %e, "refund query refused; will retry");
+            tracing::warn!(refund = %r.id, error = %e, "refund query gave no final answer; will retry");
             return false;
         }
     };
     match apply_refund(&*state.store, r, &report).await {
-        Ok(Applied::Changed) => {
+        // A refund that needs action changed too (its event went out), but is still pending.
+        Ok(Applied::Changed) if !matches!(report, ChannelRefund::ActionRequired { .. }) => {
             tracing::info!(refund = %r.id, "sweeper settled the refund from the channel's truth");
             true
         }

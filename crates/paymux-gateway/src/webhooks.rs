@@ -31,6 +31,8 @@ use crate::state::AppState;
 /// How long a replaced secret keeps signing after a rotation.
 const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 const BATCH: u32 = 32;
+/// What a delivery's lease adds to one attempt's timeout: the address check and the store write.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,14 +263,27 @@ pub async fn run(state: AppState, http: reqwest::Client) {
 pub async fn dispatch_once(state: &AppState, http: &reqwest::Client) -> Result<usize, StoreError> {
     let now = OffsetDateTime::now_utc();
     // The lease outlives one attempt's timeout, so nobody else sends it while we wait.
-    let lease = now + state.config.webhooks.timeout + Duration::from_secs(30);
+    let lease = now + state.config.webhooks.timeout + LEASE_MARGIN;
     let due = state.store.claim_due_deliveries(now, lease, BATCH).await?;
     let n = due.len();
     let mut set = tokio::task::JoinSet::new();
     for d in due {
         let state = state.clone();
         let http = http.clone();
-        set.spawn(async move { deliver(&state, &http, d).await });
+        set.spawn(async move {
+            // Renewed just before the send, if it is still ours: a lease that ran out while the
+            // batch waited (a slow store, a busy machine) may be another dispatcher's by now.
+            let until = OffsetDateTime::now_utc() + state.config.webhooks.timeout + LEASE_MARGIN;
+            match state.store.renew_delivery_lease(&d.delivery_id, lease, until).await {
+                Ok(true) => deliver(&state, &http, d).await,
+                Ok(false) => {
+                    tracing::info!(delivery = %d.delivery_id, "lease taken over by another dispatcher; skipped");
+                }
+                Err(e) => {
+                    tracing::warn!(delivery = %d.delivery_id, error = %e, "could not renew the lease");
+                }
+            }
+        });
     }
     while set.join_next().await.is_some() {}
     Ok(n)

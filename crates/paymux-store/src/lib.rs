@@ -131,9 +131,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         channel_refund_no: &ChannelOrderNo,
     ) -> StoreResult<Option<RefundRecord>>;
-    /// Compare-and-set on the refund's status; on success the payment's `amount_refunded` grows,
-    /// on failure its reservation is released; the event is written in the same transaction.
+    /// Compare-and-set on the refund's status; on success the payment's `amount_refunded` grows
+    /// (and a refund held as failed is reserved again, past the payment's amount if need be,
+    /// with `over_refund_events` then), on failure its reservation is released; the events are
+    /// written in the same transaction.
     async fn transition_refund(&self, change: &RefundTransition) -> StoreResult<bool>;
+    /// The channel refused a re-send of this pending refund: it is never sent again.
+    async fn stop_refund_resends(&self, id: RefundId, code: &str) -> StoreResult<()>;
+    /// Marks a pending refund as needing action, with its event, only if it was not marked yet.
+    /// Returns whether it was applied.
+    async fn mark_refund_action_required(&self, change: &RefundActionRequired)
+    -> StoreResult<bool>;
 
     /// A merchant's events of one mode, in commit order.
     async fn events(
@@ -201,6 +209,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreResult<Vec<RefundRecord>>;
     async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()>;
+    /// Extends the lease on a claimed payment to `until`, only if the caller still holds it (the
+    /// lease it holds ends at `held`): a lease that ran out and was claimed by another sweeper
+    /// is theirs. Returns whether the caller holds the payment now.
+    async fn renew_payment_lease(
+        &self,
+        id: PaymentId,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// The same for a claimed refund.
+    async fn renew_refund_lease(
+        &self,
+        id: RefundId,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool>;
     /// A payment by id alone, for background work that has no merchant at hand.
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
 
@@ -235,6 +259,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<DueDelivery>>;
+    /// Extends the lease on a claimed delivery to `until`, only if the caller still holds it
+    /// (its lease ends at `held`). Returns whether the caller holds the delivery now.
+    async fn renew_delivery_lease(
+        &self,
+        delivery_id: &str,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool>;
     async fn record_delivery_attempt(
         &self,
         delivery_id: &str,

@@ -191,6 +191,11 @@ pub struct RefundRecord {
     pub check_count: i64,
     /// The mode of its payment.
     pub livemode: bool,
+    /// The channel refused a re-send of this refund with this code: it is queried, never sent
+    /// again.
+    pub resend_declined_code: Option<String>,
+    /// When the channel said the refund needs someone to act (`refund.action_required`).
+    pub action_required_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +210,19 @@ pub struct RefundTransition {
     pub succeeded_at: Option<OffsetDateTime>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
+    pub at: OffsetDateTime,
+    pub events: Vec<NewEvent>,
+    /// Written too, in the same transaction, if this change takes the payment's non-failed
+    /// refunds past its amount (a refund held as failed that succeeded after all).
+    pub over_refund_events: Vec<NewEvent>,
+}
+
+/// A pending refund the channel says needs someone to act; applied once.
+#[derive(Debug, Clone)]
+pub struct RefundActionRequired {
+    pub refund_id: RefundId,
+    pub merchant_id: MerchantId,
+    pub channel_refund_id: Option<String>,
     pub at: OffsetDateTime,
     pub events: Vec<NewEvent>,
 }

@@ -156,6 +156,28 @@ impl SqliteStore {
         Ok(rows)
     }
 
+    /// Compare-and-set on a lease column: the row is still ours only while the lease we wrote is
+    /// the one in it.
+    async fn renew_lease(
+        &self,
+        table: &'static str,
+        column: &'static str,
+        id: String,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let sql = format!("UPDATE {table} SET {column} = ? WHERE id = ? AND {column} = ?");
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(until))
+            .bind(id)
+            .bind(ms(held))
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        Ok(done == 1)
+    }
+
     /// The next sweeper check of a payment or refund, one step further along its backoff.
     async fn schedule_check(
         &self,
@@ -219,7 +241,7 @@ fn payment_from_row(row: &SqliteRow) -> StoreResult<PaymentRecord> {
 
 const REFUND_COLUMNS: &str = "id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
      amount, currency, status, reason, channel_refund_id, failure_code, failure_message, created_at, \
-     succeeded_at, updated_at, check_count, livemode";
+     succeeded_at, updated_at, check_count, livemode, resend_declined_code, action_required_at";
 
 fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
     let currency: Currency = parse(&get::<String>(row, "currency")?, "currency")?;
@@ -244,6 +266,8 @@ fn refund_from_row(row: &SqliteRow) -> StoreResult<RefundRecord> {
         updated_at: from_ms(get(row, "updated_at")?)?,
         check_count: get(row, "check_count")?,
         livemode: get(row, "livemode")?,
+        resend_declined_code: get(row, "resend_declined_code")?,
+        action_required_at: opt_from_ms(get(row, "action_required_at")?)?,
     })
 }
 
@@ -707,12 +731,15 @@ impl Store for SqliteStore {
         idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT status, amount, amount_reserved FROM payments WHERE id = ?")
-            .bind(r.payment_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .ok_or(StoreError::NotFound)?;
+        let row = sqlx::query(
+            "SELECT status, amount, amount_reserved + amount_over_reserved AS reserved \
+             FROM payments WHERE id = ?",
+        )
+        .bind(r.payment_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?;
         let status = parse_payment_status(&get::<String>(&row, "status")?)?;
         if status != PaymentStatus::Succeeded {
             return Err(StoreError::PaymentNotRefundable(status));
@@ -720,7 +747,8 @@ impl Store for SqliteStore {
         // The reservation itself is guarded in SQL, so the check and the write cannot drift apart.
         let reserved = sqlx::query(
             "UPDATE payments SET amount_reserved = amount_reserved + ? \
-             WHERE id = ? AND status = 'succeeded' AND amount_reserved + ? <= amount",
+             WHERE id = ? AND status = 'succeeded' \
+               AND amount_reserved + amount_over_reserved + ? <= amount",
         )
         .bind(r.amount.minor())
         .bind(r.payment_id.to_string())
@@ -731,7 +759,7 @@ impl Store for SqliteStore {
         .rows_affected();
         if reserved != 1 {
             let amount: i64 = get(&row, "amount")?;
-            let already: i64 = get(&row, "amount_reserved")?;
+            let already: i64 = get(&row, "reserved")?;
             return Err(StoreError::RefundExceedsAmount {
                 requested: r.amount.minor(),
                 available: amount - already,
@@ -867,22 +895,75 @@ impl Store for SqliteStore {
             return Ok(false);
         };
         let livemode: bool = get(&changed, "livemode")?;
-        let money_sql = match c.to {
-            RefundStatus::Succeeded => {
-                "UPDATE payments SET amount_refunded = amount_refunded + ?, updated_at = ? WHERE id = ?"
-            }
-            RefundStatus::Failed => {
-                "UPDATE payments SET amount_reserved = amount_reserved - ?, updated_at = ? WHERE id = ?"
-            }
-            RefundStatus::Pending => return Ok(false),
+        // How the payment's reservations move, and whether its refunds go up with this one.
+        let (reserve, refunded) = match (c.from, c.to) {
+            (RefundStatus::Pending, RefundStatus::Succeeded) => (0, c.amount),
+            // Its reservation was released when it failed: the money moved, so it is taken again.
+            (RefundStatus::Failed, RefundStatus::Succeeded) => (c.amount, c.amount),
+            (_, RefundStatus::Failed) => (-c.amount, 0),
+            _ => return Ok(false),
         };
-        sqlx::query(money_sql)
-            .bind(c.amount)
-            .bind(ms(c.at))
-            .bind(c.payment_id.to_string())
-            .execute(&mut *tx)
+        let row = sqlx::query(
+            "SELECT amount, amount_reserved + amount_over_reserved AS reserved FROM payments \
+             WHERE id = ?",
+        )
+        .bind(c.payment_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?;
+        let amount: i64 = get(&row, "amount")?;
+        let reserved = get::<i64>(&row, "reserved")? + reserve;
+        // The total is kept whole; the part past the amount goes to amount_over_reserved, so
+        // that amount_reserved stays within the amount.
+        sqlx::query(
+            "UPDATE payments SET amount_refunded = amount_refunded + ?, amount_reserved = ?, \
+             amount_over_reserved = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(refunded)
+        .bind(reserved.clamp(0, amount))
+        .bind((reserved - amount).max(0))
+        .bind(ms(c.at))
+        .bind(c.payment_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
+        if reserve > 0 && reserved > amount {
+            insert_events(&mut tx, c.merchant_id, livemode, &c.over_refund_events, c.at).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn stop_refund_resends(&self, id: RefundId, code: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refunds SET resend_declined_code = ? WHERE id = ?")
+            .bind(code)
+            .bind(id.to_string())
+            .execute(&self.writer)
             .await
             .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn mark_refund_action_required(&self, c: &RefundActionRequired) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE refunds SET action_required_at = ?, \
+               channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? \
+             WHERE id = ? AND status = 'pending' AND action_required_at IS NULL RETURNING livemode",
+        )
+        .bind(ms(c.at))
+        .bind(&c.channel_refund_id)
+        .bind(ms(c.at))
+        .bind(c.refund_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
+            return Ok(false);
+        };
+        let livemode: bool = get(&changed, "livemode")?;
         insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
@@ -1137,6 +1218,24 @@ impl Store for SqliteStore {
         self.schedule_check("refunds", id.to_string(), at).await
     }
 
+    async fn renew_payment_lease(
+        &self,
+        id: PaymentId,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.renew_lease("payments", "next_check_at", id.to_string(), held, until).await
+    }
+
+    async fn renew_refund_lease(
+        &self,
+        id: RefundId,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.renew_lease("refunds", "next_check_at", id.to_string(), held, until).await
+    }
+
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>> {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -1345,6 +1444,15 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(out)
+    }
+
+    async fn renew_delivery_lease(
+        &self,
+        delivery_id: &str,
+        held: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        self.renew_lease("deliveries", "locked_until", delivery_id.to_owned(), held, until).await
     }
 
     async fn record_delivery_attempt(

@@ -121,7 +121,153 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
         updated_at: now,
         check_count: 0,
         livemode: p.livemode,
+        resend_declined_code: None,
+        action_required_at: None,
     }
+}
+
+fn refund_change(r: &RefundRecord, from: RefundStatus, to: RefundStatus) -> RefundTransition {
+    RefundTransition {
+        refund_id: r.id,
+        payment_id: r.payment_id,
+        merchant_id: r.merchant_id,
+        amount: r.amount.minor(),
+        from,
+        to,
+        channel_refund_id: None,
+        succeeded_at: None,
+        failure_code: None,
+        failure_message: None,
+        at: OffsetDateTime::now_utc(),
+        events: vec![],
+        over_refund_events: vec![NewEvent {
+            id: EventId::new(),
+            kind: EventType::PaymentOverRefunded,
+            object_id: r.payment_id.to_string(),
+            data: serde_json::json!({}),
+        }],
+    }
+}
+
+async fn event_kinds(f: &Fixture) -> Vec<EventType> {
+    f.store.events(f.merchant, false, None, 100).await.unwrap().iter().map(|e| e.kind).collect()
+}
+
+/// A succeeded payment of `amount`, in the store.
+async fn paid(f: &Fixture, order_no: &str, amount: i64) -> PaymentRecord {
+    let (p, a) = payment(f, order_no, amount);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
+    p
+}
+
+#[tokio::test]
+async fn a_failed_refund_that_succeeds_after_all_is_reserved_again() {
+    let f = fixture().await;
+    let p = paid(&f, "o-saf", 100).await;
+    let r1 = refund(&p, "r1", 30);
+    f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
+    let fail = refund_change(&r1, RefundStatus::Pending, RefundStatus::Failed);
+    assert!(f.store.transition_refund(&fail).await.unwrap());
+    let late = refund_change(&r1, RefundStatus::Failed, RefundStatus::Succeeded);
+    assert!(f.store.transition_refund(&late).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!((got.amount_refunded, got.amount_reserved), (30, 30));
+    assert!(!event_kinds(&f).await.contains(&EventType::PaymentOverRefunded));
+    f.store.insert_refund(&refund(&p, "r2", 70), OffsetDateTime::now_utc(), None).await.unwrap();
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r3", 1), OffsetDateTime::now_utc(), None).await,
+        Err(StoreError::RefundExceedsAmount { available: 0, .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_late_success_past_the_payments_amount_is_recorded_with_its_over_refund_event() {
+    let f = fixture().await;
+    let p = paid(&f, "o-over", 100).await;
+    let r1 = refund(&p, "r1", 30);
+    f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
+    let fail = refund_change(&r1, RefundStatus::Pending, RefundStatus::Failed);
+    assert!(f.store.transition_refund(&fail).await.unwrap());
+    // The merchant refunds the rest under new numbers: one succeeds, one is still pending.
+    let r2 = refund(&p, "r2", 50);
+    let r3 = refund(&p, "r3", 50);
+    f.store.insert_refund(&r2, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_refund(&r3, OffsetDateTime::now_utc(), None).await.unwrap();
+    let ok = refund_change(&r2, RefundStatus::Pending, RefundStatus::Succeeded);
+    assert!(f.store.transition_refund(&ok).await.unwrap());
+    // The first refund went through after all: the channel's truth is recorded.
+    let late = refund_change(&r1, RefundStatus::Failed, RefundStatus::Succeeded);
+    assert!(f.store.transition_refund(&late).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!((got.amount_refunded, got.amount_reserved), (80, 100));
+    assert_eq!(event_kinds(&f).await.last(), Some(&EventType::PaymentOverRefunded));
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r4", 1), OffsetDateTime::now_utc(), None).await,
+        Err(StoreError::RefundExceedsAmount { .. })
+    ));
+    // The pending one fails: what is left to refund is what really is, 100 - 30 - 50.
+    let r3_fails = refund_change(&r3, RefundStatus::Pending, RefundStatus::Failed);
+    assert!(f.store.transition_refund(&r3_fails).await.unwrap());
+    assert!(matches!(
+        f.store.insert_refund(&refund(&p, "r5", 21), OffsetDateTime::now_utc(), None).await,
+        Err(StoreError::RefundExceedsAmount { available: 20, .. })
+    ));
+    f.store.insert_refund(&refund(&p, "r6", 20), OffsetDateTime::now_utc(), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refund_is_marked_as_needing_action_once() {
+    let f = fixture().await;
+    let p = paid(&f, "o-abn", 100).await;
+    let r = refund(&p, "r1", 30);
+    f.store.insert_refund(&r, OffsetDateTime::now_utc(), None).await.unwrap();
+    let mark = RefundActionRequired {
+        refund_id: r.id,
+        merchant_id: r.merchant_id,
+        channel_refund_id: Some("50300".into()),
+        at: OffsetDateTime::now_utc(),
+        events: vec![NewEvent {
+            id: EventId::new(),
+            kind: EventType::RefundActionRequired,
+            object_id: r.id.to_string(),
+            data: serde_json::json!({}),
+        }],
+    };
+    assert!(f.store.mark_refund_action_required(&mark).await.unwrap());
+    assert!(!f.store.mark_refund_action_required(&mark).await.unwrap());
+    let got = f.store.refund(f.merchant, r.id).await.unwrap().unwrap();
+    assert_eq!(got.status, RefundStatus::Pending);
+    assert!(got.action_required_at.is_some());
+    assert_eq!(got.channel_refund_id.as_deref(), Some("50300"));
+    let kinds = event_kinds(&f).await;
+    assert_eq!(kinds.iter().filter(|k| **k == EventType::RefundActionRequired).count(), 1);
+}
+
+#[tokio::test]
+async fn a_lease_another_sweeper_took_over_cannot_be_renewed() {
+    let f = fixture().await;
+    let (p, a) = payment(&f, "o-lease", 100);
+    let t = OffsetDateTime::now_utc();
+    f.store.insert_payment(&p, &a, t, None).await.unwrap();
+    let s = time::Duration::seconds;
+    // Sweeper A claims it for a second, and takes longer than that to reach it.
+    let a_lease = t + s(1);
+    assert_eq!(f.store.claim_due_payments(t, a_lease, 10).await.unwrap().len(), 1);
+    // Sweeper B finds the lease run out and claims it.
+    let b_lease = t + s(62);
+    assert_eq!(f.store.claim_due_payments(t + s(2), b_lease, 10).await.unwrap().len(), 1);
+    assert!(!f.store.renew_payment_lease(p.id, a_lease, t + s(63)).await.unwrap());
+    assert!(f.store.renew_payment_lease(p.id, b_lease, t + s(64)).await.unwrap());
+    assert!(f.store.claim_due_payments(t + s(3), t + s(65), 10).await.unwrap().is_empty());
+    // Refunds are leased the same way.
+    let q = paid(&f, "o-lease-r", 100).await;
+    let r = refund(&q, "r1", 10);
+    f.store.insert_refund(&r, t, None).await.unwrap();
+    assert_eq!(f.store.claim_due_refunds(t, a_lease, 10).await.unwrap().len(), 1);
+    assert_eq!(f.store.claim_due_refunds(t + s(2), b_lease, 10).await.unwrap().len(), 1);
+    assert!(!f.store.renew_refund_lease(r.id, a_lease, t + s(63)).await.unwrap());
+    assert!(f.store.renew_refund_lease(r.id, b_lease, t + s(64)).await.unwrap());
 }
 
 #[tokio::test]
@@ -223,6 +369,7 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
         failure_message: None,
         at: OffsetDateTime::now_utc(),
         events: vec![],
+        over_refund_events: vec![],
     };
     assert!(f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());
     assert!(!f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());

@@ -561,6 +561,7 @@ impl Channel for UnionpayChannel {
                 channel_refund_id: Some(query_id),
                 succeeded_at: at,
                 amount: Some(amount),
+                refunded_total: None,
             },
             Status::Failed { code, message } => ChannelRefund::Failed { code, message },
         })
@@ -624,6 +625,7 @@ impl Channel for UnionpayChannel {
                         channel_refund_id: Some(query_id()?),
                         succeeded_at: trace_time(&fields, txn_time),
                         amount: Some(amount()?),
+                        refunded_total: None,
                     }
                 } else {
                     ChannelRefund::Pending { channel_refund_id: None }

@@ -615,6 +615,7 @@ async fn refund_query_uses_the_refunds_order_id_and_txn_time() {
             channel_refund_id: Some("r-q".into()),
             succeeded_at: Some(datetime!(2026-11-29 10:08:00 +8)),
             amount: Some(cny(200)),
+            refunded_total: None,
         }
     );
     let (_, f) = h.last();
@@ -764,6 +765,7 @@ async fn refund_and_cancel_notifications_find_their_payment_through_req_reserved
                     channel_refund_id: Some("r-query".into()),
                     succeeded_at: Some(datetime!(2026-11-29 10:05:10 +8)),
                     amount: Some(cny(234)),
+                    refunded_total: None,
                 },
             }
         );

@@ -644,9 +644,12 @@ fn refund_state(
                 .map(|fen| Money::new(fen, Currency::Cny))
                 .transpose()
                 .map_err(|e| format!("refund amount: {e}"))?,
+            refunded_total: None,
         }),
-        // ABNORMAL is not final: the refund can be re-driven and succeed.
-        "PROCESSING" | "ABNORMAL" => Ok(ChannelRefund::Pending { channel_refund_id }),
+        "PROCESSING" => Ok(ChannelRefund::Pending { channel_refund_id }),
+        // ABNORMAL is not final: once re-driven (apply-abnormal-refund, or the merchant portal)
+        // the refund can still succeed. Re-sending it does not help.
+        "ABNORMAL" => Ok(ChannelRefund::ActionRequired { channel_refund_id }),
         "CLOSED" => Ok(ChannelRefund::Failed {
             code: "CLOSED".into(),
             message: "WeChat closed the refund".into(),
@@ -1039,13 +1042,21 @@ mod tests {
             Ok(ChannelRefund::Pending { .. })
         ));
         assert!(matches!(
-            refund_state("ABNORMAL", None, None, None),
-            Ok(ChannelRefund::Pending { .. })
-        ));
-        assert!(matches!(
             refund_state("CLOSED", None, None, None),
             Ok(ChannelRefund::Failed { .. })
         ));
+    }
+
+    #[test]
+    fn an_abnormal_refund_needs_action_and_is_not_final() {
+        assert_eq!(
+            refund_state("ABNORMAL", Some("50300"), None, None),
+            Ok(ChannelRefund::ActionRequired { channel_refund_id: Some("50300".into()) })
+        );
+    }
+
+    #[test]
+    fn unknown_refund_states_are_refused() {
         assert!(refund_state("WHATEVER", None, None, None).is_err());
     }
 

@@ -480,10 +480,10 @@ async fn payment_notification_verifies_decrypts_and_maps() {
         ChannelRefund::Failed { .. }
     ));
     let n = notification(&signer, "REFUND.ABNORMAL", &refund("ABNORMAL"), now());
-    assert!(matches!(
+    assert_eq!(
         state(h.channel.parse_notification(&n).await.unwrap()),
-        ChannelRefund::Pending { .. }
-    ));
+        ChannelRefund::ActionRequired { channel_refund_id: Some("50000".into()) }
+    );
     // Event and status must agree; another merchant's notification is refused.
     let n = notification(&signer, "REFUND.SUCCESS", &refund("CLOSED"), now());
     assert!(matches!(h.channel.parse_notification(&n).await, Err(ChannelError::Unverified { .. })));

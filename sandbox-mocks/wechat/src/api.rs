@@ -386,7 +386,7 @@ pub(crate) async fn close(
             .orders
             .get_mut(&(v.mchid().to_owned(), out_trade_no.clone()))
             .ok_or_else(order_not_exist)?;
-        if order.state.is_paid() {
+        if order.state.is_paid() || shared.faults().close_answers_orderpaid {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "ORDERPAID",
@@ -447,6 +447,9 @@ pub(crate) async fn refund(State(shared): St, v: Verified) -> Result<Response, A
                 .flatten()
         });
         if let Some((o, r)) = previous {
+            if shared.faults().decline_refund_resends {
+                return Err(ApiError::invalid("退款单号已存在, 请勿重复提交"));
+            }
             if o.out_trade_no == key.1 && r.amount == refund_amount && o.total == total {
                 Accepted::Again(o.refund_object(r))
             } else {
@@ -526,6 +529,10 @@ fn complete_refund(shared: &Arc<Shared>, key: &OrderKey, out_refund_no: &str) {
         let Some(idx) = order.refunds.iter().position(|r| r.out_refund_no == out_refund_no) else {
             return;
         };
+        // An ABNORMAL refund waits for someone to act; it does not complete by itself.
+        if order.refunds[idx].status != RefundStatus::Processing {
+            return;
+        }
         order.refunds[idx].status = RefundStatus::Success;
         order.refunds[idx].success_time = Some(OffsetDateTime::now_utc());
         let refund = &order.refunds[idx];

@@ -14,7 +14,7 @@ use paymux_mock_kit::random_digits;
 
 use crate::notify;
 use crate::protocol::beijing_compact;
-use crate::state::{Faults, OPERATIONS, OrderKey, Shared, TradeState, lock, read};
+use crate::state::{Faults, OPERATIONS, OrderKey, RefundStatus, Shared, TradeState, lock, read};
 
 type St = State<Arc<Shared>>;
 type Params = Query<HashMap<String, String>>;
@@ -178,6 +178,34 @@ pub(crate) async fn close(
 ) -> Result<Json<Value>, ControlError> {
     let key = find_order(&shared, &out_trade_no, q.get("mchid").map(String::as_str))?;
     end_order(&shared, &key, TradeState::Closed).map(Json)
+}
+
+/// The payer's card refuses a processing refund: ABNORMAL, and REFUND.ABNORMAL is notified.
+pub(crate) async fn abnormal_refund(
+    State(shared): St,
+    Path(out_refund_no): Path<String>,
+) -> Result<Json<Value>, ControlError> {
+    let (key, url, notice) = {
+        let mut book = lock(&shared.book);
+        let found = book.orders.iter_mut().find_map(|(key, o)| {
+            let idx = o.refunds.iter().position(|r| r.out_refund_no == out_refund_no)?;
+            Some((key.clone(), o, idx))
+        });
+        let (key, order, idx) = found.ok_or_else(|| ControlError::not_found(&out_refund_no))?;
+        if order.refunds[idx].status != RefundStatus::Processing {
+            return Err(ControlError::conflict(format!(
+                "refund {out_refund_no} is {}, only PROCESSING can become ABNORMAL",
+                order.refunds[idx].status.as_str()
+            )));
+        }
+        order.refunds[idx].status = RefundStatus::Abnormal;
+        let refund = &order.refunds[idx];
+        let url = refund.notify_url.clone().unwrap_or_else(|| order.notify_url.clone());
+        (key, url, order.refund_notification(refund))
+    };
+    tracing::info!(out_trade_no = %key.1, out_refund_no, "refund abnormal");
+    notify::dispatch(&shared, &key, "REFUND.ABNORMAL", "退款异常", "refund", url, &notice);
+    view(&shared, &key).map(Json)
 }
 
 pub(crate) async fn rotate_certificate(State(shared): St) -> Result<Json<Value>, ControlError> {

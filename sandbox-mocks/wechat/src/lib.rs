@@ -260,6 +260,7 @@ impl WechatMock {
             .route("/_sandbox/orders/{out_trade_no}/pay", post(control::pay))
             .route("/_sandbox/orders/{out_trade_no}/fail", post(control::fail))
             .route("/_sandbox/orders/{out_trade_no}/close", post(control::close))
+            .route("/_sandbox/refunds/{out_refund_no}/abnormal", post(control::abnormal_refund))
             .route("/_sandbox/rotate_certificate", post(control::rotate_certificate))
             .route("/_sandbox/keys", get(control::show_keys))
             .route(

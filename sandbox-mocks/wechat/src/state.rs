@@ -63,6 +63,12 @@ pub struct Faults {
     pub bad_signature: bool,
     /// Answers and notifications carry `WECHATPAY/SIGNTEST/` probe signatures.
     pub signature_probe: bool,
+    /// A refund sent again with an `out_refund_no` already used is refused (400
+    /// `INVALID_REQUEST`) instead of answered with that refund's state.
+    pub decline_refund_resends: bool,
+    /// Close answers 400 `ORDERPAID` whatever the order's state, changing nothing (WeChat's
+    /// codes do not pin the order's state).
+    pub close_answers_orderpaid: bool,
 }
 
 pub(crate) const OPERATIONS: [&str; 6] =
@@ -139,6 +145,8 @@ pub(crate) struct Order {
 pub(crate) enum RefundStatus {
     Processing,
     Success,
+    /// The payer's card refused the money; waits for the merchant to re-drive it.
+    Abnormal,
 }
 
 impl RefundStatus {
@@ -146,6 +154,7 @@ impl RefundStatus {
         match self {
             Self::Processing => "PROCESSING",
             Self::Success => "SUCCESS",
+            Self::Abnormal => "ABNORMAL",
         }
     }
 }

@@ -40,11 +40,34 @@ pub fn parse_beijing(text: &str) -> Result<OffsetDateTime, TimeError> {
         .map_err(|_| TimeError(text.to_owned()))
 }
 
+/// The longest relative timeout Alipay takes (`15d`), in minutes.
+pub const MAX_TIMEOUT_MINUTES: i64 = 15 * 24 * 60;
+
+/// A relative timeout (`timeout_express`, `qr_code_timeout_express`) that covers `from..until`:
+/// whole minutes, rounded up (Alipay takes `90m`, not `1.5h`), between `1m` and `15d`. Returns
+/// the value to send and how long it really is.
+pub fn timeout_express(from: OffsetDateTime, until: OffsetDateTime) -> (String, time::Duration) {
+    let seconds = (until - from).whole_seconds();
+    let minutes = (seconds + 59).div_euclid(60).clamp(1, MAX_TIMEOUT_MINUTES);
+    (format!("{minutes}m"), time::Duration::minutes(minutes))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn a_relative_timeout_rounds_up_to_whole_minutes_within_alipays_range() {
+        let t = datetime!(2026-11-29 08:00:00 UTC);
+        let s = time::Duration::seconds;
+        assert_eq!(timeout_express(t, t + s(60)), ("1m".to_owned(), s(60)));
+        assert_eq!(timeout_express(t, t + s(61)), ("2m".to_owned(), s(120)));
+        assert_eq!(timeout_express(t, t + s(5400)), ("90m".to_owned(), s(5400)));
+        assert_eq!(timeout_express(t, t - s(30)), ("1m".to_owned(), s(60)));
+        assert_eq!(timeout_express(t, t + time::Duration::days(40)).0, "21600m");
+    }
 
     #[test]
     fn formats_in_beijing_time_whatever_the_offset() {

@@ -16,7 +16,7 @@ use paymux_crypto::{CryptoError, RsaPrivateKey, RsaPublicKey};
 use time::OffsetDateTime;
 
 pub use amount::{AmountError, fen_to_yuan, money_to_yuan, yuan_to_fen, yuan_to_money};
-pub use beijing::{BEIJING, TimeError, format_beijing, parse_beijing};
+pub use beijing::{BEIJING, TimeError, format_beijing, parse_beijing, timeout_express};
 pub use cert::{CertSnError, cert_sn, root_cert_sn};
 pub use response::{Answer, AnswerError, RawAnswer, ResultCode, response_node_name, split_answer};
 
