@@ -227,6 +227,23 @@ async fn pc_web_page_form_posted_by_the_browser_then_paid_on_the_bank_page_succe
 }
 
 #[tokio::test]
+async fn a_page_payment_without_a_return_url_is_refused_with_a_clear_error_and_its_request_id() {
+    let app = TestApp::spawn().await;
+    let (s, e) = app.create_payment("unionpay", "page", "up-no-return", 100).await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["error"]["type"], "invalid_request");
+    assert!(e["error"]["message"].as_str().unwrap().contains("return_url"), "{e}");
+    assert!(e["error"]["request_id"].as_str().unwrap().starts_with("req_"), "{e}");
+    assert!(app.mock_orders("unionpay").await.is_empty(), "nothing reached the channel");
+    // Nothing can have been paid: the payment it left behind is failed, and says so once.
+    let pid = e["error"]["object_id"].as_str().unwrap();
+    let (_, p) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(p["status"], "failed", "{p}");
+    let kinds: Vec<Value> = app.events().await.iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(kinds, [json!("payment.failed")]);
+}
+
+#[tokio::test]
 async fn wap_form_posted_by_the_browser_then_paid_on_the_bank_page_succeeds() {
     let app = TestApp::spawn().await;
     let p = create_web_payment(&app, "wap", "up-wap-1", 100).await;
