@@ -78,3 +78,48 @@ async fn cancel_at_the_cashier_leaves_the_payment_unpaid() {
     assert_ne!(now["status"], "succeeded", "{now}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unionpay_page_form_posted_by_a_browser_then_paid_on_the_bank_page_succeeds() {
+    let app = TestApp::spawn().await;
+    let (status, payment) = app
+        .post(
+            "/v1/payments",
+            serde_json::json!({
+                "merchant_order_no": "browser-unionpay-1",
+                "amount": 8850,
+                "currency": "CNY",
+                "subject": "Test order",
+                "channel": "unionpay",
+                "method": "page",
+                "return_url": format!("{}/shop/return", app.gateway),
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{payment}");
+    let action = &payment["action"];
+    assert_eq!(action["type"], "form", "{payment}");
+
+    let browser = Browser::start().await;
+    browser
+        .submit_form(
+            action["method"].as_str().unwrap(),
+            action["url"].as_str().unwrap(),
+            &action["fields"],
+        )
+        .await;
+    // The bank page shows the amount in yuan and asks for a card.
+    browser.wait_for_text("88.50").await;
+    let card = browser.client.find(fantoccini::Locator::Id("accNo")).await.unwrap();
+    card.clear().await.unwrap();
+    card.send_keys("6216261000000000018").await.unwrap();
+    browser.screenshot("unionpay-bank-page").await;
+    browser.click_button_starting_with("Pay").await;
+
+    let id = payment["id"].as_str().unwrap();
+    let paid = app.wait_payment(id, "succeeded").await;
+    let order = app.mock_order("unionpay", payment["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(order["card"], "6216261000000000018", "the card entered on the page: {order}");
+    assert_eq!(paid["channel_trade_no"], order["query_id"], "{paid}");
+    browser.close().await;
+}

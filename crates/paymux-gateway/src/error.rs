@@ -160,7 +160,13 @@ impl From<StoreError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        // An error made on a task of its own (the channel call of a create or refund runs on
+        // one, so that a client hanging up cannot cut it short) was made outside the request's
+        // scope; it gets the request's id here, where the answer is written.
+        if self.body.request_id.is_empty() {
+            self.body.request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+        }
         (self.status, axum::Json(serde_json::json!({ "error": self.body }))).into_response()
     }
 }

@@ -68,6 +68,9 @@ pub struct CredentialPaths {
     pub intermediate_certificate: PathBuf,
     pub signing_certificate: PathBuf,
     pub signing_private_key: PathBuf,
+    /// The intermediate's key, so tests can issue certificates under the sandbox's own chain
+    /// ([`issue_signing_certificate`]); absent in key directories written before it was kept.
+    pub intermediate_private_key: PathBuf,
     pub merchant_certificate: PathBuf,
     pub merchant_private_key: PathBuf,
 }
@@ -80,6 +83,7 @@ impl CredentialPaths {
             intermediate_certificate: dir.join("unionpay-intermediate.pem"),
             signing_certificate: dir.join("unionpay-signing-cert.pem"),
             signing_private_key: dir.join("unionpay-signing-key.pem"),
+            intermediate_private_key: dir.join("unionpay-intermediate-key.pem"),
             merchant_certificate: dir.join("unionpay-merchant-cert.pem"),
             merchant_private_key: dir.join("unionpay-merchant-key.pem"),
         }
@@ -125,11 +129,13 @@ impl UnionpayKeys {
         &self.signing_pem
     }
 
-    pub(crate) fn signing_key(&self) -> &RsaPrivateKey {
+    /// The key answers and notifications are signed with (for tests that act as UnionPay).
+    pub fn signing_key(&self) -> &RsaPrivateKey {
         &self.signing_key
     }
 
-    pub(crate) fn sign_pub_key_cert(&self) -> &str {
+    /// The signing certificate as `signPubKeyCert` carries it (CR LF, no trailing newline).
+    pub fn sign_pub_key_cert(&self) -> &str {
         &self.sign_pub_key_cert
     }
 }
@@ -137,6 +143,14 @@ impl UnionpayKeys {
 /// Makes a fresh chain and a merchant certificate for `mer_id`: (the mock's keys, the
 /// merchant's credentials).
 pub fn generate(mer_id: &str) -> Result<(UnionpayKeys, MerchantCredentials), KeysError> {
+    let (keys, merchant, _) = generate_chain(mer_id)?;
+    Ok((keys, merchant))
+}
+
+/// [`generate`], also handing back the intermediate's key.
+fn generate_chain(
+    mer_id: &str,
+) -> Result<(UnionpayKeys, MerchantCredentials, RsaPrivateKey), KeysError> {
     let root_key = RsaPrivateKey::generate()?;
     let mut root = ca_params("paymux sandbox UnionPay Root CA");
     root.not_after = OffsetDateTime::now_utc() + Duration::days(2 * VALIDITY_DAYS);
@@ -151,8 +165,8 @@ pub fn generate(mer_id: &str) -> Result<(UnionpayKeys, MerchantCredentials), Key
     let issuer = Issuer::from_ca_cert_pem(&intermediate_pem, rcgen_key(&intermediate_key)?)?;
 
     let signing_key = RsaPrivateKey::generate()?;
-    let cn = format!("041@Z{}@{UNIONPAY_OWNER}@00000001", paymux_mock_kit::random_digits(16));
-    let signing_pem = leaf_params(&cn).signed_by(&rcgen_key(&signing_key)?, &issuer)?.pem();
+    let signing_pem =
+        leaf_params(&signing_cn()).signed_by(&rcgen_key(&signing_key)?, &issuer)?.pem();
 
     let merchant_key = RsaPrivateKey::generate()?;
     let merchant_cn = format!("041@Z{mer_id}@paymux sandbox merchant@00000001");
@@ -171,7 +185,30 @@ pub fn generate(mer_id: &str) -> Result<(UnionpayKeys, MerchantCredentials), Key
         private_key: merchant_key,
         certificate_pem: merchant_pem,
     };
-    Ok((keys, merchant))
+    Ok((keys, merchant, intermediate_key))
+}
+
+/// A signing certificate with UnionPay's owner name, issued by the intermediate
+/// (`intermediate_pem`, `intermediate_key`) and valid from `not_before` to `not_after`, and its
+/// fresh key: how a test makes an expired or not-yet-valid certificate that otherwise chains to
+/// the sandbox's root. Returns (key, certificate PEM).
+pub fn issue_signing_certificate(
+    intermediate_pem: &str,
+    intermediate_key: &RsaPrivateKey,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(RsaPrivateKey, String), KeysError> {
+    let issuer = Issuer::from_ca_cert_pem(intermediate_pem, rcgen_key(intermediate_key)?)?;
+    let key = RsaPrivateKey::generate()?;
+    let mut params = leaf_params(&signing_cn());
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let pem = params.signed_by(&rcgen_key(&key)?, &issuer)?.pem();
+    Ok((key, pem))
+}
+
+fn signing_cn() -> String {
+    format!("041@Z{}@{UNIONPAY_OWNER}@00000001", paymux_mock_kit::random_digits(16))
 }
 
 /// What `paymux up` calls: the chain and the merchant credentials for `mer_id`, read from `dir`
@@ -197,9 +234,10 @@ pub fn write_sandbox_credentials(
         };
         return Ok((keys, merchant, paths));
     }
-    let (keys, merchant) = generate(mer_id)?;
+    let (keys, merchant, intermediate_key) = generate_chain(mer_id)?;
     write(&paths.root_certificate, &keys.root_pem, false)?;
     write(&paths.intermediate_certificate, &keys.intermediate_pem, false)?;
+    write(&paths.intermediate_private_key, &intermediate_key.to_pkcs8_pem()?, true)?;
     write(&paths.signing_certificate, &keys.signing_pem, false)?;
     write(&paths.signing_private_key, &keys.signing_key.to_pkcs8_pem()?, true)?;
     write(&paths.merchant_certificate, &merchant.certificate_pem, false)?;
@@ -309,5 +347,30 @@ mod tests {
             write_sandbox_credentials(dir.path(), "777290058110048").unwrap();
         assert_eq!(again.signing_certificate_pem(), keys.signing_certificate_pem());
         assert_eq!(merchant_again.cert_id, merchant.cert_id);
+    }
+
+    #[test]
+    fn a_certificate_issued_under_the_kept_intermediate_chains_to_it_with_the_chosen_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _, paths) = write_sandbox_credentials(dir.path(), "777290058110048").unwrap();
+        let intermediate_key =
+            RsaPrivateKey::load(&std::fs::read_to_string(&paths.intermediate_private_key).unwrap())
+                .unwrap();
+        let now = OffsetDateTime::now_utc();
+        let (key, pem) = issue_signing_certificate(
+            keys.intermediate_certificate_pem(),
+            &intermediate_key,
+            now - Duration::days(30),
+            now - Duration::days(1),
+        )
+        .unwrap();
+        let cert = Certificate::from_pem(&pem).unwrap();
+        let intermediate = Certificate::from_pem(keys.intermediate_certificate_pem()).unwrap();
+        assert_eq!(cert.issuer(), intermediate.subject());
+        assert_eq!(cert.public_key().unwrap(), &key.public_key());
+        assert!(!cert.is_valid_at(now), "expired");
+        assert!(cert.is_valid_at(now - Duration::days(2)));
+        let cn = cert.subject().split(',').find_map(|p| p.trim().strip_prefix("CN=")).unwrap();
+        assert_eq!(cn.split('@').nth(2), Some(UNIONPAY_OWNER));
     }
 }
