@@ -240,8 +240,10 @@ impl UnionpayChannel {
         match field(&a, "respCode") {
             Some("00") => {}
             Some("34") => return Ok(Status::NotFound),
-            // 03/04/05: the query itself is in process; anything else: the query failed. Either
-            // way the transaction's outcome is still unknown.
+            // 03/04/05: the channel answered, and its answer is "in process, ask again": the
+            // same "not yet" as an origRespCode of 03/04/05, so the payment reads as pending.
+            Some("03" | "04" | "05") => return Ok(Status::InProcess),
+            // Anything else: the query itself failed; the outcome is unknown.
             _ => return Err(ChannelError::unknown(format!("unionpay {what}: {}", describe(&a)))),
         }
         match field(&a, "origRespCode") {
