@@ -12,8 +12,8 @@ use paymux_core::{AccountId, ChannelKind, InboundRequest, Notification, Notifica
 use paymux_store::{AccountRecord, InboundRecord};
 use time::OffsetDateTime;
 
-use crate::apply::{Applied, apply_payment, apply_refund};
-use crate::state::AppState;
+use paymux_engine::Engine;
+use paymux_engine::{Applied, apply_payment, apply_refund};
 
 fn reply(ack: NotificationAck) -> Response {
     let status = StatusCode::from_u16(ack.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -21,7 +21,7 @@ fn reply(ack: NotificationAck) -> Response {
 }
 
 pub async fn receive(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     Path((channel, account_id)): Path<(String, String)>,
     method: Method,
     uri: Uri,
@@ -105,7 +105,7 @@ pub async fn receive(
 
 /// Checks the notification against what we hold and applies it. `Err` carries why it was refused.
 async fn process(
-    state: &AppState,
+    state: &Engine,
     account: &AccountRecord,
     n: &Notification,
 ) -> Result<Applied, String> {
