@@ -2,10 +2,11 @@
 //!
 //! It holds the store, the channel registry and the configuration ([`Engine`]); applies a
 //! channel's report to a payment or refund, each change a compare-and-set with its event in one
-//! transaction ([`apply_payment`], [`apply_refund`]); and runs the background workers: the
-//! sweeper, which settles what the channels never told us, and the webhook dispatcher, which
-//! delivers the outbox. The HTTP gateway and the CLI are doors onto it; it depends on no web
-//! framework.
+//! transaction ([`apply_payment`], [`apply_refund`]); handles a channel's notification from the
+//! raw request to the channel's reply ([`Engine::handle_notification`]); and runs the background
+//! workers: the sweeper, which settles what the channels never told us, and the webhook
+//! dispatcher, which delivers the outbox. The HTTP gateway and the CLI are doors onto it; it
+//! depends on no web framework.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +28,7 @@ pub mod dispatcher;
 mod engine;
 mod error;
 pub mod failpoint;
+mod notifications;
 pub mod objects;
 pub mod outbound;
 mod registry;
@@ -37,4 +39,5 @@ pub use apply::{Applied, apply_payment, apply_refund};
 pub use config::{GatewayConfig, SweeperConfig, WebhookConfig};
 pub use engine::{Engine, Workers, payment_ref};
 pub use error::EngineError;
+pub use notifications::NotificationReply;
 pub use registry::{ChannelFactory, ChannelRegistry, ConfigError};
