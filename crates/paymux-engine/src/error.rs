@@ -8,6 +8,9 @@ use crate::registry::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// The input is not acceptable; `field` names it as the API does (`url`, `events`).
+    #[error("{message}")]
+    InvalidInput { field: &'static str, message: String },
     /// No such object for this merchant and mode (`what` names its kind: "payment", "refund").
     #[error("no such {what}")]
     NotFound { what: &'static str },

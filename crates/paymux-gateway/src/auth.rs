@@ -22,6 +22,11 @@ impl Merchant {
         if self.livemode { "live" } else { "test" }
     }
 
+    /// The merchant and mode, as the engine's use cases take them.
+    pub fn caller(&self) -> paymux_engine::Caller {
+        paymux_engine::Caller { merchant: self.id, livemode: self.livemode }
+    }
+
     /// Whether an object of this mode is visible to the key: another mode's object is a 404.
     pub fn sees(&self, livemode: bool) -> bool {
         self.livemode == livemode

@@ -158,6 +158,7 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
+            EngineError::InvalidInput { field, message } => ApiError::invalid_param(field, message),
             EngineError::NotFound { what } => ApiError::not_found(what),
             EngineError::ChannelMismatch { why } => ApiError::conflict("channel_mismatch", why),
             EngineError::Channel(e) => ApiError::channel(e),
