@@ -21,6 +21,28 @@ pub enum EngineError {
     /// outcome leaves the object pending; it is never taken as a failure.
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    /// A channel call about `object` did not succeed and the object stays as it was (pending, on
+    /// an unknown outcome: never taken as a failure).
+    #[error("{source}")]
+    ChannelCall {
+        #[source]
+        source: ChannelError,
+        object: String,
+    },
+    /// A close of a payment that has succeeded.
+    #[error("the payment has succeeded; refund it instead")]
+    PaymentSucceeded,
+    /// A close of a payment that has failed.
+    #[error("the payment has failed; there is nothing to close")]
+    PaymentFailed,
+    /// The payer paid before the close: at the channel (it refused the close and its query shows
+    /// the payment paid), or here (a notification of payment won the race with the close).
+    #[error("{}", if *at_channel {
+        "the payer paid before the close reached the channel; the payment has succeeded"
+    } else {
+        "the payer paid before the close took effect; the payment has succeeded"
+    })]
+    PaidBeforeClose { payment: PaymentId, at_channel: bool },
     /// The account's stored configuration gives no adapter.
     #[error("channel account {account} is misconfigured: {source}")]
     Misconfigured {

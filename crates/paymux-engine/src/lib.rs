@@ -23,6 +23,7 @@
 
 pub mod admin;
 mod apply;
+mod close;
 mod config;
 pub mod dispatcher;
 mod endpoints;

@@ -162,6 +162,16 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound { what } => ApiError::not_found(what),
             EngineError::ChannelMismatch { why } => ApiError::conflict("channel_mismatch", why),
             EngineError::Channel(e) => ApiError::channel(e),
+            EngineError::ChannelCall { source, object } => {
+                ApiError::channel(source).with_object(object)
+            }
+            e @ EngineError::PaymentSucceeded => {
+                ApiError::conflict("payment_succeeded", e.to_string())
+            }
+            e @ EngineError::PaymentFailed => ApiError::conflict("payment_failed", e.to_string()),
+            e @ EngineError::PaidBeforeClose { payment, .. } => {
+                ApiError::conflict("payment_succeeded", e.to_string()).with_object(payment)
+            }
             EngineError::Store(e) => ApiError::store(e),
             e @ (EngineError::Misconfigured { .. }
             | EngineError::AccountGone(_)

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
-    CreatePayment, Currency, Money, PaymentId, PaymentMethod, PaymentStatus,
+    Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment, CreatePayment, Currency,
+    Money, PaymentId, PaymentMethod, PaymentStatus,
 };
 use paymux_store::{AccountRecord, AttemptRecord, PaymentFilter, PaymentRecord, StoreError};
 use serde::Deserialize;
@@ -19,8 +19,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::idempotency::IdempotencyKey;
 use paymux_engine::Engine;
+use paymux_engine::apply_payment;
 use paymux_engine::objects;
-use paymux_engine::{apply_payment, payment_ref};
 
 const DEFAULT_EXPIRES_IN: i64 = 2 * 60 * 60;
 const MIN_EXPIRES_IN: i64 = 60;
@@ -455,61 +455,5 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let p = load(&state, merchant, &id).await?;
-    match p.status {
-        PaymentStatus::Closed => return Ok(Json(objects::payment(&p))),
-        PaymentStatus::Succeeded => {
-            return Err(ApiError::conflict(
-                "payment_succeeded",
-                "the payment has succeeded; refund it instead",
-            ));
-        }
-        PaymentStatus::Failed => {
-            return Err(ApiError::conflict(
-                "payment_failed",
-                "the payment has failed; there is nothing to close",
-            ));
-        }
-        PaymentStatus::Pending => {}
-    }
-    let (adapter, attempt) = state.adapter_and_attempt(&p).await?;
-    match adapter.close(&payment_ref(&p, &attempt)).await {
-        Ok(()) => {
-            apply_payment(&*state.store, &p, &ChannelPayment::Closed).await?;
-        }
-        Err(ChannelError::Declined { code, message }) if code == ALREADY_PAID => {
-            // The channel refused the close as paid: take its truth from a query, and say "paid"
-            // only if that is what the payment is now. The refusal alone does not make it so
-            // (WeChat's ORDERPAID does not pin the order's state).
-            let after = state.sync_payment(&p).await?;
-            if after.status == PaymentStatus::Succeeded {
-                return Err(ApiError::conflict(
-                    "payment_succeeded",
-                    "the payer paid before the close reached the channel; the payment has succeeded",
-                )
-                .with_object(after.id));
-            }
-            tracing::warn!(payment = %p.id, %message, "close refused as paid, but the channel's query does not show it paid");
-            return Err(ApiError::channel(ChannelError::unknown(format!(
-                "the channel refused the close as already paid ({message}), but its query says the \
-                 payment is {}; it stays {} and is settled later",
-                after.status, after.status
-            )))
-            .with_object(p.id));
-        }
-        Err(e) => return Err(ApiError::channel(e).with_object(p.id)),
-    }
-    let after = state
-        .store
-        .payment(merchant.id, p.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment"))?;
-    if after.status == PaymentStatus::Succeeded {
-        // A notification of payment won the race with the close.
-        return Err(ApiError::conflict(
-            "payment_succeeded",
-            "the payer paid before the close took effect; the payment has succeeded",
-        )
-        .with_object(after.id));
-    }
-    Ok(Json(objects::payment(&after)))
+    Ok(Json(objects::payment(&state.close_payment(&p).await?)))
 }
