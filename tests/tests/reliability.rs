@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use paymux_e2e::TestApp;
-use paymux_gateway::{SweeperConfig, WebhookConfig};
+use paymux_engine::{SweeperConfig, WebhookConfig};
 use serde_json::{Value, json};
 
 fn id(v: &Value) -> String {

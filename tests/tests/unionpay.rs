@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use paymux_crypto::{Certificate, RsaPrivateKey};
 use paymux_e2e::TestApp;
-use paymux_gateway::SweeperConfig;
+use paymux_engine::SweeperConfig;
 use paymux_mock_unionpay::keys::{self, CredentialPaths, UnionpayKeys};
 use paymux_mock_unionpay::protocol::{Fields, pem_crlf, sign_rsa, verification_string};
 use serde_json::{Value, json};

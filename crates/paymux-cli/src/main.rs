@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use paymux_cli::sandbox::{self, SandboxOptions};
-use paymux_core::{AccountId, ChannelKind, MerchantId};
-use paymux_gateway::{AppState, GatewayConfig, new_api_key};
+use paymux_core::{ChannelKind, MerchantId};
+use paymux_engine::{Engine, GatewayConfig};
 use paymux_mock_wechat::KeyMode;
-use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
+use paymux_store::SqliteStore;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -205,40 +205,26 @@ async fn run(cli: Cli) -> Result<()> {
             config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
             config.idempotency_lease = Duration::from_millis(idempotency_lease_ms);
             tracing::info!(%listen, "paymux gateway listening");
-            paymux_gateway::serve(listener, AppState::new(store, config)).await?;
+            paymux_gateway::serve(listener, Engine::new(store, config)).await?;
             Ok(())
         }
         Command::Admin(Admin::CreateMerchant { database, name, live }) => {
-            let store = SqliteStore::open(&database).await?;
-            let merchant = store.create_merchant(&name).await?;
-            let (key, key_hash, prefix) = new_api_key(live);
-            store
-                .add_api_key(&NewApiKey { merchant_id: merchant, key_hash, prefix, livemode: live })
-                .await?;
+            let engine = admin_engine(&database).await?;
+            let (merchant, key) = engine.create_merchant(&name, live).await?;
             println!(
                 "merchant {merchant}\napi key  {key}  (shown once; paymux keeps only its hash)"
             );
             Ok(())
         }
         Command::Admin(Admin::AddAccount { database, merchant, channel, config, mode }) => {
-            let store = SqliteStore::open(&database).await?;
+            let engine = admin_engine(&database).await?;
             let merchant: MerchantId = merchant.parse()?;
             let channel: ChannelKind = channel.parse().map_err(anyhow::Error::msg)?;
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
-            let account = AccountRecord {
-                id: AccountId::new(),
-                merchant_id: merchant,
-                channel,
-                config: serde_json::from_str(&text).context("the config is not JSON")?,
-                livemode: mode == AccountMode::Live,
-                created_at: time::OffsetDateTime::now_utc(),
-            };
-            // Build the adapter once now, so a bad key is reported here and not at the first payment.
-            paymux_gateway::ChannelRegistry::new(Duration::from_secs(10))
-                .adapter(&account)
-                .map_err(|e| anyhow::anyhow!("{}", e.body.message))?;
-            store.put_channel_account(&account).await?;
+            let config = serde_json::from_str(&text).context("the config is not JSON")?;
+            let account =
+                engine.add_account(merchant, channel, config, mode == AccountMode::Live).await?;
             println!(
                 "account {} ({} mode)\nnotifications: <public-url>/callbacks/{}/{}",
                 account.id,
@@ -249,6 +235,13 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The engine the admin commands run on: the store at `database`, no server, no workers (the
+/// public URL is never used by them).
+async fn admin_engine(database: &std::path::Path) -> Result<Engine> {
+    let store = Arc::new(SqliteStore::open(database).await?);
+    Ok(Engine::new(store, GatewayConfig::new("http://127.0.0.1")))
 }
 
 fn print_welcome(m: &sandbox::Manifest, data_dir: &std::path::Path) {

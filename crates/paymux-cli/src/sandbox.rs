@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
-use paymux_gateway::{AppState, GatewayConfig, SweeperConfig, WebhookConfig, new_api_key};
+use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig, new_api_key};
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
@@ -428,7 +428,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     config.channel_timeout = opts.channel_timeout;
     config.sweeper = opts.sweeper.clone();
     config.webhooks = opts.webhooks.clone();
-    let state = AppState::new(store.clone(), config);
+    let state = Engine::new(store.clone(), config);
     let mut tasks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),

@@ -117,7 +117,7 @@ async fn killed_after_the_channel_created_the_order_the_payment_ends_in_the_chan
     let t = Crash::new().await;
     let store = t.sandbox.store.clone();
     let merchant = t.sandbox.merchant_id;
-    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_CREATE)).await;
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_CREATE)).await;
     let body = json!({"merchant_order_no": "o-crash", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
     let call = tokio::spawn({
         let http = t.http.clone();
@@ -182,7 +182,7 @@ async fn killed_after_the_channel_refunded_the_refund_ends_in_the_channels_state
     .await;
     kill(gw);
 
-    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_REFUND)).await;
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_REFUND)).await;
     let call = tokio::spawn({
         let http = t.http.clone();
         let url = format!("{}/v1/payments/{pid}/refunds", t.gateway());
@@ -249,7 +249,7 @@ async fn a_retry_of_a_create_killed_after_its_write_replays_the_payment_not_a_40
     let t = Crash::new().await;
     let store = t.sandbox.store.clone();
     let merchant = t.sandbox.merchant_id;
-    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_CREATE)).await;
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_CREATE)).await;
     let body = json!({"merchant_order_no": "o-lost", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
     let call = tokio::spawn({
         let http = t.http.clone();
@@ -306,7 +306,7 @@ async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409
     .await;
     kill(gw);
 
-    let gw = t.serve(Some(paymux_gateway::failpoint::AFTER_CHANNEL_REFUND)).await;
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_REFUND)).await;
     let path = format!("/v1/payments/{pid}/refunds");
     let body = json!({"amount": 250, "merchant_refund_no": "r-lost"});
     let call = tokio::spawn({

@@ -14,6 +14,7 @@
 //! ```
 
 mod channel;
+mod decide;
 mod event;
 mod ids;
 mod money;
@@ -24,6 +25,7 @@ pub use channel::{
     CreatedPayment, InboundRequest, Notification, NotificationAck, PaymentAction, PaymentMethod,
     PaymentRef, RefundRequest,
 };
+pub use decide::{PaymentDecision, RefundDecision, decide_payment, decide_refund};
 pub use event::{Event, EventType};
 pub use ids::{AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId};
 pub use money::{Currency, Money, MoneyError};

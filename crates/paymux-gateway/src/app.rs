@@ -11,13 +11,13 @@ use axum::routing::{delete, get, post};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::state::AppState;
 use crate::{callbacks, events, idempotency, payments, refunds, webhooks};
+use paymux_engine::Engine;
 
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY: usize = 64 * 1024;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: Engine) -> Router {
     Router::new()
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::get))
@@ -48,28 +48,17 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the gateway on `listener` until the process stops, with its background workers: the
 /// sweeper and the webhook dispatcher.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    let hooks = &state.config.webhooks;
-    // No webhook is ever sent by a client without timeouts and the address filter: if that
-    // client cannot be built, the gateway does not start.
-    let http = crate::outbound::webhook_client(hooks.timeout, hooks.allow_private_urls)
-        .map_err(std::io::Error::other)?;
-    let workers = [
-        tokio::spawn(crate::sweeper::run(state.clone())),
-        tokio::spawn(crate::webhooks::run(state.clone(), http)),
-    ];
-    let served = axum::serve(listener, router(state)).await;
-    for w in workers {
-        w.abort();
-    }
-    served
+pub async fn serve(listener: tokio::net::TcpListener, state: Engine) -> std::io::Result<()> {
+    // The workers stop when `_workers` is dropped, as the server returns.
+    let _workers = state.start_workers().map_err(std::io::Error::other)?;
+    axum::serve(listener, router(state)).await
 }
 
 async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Engine>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => "ready".into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable").into_response(),

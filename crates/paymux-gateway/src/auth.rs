@@ -3,10 +3,10 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use paymux_core::MerchantId;
-use paymux_crypto::{random_alphanumeric, sha256_hex};
+use paymux_crypto::sha256_hex;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use paymux_engine::Engine;
 
 /// The authenticated merchant of a request, and the mode of its key: a key sees only the
 /// accounts and objects of its own mode.
@@ -22,24 +22,21 @@ impl Merchant {
         if self.livemode { "live" } else { "test" }
     }
 
+    /// The merchant and mode, as the engine's use cases take them.
+    pub fn caller(&self) -> paymux_engine::Caller {
+        paymux_engine::Caller { merchant: self.id, livemode: self.livemode }
+    }
+
     /// Whether an object of this mode is visible to the key: another mode's object is a 404.
     pub fn sees(&self, livemode: bool) -> bool {
         self.livemode == livemode
     }
 }
 
-/// A new secret key and what the store keeps of it. The key itself is shown once.
-pub fn new_api_key(livemode: bool) -> (String, String, String) {
-    let key = format!("sk_{}_{}", if livemode { "live" } else { "test" }, random_alphanumeric(32));
-    let hash = sha256_hex(key.as_bytes());
-    let prefix = key[..12].to_owned();
-    (key, hash, prefix)
-}
-
-impl FromRequestParts<AppState> for Merchant {
+impl FromRequestParts<Engine> for Merchant {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Engine) -> Result<Self, ApiError> {
         // Already authenticated by an outer layer (idempotency) for this request.
         if let Some(m) = parts.extensions.get::<Merchant>() {
             return Ok(*m);

@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use paymux_core::ChannelError;
+use paymux_engine::EngineError;
 use paymux_store::StoreError;
 use serde::Serialize;
 
@@ -150,6 +151,32 @@ impl ApiError {
     pub fn with_object(mut self, id: impl ToString) -> Self {
         self.body.object_id = Some(id.to_string());
         self
+    }
+}
+
+/// The one mapping from what the engine reports to the API's error shape.
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::InvalidInput { field, message } => ApiError::invalid_param(field, message),
+            EngineError::NotFound { what } => ApiError::not_found(what),
+            EngineError::ChannelMismatch { why } => ApiError::conflict("channel_mismatch", why),
+            EngineError::Channel(e) => ApiError::channel(e),
+            EngineError::ChannelCall { source, object } => {
+                ApiError::channel(source).with_object(object)
+            }
+            e @ EngineError::PaymentSucceeded => {
+                ApiError::conflict("payment_succeeded", e.to_string())
+            }
+            e @ EngineError::PaymentFailed => ApiError::conflict("payment_failed", e.to_string()),
+            e @ EngineError::PaidBeforeClose { payment, .. } => {
+                ApiError::conflict("payment_succeeded", e.to_string()).with_object(payment)
+            }
+            EngineError::Store(e) => ApiError::store(e),
+            e @ (EngineError::Misconfigured { .. }
+            | EngineError::AccountGone(_)
+            | EngineError::NoAttempt(_)) => ApiError::internal(e.to_string()),
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
-use crate::objects;
-use crate::state::AppState;
+use paymux_engine::Engine;
+use paymux_engine::objects;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
@@ -20,7 +20,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {

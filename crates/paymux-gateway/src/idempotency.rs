@@ -23,8 +23,8 @@ use time::OffsetDateTime;
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
-use crate::objects;
-use crate::state::AppState;
+use paymux_engine::Engine;
+use paymux_engine::objects;
 
 pub const HEADER: &str = "idempotency-key";
 const MAX_BODY: usize = 64 * 1024;
@@ -40,7 +40,7 @@ impl IdempotencyKey {
     }
 }
 
-pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST || !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
     }
@@ -58,15 +58,14 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
         }
     };
     let (mut parts, body) = req.into_parts();
-    let merchant =
-        match <Merchant as axum::extract::FromRequestParts<AppState>>::from_request_parts(
-            &mut parts, &state,
-        )
-        .await
-        {
-            Ok(m) => m,
-            Err(e) => return e.into_response(),
-        };
+    let merchant = match <Merchant as axum::extract::FromRequestParts<Engine>>::from_request_parts(
+        &mut parts, &state,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
     // The handler finds the merchant here instead of looking the key up a second time.
     parts.extensions.insert(merchant);
     let bytes = match to_bytes(body, MAX_BODY).await {
@@ -149,7 +148,7 @@ pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// Answers a retry whose first run died after writing `object_id`: the object as it is now, 200,
 /// kept as the key's response from here on.
-async fn recover(state: &AppState, merchant: Merchant, key: &str, object_id: &str) -> Response {
+async fn recover(state: &Engine, merchant: Merchant, key: &str, object_id: &str) -> Response {
     let object = if let Ok(id) = object_id.parse::<PaymentId>() {
         state
             .store

@@ -6,21 +6,21 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
-    CreatePayment, Currency, Money, PaymentId, PaymentMethod, PaymentRef, PaymentStatus,
+    Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment, CreatePayment, Currency,
+    Money, PaymentId, PaymentMethod, PaymentStatus,
 };
 use paymux_store::{AccountRecord, AttemptRecord, PaymentFilter, PaymentRecord, StoreError};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime};
 
-use crate::apply::{Applied, apply_payment};
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::idempotency::IdempotencyKey;
-use crate::objects;
-use crate::state::AppState;
+use paymux_engine::Engine;
+use paymux_engine::apply_payment;
+use paymux_engine::objects;
 
 const DEFAULT_EXPIRES_IN: i64 = 2 * 60 * 60;
 const MIN_EXPIRES_IN: i64 = 60;
@@ -198,7 +198,7 @@ impl CreatePaymentBody {
 
 /// Picks the channel account: the one asked for, or the first that supports the method.
 async fn route(
-    state: &AppState,
+    state: &Engine,
     merchant: Merchant,
     channel: Option<ChannelKind>,
     method: PaymentMethod,
@@ -215,7 +215,7 @@ async fn route(
             other_mode.get_or_insert(account.channel);
             continue;
         }
-        let adapter = state.channels.adapter(&account)?;
+        let adapter = state.adapter(&account)?;
         if adapter.supports(method) {
             return Ok((account, adapter));
         }
@@ -245,19 +245,8 @@ async fn route(
     }))
 }
 
-pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
-    PaymentRef {
-        channel_order_no: attempt.channel_order_no.clone(),
-        channel_trade_no: p.channel_trade_no.clone(),
-        amount: p.amount,
-        created_at: p.created_at,
-        expires_at: p.expires_at,
-        channel_data: attempt.channel_data.clone(),
-    }
-}
-
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreatePaymentBody>,
@@ -357,7 +346,7 @@ pub async fn create(
     // hangs up cannot cut it in the middle.
     let task = tokio::spawn(async move {
         let outcome = adapter.create(&call).await;
-        crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_CREATE).await;
+        paymux_engine::failpoint::hit(paymux_engine::failpoint::AFTER_CHANNEL_CREATE).await;
         match outcome {
             Ok(created) => {
                 let action = serde_json::to_value(&created.action)
@@ -393,7 +382,7 @@ pub async fn create(
     })?
 }
 
-async fn load(state: &AppState, merchant: Merchant, id: &str) -> Result<PaymentRecord, ApiError> {
+async fn load(state: &Engine, merchant: Merchant, id: &str) -> Result<PaymentRecord, ApiError> {
     let id: PaymentId = id.parse().map_err(|_| ApiError::not_found("payment"))?;
     state
         .store
@@ -404,7 +393,7 @@ async fn load(state: &AppState, merchant: Merchant, id: &str) -> Result<PaymentR
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -420,7 +409,7 @@ pub struct ListQuery {
 }
 
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -451,102 +440,20 @@ pub async fn list(
     })))
 }
 
-/// Asks the channel now and applies its truth.
-pub async fn sync_payment(state: &AppState, p: &PaymentRecord) -> Result<PaymentRecord, ApiError> {
-    let (adapter, attempt) = adapter_and_attempt(state, p).await?;
-    let report = adapter.query(&payment_ref(p, &attempt)).await.map_err(ApiError::channel)?;
-    if let Applied::Mismatch(why) = apply_payment(&*state.store, p, &report).await? {
-        return Err(ApiError::conflict("channel_mismatch", why));
-    }
-    state.store.payment(p.merchant_id, p.id).await?.ok_or_else(|| ApiError::not_found("payment"))
-}
-
-pub async fn adapter_and_attempt(
-    state: &AppState,
-    p: &PaymentRecord,
-) -> Result<(Arc<dyn Channel>, AttemptRecord), ApiError> {
-    let account =
-        state.store.channel_account(p.account_id).await?.ok_or_else(|| {
-            ApiError::internal(format!("channel account {} is gone", p.account_id))
-        })?;
-    let attempt = state
-        .store
-        .attempt_for_payment(p.id)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("payment {} has no attempt", p.id)))?;
-    Ok((state.channels.adapter(&account)?, attempt))
-}
-
 pub async fn sync(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let p = load(&state, merchant, &id).await?;
-    Ok(Json(objects::payment(&sync_payment(&state, &p).await?)))
+    Ok(Json(objects::payment(&state.sync_payment(&p).await?)))
 }
 
 pub async fn close(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let p = load(&state, merchant, &id).await?;
-    match p.status {
-        PaymentStatus::Closed => return Ok(Json(objects::payment(&p))),
-        PaymentStatus::Succeeded => {
-            return Err(ApiError::conflict(
-                "payment_succeeded",
-                "the payment has succeeded; refund it instead",
-            ));
-        }
-        PaymentStatus::Failed => {
-            return Err(ApiError::conflict(
-                "payment_failed",
-                "the payment has failed; there is nothing to close",
-            ));
-        }
-        PaymentStatus::Pending => {}
-    }
-    let (adapter, attempt) = adapter_and_attempt(&state, &p).await?;
-    match adapter.close(&payment_ref(&p, &attempt)).await {
-        Ok(()) => {
-            apply_payment(&*state.store, &p, &ChannelPayment::Closed).await?;
-        }
-        Err(ChannelError::Declined { code, message }) if code == ALREADY_PAID => {
-            // The channel refused the close as paid: take its truth from a query, and say "paid"
-            // only if that is what the payment is now. The refusal alone does not make it so
-            // (WeChat's ORDERPAID does not pin the order's state).
-            let after = sync_payment(&state, &p).await?;
-            if after.status == PaymentStatus::Succeeded {
-                return Err(ApiError::conflict(
-                    "payment_succeeded",
-                    "the payer paid before the close reached the channel; the payment has succeeded",
-                )
-                .with_object(after.id));
-            }
-            tracing::warn!(payment = %p.id, %message, "close refused as paid, but the channel's query does not show it paid");
-            return Err(ApiError::channel(ChannelError::unknown(format!(
-                "the channel refused the close as already paid ({message}), but its query says the \
-                 payment is {}; it stays {} and is settled later",
-                after.status, after.status
-            )))
-            .with_object(p.id));
-        }
-        Err(e) => return Err(ApiError::channel(e).with_object(p.id)),
-    }
-    let after = state
-        .store
-        .payment(merchant.id, p.id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("payment"))?;
-    if after.status == PaymentStatus::Succeeded {
-        // A notification of payment won the race with the close.
-        return Err(ApiError::conflict(
-            "payment_succeeded",
-            "the payer paid before the close took effect; the payment has succeeded",
-        )
-        .with_object(after.id));
-    }
-    Ok(Json(objects::payment(&after)))
+    Ok(Json(objects::payment(&state.close_payment(&p).await?)))
 }

@@ -12,14 +12,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::apply::apply_refund;
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::idempotency::IdempotencyKey;
-use crate::objects;
-use crate::payments::{adapter_and_attempt, parse_amount, payment_ref};
-use crate::state::AppState;
+use crate::payments::parse_amount;
+use paymux_engine::Engine;
+use paymux_engine::apply_refund;
+use paymux_engine::objects;
+use paymux_engine::payment_ref;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,7 +31,7 @@ pub struct CreateRefundBody {
 }
 
 pub async fn create(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(payment_id): Path<String>,
     idempotency_key: Option<Extension<IdempotencyKey>>,
@@ -95,7 +96,7 @@ pub async fn create(
         action_required_at: None,
     };
     // A misconfigured account is found before anything is reserved.
-    let (adapter, attempt) = adapter_and_attempt(&state, &payment).await?;
+    let (adapter, attempt) = state.adapter_and_attempt(&payment).await?;
     // The amount is reserved atomically before the channel is called.
     let first_check = now + state.config.sweeper.first_check_after;
     let key = IdempotencyKey::of(&idempotency_key);
@@ -158,7 +159,7 @@ pub async fn create(
     let refund_id = record.id;
     let task = tokio::spawn(async move {
         let outcome = adapter.refund(&call).await;
-        crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_REFUND).await;
+        paymux_engine::failpoint::hit(paymux_engine::failpoint::AFTER_CHANNEL_REFUND).await;
         let report = match outcome {
             Ok(report) => report,
             Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
@@ -194,7 +195,7 @@ pub async fn create(
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -216,7 +217,7 @@ pub struct ListQuery {
 }
 
 async fn list_page(
-    state: &AppState,
+    state: &Engine,
     merchant: Merchant,
     payment_id: Option<paymux_core::PaymentId>,
     q: ListQuery,
@@ -245,7 +246,7 @@ async fn list_page(
 
 /// `GET /v1/refunds?merchant_refund_no=&cursor=&limit=`: the merchant's refunds, newest first.
 pub async fn list(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
@@ -254,7 +255,7 @@ pub async fn list(
 
 /// `GET /v1/payments/{id}/refunds`: one payment's refunds, newest first.
 pub async fn list_for_payment(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(payment_id): Path<String>,
     ApiQuery(q): ApiQuery<ListQuery>,

@@ -1,38 +1,19 @@
-//! Merchant webhooks: the endpoints API and the dispatcher that delivers the outbox.
-//!
-//! Every event is written with a delivery per subscribed endpoint in the same transaction as the
-//! state change it reports. The dispatcher claims due deliveries with a lease, POSTs the event
-//! signed with `Paymux-Signature`, and retries anything but a 2xx with exponential backoff and
-//! jitter until the retry window (3 days) closes; then the delivery is failed, and a merchant can
-//! redeliver it by hand. Delivery is at least once: merchants deduplicate by event id.
-
-use std::time::{Duration, Instant};
+//! Merchant webhooks: the endpoints API, event reads and redelivery, as HTTP over the engine
+//! (`paymux_engine::Engine::create_webhook_endpoint` and its siblings). The dispatcher that
+//! delivers the outbox is the engine's (`paymux_engine::dispatcher`).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use paymux_core::{EventId, EventType};
-use paymux_crypto::random_alphanumeric;
-use paymux_store::{
-    DeliveryAttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, SecretRotation, StoreError,
-    WebhookEndpointRecord,
-};
+use paymux_core::EventId;
+use paymux_engine::Engine;
+use paymux_engine::objects;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
-use crate::objects::{self, rfc3339};
-use crate::outbound;
-use crate::state::AppState;
-
-/// How long a replaced secret keeps signing after a rotation.
-const SECRET_OVERLAP: Duration = Duration::from_secs(24 * 3600);
-const BATCH: u32 = 32;
-/// What a delivery's lease adds to one attempt's timeout: the address check and the store write.
-const LEASE_MARGIN: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,356 +22,67 @@ pub struct CreateEndpointBody {
     events: Option<Vec<String>>,
 }
 
-fn new_secret() -> String {
-    format!("whsec_{}", random_alphanumeric(32))
-}
-
-fn endpoint_object(ep: &WebhookEndpointRecord, with_secret: bool) -> Value {
-    let mut v = json!({
-        "id": ep.id,
-        "object": "webhook_endpoint",
-        "url": ep.url,
-        "events": ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
-        "livemode": ep.livemode,
-        "created_at": rfc3339(ep.created_at),
-    });
-    if with_secret {
-        v["secret"] = json!(ep.secret);
-    }
-    v
-}
-
 pub async fn create_endpoint(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     ApiJson(body): ApiJson<CreateEndpointBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let url = body.url.ok_or_else(|| ApiError::invalid_param("url", "url is required"))?;
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| ApiError::invalid_param("url", format!("url is not a valid URL: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || url.len() > 512 {
-        return Err(ApiError::invalid_param(
-            "url",
-            "url must be an http(s) URL of at most 512 characters",
-        ));
-    }
-    if !state.config.webhooks.allow_private_urls
-        && let Err(e) = outbound::check_url(&parsed).await
-    {
-        return Err(ApiError::invalid_param(
-            "url",
-            format!("url must reach a globally routable address: {e}"),
-        ));
-    }
-    let events = body
-        .events
-        .map(|list| {
-            if list.is_empty() {
-                return Err(ApiError::invalid_param(
-                    "events",
-                    "events must not be empty; omit it for all",
-                ));
-            }
-            list.iter()
-                .map(|t| t.parse::<EventType>().map_err(|e| ApiError::invalid_param("events", e)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .transpose()?;
-    let ep = WebhookEndpointRecord {
-        id: format!("we_{}", uuid::Uuid::now_v7().simple()),
-        merchant_id: merchant.id,
-        url,
-        secret: new_secret(),
-        events,
-        livemode: merchant.livemode,
-        created_at: OffsetDateTime::now_utc(),
-    };
-    state.store.create_webhook_endpoint(&ep).await?;
-    Ok((StatusCode::CREATED, Json(endpoint_object(&ep, true))))
+    let ep = state.create_webhook_endpoint(merchant.caller(), body.url, body.events).await?;
+    Ok((StatusCode::CREATED, Json(objects::endpoint_object(&ep, true))))
 }
 
 pub async fn list_endpoints(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
 ) -> Result<Json<Value>, ApiError> {
-    let eps = state.store.webhook_endpoints(merchant.id, merchant.livemode).await?;
+    let eps = state.webhook_endpoints(merchant.caller()).await?;
     Ok(Json(json!({
         "object": "list",
-        "data": eps.iter().map(|e| endpoint_object(e, false)).collect::<Vec<_>>(),
+        "data": eps.iter().map(|e| objects::endpoint_object(e, false)).collect::<Vec<_>>(),
         "has_more": false,
     })))
 }
 
-/// A new secret; every secret replaced within the overlap keeps signing until its own overlap
-/// ends. With an `Idempotency-Key`, a retried rotation hands back the secret its first run made,
-/// even once the idempotency layer's stored answer is gone (its first run died after the commit,
-/// or the answer is older than the retention).
+/// A new secret. With an `Idempotency-Key`, a retried rotation hands back the secret its first
+/// run made (the engine binds the rotation to the key).
 pub async fn rotate_secret(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    own_endpoint(&state, merchant, &id).await?;
-    let secret = new_secret();
-    let now = OffsetDateTime::now_utc();
-    let rotation = SecretRotation {
-        secret: &secret,
-        old_expires_at: now + SECRET_OVERLAP,
-        now,
-        idempotency_key: headers.get(crate::idempotency::HEADER).and_then(|v| v.to_str().ok()),
-    };
-    let Some(secret) = state.store.rotate_webhook_secret(merchant.id, &id, &rotation).await? else {
-        return Err(ApiError::not_found("webhook endpoint"));
-    };
-    let mut ep = state
-        .store
-        .webhook_endpoint(merchant.id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
-    ep.secret = secret;
-    Ok(Json(endpoint_object(&ep, true)))
+    let key = headers.get(crate::idempotency::HEADER).and_then(|v| v.to_str().ok());
+    let ep = state.rotate_webhook_secret(merchant.caller(), &id, key).await?;
+    Ok(Json(objects::endpoint_object(&ep, true)))
 }
 
 pub async fn delete_endpoint(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    own_endpoint(&state, merchant, &id).await?;
-    if !state.store.delete_webhook_endpoint(merchant.id, &id).await? {
-        return Err(ApiError::not_found("webhook endpoint"));
-    }
+    state.delete_webhook_endpoint(merchant.caller(), &id).await?;
     Ok(Json(json!({"id": id, "object": "webhook_endpoint", "deleted": true})))
 }
 
-/// The merchant's endpoint of the key's mode, or a 404.
-async fn own_endpoint(
-    state: &AppState,
-    merchant: Merchant,
-    id: &str,
-) -> Result<WebhookEndpointRecord, ApiError> {
-    state
-        .store
-        .webhook_endpoint(merchant.id, id)
-        .await?
-        .filter(|ep| merchant.sees(ep.livemode))
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
-}
-
-/// The merchant's event of the key's mode, or a 404.
-async fn own_event(
-    state: &AppState,
-    merchant: Merchant,
-    id: EventId,
-) -> Result<paymux_store::EventRecord, ApiError> {
-    state
-        .store
-        .event(merchant.id, id)
-        .await?
-        .filter(|e| merchant.sees(e.livemode))
-        .ok_or_else(|| ApiError::not_found("event"))
-}
-
-fn delivery_object(d: &DeliveryRecord) -> Value {
-    json!({
-        "id": d.id,
-        "endpoint_id": d.endpoint_id,
-        "url": d.url,
-        "status": d.status,
-        "next_attempt_at": d.next_attempt_at.map(rfc3339),
-        "delivered_at": d.delivered_at.map(rfc3339),
-        "attempts": d.attempts.iter().map(|a| json!({
-            "at": rfc3339(a.at),
-            "status_code": a.status_code,
-            "latency_ms": a.latency_ms,
-            "error": a.error,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 pub async fn get_event(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
-    let e = own_event(&state, merchant, id).await?;
-    let deliveries = state.store.deliveries_for_event(merchant.id, id).await?;
+    let (e, deliveries) = state.event_with_deliveries(merchant.caller(), id).await?;
     let mut v = objects::event(&e);
-    v["deliveries"] = deliveries.iter().map(delivery_object).collect();
+    v["deliveries"] = deliveries.iter().map(objects::delivery_object).collect();
     Ok(Json(v))
 }
 
 pub async fn redeliver(
-    State(state): State<AppState>,
+    State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
-    own_event(&state, merchant, id).await?;
-    match state.store.redeliver_event(merchant.id, id, OffsetDateTime::now_utc()).await {
-        Ok(n) => Ok(Json(json!({"id": id.to_string(), "object": "event", "redelivering_to": n}))),
-        Err(StoreError::NotFound) => Err(ApiError::not_found("event")),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The retry delay after `attempts` failed tries: exponential, capped, with ±20% jitter so a
-/// merchant coming back up is not hit by every retry at once.
-pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
-    let base = crate::sweeper::backoff(first, max, attempts.saturating_sub(1));
-    let [r] = paymux_crypto::random_bytes::<1>();
-    // r in 0..=255 maps to a factor in [0.8, 1.2].
-    let factor = 0.8 + 0.4 * f64::from(r) / 255.0;
-    base.mul_f64(factor)
-}
-
-/// Runs forever, delivering what is due every interval with `http`, the client that
-/// [`crate::outbound::webhook_client`] built (timeouts, no redirects, global addresses only).
-pub async fn run(state: AppState, http: reqwest::Client) {
-    let mut tick = tokio::time::interval(state.config.webhooks.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = dispatch_once(&state, &http).await {
-            tracing::warn!(error = %e, "webhook dispatch failed; retrying next interval");
-        }
-    }
-}
-
-/// Delivers every delivery due now, concurrently. Returns how many were tried.
-pub async fn dispatch_once(state: &AppState, http: &reqwest::Client) -> Result<usize, StoreError> {
-    let now = OffsetDateTime::now_utc();
-    // The lease outlives one attempt's timeout, so nobody else sends it while we wait.
-    let lease = now + state.config.webhooks.timeout + LEASE_MARGIN;
-    let due = state.store.claim_due_deliveries(now, lease, BATCH).await?;
-    let n = due.len();
-    let mut set = tokio::task::JoinSet::new();
-    for d in due {
-        let state = state.clone();
-        let http = http.clone();
-        set.spawn(async move {
-            // Renewed just before the send, if it is still ours: a lease that ran out while the
-            // batch waited (a slow store, a busy machine) may be another dispatcher's by now.
-            let until = OffsetDateTime::now_utc() + state.config.webhooks.timeout + LEASE_MARGIN;
-            match state.store.renew_delivery_lease(&d.delivery_id, lease, until).await {
-                Ok(true) => deliver(&state, &http, d).await,
-                Ok(false) => {
-                    tracing::info!(delivery = %d.delivery_id, "lease taken over by another dispatcher; skipped");
-                }
-                Err(e) => {
-                    tracing::warn!(delivery = %d.delivery_id, error = %e, "could not renew the lease");
-                }
-            }
-        });
-    }
-    while set.join_next().await.is_some() {}
-    Ok(n)
-}
-
-/// The header for `body`: one `v1` per secret, the current one first, then every secret a
-/// rotation replaced that is still inside its overlap window.
-fn signature(d: &DueDelivery, timestamp: i64, body: &[u8]) -> String {
-    let mut header = paymux_webhook::sign(&d.secret, timestamp, body);
-    for old in &d.previous_secrets {
-        let old_header = paymux_webhook::sign(old, timestamp, body);
-        if let Some((_, v1)) = old_header.split_once(",v1=") {
-            header.push_str(",v1=");
-            header.push_str(v1);
-        }
-    }
-    header
-}
-
-async fn deliver(state: &AppState, http: &reqwest::Client, d: DueDelivery) {
-    let body = objects::event(&d.event).to_string();
-    let started = Instant::now();
-    let at = OffsetDateTime::now_utc();
-    let sent = send(state, http, &d, at, body).await;
-    // The answer's body is never read: its status is all delivery needs, and showing what an
-    // endpoint answered would let a merchant read whatever its URL reaches.
-    let (status_code, error, ok) = match sent {
-        Ok(status) => (Some(status.as_u16()), None, status.is_success()),
-        Err(e) => (None, Some(e), false),
-    };
-    let cfg = &state.config.webhooks;
-    let attempts = d.attempts + 1;
-    let next = if ok {
-        DeliveryNext::Delivered
-    } else if at - d.window_started_at >= cfg.give_up_after {
-        tracing::warn!(delivery = %d.delivery_id, event = %d.event.id, "webhook delivery failed for good");
-        DeliveryNext::Failed
-    } else {
-        DeliveryNext::RetryAt(at + retry_delay(cfg.first_retry, cfg.max_backoff, attempts))
-    };
-    let record = DeliveryAttemptRecord {
-        at,
-        status_code,
-        latency_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
-        error,
-    };
-    if let Err(e) = state.store.record_delivery_attempt(&d.delivery_id, &record, next).await {
-        // The lease runs out and the delivery is tried again: at least once, never lost.
-        tracing::warn!(delivery = %d.delivery_id, error = %e, "could not record a delivery attempt");
-    }
-}
-
-/// POSTs one delivery and returns the answer's status, or why nothing was answered. Names are
-/// resolved, and their addresses checked, by the client's resolver; an address literal, which
-/// no resolver sees, is checked here.
-async fn send(
-    state: &AppState,
-    http: &reqwest::Client,
-    d: &DueDelivery,
-    at: OffsetDateTime,
-    body: String,
-) -> Result<reqwest::StatusCode, String> {
-    let url = reqwest::Url::parse(&d.url).map_err(|e| format!("refused: invalid URL: {e}"))?;
-    if !state.config.webhooks.allow_private_urls {
-        outbound::check_literal_host(&url).map_err(|e| format!("refused: {e}"))?;
-    }
-    let res = http
-        .post(url)
-        .header("content-type", "application/json")
-        .header(
-            paymux_webhook::SIGNATURE_HEADER,
-            signature(d, at.unix_timestamp(), body.as_bytes()),
-        )
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| if e.is_timeout() { "timeout".to_owned() } else { error_chain(&e) })?;
-    Ok(res.status())
-}
-
-/// An error with its causes: reqwest's own message names the URL, the cause says what failed
-/// (a refused address, a lookup, a connection).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_delay_grows_with_jitter_and_caps() {
-        let s = Duration::from_secs;
-        for _ in 0..50 {
-            let d1 = retry_delay(s(10), s(3600), 1);
-            assert!(d1 >= s(8) && d1 <= s(12), "{d1:?}");
-            let d3 = retry_delay(s(10), s(3600), 3);
-            assert!(d3 >= s(32) && d3 <= s(48), "{d3:?}");
-            let big = retry_delay(s(10), s(3600), 40);
-            assert!(big <= s(4320), "{big:?}");
-        }
-    }
+    let n = state.redeliver_event(merchant.caller(), id).await?;
+    Ok(Json(json!({"id": id.to_string(), "object": "event", "redelivering_to": n})))
 }

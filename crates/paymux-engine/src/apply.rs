@@ -1,10 +1,15 @@
 //! Applying a channel's truth (from an answer, a notification or a query) to the store.
 //!
-//! One place decides every payment and refund state change, whoever learned of it: the notification
-//! handler, a merchant's sync, a create or refund answer, the sweeper. Each change is a
-//! compare-and-set with its event in one transaction, so duplicates and races change state once.
+//! One place applies every payment and refund state change, whoever learned of it: the notification
+//! handler, a merchant's sync, a create or refund answer, the sweeper. What a report does is
+//! decided by `paymux_core::{decide_payment, decide_refund}` (pure, tested without I/O); here it
+//! is written as a compare-and-set with its events in one transaction, so duplicates and races
+//! change state once.
 
-use paymux_core::{ChannelPayment, ChannelRefund, EventId, EventType, PaymentStatus, RefundStatus};
+use paymux_core::{
+    ChannelPayment, ChannelRefund, EventId, EventType, PaymentDecision, PaymentStatus,
+    RefundDecision, RefundStatus, decide_payment, decide_refund,
+};
 use paymux_store::{
     NewEvent, PaymentRecord, PaymentTransition, RefundRecord, RefundTransition, Store,
 };
@@ -36,23 +41,27 @@ pub async fn apply_payment(
     payment: &PaymentRecord,
     report: &ChannelPayment,
 ) -> Result<Applied, paymux_store::StoreError> {
-    if let ChannelPayment::Succeeded { amount, .. } = report
-        && *amount != payment.amount
-    {
-        let why = format!(
-            "channel reports {} paid for payment {} of {}",
-            amount, payment.id, payment.amount
-        );
-        tracing::error!(alert = "amount_mismatch", payment = %payment.id, "{why}");
-        return Ok(Applied::Mismatch(why));
-    }
     let mut current = payment.clone();
     for _ in 0..CAS_RETRIES {
-        let Some(change) = transition_for(&current, report) else {
+        let decision = decide_payment(current.status, current.amount, report);
+        let paid_after_close = decision.is_paid_after_close();
+        let (to, events) = match decision {
+            PaymentDecision::Unchanged => return Ok(Applied::Unchanged),
+            PaymentDecision::AmountMismatch { reported, expected } => {
+                let why = format!(
+                    "channel reports {} paid for payment {} of {}",
+                    reported, payment.id, expected
+                );
+                tracing::error!(alert = "amount_mismatch", payment = %payment.id, "{why}");
+                return Ok(Applied::Mismatch(why));
+            }
+            PaymentDecision::Transition { to, events } => (to, events),
+        };
+        let Some(change) = transition_for(&current, report, to, &events) else {
             return Ok(Applied::Unchanged);
         };
         if store.transition_payment(&change).await? {
-            if change.from != PaymentStatus::Pending && change.to == PaymentStatus::Succeeded {
+            if paid_after_close {
                 tracing::error!(
                     alert = "paid_after_close",
                     payment = %payment.id,
@@ -71,25 +80,25 @@ pub async fn apply_payment(
     Ok(Applied::Unchanged)
 }
 
-/// The transition a report asks of a payment in its current state, if any, with its events.
-fn transition_for(p: &PaymentRecord, report: &ChannelPayment) -> Option<PaymentTransition> {
+/// The store's compare-and-set for a decided transition of `p` to `to`, with `events`, each
+/// carrying the payment as it is after.
+fn transition_for(
+    p: &PaymentRecord,
+    report: &ChannelPayment,
+    to: PaymentStatus,
+    events: &[EventType],
+) -> Option<PaymentTransition> {
     let now = OffsetDateTime::now_utc();
-    let (to, trade_no, paid_at, failure) = match report {
+    let (trade_no, paid_at, failure) = match report {
         ChannelPayment::Pending => return None,
-        ChannelPayment::Succeeded { channel_trade_no, paid_at, .. } => (
-            PaymentStatus::Succeeded,
-            Some(channel_trade_no.clone()),
-            Some(paid_at.unwrap_or(now)),
-            None,
-        ),
-        ChannelPayment::Closed => (PaymentStatus::Closed, None, None, None),
+        ChannelPayment::Succeeded { channel_trade_no, paid_at, .. } => {
+            (Some(channel_trade_no.clone()), Some(paid_at.unwrap_or(now)), None)
+        }
+        ChannelPayment::Closed => (None, None, None),
         ChannelPayment::Failed { code, message } => {
-            (PaymentStatus::Failed, None, None, Some((code.clone(), message.clone())))
+            (None, None, Some((code.clone(), message.clone())))
         }
     };
-    if !p.status.can_become(to) {
-        return None;
-    }
     let mut after = p.clone();
     after.status = to;
     if trade_no.is_some() {
@@ -105,16 +114,7 @@ fn transition_for(p: &PaymentRecord, report: &ChannelPayment) -> Option<PaymentT
     after.updated_at = now;
     let data = objects::payment(&after);
     let id = p.id.to_string();
-    let events = match to {
-        PaymentStatus::Succeeded if p.status != PaymentStatus::Pending => vec![
-            event(EventType::PaymentSucceeded, id.clone(), data.clone()),
-            event(EventType::PaymentPaidAfterClose, id, data),
-        ],
-        PaymentStatus::Succeeded => vec![event(EventType::PaymentSucceeded, id, data)],
-        PaymentStatus::Closed => vec![event(EventType::PaymentClosed, id, data)],
-        PaymentStatus::Failed => vec![event(EventType::PaymentFailed, id, data)],
-        PaymentStatus::Pending => return None,
-    };
+    let events = events.iter().map(|kind| event(*kind, id.clone(), data.clone())).collect();
     Some(PaymentTransition {
         payment_id: p.id,
         merchant_id: p.merchant_id,
@@ -146,13 +146,40 @@ pub async fn apply_refund(
     }
     let mut current = refund.clone();
     for _ in 0..CAS_RETRIES {
-        let applied = match report {
-            ChannelRefund::Pending { .. } => return Ok(Applied::Unchanged),
-            ChannelRefund::ActionRequired { channel_refund_id } => {
-                return mark_action_required(store, &current, channel_refund_id.clone()).await;
+        let decision = decide_refund(
+            current.status,
+            current.action_required_at.is_some(),
+            current.amount,
+            report,
+        );
+        let applied = match decision {
+            RefundDecision::Unchanged | RefundDecision::AmountMismatch { .. } => {
+                return Ok(Applied::Unchanged);
             }
-            ChannelRefund::Succeeded { .. } | ChannelRefund::Failed { .. } => {
-                let Some(change) = refund_transition_for(store, &current, report).await? else {
+            RefundDecision::Contradiction { held, reported } => {
+                tracing::error!(
+                    alert = "refund_contradiction",
+                    refund = %current.id,
+                    %held,
+                    %reported,
+                    "the channel reports a refund state that contradicts a final one we hold"
+                );
+                return Ok(Applied::Unchanged);
+            }
+            RefundDecision::ActionRequired => {
+                let channel_refund_id = match report {
+                    ChannelRefund::ActionRequired { channel_refund_id } => {
+                        channel_refund_id.clone()
+                    }
+                    _ => None,
+                };
+                return mark_action_required(store, &current, channel_refund_id).await;
+            }
+            RefundDecision::Transition { to, events, after_failure } => {
+                let Some(change) =
+                    refund_transition_for(store, &current, report, to, &events, after_failure)
+                        .await?
+                else {
                     return Ok(Applied::Unchanged);
                 };
                 store.transition_refund(&change).await?
@@ -184,18 +211,15 @@ async fn refund_mismatch(
     refund: &RefundRecord,
     report: &ChannelRefund,
 ) -> Result<Option<String>, paymux_store::StoreError> {
-    let ChannelRefund::Succeeded { amount, refunded_total, .. } = report else {
-        return Ok(None);
-    };
-    if let Some(amount) = amount
-        && *amount != refund.amount
+    if let RefundDecision::AmountMismatch { reported, expected } =
+        decide_refund(refund.status, refund.action_required_at.is_some(), refund.amount, report)
     {
         return Ok(Some(format!(
             "channel reports {} refunded for refund {} of {}",
-            amount, refund.id, refund.amount
+            reported, refund.id, expected
         )));
     }
-    let Some(total) = refunded_total else {
+    let ChannelRefund::Succeeded { refunded_total: Some(total), .. } = report else {
         return Ok(None);
     };
     let Some(payment) = store.payment_by_id(refund.payment_id).await? else {
@@ -263,37 +287,27 @@ async fn mark_action_required(
     }
 }
 
-/// The transition a final report asks of a refund in its current state, if any, with its events.
+/// The store's compare-and-set for a decided transition of `refund` to `to`, with `events`;
+/// after a failure, also the `payment.over_refunded` event the store writes only if re-reserving
+/// the refund takes the payment past its amount.
 async fn refund_transition_for(
     store: &dyn Store,
     refund: &RefundRecord,
     report: &ChannelRefund,
+    to: RefundStatus,
+    events: &[EventType],
+    after_failure: bool,
 ) -> Result<Option<RefundTransition>, paymux_store::StoreError> {
     let now = OffsetDateTime::now_utc();
-    let (to, channel_refund_id, succeeded_at, failure) = match report {
-        ChannelRefund::Succeeded { channel_refund_id, succeeded_at, .. } => (
-            RefundStatus::Succeeded,
-            channel_refund_id.clone(),
-            Some(succeeded_at.unwrap_or(now)),
-            None,
-        ),
+    let (channel_refund_id, succeeded_at, failure) = match report {
+        ChannelRefund::Succeeded { channel_refund_id, succeeded_at, .. } => {
+            (channel_refund_id.clone(), Some(succeeded_at.unwrap_or(now)), None)
+        }
         ChannelRefund::Failed { code, message } => {
-            (RefundStatus::Failed, None, None, Some((code.clone(), message.clone())))
+            (None, None, Some((code.clone(), message.clone())))
         }
         ChannelRefund::Pending { .. } | ChannelRefund::ActionRequired { .. } => return Ok(None),
     };
-    if !refund.status.can_become(to) {
-        if refund.status != to {
-            tracing::error!(
-                alert = "refund_contradiction",
-                refund = %refund.id,
-                held = %refund.status,
-                reported = %to,
-                "the channel reports a refund state that contradicts a final one we hold"
-            );
-        }
-        return Ok(None);
-    }
     let mut after = refund.clone();
     after.status = to;
     after.channel_refund_id = channel_refund_id.clone().or(after.channel_refund_id);
@@ -308,18 +322,9 @@ async fn refund_transition_for(
     }
     let data = objects::refund(&after);
     let id = refund.id.to_string();
-    let mut events = vec![event(
-        if to == RefundStatus::Succeeded {
-            EventType::RefundSucceeded
-        } else {
-            EventType::RefundFailed
-        },
-        id.clone(),
-        data.clone(),
-    )];
+    let events = events.iter().map(|kind| event(*kind, id.clone(), data.clone())).collect();
     let mut over_refund_events = Vec::new();
-    if refund.status == RefundStatus::Failed {
-        events.push(event(EventType::RefundSucceededAfterFailure, id, data));
+    if after_failure {
         // Written by the store only if re-reserving this refund takes the payment past its amount.
         if let Some(mut payment) = store.payment_by_id(refund.payment_id).await? {
             payment.amount_refunded += refund.amount.minor();

@@ -14,13 +14,12 @@ use paymux_store::{PaymentRecord, RefundRecord, StoreError};
 use time::OffsetDateTime;
 
 use crate::apply::{Applied, apply_payment, apply_refund};
-use crate::payments::{adapter_and_attempt, payment_ref};
-use crate::state::AppState;
+use crate::engine::{Engine, payment_ref};
 
 const BATCH: u32 = 50;
 
 /// Runs forever, one sweep per interval.
-pub async fn run(state: AppState) {
+pub async fn run(state: Engine) {
     let mut tick = tokio::time::interval(state.config.sweeper.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -38,7 +37,7 @@ pub async fn run(state: AppState) {
 /// ours, just before its channel calls: a batch can take longer than one lease, and a row whose
 /// lease ran out may already be in another sweeper's hands. The lease must outlast one row's
 /// channel calls (a few channel timeouts).
-pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
+pub async fn sweep_once(state: &Engine) -> Result<usize, StoreError> {
     let payments = sweep_payments(state).await;
     let refunds = sweep_refunds(state).await;
     let now = OffsetDateTime::now_utc();
@@ -49,7 +48,7 @@ pub async fn sweep_once(state: &AppState) -> Result<usize, StoreError> {
     Ok(seen)
 }
 
-async fn sweep_payments(state: &AppState) -> Result<usize, StoreError> {
+async fn sweep_payments(state: &Engine) -> Result<usize, StoreError> {
     let lease = state.config.sweeper.lease;
     let now = OffsetDateTime::now_utc();
     let held = now + lease;
@@ -68,7 +67,7 @@ async fn sweep_payments(state: &AppState) -> Result<usize, StoreError> {
     Ok(payments.len())
 }
 
-async fn sweep_refunds(state: &AppState) -> Result<usize, StoreError> {
+async fn sweep_refunds(state: &Engine) -> Result<usize, StoreError> {
     let lease = state.config.sweeper.lease;
     let now = OffsetDateTime::now_utc();
     let held = now + lease;
@@ -94,7 +93,7 @@ pub fn backoff(first: Duration, max: Duration, count: i64) -> Duration {
     first.saturating_mul(factor).min(max)
 }
 
-async fn reschedule_payment(state: &AppState, p: &PaymentRecord) {
+async fn reschedule_payment(state: &Engine, p: &PaymentRecord) {
     let cfg = &state.config.sweeper;
     let at =
         OffsetDateTime::now_utc() + backoff(cfg.first_check_after, cfg.max_backoff, p.check_count);
@@ -104,8 +103,8 @@ async fn reschedule_payment(state: &AppState, p: &PaymentRecord) {
     }
 }
 
-async fn sweep_payment(state: &AppState, p: &PaymentRecord) {
-    let (adapter, attempt) = match adapter_and_attempt(state, p).await {
+async fn sweep_payment(state: &Engine, p: &PaymentRecord) {
+    let (adapter, attempt) = match state.adapter_and_attempt(p).await {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(payment = %p.id, error = %e, "sweeper cannot reach the payment's channel");
@@ -163,7 +162,7 @@ const CLOSED_WATCH: Duration = Duration::from_secs(10 * 60);
 /// money that moved, and becomes a success with a `payment.paid_after_close` event even if the
 /// notification was lost.
 async fn watch_closed(
-    state: &AppState,
+    state: &Engine,
     adapter: &dyn paymux_core::Channel,
     p: &PaymentRecord,
     reference: &paymux_core::PaymentRef,
@@ -182,7 +181,7 @@ async fn watch_closed(
     }
 }
 
-async fn sweep_refund(state: &AppState, r: &RefundRecord) {
+async fn sweep_refund(state: &Engine, r: &RefundRecord) {
     let cfg = &state.config.sweeper;
     let next =
         OffsetDateTime::now_utc() + backoff(cfg.first_check_after, cfg.max_backoff, r.check_count);
@@ -201,11 +200,11 @@ async fn sweep_refund(state: &AppState, r: &RefundRecord) {
 /// the original (the number is already used, the order is fully refunded, ...): the refund stays
 /// pending, is never sent again, and is queried until its answer is final. A refund that needs
 /// someone to act at the channel (WeChat `ABNORMAL`) is not re-sent either.
-async fn settle_refund(state: &AppState, r: &RefundRecord) -> bool {
+async fn settle_refund(state: &Engine, r: &RefundRecord) -> bool {
     let Ok(Some(p)) = state.store.payment_by_id(r.payment_id).await else {
         return false;
     };
-    let Ok((adapter, attempt)) = adapter_and_attempt(state, &p).await else {
+    let Ok((adapter, attempt)) = state.adapter_and_attempt(&p).await else {
         return false;
     };
     let call = RefundRequest {

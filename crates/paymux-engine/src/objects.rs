@@ -1,6 +1,8 @@
 //! The API's objects, rendered from store rows.
 
-use paymux_store::{EventRecord, PaymentRecord, RefundRecord};
+use paymux_store::{
+    DeliveryRecord, EventRecord, PaymentRecord, RefundRecord, WebhookEndpointRecord,
+};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -70,5 +72,39 @@ pub fn event(e: &EventRecord) -> Value {
         "created": e.created_at.unix_timestamp(),
         "livemode": e.livemode,
         "data": {"object": e.data},
+    })
+}
+
+/// A webhook endpoint; its secret only when it is shown (at creation and rotation).
+pub fn endpoint_object(ep: &WebhookEndpointRecord, with_secret: bool) -> Value {
+    let mut v = json!({
+        "id": ep.id,
+        "object": "webhook_endpoint",
+        "url": ep.url,
+        "events": ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
+        "livemode": ep.livemode,
+        "created_at": rfc3339(ep.created_at),
+    });
+    if with_secret {
+        v["secret"] = json!(ep.secret);
+    }
+    v
+}
+
+/// One delivery of an event to one endpoint, with its attempts (never the answers' bodies).
+pub fn delivery_object(d: &DeliveryRecord) -> Value {
+    json!({
+        "id": d.id,
+        "endpoint_id": d.endpoint_id,
+        "url": d.url,
+        "status": d.status,
+        "next_attempt_at": d.next_attempt_at.map(rfc3339),
+        "delivered_at": d.delivered_at.map(rfc3339),
+        "attempts": d.attempts.iter().map(|a| json!({
+            "at": rfc3339(a.at),
+            "status_code": a.status_code,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+        })).collect::<Vec<_>>(),
     })
 }

@@ -1,0 +1,114 @@
+//! The engine: the store, the channel registry and the configuration, shared by every door
+//! (the HTTP gateway, the CLI) and by the background workers.
+
+use std::sync::Arc;
+
+use paymux_core::{AccountId, Channel, ChannelKind, PaymentRef};
+use paymux_store::{AttemptRecord, PaymentRecord, Store};
+
+use crate::apply::{Applied, apply_payment};
+use crate::config::GatewayConfig;
+use crate::error::EngineError;
+use crate::outbound::{self, OutboundError};
+use crate::registry::ChannelRegistry;
+
+/// Everything a use case needs, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub store: Arc<dyn Store>,
+    pub channels: Arc<ChannelRegistry>,
+    pub config: Arc<GatewayConfig>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, config: GatewayConfig) -> Self {
+        let channels = Arc::new(ChannelRegistry::new(config.channel_timeout));
+        Self { store, channels, config: Arc::new(config) }
+    }
+
+    /// Where `channel` sends this account's notifications.
+    pub fn notify_url(&self, channel: ChannelKind, account: AccountId) -> String {
+        format!(
+            "{}/callbacks/{}/{}",
+            self.config.public_url.trim_end_matches('/'),
+            channel,
+            account
+        )
+    }
+
+    /// Starts the background workers, the sweeper and the webhook dispatcher, on the current
+    /// runtime. They stop when the returned [`Workers`] is dropped.
+    ///
+    /// No webhook is ever sent by a client without timeouts and the address filter: if that
+    /// client cannot be built, nothing starts.
+    pub fn start_workers(&self) -> Result<Workers, OutboundError> {
+        let hooks = &self.config.webhooks;
+        let http = outbound::webhook_client(hooks.timeout, hooks.allow_private_urls)?;
+        Ok(Workers(vec![
+            tokio::spawn(crate::sweeper::run(self.clone())),
+            tokio::spawn(crate::dispatcher::run(self.clone(), http)),
+        ]))
+    }
+
+    /// The adapter of the payment's account, and the payment's attempt.
+    pub async fn adapter_and_attempt(
+        &self,
+        p: &PaymentRecord,
+    ) -> Result<(Arc<dyn Channel>, AttemptRecord), EngineError> {
+        let account = self
+            .store
+            .channel_account(p.account_id)
+            .await?
+            .ok_or(EngineError::AccountGone(p.account_id))?;
+        let attempt =
+            self.store.attempt_for_payment(p.id).await?.ok_or(EngineError::NoAttempt(p.id))?;
+        Ok((self.adapter(&account)?, attempt))
+    }
+
+    /// The account's adapter.
+    pub fn adapter(
+        &self,
+        account: &paymux_store::AccountRecord,
+    ) -> Result<Arc<dyn Channel>, EngineError> {
+        self.channels
+            .adapter(account)
+            .map_err(|source| EngineError::Misconfigured { account: account.id, source })
+    }
+
+    /// Asks the channel now and applies its truth; returns the payment as it is after.
+    pub async fn sync_payment(&self, p: &PaymentRecord) -> Result<PaymentRecord, EngineError> {
+        let (adapter, attempt) = self.adapter_and_attempt(p).await?;
+        let report = adapter.query(&payment_ref(p, &attempt)).await?;
+        if let Applied::Mismatch(why) = apply_payment(&*self.store, p, &report).await? {
+            return Err(EngineError::ChannelMismatch { why });
+        }
+        self.store
+            .payment(p.merchant_id, p.id)
+            .await?
+            .ok_or(EngineError::NotFound { what: "payment" })
+    }
+}
+
+/// How a channel finds a payment: its attempt's numbers and channel state.
+pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
+    PaymentRef {
+        channel_order_no: attempt.channel_order_no.clone(),
+        channel_trade_no: p.channel_trade_no.clone(),
+        amount: p.amount,
+        created_at: p.created_at,
+        expires_at: p.expires_at,
+        channel_data: attempt.channel_data.clone(),
+    }
+}
+
+/// The running background workers; dropping this stops them.
+#[derive(Debug)]
+pub struct Workers(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &self.0 {
+            w.abort();
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The paymux engine: the application's use cases with no HTTP in them.
+//!
+//! It holds the store, the channel registry and the configuration ([`Engine`]); applies a
+//! channel's report to a payment or refund, each change a compare-and-set with its event in one
+//! transaction ([`apply_payment`], [`apply_refund`]); handles a channel's notification from the
+//! raw request to the channel's reply ([`Engine::handle_notification`]); and runs the background
+//! workers: the sweeper, which settles what the channels never told us, and the webhook
+//! dispatcher, which delivers the outbox. The HTTP gateway and the CLI are doors onto it; it
+//! depends on no web framework.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use paymux_engine::{Engine, GatewayConfig};
+//!
+//! let store = Arc::new(paymux_store::SqliteStore::open("paymux.db").await?);
+//! let engine = Engine::new(store, GatewayConfig::new("https://pay.example.com"));
+//! let _workers = engine.start_workers()?;
+//! paymux_engine::sweeper::sweep_once(&engine).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod admin;
+mod apply;
+mod close;
+mod config;
+pub mod dispatcher;
+mod endpoints;
+mod engine;
+mod error;
+pub mod failpoint;
+mod notifications;
+pub mod objects;
+pub mod outbound;
+mod registry;
+pub mod sweeper;
+
+pub use admin::new_api_key;
+pub use apply::{Applied, apply_payment, apply_refund};
+pub use config::{GatewayConfig, SweeperConfig, WebhookConfig};
+pub use endpoints::Caller;
+pub use engine::{Engine, Workers, payment_ref};
+pub use error::EngineError;
+pub use notifications::NotificationReply;
+pub use registry::{ChannelFactory, ChannelRegistry, ConfigError};
