@@ -58,12 +58,13 @@ run() { "$@" 2>&1 | tee -a "$out"; }
 run env TZ=Asia/Shanghai node alipay.mjs "$work/both/sandbox.json"
 run .venv/bin/python wechat_v3.py "$work/both/sandbox.json" public-key
 run .venv/bin/python wechat_v3.py "$work/cert/sandbox.json" certificate
+run .venv/bin/python unionpay_acp.py "$work/both/sandbox.json"
 
 passed=$(grep -c '^PASS ' "$out")
 failed=$(grep -c '^FAIL ' "$out")
 # A client that died before its summary counts as a failure.
 clients=$(grep -cE '^[a-z].*: [0-9]+ passed, [0-9]+ failed$' "$out")
-expected=3
+expected=4
 [ "$clients" -eq "$expected" ] || failed=$((failed + expected - clients))
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
