@@ -21,7 +21,7 @@ if [ ! -d node_modules/alipay-sdk ] || ! cmp -s package-lock.json node_modules/.
   cp package-lock.json node_modules/.package-lock.json.installed
 fi
 
-cargo build -q -p paymux-cli --manifest-path "$root/Cargo.toml" || exit 1
+cargo build -q --locked -p paymux-cli --manifest-path "$root/Cargo.toml" || exit 1
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/paymux"
 
 work="$(mktemp -d)"
