@@ -357,12 +357,17 @@ fn refund_notification(
 }
 
 /// A paid 10.00 payment and a refund of 3.00 whose answer was lost: pending at paymux, done at
-/// the mock.
+/// the mock. The mock's own partial-refund notification is lost too (and every resend of it,
+/// the fault staying on), so the notifications the test posts are the only ones paymux sees.
 async fn refund_with_lost_answer(app: &TestApp, order: &str) -> (Value, Value) {
     let (_, p) = app.create_payment("alipay", "qr", order, 1000).await;
     app.pay_at_mock("alipay", p["channel_order_no"].as_str().unwrap()).await;
     app.wait_payment(&id(&p), "succeeded").await;
-    app.set_faults("alipay", json!({"timeout_after_commit": ["alipay.trade.refund"]})).await;
+    app.set_faults(
+        "alipay",
+        json!({"timeout_after_commit": ["alipay.trade.refund"], "drop_notifications": true}),
+    )
+    .await;
     let (s, e) = app
         .post(
             &format!("/v1/payments/{}/refunds", id(&p)),
@@ -370,7 +375,7 @@ async fn refund_with_lost_answer(app: &TestApp, order: &str) -> (Value, Value) {
         )
         .await;
     assert_eq!(s, 504, "{e}");
-    app.clear_faults("alipay").await;
+    app.set_faults("alipay", json!({"drop_notifications": true})).await;
     let rid = e["error"]["object_id"].as_str().unwrap();
     let (_, r) = app.get(&format!("/v1/refunds/{rid}")).await;
     (p, r)
@@ -441,4 +446,96 @@ async fn a_refund_held_as_failed_that_succeeded_becomes_succeeded_with_an_anomal
         )
         .await;
     assert_eq!((s, e["error"]["code"].as_str()), (400, Some("refund_exceeds_payment")), "{e}");
+}
+
+/// Waits until the Alipay mock has logged, for its notification number `index` on `no`, every
+/// send of it (two with the duplicate fault) and returns that log entry.
+async fn delivered_notification(app: &TestApp, no: &str, index: usize, sends: usize) -> Value {
+    let order = app
+        .wait_mock_order("alipay", no, 10, |o| {
+            o["notifications"][index]["attempts"].as_array().is_some_and(|a| a.len() >= sends)
+        })
+        .await;
+    order["notifications"][index].clone()
+}
+
+/// A paid 10.00 precreate payment whose payment notification the gateway has acknowledged.
+async fn paid_precreate(app: &TestApp, order: &str) -> (Value, String) {
+    let (_, p) = app.create_payment("alipay", "qr", order, 1000).await;
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    assert_eq!(app.pay_at_mock("alipay", &no).await, 200);
+    let paid = app.wait_payment(&id(&p), "succeeded").await;
+    let first = delivered_notification(app, &no, 0, 1).await;
+    assert_eq!(first["attempts"][0]["acknowledged"], true, "{first}");
+    (paid, no)
+}
+
+#[tokio::test]
+async fn a_partial_refund_notification_is_acknowledged_and_changes_nothing_even_twice() {
+    let app = TestApp::spawn().await;
+    let (paid, no) = paid_precreate(&app, "o-partial-notify").await;
+    app.set_faults("alipay", json!({"duplicate_notifications": true})).await;
+    let (s, r) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&paid)),
+            json!({"amount": 300, "merchant_refund_no": "pr-1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{r}");
+    assert_eq!(r["status"], "succeeded");
+
+    // Alipay's partial-refund notification: TRADE_SUCCESS again, naming the refund. Sent twice
+    // (the duplicate fault), each copy answered `success`.
+    let n = delivered_notification(&app, &no, 1, 2).await;
+    assert_eq!(n["trade_status"], "TRADE_SUCCESS", "{n}");
+    assert_eq!(n["out_biz_no"], r["channel_refund_no"], "{n}");
+    for attempt in n["attempts"].as_array().unwrap() {
+        assert_eq!(attempt["acknowledged"], true, "{n}");
+        assert!(attempt["outcome"].as_str().unwrap().contains(r#"body "success""#), "{n}");
+    }
+
+    let (_, payment) = app.get(&format!("/v1/payments/{}", id(&paid))).await;
+    assert_eq!(payment["status"], "succeeded");
+    assert_eq!(payment["amount_refunded"], 300);
+    assert_eq!(payment["paid_at"], paid["paid_at"]);
+    assert_eq!(payment["channel_trade_no"], paid["channel_trade_no"]);
+    let (_, refund) = app.get(&format!("/v1/refunds/{}", id(&r))).await;
+    assert_eq!(refund, r, "the refund is as its answer left it");
+    let kinds: Vec<String> =
+        app.events().await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(kinds, ["payment.succeeded", "refund.succeeded"], "no second success");
+}
+
+#[tokio::test]
+async fn partial_refund_notifications_out_of_order_are_each_checked_against_their_refund() {
+    let app = TestApp::spawn().await;
+    let (paid, no) = paid_precreate(&app, "o-partial-reorder").await;
+    app.set_faults("alipay", json!({"reorder_notifications": true})).await;
+    let mut refunds = Vec::new();
+    for (n, amount) in [("rr-1", 300), ("rr-2", 200)] {
+        let (s, r) = app
+            .post(
+                &format!("/v1/payments/{}/refunds", id(&paid)),
+                json!({"amount": amount, "merchant_refund_no": n}),
+            )
+            .await;
+        assert_eq!(s, 201, "{r}");
+        refunds.push(r);
+    }
+    // With the reorder fault the second refund's notification (refund_fee 5.00) goes out before
+    // the first's (3.00); each names its own refund and is acknowledged.
+    let first = delivered_notification(&app, &no, 1, 1).await;
+    let second = delivered_notification(&app, &no, 2, 1).await;
+    for (n, r) in [(&first, &refunds[0]), (&second, &refunds[1])] {
+        assert_eq!(n["out_biz_no"], r["channel_refund_no"], "{n}");
+        assert_eq!(n["attempts"][0]["acknowledged"], true, "{n}");
+        let (_, refund) = app.get(&format!("/v1/refunds/{}", id(r))).await;
+        assert_eq!(&refund, r);
+    }
+    let (_, payment) = app.get(&format!("/v1/payments/{}", id(&paid))).await;
+    assert_eq!(
+        (&payment["status"], &payment["amount_refunded"]),
+        (&json!("succeeded"), &json!(500))
+    );
+    assert_eq!(app.events().await.len(), 3, "one payment.succeeded, two refund.succeeded");
 }

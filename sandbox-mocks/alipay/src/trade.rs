@@ -28,8 +28,9 @@ impl PayMethod {
         }
     }
 
-    /// page.pay and precreate notify only TRADE_SUCCESS unless the merchant enables more in the
-    /// console; app.pay and wap.pay also notify closes and refunds.
+    /// page.pay and precreate notify only TRADE_SUCCESS (which a partial refund sends again)
+    /// unless the merchant enables more in the console; app.pay and wap.pay also notify closes
+    /// and full refunds.
     fn notifies_closes_and_refunds(self) -> bool {
         matches!(self, Self::WapPay | Self::AppPay)
     }
@@ -349,7 +350,10 @@ impl Trades {
             order.closed_at = Some(now);
         }
         let node = answer(order, "Y", now);
-        let job = if order.request.method.notifies_closes_and_refunds() {
+        // A partial refund leaves the trade TRADE_SUCCESS and is notified whatever the method
+        // (alipay.md "Which notifications are sent"); the TRADE_CLOSED of a full refund is not
+        // sent for page.pay and precreate by default.
+        let job = if !full || order.request.method.notifies_closes_and_refunds() {
             Some(push_notification(order, seller_id, now, Some((&out_request_no, now))))
         } else {
             None
@@ -573,6 +577,24 @@ mod tests {
         assert_eq!(first, again);
         let refused = trades.register(new_order(PayMethod::Precreate, "A2", 101), now).unwrap_err();
         assert_eq!(refused.sub_code, "ACQ.CONTEXT_INCONSISTENT");
+    }
+
+    #[test]
+    fn a_partial_refund_of_a_precreate_trade_is_notified_and_a_full_one_is_not() {
+        let mut trades = Trades::default();
+        let now = OffsetDateTime::now_utc();
+        trades.register(new_order(PayMethod::Precreate, "P1", 1000), now).unwrap();
+        trades.pay("P1", now, "2088").unwrap();
+        let (_, job) = trades.refund(by_no("P1"), Some("r1"), 300, now, "2088").unwrap();
+        let job = job.unwrap();
+        assert_eq!(job.fields["trade_status"], "TRADE_SUCCESS");
+        assert_eq!(job.fields["refund_fee"], "3.00");
+        assert_eq!(job.fields["out_biz_no"], "r1");
+        assert!(job.fields.contains_key("gmt_refund"));
+        let (_, again) = trades.refund(by_no("P1"), Some("r1"), 300, now, "2088").unwrap();
+        assert!(again.is_none());
+        let (_, full) = trades.refund(by_no("P1"), Some("r2"), 700, now, "2088").unwrap();
+        assert!(full.is_none());
     }
 
     #[test]

@@ -595,3 +595,36 @@ async fn reorder_fault_sends_the_newer_notification_first_and_a_lone_one_after_t
     assert_eq!(received[2]["out_trade_no"], "E2E_R3");
     assert_eq!(received[2]["trade_status"], "TRADE_SUCCESS");
 }
+
+/// Sends `request` as raw bytes and reads the answer as written: its status line and header
+/// names, in the case they went over the wire.
+async fn raw_head(addr: &str, request: &str) -> (String, Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, _) = answer.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    (status, lines.map(|l| l.split_once(':').unwrap().0.to_owned()).collect())
+}
+
+#[tokio::test]
+async fn gateway_answers_carry_header_names_in_title_case_on_the_wire() {
+    let sb = start(vec![]).await;
+    let addr = sb.base.trim_start_matches("http://");
+    let body = "method=alipay.trade.query&app_id=nobody";
+    let request = format!(
+        "POST /gateway.do HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded;charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, names) = raw_head(addr, &request).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(names.iter().any(|n| n == "Content-Type"), "{names:?}");
+    assert!(names.iter().any(|n| n == "Content-Length"), "{names:?}");
+    assert!(names.iter().all(|n| !n.starts_with(|c: char| c.is_ascii_lowercase())), "{names:?}");
+}

@@ -770,3 +770,96 @@ async fn reorder_fault_sends_the_newer_notification_first_and_a_lone_one_after_t
     }
     assert_eq!(outcomes, ["delivered"]);
 }
+
+/// Sends `request` as raw bytes and reads the answer as written: its status line and header
+/// names, in the case they went over the wire.
+async fn raw_head(addr: &str, request: &str) -> (String, Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, _) = answer.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_owned();
+    (status, lines.map(|l| l.split_once(':').unwrap().0.to_owned()).collect())
+}
+
+#[tokio::test]
+async fn answers_carry_wechat_header_names_in_wechat_case_on_the_wire() {
+    let app = spawn_mock(vec![]).await;
+    let m = app.merchant("1900009191", KeyMode::PlatformCertificate);
+    let addr = app.base.trim_start_matches("http://");
+
+    let (ts, nonce) = (now().to_string(), random_alphanumeric(32));
+    let message = request_message("GET", "/v3/certificates", &ts, &nonce, b"");
+    let auth = Authorization {
+        mchid: m.mchid.clone(),
+        nonce_str: nonce,
+        signature: m.key.sign_base64(&message).unwrap(),
+        timestamp: ts,
+        serial_no: m.serial.clone(),
+    };
+    let request = format!(
+        "GET /v3/certificates HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\
+         Authorization: {}\r\nConnection: close\r\n\r\n",
+        auth.to_header()
+    );
+    let (status, names) = raw_head(addr, &request).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for name in [
+        "Wechatpay-Timestamp",
+        "Wechatpay-Nonce",
+        "Wechatpay-Signature",
+        "Wechatpay-Serial",
+        "Wechatpay-Signature-Type",
+        "Request-ID",
+        "Content-Type",
+        "Content-Length",
+    ] {
+        assert!(names.iter().any(|n| n == name), "no {name} in {names:?}");
+    }
+    assert!(names.iter().all(|n| !n.starts_with(|c: char| c.is_ascii_lowercase())), "{names:?}");
+
+    // An error answer (unsigned, as WeChat's are) names its Request-ID the same way.
+    let request =
+        format!("GET /v3/certificates HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let (status, names) = raw_head(addr, &request).await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    assert!(names.iter().any(|n| n == "Request-ID"), "{names:?}");
+}
+
+#[tokio::test]
+async fn notifications_carry_wechat_header_names_in_wechat_case_on_the_wire() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_mock(vec![]).await;
+    let m = app.merchant("1900009192", KeyMode::PlatformCertificate);
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let notify_url = format!("http://{}/notify", receiver.local_addr().unwrap());
+    let reading = tokio::spawn(async move {
+        let (mut stream, _) = receiver.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await.unwrap();
+        String::from_utf8(head).unwrap()
+    });
+    create_and_pay(&app, &m, "raw_case_order_1", 100, &notify_url).await;
+    let head = reading.await.unwrap();
+    let names: Vec<&str> =
+        head.trim_end().split("\r\n").skip(1).map(|l| l.split_once(':').unwrap().0).collect();
+    for name in [
+        "Wechatpay-Timestamp",
+        "Wechatpay-Nonce",
+        "Wechatpay-Signature",
+        "Wechatpay-Serial",
+        "Wechatpay-Signature-Type",
+        "Content-Type",
+    ] {
+        assert!(names.contains(&name), "no {name} in {names:?}");
+    }
+}
