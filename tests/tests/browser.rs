@@ -123,3 +123,23 @@ async fn unionpay_page_form_posted_by_a_browser_then_paid_on_the_bank_page_succe
     assert_eq!(paid["channel_trade_no"], order["query_id"], "{paid}");
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unionpay_qr_code_opened_in_a_browser_and_paid_on_the_bank_page_succeeds() {
+    let app = TestApp::spawn().await;
+    let (status, payment) = app.create_payment("unionpay", "qr", "browser-unionpay-qr", 4321).await;
+    assert_eq!(status, 201, "{payment}");
+    let code_url = payment["action"]["code_url"].as_str().unwrap();
+
+    // Opening the code's URL is the payer's scan: it leads to the bank page for this order.
+    let browser = Browser::start().await;
+    browser.client.goto(code_url).await.unwrap();
+    browser.wait_for_text("43.21").await;
+    browser.click_button_starting_with("Pay").await;
+
+    let id = payment["id"].as_str().unwrap();
+    let paid = app.wait_payment(id, "succeeded").await;
+    let order = app.mock_order("unionpay", payment["channel_order_no"].as_str().unwrap()).await;
+    assert_eq!(paid["channel_trade_no"], order["query_id"], "{paid}");
+    browser.close().await;
+}
