@@ -87,8 +87,12 @@ impl Browser {
         }
     }
 
-    /// Posts `fields` to `url` from the browser, as a merchant page's auto-submitting form does.
-    pub async fn submit_form(&self, method: &str, url: &str, fields: &serde_json::Value) {
+    /// Posts a payment's `form` action (`{"type":"form","method","url","fields"}`) from the
+    /// browser, as a merchant page's auto-submitting form does.
+    pub async fn submit_form(&self, action: &serde_json::Value) {
+        assert_eq!(action["type"], "form", "not a form action: {action}");
+        let (method, url) = (&action["method"], &action["url"]);
+        let fields = &action["fields"];
         let script = "const [method, url, fields] = arguments;\
             const f = document.createElement('form'); f.method = method; f.action = url;\
             for (const [k, v] of Object.entries(fields)) {\
@@ -96,7 +100,10 @@ impl Browser {
               f.appendChild(i); }\
             document.body.appendChild(f); f.submit();";
         self.client.goto("about:blank").await.unwrap();
-        self.client.execute(script, vec![json!(method), json!(url), fields.clone()]).await.unwrap();
+        self.client
+            .execute(script, vec![method.clone(), url.clone(), fields.clone()])
+            .await
+            .unwrap();
     }
 
     /// Waits for a button whose text starts with `label` and clicks it.

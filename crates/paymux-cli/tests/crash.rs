@@ -86,6 +86,23 @@ impl Crash {
         assert!(res.status().is_success(), "{path}: {}", res.status());
     }
 
+    /// A 10.00 Alipay QR payment ("o-1"), paid at the mock, once the gateway holds it succeeded:
+    /// its id and its channel order number.
+    async fn paid_payment(&self) -> (paymux_core::PaymentId, String) {
+        let body = json!({"merchant_order_no": "o-1", "amount": 1000, "currency": "CNY",
+                          "subject": "s", "channel": "alipay", "method": "qr"});
+        let p: Value = self.post("/v1/payments", body).await.unwrap().json().await.unwrap();
+        let no = p["channel_order_no"].as_str().unwrap().to_owned();
+        self.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
+        let pid = p["id"].as_str().unwrap().parse().unwrap();
+        let (store, merchant) = (&self.sandbox.store, self.sandbox.merchant_id);
+        self.wait("the payment to succeed", async || {
+            store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
+        })
+        .await;
+        (pid, no)
+    }
+
     async fn wait(&self, what: &str, mut done: impl AsyncFnMut() -> bool) {
         for _ in 0..300 {
             if done().await {
@@ -166,20 +183,7 @@ async fn killed_after_the_channel_refunded_the_refund_ends_in_the_channels_state
     let store = t.sandbox.store.clone();
     let merchant = t.sandbox.merchant_id;
     let gw = t.serve(None).await;
-    let p: Value = t
-        .post("/v1/payments", json!({"merchant_order_no": "o-1", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let no = p["channel_order_no"].as_str().unwrap().to_owned();
-    t.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
-    let pid = p["id"].as_str().unwrap().parse().unwrap();
-    t.wait("the payment to succeed", async || {
-        store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
-    })
-    .await;
+    let (pid, no) = t.paid_payment().await;
     kill(gw);
     // Alipay notifies a partial refund; lost here, so only the restarted gateway's own recovery
     // can learn the refund's outcome.
@@ -293,20 +297,7 @@ async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409
     let store = t.sandbox.store.clone();
     let merchant = t.sandbox.merchant_id;
     let gw = t.serve(None).await;
-    let p: Value = t
-        .post("/v1/payments", json!({"merchant_order_no": "o-1", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let no = p["channel_order_no"].as_str().unwrap().to_owned();
-    t.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
-    let pid = p["id"].as_str().unwrap().parse().unwrap();
-    t.wait("the payment to succeed", async || {
-        store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
-    })
-    .await;
+    let (pid, no) = t.paid_payment().await;
     kill(gw);
 
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_REFUND)).await;

@@ -149,9 +149,7 @@ pub(crate) async fn fail_order(
     Path(order_id): Path<String>,
     Query(q): Params,
 ) -> Result<Json<Value>, ControlError> {
-    let key = find(&shared, &order_id, &q)?;
-    end(&shared, &key, Status::Failed)?;
-    view(&shared, &key).map(Json)
+    end_order(&shared, &order_id, &q, Status::Failed)
 }
 
 pub(crate) async fn close_order(
@@ -159,9 +157,19 @@ pub(crate) async fn close_order(
     Path(order_id): Path<String>,
     Query(q): Params,
 ) -> Result<Json<Value>, ControlError> {
-    let key = find(&shared, &order_id, &q)?;
-    end(&shared, &key, Status::Closed)?;
-    view(&shared, &key).map(Json)
+    end_order(&shared, &order_id, &q, Status::Closed)
+}
+
+/// `.../fail` and `.../close`: the order ends unpaid, and the control API shows it.
+fn end_order(
+    shared: &Shared,
+    order_id: &str,
+    q: &HashMap<String, String>,
+    to: Status,
+) -> Result<Json<Value>, ControlError> {
+    let key = find(shared, order_id, q)?;
+    end(shared, &key, to)?;
+    view(shared, &key).map(Json)
 }
 
 pub(crate) async fn show_faults(State(shared): St) -> Json<Faults> {
