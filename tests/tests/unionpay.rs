@@ -512,3 +512,49 @@ async fn a_dropped_back_notification_is_recovered_by_the_sweeper() {
     assert_eq!(acknowledged.count(), 0, "no notification reached the gateway: {mock}");
     assert_eq!(events_of(&app.events().await, &id(&p), "payment.succeeded"), 1);
 }
+
+#[tokio::test]
+async fn a_refund_whose_answer_is_lost_after_the_channel_made_it_is_settled_once_by_query() {
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = SweeperConfig {
+            interval: Duration::from_millis(100),
+            first_check_after: Duration::from_millis(300),
+            max_backoff: Duration::from_millis(600),
+            lease: Duration::from_secs(5),
+        };
+        o.channel_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let (_, p) = app.create_payment("unionpay", "qr", "up-lost-refund", 1000).await;
+    assert_eq!(app.pay_at_mock("unionpay", &order_no(&p)).await, 200);
+    app.wait_payment(&id(&p), "succeeded").await;
+
+    // The channel makes the refund, then its answer never comes, and its notification is lost.
+    app.set_faults(
+        "unionpay",
+        json!({"timeout_after_commit": ["refund"], "drop_notifications": true}),
+    )
+    .await;
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{}/refunds", id(&p)),
+            json!({"amount": 400, "merchant_refund_no": "r-lost"}),
+        )
+        .await;
+    assert_eq!(s, 504, "{e}");
+    assert_eq!(e["error"]["type"], "channel_timeout", "reported as unknown, never failed");
+    let rid = e["error"]["object_id"].as_str().unwrap().to_owned();
+    // Pending until the sweeper's query, which may already have run: never failed.
+    let (_, held) = app.get(&format!("/v1/refunds/{rid}")).await;
+    assert_ne!(held["status"], "failed", "{held}");
+
+    // The sweeper's query learns the refund succeeded; nothing is refunded twice.
+    let done =
+        app.wait_for(&format!("/v1/refunds/{rid}"), 15, |r| r["status"] == "succeeded").await;
+    assert_eq!(done["amount"], 400);
+    let mock = app.mock_order("unionpay", &order_no(&p)).await;
+    assert_eq!(mock["refunds"].as_array().unwrap().len(), 1, "no second refund: {mock}");
+    assert_eq!(mock["refunded"], 400, "{mock}");
+    let (_, after) = app.get(&format!("/v1/payments/{}", id(&p))).await;
+    assert_eq!(after["amount_refunded"], 400);
+}
