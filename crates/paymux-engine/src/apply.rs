@@ -15,7 +15,7 @@ use paymux_store::{
 };
 use time::OffsetDateTime;
 
-use crate::objects;
+use crate::objects::EventObject;
 
 /// What applying a report did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,7 +112,7 @@ fn transition_for(
         after.failure_message = Some(message.clone());
     }
     after.updated_at = now;
-    let data = objects::payment(&after);
+    let data = EventObject::from(&after).to_value();
     let id = p.id.to_string();
     let events = events.iter().map(|kind| event(*kind, id.clone(), data.clone())).collect();
     Some(PaymentTransition {
@@ -272,7 +272,7 @@ async fn mark_action_required(
         events: vec![event(
             EventType::RefundActionRequired,
             refund.id.to_string(),
-            objects::refund(&after),
+            EventObject::from(&after).to_value(),
         )],
     };
     if store.mark_refund_action_required(&change).await? {
@@ -320,7 +320,7 @@ async fn refund_transition_for(
         after.failure_code = None;
         after.failure_message = None;
     }
-    let data = objects::refund(&after);
+    let data = EventObject::from(&after).to_value();
     let id = refund.id.to_string();
     let events = events.iter().map(|kind| event(*kind, id.clone(), data.clone())).collect();
     let mut over_refund_events = Vec::new();
@@ -332,7 +332,7 @@ async fn refund_transition_for(
             over_refund_events.push(event(
                 EventType::PaymentOverRefunded,
                 payment.id.to_string(),
-                objects::payment(&payment),
+                EventObject::from(&payment).to_value(),
             ));
         }
     }

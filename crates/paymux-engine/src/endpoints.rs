@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::objects::{Event, Page};
 use crate::outbound;
 
 /// How long a replaced secret keeps signing after a rotation.
@@ -25,7 +26,7 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn sees(&self, livemode: bool) -> bool {
+    pub fn sees(&self, livemode: bool) -> bool {
         self.livemode == livemode
     }
 }
@@ -161,6 +162,22 @@ impl Engine {
         let e = self.own_event(caller, id).await?;
         let deliveries = self.store.deliveries_for_event(caller.merchant, id).await?;
         Ok((e, deliveries))
+    }
+
+    /// The caller's events of its mode, oldest first, after the event `after` (an id).
+    pub async fn list_events(
+        &self,
+        caller: Caller,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<Event>, EngineError> {
+        let after = after
+            .map(|a| a.parse::<EventId>())
+            .transpose()
+            .map_err(|_| invalid("after", "after must be an event id"))?;
+        let limit = limit.unwrap_or(20).clamp(1, 100);
+        let rows = self.store.events(caller.merchant, caller.livemode, after, limit).await?;
+        Ok(crate::payments::page(rows.iter().map(Event::from).collect(), limit, |e| e.id.clone()))
     }
 
     /// Makes every delivery of the event due now, with a fresh retry window. Returns how many.

@@ -89,6 +89,13 @@ impl Engine {
     }
 }
 
+/// Now, to the millisecond: what the store keeps of a time, so an object returned by the call
+/// that made it reads the same as the object read back later.
+pub fn now_ms() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now)
+}
+
 /// How a channel finds a payment: its attempt's numbers and channel state.
 pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
     PaymentRef {

@@ -11,6 +11,38 @@ pub enum EngineError {
     /// The input is not acceptable; `field` names it as the API does (`url`, `events`).
     #[error("{message}")]
     InvalidInput { field: &'static str, message: String },
+    /// The request is well formed but cannot be done (`code` says why, as the API names it:
+    /// `livemode_mismatch`, `refund_exceeds_payment`, ...); `field` names the input at fault.
+    #[error("{message}")]
+    Rejected { code: &'static str, field: Option<&'static str>, message: String },
+    /// A merchant number (`merchant_order_no`, `merchant_refund_no`) is already used; `object` is
+    /// the caller's object that holds it, for a caller whose first call's answer was lost.
+    #[error("{message}")]
+    DuplicateNumber { field: &'static str, message: String, object: Option<String> },
+    /// The store failed after the channel was called about `object`: something may have moved at
+    /// the channel, and the sweeper settles the object from the channel's truth. Not a "nothing
+    /// changed" failure, so an idempotent retry replays it instead of calling the channel again.
+    #[error("the answer of a channel call about {object} could not be recorded: {source}")]
+    StoreAfterChannel {
+        #[source]
+        source: StoreError,
+        object: String,
+    },
+    /// The task that called the channel about `object` did not finish (the runtime is shutting
+    /// down): the object stays pending and the sweeper settles it.
+    #[error("the channel call about {object} was interrupted; it stays pending")]
+    Interrupted { object: String },
+    /// An idempotency key is bound to an object that cannot be read any more (a bug or a hand
+    /// edit): the retry cannot be answered with it.
+    #[error("the object {object} this Idempotency-Key created cannot be read")]
+    BoundObjectGone { object: String },
+    /// A value the engine made could not be encoded as JSON (a bug).
+    #[error("could not encode the {what}: {source}")]
+    Encode {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
     /// No such object for this merchant and mode (`what` names its kind: "payment", "refund").
     #[error("no such {what}")]
     NotFound { what: &'static str },

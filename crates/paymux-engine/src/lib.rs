@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod access;
 pub mod admin;
 mod apply;
 mod close;
@@ -33,8 +34,12 @@ pub mod failpoint;
 mod notifications;
 pub mod objects;
 pub mod outbound;
+mod payments;
+mod refunds;
 mod registry;
 pub mod sweeper;
+#[cfg(test)]
+mod testdata;
 
 pub use admin::new_api_key;
 pub use apply::{Applied, apply_payment, apply_refund};
@@ -43,4 +48,6 @@ pub use endpoints::Caller;
 pub use engine::{Engine, Workers, payment_ref};
 pub use error::EngineError;
 pub use notifications::NotificationReply;
+pub use payments::{CreatePaymentRequest, Payer, PaymentListQuery, parse_amount};
+pub use refunds::{CreateRefundRequest, RefundListQuery};
 pub use registry::{ChannelFactory, ChannelRegistry, ConfigError};

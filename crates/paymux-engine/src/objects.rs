@@ -1,9 +1,12 @@
-//! The API's objects, rendered from store rows.
+//! The API's objects, as typed values: each is what a merchant reads in an answer and what an
+//! event carries in `data.object` when it changes. One type renders both, so an event's payload is
+//! exactly the object the API would have shown at that moment.
 
 use paymux_store::{
     DeliveryRecord, EventRecord, PaymentRecord, RefundRecord, WebhookEndpointRecord,
 };
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -11,100 +14,297 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
-fn opt_time(t: Option<OffsetDateTime>) -> Value {
-    t.map(|t| Value::String(rfc3339(t))).unwrap_or(Value::Null)
+/// Why a payment or refund failed, as the channel put it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub code: String,
+    pub message: Option<String>,
 }
 
-pub fn payment(p: &PaymentRecord) -> Value {
-    let mut v = json!({
-        "id": p.id.to_string(),
-        "object": "payment",
-        "merchant_order_no": p.merchant_order_no,
-        "amount": p.amount.minor(),
-        "currency": p.amount.currency().code(),
-        "subject": p.subject,
-        "status": p.status.as_str(),
-        "channel": p.channel.as_str(),
-        "method": p.method.as_str(),
-        "channel_order_no": p.channel_order_no.as_str(),
-        "channel_trade_no": p.channel_trade_no,
-        "action": p.action,
-        "amount_refunded": p.amount_refunded,
-        "expires_at": rfc3339(p.expires_at),
-        "paid_at": opt_time(p.paid_at),
-        "created_at": rfc3339(p.created_at),
-        "metadata": p.metadata,
-        "livemode": p.livemode,
-    });
-    if let Some(code) = &p.failure_code {
-        v["failure"] = json!({"code": code, "message": p.failure_message});
+fn failure(code: &Option<String>, message: &Option<String>) -> Option<Failure> {
+    code.as_ref().map(|code| Failure { code: code.clone(), message: message.clone() })
+}
+
+/// A payment as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payment {
+    pub id: String,
+    /// Always `"payment"`.
+    pub object: &'static str,
+    pub merchant_order_no: String,
+    /// In minor units (fen).
+    pub amount: i64,
+    pub currency: &'static str,
+    pub subject: String,
+    pub status: &'static str,
+    pub channel: &'static str,
+    pub method: &'static str,
+    pub channel_order_no: String,
+    pub channel_trade_no: Option<String>,
+    /// What the payer does next (a QR code, a form, a redirect, parameters for a client SDK).
+    pub action: Option<Value>,
+    pub amount_refunded: i64,
+    pub expires_at: String,
+    pub paid_at: Option<String>,
+    pub created_at: String,
+    pub metadata: Value,
+    pub livemode: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl From<&PaymentRecord> for Payment {
+    fn from(p: &PaymentRecord) -> Self {
+        Self {
+            id: p.id.to_string(),
+            object: "payment",
+            merchant_order_no: p.merchant_order_no.clone(),
+            amount: p.amount.minor(),
+            currency: p.amount.currency().code(),
+            subject: p.subject.clone(),
+            status: p.status.as_str(),
+            channel: p.channel.as_str(),
+            method: p.method.as_str(),
+            channel_order_no: p.channel_order_no.as_str().to_owned(),
+            channel_trade_no: p.channel_trade_no.clone(),
+            action: p.action.clone(),
+            amount_refunded: p.amount_refunded,
+            expires_at: rfc3339(p.expires_at),
+            paid_at: p.paid_at.map(rfc3339),
+            created_at: rfc3339(p.created_at),
+            metadata: p.metadata.clone(),
+            livemode: p.livemode,
+            failure: failure(&p.failure_code, &p.failure_message),
+        }
     }
-    v
 }
 
-pub fn refund(r: &RefundRecord) -> Value {
-    let mut v = json!({
-        "id": r.id.to_string(),
-        "object": "refund",
-        "payment_id": r.payment_id.to_string(),
-        "merchant_refund_no": r.merchant_refund_no,
-        "amount": r.amount.minor(),
-        "currency": r.amount.currency().code(),
-        "status": r.status.as_str(),
-        "channel_refund_no": r.channel_refund_no.as_str(),
-        "channel_refund_id": r.channel_refund_id,
-        "reason": r.reason,
-        "created_at": rfc3339(r.created_at),
-        "succeeded_at": opt_time(r.succeeded_at),
-        "livemode": r.livemode,
-    });
-    if let Some(code) = &r.failure_code {
-        v["failure"] = json!({"code": code, "message": r.failure_message});
+/// A refund as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refund {
+    pub id: String,
+    /// Always `"refund"`.
+    pub object: &'static str,
+    pub payment_id: String,
+    pub merchant_refund_no: String,
+    /// In minor units (fen).
+    pub amount: i64,
+    pub currency: &'static str,
+    pub status: &'static str,
+    pub channel_refund_no: String,
+    pub channel_refund_id: Option<String>,
+    pub reason: Option<String>,
+    pub created_at: String,
+    pub succeeded_at: Option<String>,
+    pub livemode: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+impl From<&RefundRecord> for Refund {
+    fn from(r: &RefundRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            object: "refund",
+            payment_id: r.payment_id.to_string(),
+            merchant_refund_no: r.merchant_refund_no.clone(),
+            amount: r.amount.minor(),
+            currency: r.amount.currency().code(),
+            status: r.status.as_str(),
+            channel_refund_no: r.channel_refund_no.as_str().to_owned(),
+            channel_refund_id: r.channel_refund_id.clone(),
+            reason: r.reason.clone(),
+            created_at: rfc3339(r.created_at),
+            succeeded_at: r.succeeded_at.map(rfc3339),
+            livemode: r.livemode,
+            failure: failure(&r.failure_code, &r.failure_message),
+        }
     }
-    v
 }
 
-pub fn event(e: &EventRecord) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "object": "event",
-        "type": e.kind.as_str(),
-        "created": e.created_at.unix_timestamp(),
-        "livemode": e.livemode,
-        "data": {"object": e.data},
-    })
+/// What an event carries: the object it is about, as it was when the event was written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum EventObject {
+    Payment(Payment),
+    Refund(Refund),
+}
+
+impl EventObject {
+    /// The payload as the store keeps it (events are immutable snapshots).
+    pub fn to_value(&self) -> Value {
+        // Serialising these plain structs cannot fail: every field is a string, number, bool or
+        // an already-parsed JSON value.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+impl From<&PaymentRecord> for EventObject {
+    fn from(p: &PaymentRecord) -> Self {
+        Self::Payment(p.into())
+    }
+}
+
+impl From<&RefundRecord> for EventObject {
+    fn from(r: &RefundRecord) -> Self {
+        Self::Refund(r.into())
+    }
+}
+
+/// `data` of an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventData {
+    /// The payload as it was written: a [`Payment`] or a [`Refund`], kept as stored so an event
+    /// reads the same however old it is.
+    pub object: Value,
+}
+
+/// An event as the API shows it and as webhooks deliver it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: String,
+    /// Always `"event"`.
+    pub object: &'static str,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix seconds.
+    pub created: i64,
+    pub livemode: bool,
+    pub data: EventData,
+}
+
+impl From<&EventRecord> for Event {
+    fn from(e: &EventRecord) -> Self {
+        Self {
+            id: e.id.to_string(),
+            object: "event",
+            kind: e.kind.as_str(),
+            created: e.created_at.unix_timestamp(),
+            livemode: e.livemode,
+            data: EventData { object: e.data.clone() },
+        }
+    }
 }
 
 /// A webhook endpoint; its secret only when it is shown (at creation and rotation).
-pub fn endpoint_object(ep: &WebhookEndpointRecord, with_secret: bool) -> Value {
-    let mut v = json!({
-        "id": ep.id,
-        "object": "webhook_endpoint",
-        "url": ep.url,
-        "events": ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect::<Vec<_>>()),
-        "livemode": ep.livemode,
-        "created_at": rfc3339(ep.created_at),
-    });
-    if with_secret {
-        v["secret"] = json!(ep.secret);
-    }
-    v
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookEndpoint {
+    pub id: String,
+    /// Always `"webhook_endpoint"`.
+    pub object: &'static str,
+    pub url: String,
+    /// The event types it receives; `null` for all.
+    pub events: Option<Vec<&'static str>>,
+    pub livemode: bool,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
-/// One delivery of an event to one endpoint, with its attempts (never the answers' bodies).
-pub fn delivery_object(d: &DeliveryRecord) -> Value {
-    json!({
-        "id": d.id,
-        "endpoint_id": d.endpoint_id,
-        "url": d.url,
-        "status": d.status,
-        "next_attempt_at": d.next_attempt_at.map(rfc3339),
-        "delivered_at": d.delivered_at.map(rfc3339),
-        "attempts": d.attempts.iter().map(|a| json!({
-            "at": rfc3339(a.at),
-            "status_code": a.status_code,
-            "latency_ms": a.latency_ms,
-            "error": a.error,
-        })).collect::<Vec<_>>(),
-    })
+impl WebhookEndpoint {
+    pub fn new(ep: &WebhookEndpointRecord, with_secret: bool) -> Self {
+        Self {
+            id: ep.id.clone(),
+            object: "webhook_endpoint",
+            url: ep.url.clone(),
+            events: ep.events.as_ref().map(|e| e.iter().map(|t| t.as_str()).collect()),
+            livemode: ep.livemode,
+            created_at: rfc3339(ep.created_at),
+            secret: with_secret.then(|| ep.secret.clone()),
+        }
+    }
+}
+
+/// One try at delivering an event (never the answer's body).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryAttempt {
+    pub at: String,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// One delivery of an event to one endpoint, with its attempts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub endpoint_id: String,
+    pub url: String,
+    pub status: String,
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+impl From<&DeliveryRecord> for Delivery {
+    fn from(d: &DeliveryRecord) -> Self {
+        Self {
+            id: d.id.clone(),
+            endpoint_id: d.endpoint_id.clone(),
+            url: d.url.clone(),
+            status: d.status.clone(),
+            next_attempt_at: d.next_attempt_at.map(rfc3339),
+            delivered_at: d.delivered_at.map(rfc3339),
+            attempts: d
+                .attempts
+                .iter()
+                .map(|a| DeliveryAttempt {
+                    at: rfc3339(a.at),
+                    status_code: a.status_code,
+                    latency_ms: a.latency_ms,
+                    error: a.error.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An event with its deliveries (`GET /v1/events/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventWithDeliveries {
+    #[serde(flatten)]
+    pub event: Event,
+    pub deliveries: Vec<Delivery>,
+}
+
+/// One page of a list, newest first for payments and refunds, oldest first for events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// Always `"list"`.
+    pub object: &'static str,
+    pub data: Vec<T>,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>, has_more: bool, next_cursor: Option<String>) -> Self {
+        Self { object: "list", data, has_more, next_cursor }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_payload_is_the_object_the_api_shows() {
+        let p = crate::testdata::payment_record();
+        let api = serde_json::to_value(Payment::from(&p)).expect("payment serialises");
+        assert_eq!(EventObject::from(&p).to_value(), api);
+        assert_eq!(api["object"], "payment");
+        assert_eq!(api["amount"], 1234);
+        assert!(api.get("failure").is_none(), "no failure key on a pending payment");
+    }
+
+    #[test]
+    fn a_failed_payment_says_why() {
+        let mut p = crate::testdata::payment_record();
+        p.failure_code = Some("TRADE_CLOSED".into());
+        p.failure_message = Some("closed".into());
+        let v = serde_json::to_value(Payment::from(&p)).expect("payment serialises");
+        assert_eq!(v["failure"]["code"], "TRADE_CLOSED");
+        assert_eq!(v["failure"]["message"], "closed");
+    }
 }

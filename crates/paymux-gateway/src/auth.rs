@@ -3,7 +3,6 @@
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use paymux_core::MerchantId;
-use paymux_crypto::sha256_hex;
 
 use crate::error::ApiError;
 use paymux_engine::Engine;
@@ -26,11 +25,6 @@ impl Merchant {
     pub fn caller(&self) -> paymux_engine::Caller {
         paymux_engine::Caller { merchant: self.id, livemode: self.livemode }
     }
-
-    /// Whether an object of this mode is visible to the key: another mode's object is a 404.
-    pub fn sees(&self, livemode: bool) -> bool {
-        self.livemode == livemode
-    }
 }
 
 impl FromRequestParts<Engine> for Merchant {
@@ -51,15 +45,10 @@ impl FromRequestParts<Engine> for Merchant {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <API key>`"))?;
-        if !(key.starts_with("sk_test_") || key.starts_with("sk_live_")) {
-            return Err(ApiError::unauthorized("invalid API key"));
-        }
-        // The lookup is by hash, so the key is never compared byte by byte against a stored secret.
-        let owner = state
-            .store
-            .merchant_for_key(&sha256_hex(key.as_bytes()))
+        let caller = state
+            .authenticate(key)
             .await?
             .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
-        Ok(Merchant { id: owner.merchant_id, livemode: owner.livemode })
+        Ok(Merchant { id: caller.merchant, livemode: caller.livemode })
     }
 }

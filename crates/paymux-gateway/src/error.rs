@@ -172,10 +172,31 @@ impl From<EngineError> for ApiError {
             e @ EngineError::PaidBeforeClose { payment, .. } => {
                 ApiError::conflict("payment_succeeded", e.to_string()).with_object(payment)
             }
+            EngineError::Rejected { code, field, message } => {
+                let err = ApiError::invalid(code, message);
+                match field {
+                    Some(f) => err.with_param(f),
+                    None => err,
+                }
+            }
+            EngineError::DuplicateNumber { field, message, object } => {
+                let err =
+                    ApiError::conflict(&format!("duplicate_{field}"), message).with_param(field);
+                match object {
+                    Some(id) => err.with_object(id),
+                    None => err,
+                }
+            }
+            EngineError::StoreAfterChannel { source, object } => {
+                ApiError::store_after_channel(source, object)
+            }
             EngineError::Store(e) => ApiError::store(e),
+            e @ EngineError::Interrupted { .. } => ApiError::internal(e.to_string()),
             e @ (EngineError::Misconfigured { .. }
             | EngineError::AccountGone(_)
-            | EngineError::NoAttempt(_)) => ApiError::internal(e.to_string()),
+            | EngineError::NoAttempt(_)
+            | EngineError::BoundObjectGone { .. }
+            | EngineError::Encode { .. }) => ApiError::internal(e.to_string()),
         }
     }
 }

@@ -16,15 +16,12 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use paymux_core::{PaymentId, RefundId};
 use paymux_crypto::sha256_hex;
 use paymux_store::IdempotencyBegin;
-use time::OffsetDateTime;
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
 use paymux_engine::Engine;
-use paymux_engine::objects;
 
 pub const HEADER: &str = "idempotency-key";
 const MAX_BODY: usize = 64 * 1024;
@@ -81,20 +78,10 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
         format!("{} {} {}\n", merchant.mode(), parts.method, parts.uri.path()).into_bytes();
     canonical.extend_from_slice(&bytes);
     let hash = sha256_hex(&canonical);
-    let now = OffsetDateTime::now_utc();
-    let begin = state
-        .store
-        .idempotency_begin(
-            merchant.id,
-            &key,
-            &hash,
-            now,
-            now + state.config.idempotency_lease,
-            now - state.config.idempotency_retention,
-        )
-        .await;
+    let caller = merchant.caller();
+    let begin = state.idempotency_begin(caller, &key, &hash).await;
     match begin {
-        Err(e) => return ApiError::store(e).into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
         Ok(IdempotencyBegin::Mismatch) => {
             return ApiError::conflict(
                 "idempotency_key_reused",
@@ -128,16 +115,16 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
     let res_bytes = match to_bytes(res_body, usize::MAX).await {
         Ok(b) => b,
         Err(_) => {
-            let _ = state.store.idempotency_release(merchant.id, &key).await;
+            let _ = state.idempotency_release(caller, &key).await;
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     };
     let kept =
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing changed: let the retry run again.
-            state.store.idempotency_release(merchant.id, &key).await
+            state.idempotency_release(caller, &key).await
         } else {
-            state.store.idempotency_finish(merchant.id, &key, status.as_u16(), &res_bytes).await
+            state.idempotency_finish(caller, &key, status.as_u16(), &res_bytes).await
         };
     if let Err(e) = kept {
         // The claim expires after its lease; until then a retry is told it is in flight.
@@ -149,38 +136,14 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
 /// Answers a retry whose first run died after writing `object_id`: the object as it is now, 200,
 /// kept as the key's response from here on.
 async fn recover(state: &Engine, merchant: Merchant, key: &str, object_id: &str) -> Response {
-    let object = if let Ok(id) = object_id.parse::<PaymentId>() {
-        state
-            .store
-            .payment(merchant.id, id)
-            .await
-            .map(|p| p.filter(|p| merchant.sees(p.livemode)).as_ref().map(objects::payment))
-    } else if let Ok(id) = object_id.parse::<RefundId>() {
-        state
-            .store
-            .refund(merchant.id, id)
-            .await
-            .map(|r| r.filter(|r| merchant.sees(r.livemode)).as_ref().map(objects::refund))
-    } else {
-        Ok(None)
-    };
-    let object = match object {
-        Ok(Some(o)) => o,
-        Ok(None) => {
-            tracing::error!(
-                object = object_id,
-                "an idempotency key is bound to an object that is gone"
-            );
-            return ApiError::internal(format!(
-                "the object {object_id} this Idempotency-Key created cannot be read"
-            ))
-            .into_response();
-        }
-        // The claim stays bound; the next retry recovers again.
-        Err(e) => return ApiError::store(e).into_response(),
+    let caller = merchant.caller();
+    // On failure the claim stays bound; the next retry recovers again.
+    let object = match state.recovered_object(caller, object_id).await {
+        Ok(o) => o,
+        Err(e) => return ApiError::from(e).into_response(),
     };
     let body = object.to_string().into_bytes();
-    if let Err(e) = state.store.idempotency_finish(merchant.id, key, 200, &body).await {
+    if let Err(e) = state.idempotency_finish(caller, key, 200, &body).await {
         tracing::warn!(error = %e, "could not store the recovered idempotent response");
     }
     tracing::info!(object = object_id, "a retry recovered the object its lost request created");

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use paymux_core::EventId;
 use paymux_engine::Engine;
-use paymux_engine::objects;
+use paymux_engine::objects::{Delivery, Event, EventWithDeliveries, Page, WebhookEndpoint};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -26,21 +26,18 @@ pub async fn create_endpoint(
     State(state): State<Engine>,
     merchant: Merchant,
     ApiJson(body): ApiJson<CreateEndpointBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookEndpoint>), ApiError> {
     let ep = state.create_webhook_endpoint(merchant.caller(), body.url, body.events).await?;
-    Ok((StatusCode::CREATED, Json(objects::endpoint_object(&ep, true))))
+    Ok((StatusCode::CREATED, Json(WebhookEndpoint::new(&ep, true))))
 }
 
 pub async fn list_endpoints(
     State(state): State<Engine>,
     merchant: Merchant,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<WebhookEndpoint>>, ApiError> {
     let eps = state.webhook_endpoints(merchant.caller()).await?;
-    Ok(Json(json!({
-        "object": "list",
-        "data": eps.iter().map(|e| objects::endpoint_object(e, false)).collect::<Vec<_>>(),
-        "has_more": false,
-    })))
+    let data = eps.iter().map(|e| WebhookEndpoint::new(e, false)).collect();
+    Ok(Json(Page::new(data, false, None)))
 }
 
 /// A new secret. With an `Idempotency-Key`, a retried rotation hands back the secret its first
@@ -50,10 +47,10 @@ pub async fn rotate_secret(
     merchant: Merchant,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookEndpoint>, ApiError> {
     let key = headers.get(crate::idempotency::HEADER).and_then(|v| v.to_str().ok());
     let ep = state.rotate_webhook_secret(merchant.caller(), &id, key).await?;
-    Ok(Json(objects::endpoint_object(&ep, true)))
+    Ok(Json(WebhookEndpoint::new(&ep, true)))
 }
 
 pub async fn delete_endpoint(
@@ -69,12 +66,13 @@ pub async fn get_event(
     State(state): State<Engine>,
     merchant: Merchant,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventWithDeliveries>, ApiError> {
     let id: EventId = id.parse().map_err(|_| ApiError::not_found("event"))?;
     let (e, deliveries) = state.event_with_deliveries(merchant.caller(), id).await?;
-    let mut v = objects::event(&e);
-    v["deliveries"] = deliveries.iter().map(objects::delivery_object).collect();
-    Ok(Json(v))
+    Ok(Json(EventWithDeliveries {
+        event: Event::from(&e),
+        deliveries: deliveries.iter().map(Delivery::from).collect(),
+    }))
 }
 
 pub async fn redeliver(
