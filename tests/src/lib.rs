@@ -15,6 +15,8 @@
 use std::time::Duration;
 
 pub mod browser;
+pub mod pg;
+pub mod proxy;
 
 use paymux_cli::sandbox::{Sandbox, SandboxOptions, start};
 use serde_json::{Value, json};
