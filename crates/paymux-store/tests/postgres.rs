@@ -40,7 +40,7 @@ impl Pair {
 
     /// Instance a for even `i`, b for odd.
     fn either(&self, i: usize) -> Arc<PgStore> {
-        if i % 2 == 0 { self.a.clone() } else { self.b.clone() }
+        if i.is_multiple_of(2) { self.a.clone() } else { self.b.clone() }
     }
 
     async fn payment(&self, order_no: &str, amount: i64, check_at: OffsetDateTime) -> PaymentId {

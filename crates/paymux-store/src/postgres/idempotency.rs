@@ -106,6 +106,7 @@ impl IdempotencyStore for PgStore {
             tx.commit().await.map_err(unavailable)?;
             return Ok(IdempotencyBegin::Started);
         }
+        tracing::warn!(%merchant, key, "idempotency key vanished under every claim; answered in flight");
         Ok(IdempotencyBegin::InFlight)
     }
 
