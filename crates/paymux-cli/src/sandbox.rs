@@ -11,7 +11,8 @@ use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig, new_api
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
-use paymux_store::{AccountRecord, NewApiKey, SqliteStore, Store};
+use paymux_store::prelude::*;
+use paymux_store::{AccountRecord, NewApiKey, SqliteStore};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;

@@ -14,7 +14,8 @@ use paymux_engine::{
     Caller, ChannelRegistry, ConfigError, CreatePaymentRequest, CreateRefundRequest, Engine,
     EngineError, GatewayConfig,
 };
-use paymux_store::{AccountRecord, SqliteStore, Store};
+use paymux_store::prelude::*;
+use paymux_store::{AccountRecord, SqliteStore};
 use serde_json::json;
 use time::OffsetDateTime;
 

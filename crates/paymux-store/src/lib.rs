@@ -1,301 +1,57 @@
-//! Persistence for paymux: the [`Store`] trait and its SQLite backend.
+//! Persistence for paymux: the store traits, one per aggregate, and two backends with the same
+//! schema: SQLite ([`SqliteStore`], one file, the embedded default for one node) and PostgreSQL
+//! ([`PgStore`], for several gateway instances on one database).
 //!
 //! Every write that moves money is one transaction with the event that reports it. State changes
 //! are compare-and-set on the current status, so two writers that race (a notification and a sync,
-//! say) change the row once, and the loser learns it lost.
+//! say) change the row once, and the loser learns it lost. Background work is claimed with
+//! leases, so any instance can die at any time and another takes its work over. The rules that
+//! are not SQL (event routing, idempotency decisions, refund reservations) live in one
+//! backend-neutral module; a backend holds SQL and row mapping only.
+//!
+//! [`open`] picks the backend from its argument:
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), paymux_store::StoreError> {
-//! use paymux_store::{SqliteStore, Store};
+//! use paymux_store::prelude::*;
 //!
-//! let store = SqliteStore::open("paymux.db").await?;
+//! // `postgres://...` opens PostgreSQL; `sqlite://paymux.db` or a plain path, SQLite.
+//! let store = paymux_store::open("paymux.db").await?;
 //! let merchant = store.create_merchant("Acme").await?;
 //! # let _ = merchant; Ok(()) }
 //! ```
 
+mod codec;
+mod error;
+mod postgres;
 mod records;
+mod rules;
 mod sqlite;
+mod traits;
 
-use async_trait::async_trait;
-use paymux_core::{
-    AccountId, ChannelOrderNo, EventId, MerchantId, PaymentId, PaymentStatus, RefundId,
-    RefundStatus,
-};
-use time::OffsetDateTime;
+use std::sync::Arc;
 
+pub use error::{Corruption, StoreError, StoreResult};
+pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
+pub use traits::*;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A uniqueness rule was hit: the named field already has this value.
-    #[error("{0} already exists")]
-    Duplicate(&'static str),
-    #[error("not found")]
-    NotFound,
-    /// The refund would take the payment's refunds past its amount.
-    #[error("refund of {requested} exceeds the {available} still refundable")]
-    RefundExceedsAmount { requested: i64, available: i64 },
-    #[error("payment is {0}, only a succeeded payment can be refunded")]
-    PaymentNotRefundable(PaymentStatus),
-    /// A row held something the code cannot read back (a bug or a hand edit).
-    #[error("corrupt row: {0}")]
-    Corrupt(String),
-    /// The database could not be reached or failed.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+/// The store traits, for calling store methods: `use paymux_store::prelude::*;`.
+pub mod prelude {
+    pub use crate::traits::{
+        AccountStore, Health, IdempotencyStore, InboundStore, MerchantStore, OutboxStore,
+        PaymentStore, RefundStore, Store, WorkQueue,
+    };
 }
 
-pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Everything the gateway keeps. Implementations must make each method atomic.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
-    async fn create_merchant(&self, name: &str) -> StoreResult<MerchantId>;
-    async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>>;
-    async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
-    /// The merchant owning the key whose SHA-256 hash is `key_hash`, and the key's mode.
-    async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>>;
-
-    async fn put_channel_account(&self, account: &AccountRecord) -> StoreResult<()>;
-    async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>>;
-    async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>>;
-
-    /// Writes a new payment and its first attempt in one transaction (before the channel call).
-    /// The sweeper looks at it first at `first_check_at` if it is still pending then. With
-    /// `idempotency_key`, the merchant's in-flight claim of that key is bound to the payment in the
-    /// same transaction, so a retry after a crash finds it ([`IdempotencyBegin::Recover`]).
-    async fn insert_payment(
-        &self,
-        payment: &PaymentRecord,
-        attempt: &AttemptRecord,
-        first_check_at: OffsetDateTime,
-        idempotency_key: Option<&str>,
-    ) -> StoreResult<()>;
-    /// Stores what the channel's create answered: the payer's action and the attempt's state.
-    async fn record_created(
-        &self,
-        payment: PaymentId,
-        action: &serde_json::Value,
-        channel_data: &serde_json::Value,
-    ) -> StoreResult<()>;
-    /// A payment, only if it belongs to `merchant`.
-    async fn payment(
-        &self,
-        merchant: MerchantId,
-        id: PaymentId,
-    ) -> StoreResult<Option<PaymentRecord>>;
-    async fn payment_by_order_no(
-        &self,
-        merchant: MerchantId,
-        merchant_order_no: &str,
-    ) -> StoreResult<Option<PaymentRecord>>;
-    async fn list_payments(
-        &self,
-        merchant: MerchantId,
-        filter: &PaymentFilter,
-    ) -> StoreResult<Vec<PaymentRecord>>;
-    async fn attempt_for_payment(&self, payment: PaymentId) -> StoreResult<Option<AttemptRecord>>;
-    async fn attempt_by_channel_order_no(
-        &self,
-        account: AccountId,
-        channel_order_no: &ChannelOrderNo,
-    ) -> StoreResult<Option<AttemptRecord>>;
-    /// Compare-and-set: applies the change only if the payment is still in `change.from`.
-    /// Returns whether it was applied. The event is written in the same transaction.
-    async fn transition_payment(&self, change: &PaymentTransition) -> StoreResult<bool>;
-
-    /// Reserves the amount on the payment and writes the refund, atomically: concurrent refunds
-    /// can never take a payment's refunds past its amount. `idempotency_key` is bound to the
-    /// refund as in [`Store::insert_payment`].
-    async fn insert_refund(
-        &self,
-        refund: &RefundRecord,
-        first_check_at: OffsetDateTime,
-        idempotency_key: Option<&str>,
-    ) -> StoreResult<()>;
-    async fn refund(&self, merchant: MerchantId, id: RefundId)
-    -> StoreResult<Option<RefundRecord>>;
-    async fn refund_by_merchant_refund_no(
-        &self,
-        merchant: MerchantId,
-        merchant_refund_no: &str,
-    ) -> StoreResult<Option<RefundRecord>>;
-    /// A merchant's refunds, newest first.
-    async fn list_refunds(
-        &self,
-        merchant: MerchantId,
-        filter: &RefundFilter,
-    ) -> StoreResult<Vec<RefundRecord>>;
-    async fn refund_by_channel_refund_no(
-        &self,
-        channel_refund_no: &ChannelOrderNo,
-    ) -> StoreResult<Option<RefundRecord>>;
-    /// Compare-and-set on the refund's status; on success the payment's `amount_refunded` grows
-    /// (and a refund held as failed is reserved again, past the payment's amount if need be,
-    /// with `over_refund_events` then), on failure its reservation is released; the events are
-    /// written in the same transaction.
-    async fn transition_refund(&self, change: &RefundTransition) -> StoreResult<bool>;
-    /// The channel refused a re-send of this pending refund: it is never sent again.
-    async fn stop_refund_resends(&self, id: RefundId, code: &str) -> StoreResult<()>;
-    /// Marks a pending refund as needing action, with its event, only if it was not marked yet.
-    /// Returns whether it was applied.
-    async fn mark_refund_action_required(&self, change: &RefundActionRequired)
-    -> StoreResult<bool>;
-
-    /// A merchant's events of one mode, in commit order.
-    async fn events(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-        after: Option<EventId>,
-        limit: u32,
-    ) -> StoreResult<Vec<EventRecord>>;
-    async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>>;
-
-    /// Logs a verified raw notification, before it is processed.
-    async fn log_inbound(&self, inbound: &InboundRecord) -> StoreResult<()>;
-    /// Records what became of a logged notification.
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()>;
-
-    /// Whether a notification with this channel id was already applied (or found unchanged).
-    async fn inbound_already_applied(
-        &self,
-        channel: paymux_core::ChannelKind,
-        account: AccountId,
-        notify_id: &str,
-    ) -> StoreResult<bool>;
-
-    /// Claims an idempotency key for a request whose canonical form hashes to `request_hash`.
-    /// An in-flight claim lasts until `lock_until`; responses older than `retain_after` are
-    /// forgotten (the key is new again). An abandoned claim bound to the object its request wrote
-    /// is not run again: it answers [`IdempotencyBegin::Recover`].
-    async fn idempotency_begin(
-        &self,
-        merchant: MerchantId,
-        key: &str,
-        request_hash: &str,
-        now: OffsetDateTime,
-        lock_until: OffsetDateTime,
-        retain_after: OffsetDateTime,
-    ) -> StoreResult<IdempotencyBegin>;
-    async fn idempotency_finish(
-        &self,
-        merchant: MerchantId,
-        key: &str,
-        status: u16,
-        body: &[u8],
-    ) -> StoreResult<()>;
-    /// Forgets idempotency keys created before `before` (past their retention). Returns how many.
-    async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64>;
-    /// Drops an in-flight claim whose request changed nothing, so the same key may run again.
-    async fn idempotency_release(&self, merchant: MerchantId, key: &str) -> StoreResult<()>;
-
-    /// Pending payments, and closed ones not yet past their expiry, whose next check is due,
-    /// leased to the caller until `lease_until`.
-    async fn claim_due_payments(
-        &self,
-        now: OffsetDateTime,
-        lease_until: OffsetDateTime,
-        limit: u32,
-    ) -> StoreResult<Vec<PaymentRecord>>;
-    async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()>;
-    /// Nothing more to learn about this payment from its channel.
-    async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()>;
-    async fn claim_due_refunds(
-        &self,
-        now: OffsetDateTime,
-        lease_until: OffsetDateTime,
-        limit: u32,
-    ) -> StoreResult<Vec<RefundRecord>>;
-    async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()>;
-    /// Extends the lease on a claimed payment to `until`, only if the caller still holds it (the
-    /// lease it holds ends at `held`): a lease that ran out and was claimed by another sweeper
-    /// is theirs. Returns whether the caller holds the payment now.
-    async fn renew_payment_lease(
-        &self,
-        id: PaymentId,
-        held: OffsetDateTime,
-        until: OffsetDateTime,
-    ) -> StoreResult<bool>;
-    /// The same for a claimed refund.
-    async fn renew_refund_lease(
-        &self,
-        id: RefundId,
-        held: OffsetDateTime,
-        until: OffsetDateTime,
-    ) -> StoreResult<bool>;
-    /// A payment by id alone, for background work that has no merchant at hand.
-    async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
-
-    async fn create_webhook_endpoint(&self, endpoint: &WebhookEndpointRecord) -> StoreResult<()>;
-    /// A merchant's endpoints of one mode.
-    async fn webhook_endpoints(
-        &self,
-        merchant: MerchantId,
-        livemode: bool,
-    ) -> StoreResult<Vec<WebhookEndpointRecord>>;
-    async fn webhook_endpoint(
-        &self,
-        merchant: MerchantId,
-        id: &str,
-    ) -> StoreResult<Option<WebhookEndpointRecord>>;
-    /// Replaces the current secret with `rotation.secret`; the replaced one keeps signing
-    /// alongside it until `rotation.old_expires_at`, as every earlier one does until its own
-    /// expiry. A rotation whose `idempotency_key` this endpoint has seen changes nothing and
-    /// hands back the secret that rotation made. Returns the secret the rotation stands for, or
-    /// `None` when the endpoint does not exist (or is deleted).
-    async fn rotate_webhook_secret(
-        &self,
-        merchant: MerchantId,
-        id: &str,
-        rotation: &SecretRotation<'_>,
-    ) -> StoreResult<Option<String>>;
-    async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool>;
-    /// Deliveries due now, leased to the caller until `lease_until`.
-    async fn claim_due_deliveries(
-        &self,
-        now: OffsetDateTime,
-        lease_until: OffsetDateTime,
-        limit: u32,
-    ) -> StoreResult<Vec<DueDelivery>>;
-    /// Extends the lease on a claimed delivery to `until`, only if the caller still holds it
-    /// (its lease ends at `held`). Returns whether the caller holds the delivery now.
-    async fn renew_delivery_lease(
-        &self,
-        delivery_id: &str,
-        held: OffsetDateTime,
-        until: OffsetDateTime,
-    ) -> StoreResult<bool>;
-    async fn record_delivery_attempt(
-        &self,
-        delivery_id: &str,
-        attempt: &DeliveryAttemptRecord,
-        next: DeliveryNext,
-    ) -> StoreResult<()>;
-    async fn deliveries_for_event(
-        &self,
-        merchant: MerchantId,
-        event: EventId,
-    ) -> StoreResult<Vec<DeliveryRecord>>;
-    /// Makes every delivery of the event due now with a fresh retry window (creating one for each
-    /// subscribed endpoint that has none). Returns how many.
-    async fn redeliver_event(
-        &self,
-        merchant: MerchantId,
-        event: EventId,
-        now: OffsetDateTime,
-    ) -> StoreResult<u64>;
-
-    /// Readiness: the database answers.
-    async fn ping(&self) -> StoreResult<()>;
-}
-
-/// Whether a status string from the store reads back.
-pub(crate) fn parse_payment_status(s: &str) -> StoreResult<PaymentStatus> {
-    s.parse().map_err(StoreError::Corrupt)
-}
-
-pub(crate) fn parse_refund_status(s: &str) -> StoreResult<RefundStatus> {
-    s.parse().map_err(StoreError::Corrupt)
+/// Opens the store `url_or_path` names: `postgres://` or `postgresql://` connects to PostgreSQL;
+/// `sqlite://<path>` or a plain path opens (creating if needed) a SQLite file. Migrations run
+/// either way.
+pub async fn open(url_or_path: &str) -> StoreResult<Arc<dyn Store>> {
+    if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+        return Ok(Arc::new(PgStore::connect(url_or_path).await?));
+    }
+    let path = url_or_path.strip_prefix("sqlite://").unwrap_or(url_or_path);
+    Ok(Arc::new(SqliteStore::open(path).await?))
 }

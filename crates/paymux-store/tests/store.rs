@@ -1,6 +1,10 @@
 #![allow(clippy::unwrap_used)]
-//! The SQLite store against a real file: uniqueness, compare-and-set transitions, and the refund
-//! reservation under concurrency.
+//! One suite for every backend: uniqueness, compare-and-set transitions, the refund reservation
+//! under concurrency, idempotency keys, leases and the outbox. Each test is a function of the
+//! store, run once on SQLite (a temporary file) and once on PostgreSQL (a fresh database; see
+//! `support`).
+
+mod support;
 
 use std::sync::Arc;
 
@@ -8,16 +12,57 @@ use paymux_core::*;
 use paymux_store::*;
 use time::OffsetDateTime;
 
+/// Instantiates each test for every backend: `sqlite::<test>` and `postgres::<test>`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::support::on_sqlite(crate::$test).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    crate::support::on_postgres(crate::$test).await
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_failed_refund_that_succeeds_after_all_is_reserved_again,
+    a_late_success_past_the_payments_amount_is_recorded_with_its_over_refund_event,
+    a_refund_is_marked_as_needing_action_once,
+    a_lease_another_sweeper_took_over_cannot_be_renewed,
+    merchant_order_no_is_unique_per_merchant,
+    transition_applies_once_and_writes_its_event,
+    refund_needs_a_succeeded_payment,
+    concurrent_refunds_never_exceed_the_amount,
+    failed_refund_releases_its_reservation_and_success_counts_as_refunded,
+    idempotency_keys_replay_refuse_and_expire,
+    an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment,
+    a_claim_whose_object_was_never_written_runs_again,
+    refunds_list_newest_first_by_payment_and_by_merchant_refund_no,
+    events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode,
+    events_page_in_commit_order,
+    a_delivery_is_leased_retried_and_delivered,
+    a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing,
+    a_notification_counts_as_applied_once_marked,
+    keys_accounts_and_ping_read_back,
+);
+
 struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
     merchant: MerchantId,
     account: AccountId,
 }
 
-async fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).await.unwrap());
+async fn fixture(store: Arc<dyn Store>) -> Fixture {
     let merchant = store.create_merchant("m").await.unwrap();
     let account = AccountId::new();
     store
@@ -31,7 +76,7 @@ async fn fixture() -> Fixture {
         })
         .await
         .unwrap();
-    Fixture { _dir: dir, store, merchant, account }
+    Fixture { store, merchant, account }
 }
 
 fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptRecord) {
@@ -161,9 +206,8 @@ async fn paid(f: &Fixture, order_no: &str, amount: i64) -> PaymentRecord {
     p
 }
 
-#[tokio::test]
-async fn a_failed_refund_that_succeeds_after_all_is_reserved_again() {
-    let f = fixture().await;
+async fn a_failed_refund_that_succeeds_after_all_is_reserved_again(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let p = paid(&f, "o-saf", 100).await;
     let r1 = refund(&p, "r1", 30);
     f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
@@ -181,9 +225,10 @@ async fn a_failed_refund_that_succeeds_after_all_is_reserved_again() {
     ));
 }
 
-#[tokio::test]
-async fn a_late_success_past_the_payments_amount_is_recorded_with_its_over_refund_event() {
-    let f = fixture().await;
+async fn a_late_success_past_the_payments_amount_is_recorded_with_its_over_refund_event(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
     let p = paid(&f, "o-over", 100).await;
     let r1 = refund(&p, "r1", 30);
     f.store.insert_refund(&r1, OffsetDateTime::now_utc(), None).await.unwrap();
@@ -216,9 +261,8 @@ async fn a_late_success_past_the_payments_amount_is_recorded_with_its_over_refun
     f.store.insert_refund(&refund(&p, "r6", 20), OffsetDateTime::now_utc(), None).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_refund_is_marked_as_needing_action_once() {
-    let f = fixture().await;
+async fn a_refund_is_marked_as_needing_action_once(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let p = paid(&f, "o-abn", 100).await;
     let r = refund(&p, "r1", 30);
     f.store.insert_refund(&r, OffsetDateTime::now_utc(), None).await.unwrap();
@@ -244,9 +288,8 @@ async fn a_refund_is_marked_as_needing_action_once() {
     assert_eq!(kinds.iter().filter(|k| **k == EventType::RefundActionRequired).count(), 1);
 }
 
-#[tokio::test]
-async fn a_lease_another_sweeper_took_over_cannot_be_renewed() {
-    let f = fixture().await;
+async fn a_lease_another_sweeper_took_over_cannot_be_renewed(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "o-lease", 100);
     let t = OffsetDateTime::now_utc();
     f.store.insert_payment(&p, &a, t, None).await.unwrap();
@@ -270,9 +313,8 @@ async fn a_lease_another_sweeper_took_over_cannot_be_renewed() {
     assert!(f.store.renew_refund_lease(r.id, b_lease, t + s(64)).await.unwrap());
 }
 
-#[tokio::test]
-async fn merchant_order_no_is_unique_per_merchant() {
-    let f = fixture().await;
+async fn merchant_order_no_is_unique_per_merchant(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     let (p2, a2) = payment(&f, "order-1", 100);
@@ -285,9 +327,8 @@ async fn merchant_order_no_is_unique_per_merchant() {
     assert!(f.store.payment(other, p.id).await.unwrap().is_none(), "scoped to its merchant");
 }
 
-#[tokio::test]
-async fn transition_applies_once_and_writes_its_event() {
-    let f = fixture().await;
+async fn transition_applies_once_and_writes_its_event(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
@@ -300,9 +341,8 @@ async fn transition_applies_once_and_writes_its_event() {
     assert_eq!(events[0].kind, EventType::PaymentSucceeded);
 }
 
-#[tokio::test]
-async fn refund_needs_a_succeeded_payment() {
-    let f = fixture().await;
+async fn refund_needs_a_succeeded_payment(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
@@ -311,9 +351,8 @@ async fn refund_needs_a_succeeded_payment() {
     ));
 }
 
-#[tokio::test]
-async fn concurrent_refunds_never_exceed_the_amount() {
-    let f = fixture().await;
+async fn concurrent_refunds_never_exceed_the_amount(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 20);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
@@ -338,9 +377,10 @@ async fn concurrent_refunds_never_exceed_the_amount() {
     assert_eq!(got.amount_reserved, 20);
 }
 
-#[tokio::test]
-async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded() {
-    let f = fixture().await;
+async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
@@ -380,9 +420,8 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded()
     f.store.insert_refund(&refund(&p, "r4", 40), OffsetDateTime::now_utc(), None).await.unwrap();
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_refuse_and_expire() {
-    let f = fixture().await;
+async fn idempotency_keys_replay_refuse_and_expire(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let now = OffsetDateTime::now_utc();
     let lock = now + time::Duration::minutes(2);
     let keep = now - time::Duration::hours(24);
@@ -437,9 +476,10 @@ async fn idempotency_keys_replay_refuse_and_expire() {
     assert_eq!(begin("h3", next_day).await, IdempotencyBegin::Started);
 }
 
-#[tokio::test]
-async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment() {
-    let f = fixture().await;
+async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
     let now = OffsetDateTime::now_utc();
     let lock = now + time::Duration::minutes(2);
     let keep = now - time::Duration::hours(24);
@@ -497,9 +537,8 @@ async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment(
     );
 }
 
-#[tokio::test]
-async fn a_claim_whose_object_was_never_written_runs_again() {
-    let f = fixture().await;
+async fn a_claim_whose_object_was_never_written_runs_again(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let now = OffsetDateTime::now_utc();
     let lock = now + time::Duration::minutes(2);
     let keep = now - time::Duration::hours(24);
@@ -526,9 +565,8 @@ async fn a_claim_whose_object_was_never_written_runs_again() {
     );
 }
 
-#[tokio::test]
-async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no() {
-    let f = fixture().await;
+async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let (p, a) = payment(&f, "o-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
@@ -571,9 +609,10 @@ async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no() {
     );
 }
 
-#[tokio::test]
-async fn events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode() {
-    let f = fixture().await;
+async fn events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
     let live_account = AccountId::new();
     f.store
         .put_channel_account(&AccountRecord {
@@ -634,7 +673,183 @@ async fn events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode()
     );
 }
 
-/// A store made by the migrations before live and test were apart, with rows in it, then opened
+async fn events_page_in_commit_order(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let mut made = Vec::new();
+    for no in ["o-1", "o-2", "o-3"] {
+        let p = paid(&f, no, 100).await;
+        made.push(p.id.to_string());
+    }
+    let all = f.store.events(f.merchant, false, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.object_id.clone()).collect::<Vec<_>>(), made);
+    let rest = f.store.events(f.merchant, false, Some(all[0].id), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), [all[1].id, all[2].id]);
+    let page = f.store.events(f.merchant, false, Some(all[0].id), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(f.store.event(f.merchant, all[2].id).await.unwrap().as_ref(), Some(&all[2]));
+    let other = f.store.create_merchant("other").await.unwrap();
+    assert!(f.store.event(other, all[2].id).await.unwrap().is_none(), "scoped to its merchant");
+}
+
+fn endpoint(f: &Fixture, id: &str, events: Option<Vec<EventType>>) -> WebhookEndpointRecord {
+    WebhookEndpointRecord {
+        id: id.into(),
+        merchant_id: f.merchant,
+        url: format!("http://127.0.0.1:9/{id}"),
+        secret: format!("whsec_{id}"),
+        events,
+        livemode: false,
+        created_at: OffsetDateTime::now_utc(),
+    }
+}
+
+async fn a_delivery_is_leased_retried_and_delivered(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let refunds_only = endpoint(&f, "we_refunds", Some(vec![EventType::RefundSucceeded]));
+    f.store.create_webhook_endpoint(&endpoint(&f, "we_all", None)).await.unwrap();
+    f.store.create_webhook_endpoint(&refunds_only).await.unwrap();
+    let p = paid(&f, "o-1", 100).await;
+    let t = OffsetDateTime::now_utc() + time::Duration::seconds(1);
+    let s = time::Duration::seconds;
+    let due = f.store.claim_due_deliveries(t, t + s(30), 10).await.unwrap();
+    assert_eq!(due.len(), 1, "only the endpoint subscribed to payment events");
+    let d = &due[0];
+    assert_eq!((d.url.as_str(), d.secret.as_str()), ("http://127.0.0.1:9/we_all", "whsec_we_all"));
+    assert_eq!(d.event.object_id, p.id.to_string());
+    assert!(f.store.claim_due_deliveries(t, t + s(30), 10).await.unwrap().is_empty(), "leased");
+    assert!(f.store.renew_delivery_lease(&d.delivery_id, t + s(30), t + s(60)).await.unwrap());
+    assert!(!f.store.renew_delivery_lease(&d.delivery_id, t + s(30), t + s(90)).await.unwrap());
+    let attempt =
+        |at, status_code| DeliveryAttemptRecord { at, status_code, latency_ms: 12, error: None };
+    f.store
+        .record_delivery_attempt(
+            &d.delivery_id,
+            &attempt(t, Some(500)),
+            DeliveryNext::RetryAt(t + s(10)),
+        )
+        .await
+        .unwrap();
+    assert!(f.store.claim_due_deliveries(t + s(5), t + s(90), 10).await.unwrap().is_empty());
+    let again = f.store.claim_due_deliveries(t + s(10), t + s(90), 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    f.store
+        .record_delivery_attempt(
+            &d.delivery_id,
+            &attempt(t + s(11), Some(200)),
+            DeliveryNext::Delivered,
+        )
+        .await
+        .unwrap();
+    let record = f.store.deliveries_for_event(f.merchant, d.event.id).await.unwrap();
+    assert_eq!(record.len(), 1);
+    assert_eq!(record[0].status, "delivered");
+    assert_eq!(record[0].next_attempt_at, None);
+    assert_eq!(
+        record[0].attempts.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+        [Some(500), Some(200)]
+    );
+    // A manual redeliver makes it due again, and reaches the endpoint that had none.
+    f.store.create_webhook_endpoint(&endpoint(&f, "we_late", None)).await.unwrap();
+    assert_eq!(f.store.redeliver_event(f.merchant, d.event.id, t + s(20)).await.unwrap(), 2);
+    assert_eq!(f.store.claim_due_deliveries(t + s(20), t + s(90), 10).await.unwrap().len(), 2);
+    // Nothing goes to a deleted endpoint.
+    assert!(f.store.delete_webhook_endpoint(f.merchant, "we_late").await.unwrap());
+    assert!(!f.store.delete_webhook_endpoint(f.merchant, "we_late").await.unwrap());
+    let eps = f.store.webhook_endpoints(f.merchant, false).await.unwrap();
+    assert_eq!(eps.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["we_all", "we_refunds"]);
+    assert_eq!(
+        f.store.webhook_endpoint(f.merchant, "we_refunds").await.unwrap().unwrap().events,
+        Some(vec![EventType::RefundSucceeded])
+    );
+}
+
+async fn a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
+    f.store.create_webhook_endpoint(&endpoint(&f, "we_1", None)).await.unwrap();
+    let t = OffsetDateTime::now_utc();
+    let hour = time::Duration::hours(1);
+    let rotation = |secret, key| SecretRotation {
+        secret,
+        old_expires_at: t + hour,
+        now: t,
+        idempotency_key: key,
+    };
+    let first = rotation("whsec_2", Some("rot-1"));
+    assert_eq!(
+        f.store.rotate_webhook_secret(f.merchant, "we_1", &first).await.unwrap().as_deref(),
+        Some("whsec_2")
+    );
+    let retried = rotation("whsec_other", Some("rot-1"));
+    assert_eq!(
+        f.store.rotate_webhook_secret(f.merchant, "we_1", &retried).await.unwrap().as_deref(),
+        Some("whsec_2"),
+        "the retry hands back what the first made"
+    );
+    assert_eq!(
+        f.store.rotate_webhook_secret(f.merchant, "we_9", &first).await.unwrap(),
+        None,
+        "no such endpoint"
+    );
+    paid(&f, "o-1", 100).await;
+    let due = f.store.claim_due_deliveries(t + time::Duration::seconds(1), t + hour, 10).await;
+    let due = due.unwrap();
+    assert_eq!(due[0].secret, "whsec_2");
+    assert_eq!(due[0].previous_secrets, ["whsec_we_1"]);
+}
+
+async fn a_notification_counts_as_applied_once_marked(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let inbound = InboundRecord {
+        id: "in_1".into(),
+        channel: ChannelKind::Alipay,
+        account_id: f.account,
+        notify_id: Some("n-1".into()),
+        headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
+        body: b"a=1".to_vec(),
+        received_at: OffsetDateTime::now_utc(),
+    };
+    f.store.log_inbound(&inbound).await.unwrap();
+    let applied = || f.store.inbound_already_applied(ChannelKind::Alipay, f.account, "n-1");
+    assert!(!applied().await.unwrap());
+    f.store.mark_inbound("in_1", "rejected").await.unwrap();
+    assert!(!applied().await.unwrap());
+    f.store.mark_inbound("in_1", "applied").await.unwrap();
+    assert!(applied().await.unwrap());
+}
+
+async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    f.store.ping().await.unwrap();
+    assert_eq!(f.store.merchant(f.merchant).await.unwrap().unwrap().name, "m");
+    let key = NewApiKey {
+        merchant_id: f.merchant,
+        key_hash: "ab".repeat(32),
+        prefix: "sk_test_ab".into(),
+        livemode: false,
+    };
+    f.store.add_api_key(&key).await.unwrap();
+    assert!(matches!(f.store.add_api_key(&key).await, Err(StoreError::Duplicate("api key"))));
+    assert_eq!(
+        f.store.merchant_for_key(&key.key_hash).await.unwrap(),
+        Some(ApiKeyOwner { merchant_id: f.merchant, livemode: false })
+    );
+    assert_eq!(f.store.merchant_for_key("nope").await.unwrap(), None);
+    let accounts = f.store.channel_accounts(f.merchant).await.unwrap();
+    assert_eq!(accounts.iter().map(|a| a.id).collect::<Vec<_>>(), [f.account]);
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    let action = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/1"});
+    f.store.record_created(p.id, &action, &serde_json::json!({"tn": "1"})).await.unwrap();
+    let got = f.store.payment_by_order_no(f.merchant, "o-1").await.unwrap().unwrap();
+    assert_eq!(got.action, Some(action));
+    let attempt = f.store.attempt_by_channel_order_no(f.account, &a.channel_order_no).await;
+    assert_eq!(attempt.unwrap().unwrap().channel_data, serde_json::json!({"tn": "1"}));
+}
+
+/// SQLite only: a store made by the migrations before live and test were apart, with rows in it, then opened
 /// by this version.
 #[tokio::test]
 async fn existing_rows_migrate_to_the_mode_of_their_account() {

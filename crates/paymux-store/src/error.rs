@@ -1,0 +1,70 @@
+//! What a store call can fail with.
+
+use paymux_core::{MoneyError, PaymentStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was hit: the named field already has this value.
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    #[error("not found")]
+    NotFound,
+    /// The refund would take the payment's refunds past its amount.
+    #[error("refund of {requested} exceeds the {available} still refundable")]
+    RefundExceedsAmount { requested: i64, available: i64 },
+    #[error("payment is {0}, only a succeeded payment can be refunded")]
+    PaymentNotRefundable(PaymentStatus),
+    /// A row held something the code cannot read back (a bug or a hand edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(#[source] Corruption),
+    /// The database could not be reached or failed (a refused connection, an exhausted pool, a
+    /// failed statement or migration).
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+}
+
+/// Why a stored value does not read back.
+#[derive(Debug, thiserror::Error)]
+pub enum Corruption {
+    /// The column is missing or holds a type the code does not expect.
+    #[error("column {column}: {source}")]
+    Column {
+        column: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The column holds a value outside its domain (an unknown status, a malformed id).
+    #[error("{what} {value:?} is not valid")]
+    Value { what: &'static str, value: String },
+    #[error("{what} is not valid JSON: {source}")]
+    Json {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("time {0} ms is out of range")]
+    Time(i64),
+    #[error("amount: {0}")]
+    Amount(#[source] MoneyError),
+}
+
+impl From<Corruption> for StoreError {
+    fn from(c: Corruption) -> Self {
+        StoreError::Corrupt(c)
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Every database failure that is not a uniqueness violation: the store cannot answer now.
+pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(e)
+}
+
+/// Maps a UNIQUE violation to `Duplicate(what)`, anything else to `Unavailable`.
+pub(crate) fn unique_or(e: sqlx::Error, what: &'static str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what),
+        _ => unavailable(e),
+    }
+}

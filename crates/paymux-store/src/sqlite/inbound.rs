@@ -1,0 +1,61 @@
+//! The log of channel notifications.
+
+use async_trait::async_trait;
+use paymux_core::{AccountId, ChannelKind};
+use time::OffsetDateTime;
+
+use super::SqliteStore;
+use crate::codec::{headers_json, ms};
+use crate::error::unavailable;
+use crate::*;
+
+#[async_trait]
+impl InboundStore for SqliteStore {
+    async fn log_inbound(&self, n: &InboundRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
+             received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&n.id)
+        .bind(n.channel.as_str())
+        .bind(n.account_id.to_string())
+        .bind(&n.notify_id)
+        .bind(headers_json(&n.headers))
+        .bind(&n.body)
+        .bind(ms(n.received_at))
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE inbound_notifications SET outcome = ?, processed_at = ? WHERE id = ?")
+            .bind(outcome)
+            .bind(ms(OffsetDateTime::now_utc()))
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn inbound_already_applied(
+        &self,
+        channel: ChannelKind,
+        account: AccountId,
+        notify_id: &str,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "SELECT 1 FROM inbound_notifications WHERE channel = ? AND account_id = ? \
+             AND notify_id = ? AND outcome IN ('applied', 'unchanged') LIMIT 1",
+        )
+        .bind(channel.as_str())
+        .bind(account.to_string())
+        .bind(notify_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        Ok(row.is_some())
+    }
+}

@@ -1,0 +1,250 @@
+//! Refunds and their reservations on the payment.
+
+use async_trait::async_trait;
+use paymux_core::{ChannelOrderNo, MerchantId, PaymentId, RefundId};
+use time::OffsetDateTime;
+
+use super::idempotency::bind_idempotency_key;
+use super::outbox::insert_events;
+use super::{SqliteStore, Tx};
+use crate::codec::{self, Columns, REFUND_COLUMNS, ms, parse};
+use crate::error::{unavailable, unique_or};
+use crate::rules::{self, Refundable};
+use crate::*;
+
+/// The payment's refundable state, read in the writer's transaction (the one writer makes the
+/// read and the write that follows it atomic).
+async fn refundable(tx: &mut Tx, payment: PaymentId) -> StoreResult<Refundable> {
+    let row = sqlx::query(
+        "SELECT status, amount, amount_reserved + amount_over_reserved AS reserved \
+         FROM payments WHERE id = ?",
+    )
+    .bind(payment.to_string())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(unavailable)?
+    .ok_or(StoreError::NotFound)?;
+    Ok(Refundable {
+        status: parse(row.text("status")?, "payment status")?,
+        amount: row.int("amount")?,
+        reserved: row.int("reserved")?,
+    })
+}
+
+#[async_trait]
+impl RefundStore for SqliteStore {
+    async fn insert_refund(
+        &self,
+        r: &RefundRecord,
+        first_check_at: OffsetDateTime,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let payment = refundable(&mut tx, r.payment_id).await?;
+        rules::check_refund(&payment, r.amount.minor())?;
+        // The schema's guard too: the reservation never passes the amount, whatever reads raced.
+        let reserved = sqlx::query(
+            "UPDATE payments SET amount_reserved = amount_reserved + ? \
+             WHERE id = ? AND status = 'succeeded' \
+               AND amount_reserved + amount_over_reserved + ? <= amount",
+        )
+        .bind(r.amount.minor())
+        .bind(r.payment_id.to_string())
+        .bind(r.amount.minor())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if reserved != 1 {
+            return Err(StoreError::RefundExceedsAmount {
+                requested: r.amount.minor(),
+                available: (payment.amount - payment.reserved).max(0),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
+             amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
+             created_at, succeeded_at, updated_at, next_check_at, livemode) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.id.to_string())
+        .bind(r.merchant_id.to_string())
+        .bind(r.payment_id.to_string())
+        .bind(&r.merchant_refund_no)
+        .bind(r.channel_refund_no.as_str())
+        .bind(r.amount.minor())
+        .bind(r.amount.currency().code())
+        .bind(r.status.as_str())
+        .bind(&r.reason)
+        .bind(&r.channel_refund_id)
+        .bind(&r.failure_code)
+        .bind(&r.failure_message)
+        .bind(ms(r.created_at))
+        .bind(r.succeeded_at.map(ms))
+        .bind(ms(r.updated_at))
+        .bind(ms(first_check_at))
+        .bind(r.livemode)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+        bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn refund(
+        &self,
+        merchant: MerchantId,
+        id: RefundId,
+    ) -> StoreResult<Option<RefundRecord>> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ? AND merchant_id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(merchant.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(codec::refund).transpose()
+    }
+
+    async fn refund_by_merchant_refund_no(
+        &self,
+        merchant: MerchantId,
+        merchant_refund_no: &str,
+    ) -> StoreResult<Option<RefundRecord>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = ? AND merchant_refund_no = ?"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(merchant_refund_no)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(codec::refund).transpose()
+    }
+
+    async fn list_refunds(
+        &self,
+        merchant: MerchantId,
+        filter: &RefundFilter,
+    ) -> StoreResult<Vec<RefundRecord>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = ? AND livemode = ? \
+             AND (? IS NULL OR payment_id = ?) AND (? IS NULL OR merchant_refund_no = ?) \
+             AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?"
+        );
+        let payment = filter.payment_id.map(|p| p.to_string());
+        let refund_no = filter.merchant_refund_no.as_deref();
+        let before = filter.before.map(|b| b.to_string());
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(filter.livemode)
+            .bind(payment.clone())
+            .bind(payment)
+            .bind(refund_no)
+            .bind(refund_no)
+            .bind(before.clone())
+            .bind(before)
+            .bind(i64::from(filter.limit.clamp(1, 100)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(codec::refund).collect()
+    }
+
+    async fn refund_by_channel_refund_no(
+        &self,
+        channel_refund_no: &ChannelOrderNo,
+    ) -> StoreResult<Option<RefundRecord>> {
+        let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE channel_refund_no = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(channel_refund_no.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(codec::refund).transpose()
+    }
+
+    async fn transition_refund(&self, c: &RefundTransition) -> StoreResult<bool> {
+        if !c.from.can_become(c.to) {
+            return Ok(false);
+        }
+        let Some(settlement) = rules::refund_settlement(c.from, c.to, c.amount) else {
+            return Ok(false);
+        };
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE refunds SET status = ?, channel_refund_id = COALESCE(?, channel_refund_id), \
+               succeeded_at = COALESCE(?, succeeded_at), failure_code = ?, failure_message = ?, \
+               updated_at = ?, next_check_at = NULL \
+             WHERE id = ? AND status = ? RETURNING livemode",
+        )
+        .bind(c.to.as_str())
+        .bind(&c.channel_refund_id)
+        .bind(c.succeeded_at.map(ms))
+        .bind(&c.failure_code)
+        .bind(&c.failure_message)
+        .bind(ms(c.at))
+        .bind(c.refund_id.to_string())
+        .bind(c.from.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
+            return Ok(false);
+        };
+        let livemode = changed.flag("livemode")?;
+        let payment = refundable(&mut tx, c.payment_id).await?;
+        let next = rules::reservations(payment.amount, payment.reserved, settlement);
+        sqlx::query(
+            "UPDATE payments SET amount_refunded = amount_refunded + ?, amount_reserved = ?, \
+             amount_over_reserved = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(settlement.refunded)
+        .bind(next.amount_reserved)
+        .bind(next.amount_over_reserved)
+        .bind(ms(c.at))
+        .bind(c.payment_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
+        if next.over_refunded {
+            insert_events(&mut tx, c.merchant_id, livemode, &c.over_refund_events, c.at).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn stop_refund_resends(&self, id: RefundId, code: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE refunds SET resend_declined_code = ? WHERE id = ?")
+            .bind(code)
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn mark_refund_action_required(&self, c: &RefundActionRequired) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE refunds SET action_required_at = ?, \
+               channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? \
+             WHERE id = ? AND status = 'pending' AND action_required_at IS NULL RETURNING livemode",
+        )
+        .bind(ms(c.at))
+        .bind(&c.channel_refund_id)
+        .bind(ms(c.at))
+        .bind(c.refund_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
+            return Ok(false);
+        };
+        insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+}
