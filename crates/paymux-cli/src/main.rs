@@ -205,7 +205,8 @@ async fn run(cli: Cli) -> Result<()> {
             config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
             config.idempotency_lease = Duration::from_millis(idempotency_lease_ms);
             tracing::info!(%listen, "paymux gateway listening");
-            paymux_gateway::serve(listener, Engine::new(store, config)).await?;
+            paymux_gateway::serve(listener, Engine::new(store, config), std::future::pending())
+                .await?;
             Ok(())
         }
         Command::Admin(Admin::CreateMerchant { database, name, live }) => {

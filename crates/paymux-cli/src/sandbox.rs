@@ -435,7 +435,9 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         spawn_server("unionpay-mock", unionpay.clone().serve(up_listener)),
     ];
     if opts.run_gateway {
-        tasks.push(spawn_server("gateway", paymux_gateway::serve(gw_listener, state)));
+        // Stopped by aborting its task (see `Sandbox::shutdown`).
+        let forever = std::future::pending();
+        tasks.push(spawn_server("gateway", paymux_gateway::serve(gw_listener, state, forever)));
     } else {
         // Free the port for the process that will serve it.
         drop(gw_listener);
