@@ -324,7 +324,6 @@ impl TestApp {
 
     /// A second merchant with its own API key, in the same store.
     pub async fn other_merchant_key(&self) -> String {
-        use paymux_store::Store;
         let store = &self.sandbox.store;
         let merchant = store.create_merchant("Other").await.unwrap();
         let key = format!("sk_test_{}", paymux_crypto::random_alphanumeric(32));

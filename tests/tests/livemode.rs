@@ -5,7 +5,7 @@
 
 use paymux_core::{AccountId, MerchantId};
 use paymux_e2e::TestApp;
-use paymux_store::{AccountRecord, NewApiKey, Store};
+use paymux_store::{AccountRecord, NewApiKey};
 use serde_json::{Value, json};
 
 fn id(v: &Value) -> String {
