@@ -500,6 +500,8 @@ pub struct ChannelAccount {
     pub merchant: MerchantId,
     pub livemode: bool,
     pub config: ChannelConfig,
+    /// Each key file read, with its setting: an error about a key names the file it came from.
+    pub files: Vec<(&'static str, PathBuf)>,
 }
 
 /// A channel crate's account configuration (each one's `Debug` redacts its keys).
@@ -513,7 +515,9 @@ pub enum ChannelConfig {
 impl AccountSettings {
     /// Reads the account's key files; a file that cannot be read is named with its setting.
     pub fn read(&self) -> Result<ChannelAccount, SetupError> {
-        let read = |field: &'static str, path: &Path| {
+        let mut files = Vec::new();
+        let mut read = |field: &'static str, path: &Path| {
+            files.push((field, path.to_owned()));
             std::fs::read_to_string(path).map_err(|source| SetupError::KeyFile {
                 account: self.id,
                 field,
@@ -583,6 +587,7 @@ impl AccountSettings {
             merchant: self.merchant,
             livemode: self.mode == AccountMode::Live,
             config,
+            files,
         })
     }
 }
@@ -649,10 +654,18 @@ pub async fn install_accounts(
         };
         // Built now, so a key that does not load stops the start instead of the first payment.
         engine.channels.forget(a.id);
-        engine
-            .channels
-            .adapter(&record)
-            .map_err(|e| refuse(format!("the {channel} configuration is refused: {e}")))?;
+        engine.channels.adapter(&record).map_err(|e| {
+            // The adapters name the configuration field (`app_private_key: ...`): say which file
+            // that field was read from.
+            let text = e.to_string();
+            let file = a.files.iter().find(|(setting, _)| {
+                text.contains(&format!("{}:", setting.trim_end_matches("_file")))
+            });
+            refuse(match file {
+                Some((setting, path)) => format!("{setting} {}: {text}", path.display()),
+                None => format!("the {channel} configuration is refused: {text}"),
+            })
+        })?;
         engine.store.put_channel_account(&record).await.map_err(store_error)?;
     }
     Ok(())

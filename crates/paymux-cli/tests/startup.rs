@@ -165,6 +165,52 @@ alipay_public_key_file = "keys/alipay-public.pem"
 }
 
 #[test]
+fn serve_with_a_key_that_does_not_load_names_the_file_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("paymux.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_paymux"))
+        .args(["admin", "create-merchant", "--name", "Shop", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merchant =
+        String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/app.pem"), "not a key").unwrap();
+    std::fs::write(dir.path().join("keys/alipay.pem"), "not a key either").unwrap();
+    let config = dir.path().join("paymux.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+public_url = "https://pay.example.com"
+database_url = "{db}"
+[[accounts]]
+id = "acct_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f"
+merchant = "{merchant}"
+mode = "live"
+channel = "alipay"
+base_url = "https://openapi.alipay.com/gateway.do"
+app_id = "2021000000000001"
+app_private_key_file = "keys/app.pem"
+alipay_public_key_file = "keys/alipay.pem"
+"#,
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let out = paymux(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The engine logs the refused account too; the last line is the error.
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("paymux: "), "{stderr}");
+    assert!(last.contains("app_private_key_file"), "{last}");
+    assert!(last.contains(&dir.path().join("keys/app.pem").display().to_string()), "{last}");
+}
+
+#[test]
 fn migrate_brings_a_new_store_up_to_date_and_exits() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("paymux.db");
