@@ -459,14 +459,6 @@ fn ms(
 }
 
 impl ChannelSettings {
-    pub fn kind(&self) -> ChannelKind {
-        match self {
-            Self::Alipay(_) => ChannelKind::Alipay,
-            Self::Wechat(_) => ChannelKind::Wechat,
-            Self::Unionpay(_) => ChannelKind::Unionpay,
-        }
-    }
-
     fn resolve_paths(&mut self, dir: &Path) {
         let paths: Vec<&mut PathBuf> = match self {
             Self::Alipay(a) => [&mut a.app_private_key_file, &mut a.alipay_public_key_file]
