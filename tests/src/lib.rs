@@ -326,7 +326,6 @@ impl TestApp {
 
     /// A second merchant with its own API key, in the same store.
     pub async fn other_merchant_key(&self) -> String {
-        use paymux_store::prelude::*;
         let store = &self.sandbox.store;
         let merchant = store.create_merchant("Other").await.unwrap();
         let key = format!("sk_test_{}", paymux_crypto::random_alphanumeric(32));

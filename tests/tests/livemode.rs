@@ -5,7 +5,6 @@
 
 use paymux_core::{AccountId, MerchantId};
 use paymux_e2e::TestApp;
-use paymux_store::prelude::*;
 use paymux_store::{AccountRecord, NewApiKey};
 use serde_json::{Value, json};
 

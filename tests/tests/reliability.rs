@@ -540,7 +540,6 @@ async fn webhook_endpoints_inside_the_gateways_network_are_refused_outside_the_s
 /// An endpoint whose name passed the check when it was registered and points at loopback now
 /// (DNS rebinding): written to the store directly, as registration would have.
 async fn endpoint_behind_a_rebound_name(app: &TestApp, url: &str) {
-    use paymux_store::prelude::*;
     let ep = paymux_store::WebhookEndpointRecord {
         id: "we_rebound".to_owned(),
         merchant_id: app.sandbox.merchant_id,

@@ -2,16 +2,20 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use paymux_cli::config::{
+    AccountMode, DEFAULT_DATABASE, DatabaseArgs, DatabaseUrl, ServeArgs, ServeConfig,
+    install_accounts,
+};
 use paymux_cli::sandbox::{self, SandboxOptions};
+use paymux_cli::{open_store, shutdown};
 use paymux_core::{ChannelKind, MerchantId};
 use paymux_engine::{Engine, GatewayConfig};
 use paymux_mock_wechat::KeyMode;
-use paymux_store::SqliteStore;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +35,9 @@ enum Command {
     Up {
         #[arg(long, default_value = "./paymux-data")]
         data_dir: PathBuf,
+        /// The gateway's store [default: <data-dir>/paymux.db]
+        #[arg(long, env = "PAYMUX_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<DatabaseUrl>,
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         #[arg(long, default_value_t = 8080)]
@@ -49,29 +56,17 @@ enum Command {
         /// (WeChat's migration state, which serves either kind of merchant).
         #[arg(long, default_value = "both")]
         wechat_key_mode: KeyMode,
+        /// How long a SIGTERM or Ctrl-C waits for the work in flight.
+        #[arg(long, default_value_t = shutdown::DEFAULT_GRACE.as_secs())]
+        shutdown_timeout_secs: u64,
     },
-    /// The gateway alone, on an existing store, for real channel accounts.
-    Serve {
-        /// The SQLite database file.
-        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
-        database: PathBuf,
-        #[arg(long, env = "PAYMUX_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// The URL the channels reach this gateway at (notification URLs are built on it).
-        #[arg(long, env = "PAYMUX_PUBLIC_URL")]
-        public_url: String,
-        #[arg(long, default_value_t = 10)]
-        channel_timeout_secs: u64,
-        /// How often the sweeper looks for pending payments and refunds to settle.
-        #[arg(long, default_value_t = 5000)]
-        sweep_interval_ms: u64,
-        /// How long after creation a still-pending payment or refund is first queried.
-        #[arg(long, default_value_t = 60_000)]
-        sweep_first_check_ms: u64,
-        /// How long an Idempotency-Key stays claimed by a request that never finished (its process
-        /// died) before a retry may take it over.
-        #[arg(long, default_value_t = 120_000)]
-        idempotency_lease_ms: u64,
+    /// The gateway alone, for real channel accounts: configured by a TOML file (--config),
+    /// environment variables and flags, in rising order of precedence.
+    Serve(ServeArgs),
+    /// Brings the store's schema up to date and exits (`serve` and `up` also do it on start).
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseArgs,
     },
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
@@ -82,8 +77,8 @@ enum Command {
 enum Admin {
     /// A new merchant and its first test API key (shown once).
     CreateMerchant {
-        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
-        database: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         #[arg(long)]
         name: String,
         #[arg(long)]
@@ -91,8 +86,8 @@ enum Admin {
     },
     /// A channel account for a merchant, from the channel crate's JSON configuration.
     AddAccount {
-        #[arg(long, env = "PAYMUX_DATABASE", default_value = "./paymux-data/paymux.db")]
-        database: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
         #[arg(long)]
         merchant: String,
         #[arg(long)]
@@ -107,13 +102,6 @@ enum Admin {
         #[arg(long, value_enum, default_value_t = AccountMode::Live)]
         mode: AccountMode,
     },
-}
-
-/// The mode of a channel account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum AccountMode {
-    Test,
-    Live,
 }
 
 fn init_tracing() {
@@ -162,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Up {
             data_dir,
+            database_url,
             host,
             gateway_port,
             alipay_port,
@@ -169,8 +158,11 @@ async fn run(cli: Cli) -> Result<()> {
             unionpay_port,
             notify_time_compression,
             wechat_key_mode,
+            shutdown_timeout_secs,
         } => {
+            let signal = shutdown::signal().context("cannot listen for SIGTERM and Ctrl-C")?;
             let mut opts = SandboxOptions::new(&data_dir);
+            opts.database_url = database_url;
             opts.host = host;
             opts.gateway_port = gateway_port;
             opts.alipay_port = alipay_port;
@@ -180,32 +172,17 @@ async fn run(cli: Cli) -> Result<()> {
             opts.wechat_key_mode = wechat_key_mode;
             let sandbox = sandbox::start(opts).await?;
             print_welcome(&sandbox.manifest, &data_dir);
-            tokio::signal::ctrl_c().await?;
-            drop(sandbox);
+            signal.await;
+            shutdown::within(Duration::from_secs(shutdown_timeout_secs), sandbox.stop()).await?;
             Ok(())
         }
-        Command::Serve {
-            database,
-            listen,
-            public_url,
-            channel_timeout_secs,
-            sweep_interval_ms,
-            sweep_first_check_ms,
-            idempotency_lease_ms,
-        } => {
-            let store = Arc::new(SqliteStore::open(&database).await.with_context(|| {
-                format!("cannot open the store {} (change --database)", database.display())
-            })?);
-            let listener = tokio::net::TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen} (change --listen)"))?;
-            let mut config = GatewayConfig::new(public_url);
-            config.channel_timeout = Duration::from_secs(channel_timeout_secs);
-            config.sweeper.interval = Duration::from_millis(sweep_interval_ms);
-            config.sweeper.first_check_after = Duration::from_millis(sweep_first_check_ms);
-            config.idempotency_lease = Duration::from_millis(idempotency_lease_ms);
-            tracing::info!(%listen, "paymux gateway listening");
-            paymux_gateway::serve(listener, Engine::new(store, config)).await?;
+        Command::Serve(args) => serve(&args).await,
+        Command::Migrate { database } => {
+            let url = database_or_default(&database);
+            open_store(url.expose()).await.with_context(|| {
+                format!("cannot migrate the store {url} (change --database-url)")
+            })?;
+            println!("the store {url} is up to date");
             Ok(())
         }
         Command::Admin(Admin::CreateMerchant { database, name, live }) => {
@@ -237,10 +214,53 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// The engine the admin commands run on: the store at `database`, no server, no workers (the
+/// `paymux serve`: the configured accounts into the store, then the gateway and its workers
+/// until a signal, then a graceful stop bounded by the shutdown timeout.
+async fn serve(args: &ServeArgs) -> Result<()> {
+    let signal = shutdown::signal().context("cannot listen for SIGTERM and Ctrl-C")?;
+    let config = ServeConfig::load(args)?;
+    // Every key file is read before anything else is touched.
+    let accounts = config.read_accounts()?;
+    let database = &config.database_url;
+    let store = open_store(database.expose()).await.with_context(|| {
+        format!("cannot open the store {database} (change database_url, --database-url or PAYMUX_DATABASE_URL)")
+    })?;
+    let engine = Engine::new(store, config.gateway);
+    install_accounts(&engine, &accounts).await?;
+    let listen = &config.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (change --listen)"))?;
+    tracing::info!(%listen, %database, accounts = accounts.len(), "paymux gateway listening");
+    let stopping = CancellationToken::new();
+    let mut server =
+        tokio::spawn(paymux_gateway::serve(listener, engine, stopping.clone().cancelled_owned()));
+    tokio::select! {
+        () = signal => stopping.cancel(),
+        ended = &mut server => {
+            ended.context("the gateway task failed")?.context("the gateway stopped")?;
+            anyhow::bail!("the gateway stopped by itself");
+        }
+    }
+    shutdown::within(config.shutdown_timeout, server)
+        .await?
+        .context("the gateway task failed")?
+        .context("the gateway failed while stopping")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn database_or_default(database: &DatabaseArgs) -> DatabaseUrl {
+    database.url().unwrap_or_else(|| DatabaseUrl::new(DEFAULT_DATABASE))
+}
+
+/// The engine the admin commands run on: the store the flags name, no server, no workers (the
 /// public URL is never used by them).
-async fn admin_engine(database: &std::path::Path) -> Result<Engine> {
-    let store = Arc::new(SqliteStore::open(database).await?);
+async fn admin_engine(database: &DatabaseArgs) -> Result<Engine> {
+    let url = database_or_default(database);
+    let store = open_store(url.expose())
+        .await
+        .with_context(|| format!("cannot open the store {url} (change --database-url)"))?;
     Ok(Engine::new(store, GatewayConfig::new("http://127.0.0.1")))
 }
 

@@ -11,12 +11,14 @@ use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig, new_api
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
-use paymux_store::prelude::*;
-use paymux_store::{AccountRecord, NewApiKey, SqliteStore};
+use paymux_store::{AccountRecord, NewApiKey, Store};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DatabaseUrl;
 
 const ALIPAY_APP_ID: &str = "2021000000000001";
 const ALIPAY_SELLER_ID: &str = "2088000000000001";
@@ -28,6 +30,8 @@ const UNIONPAY_MER_ID: &str = "777290058110048";
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
     pub data_dir: PathBuf,
+    /// The gateway's store; `<data_dir>/paymux.db` when not set.
+    pub database_url: Option<DatabaseUrl>,
     /// The address every server binds to; loopback unless asked otherwise.
     pub host: String,
     /// 0 picks a free port; the manifest says which.
@@ -53,6 +57,7 @@ impl SandboxOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            database_url: None,
             host: "127.0.0.1".into(),
             gateway_port: 8080,
             alipay_port: 9102,
@@ -136,30 +141,41 @@ pub struct UnionpayManifest {
     pub signing_certificate: PathBuf,
 }
 
-/// The running sandbox: the servers run on background tasks until it is dropped or the process ends.
+/// The running sandbox: the servers run on background tasks until [`Sandbox::stop`], a drop, or
+/// the end of the process.
 #[derive(Debug)]
 pub struct Sandbox {
     pub manifest: Manifest,
     pub merchant_id: MerchantId,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn Store>,
     pub alipay: AlipayMock,
     pub wechat: WechatMock,
     pub unionpay: UnionpayMock,
-    tasks: Vec<JoinHandle<()>>,
+    gateway: Option<JoinHandle<()>>,
+    stopping: CancellationToken,
+    mocks: Vec<JoinHandle<()>>,
 }
 
 impl Sandbox {
-    /// Stops every server of this sandbox.
-    pub fn shutdown(&mut self) {
-        for t in self.tasks.drain(..) {
-            t.abort();
+    /// Stops the gateway as `paymux serve` stops on a signal (no new connections, the requests
+    /// in flight finished, the workers' leases released), then the mocks, which the requests in
+    /// flight may still have needed.
+    pub async fn stop(mut self) {
+        self.stopping.cancel();
+        if let Some(gateway) = self.gateway.take()
+            && let Err(e) = gateway.await
+        {
+            tracing::error!(error = %e, "the gateway ended abnormally");
         }
     }
 }
 
 impl Drop for Sandbox {
+    /// Aborts every server still running, where it is.
     fn drop(&mut self) {
-        self.shutdown();
+        for t in self.gateway.iter().chain(&self.mocks) {
+            t.abort();
+        }
     }
 }
 
@@ -228,7 +244,7 @@ fn scaled(real: &[u64], compression: u32) -> Vec<Duration> {
     real.iter().map(|s| Duration::from_millis(s * 1000 / c)).collect()
 }
 
-async fn identity(store: &SqliteStore, dir: &Path) -> Result<Identity> {
+async fn identity(store: &dyn Store, dir: &Path) -> Result<Identity> {
     let path = dir.join("identity.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
@@ -270,12 +286,14 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let keys_dir = dir.join("keys");
     std::fs::create_dir_all(&keys_dir)
         .with_context(|| format!("cannot create {} (change --data-dir)", keys_dir.display()))?;
-    let db = dir.join("paymux.db");
-    let store =
-        Arc::new(SqliteStore::open(&db).await.with_context(|| {
-            format!("cannot open the store {} (change --data-dir)", db.display())
-        })?);
-    let id = identity(&store, dir).await?;
+    let (database, flag) = match &opts.database_url {
+        Some(url) => (url.clone(), "--database-url"),
+        None => (DatabaseUrl::new(dir.join("paymux.db").display().to_string()), "--data-dir"),
+    };
+    let store = crate::open_store(database.expose())
+        .await
+        .with_context(|| format!("cannot open the store {database} (change {flag})"))?;
+    let id = identity(&*store, dir).await?;
     let merchant_id: MerchantId = id.merchant_id.parse()?;
 
     // Keys are made on first start and kept, so a developer's configured SDKs keep working.
@@ -430,17 +448,20 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     config.sweeper = opts.sweeper.clone();
     config.webhooks = opts.webhooks.clone();
     let state = Engine::new(store.clone(), config);
-    let mut tasks = vec![
+    let mocks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),
         spawn_server("unionpay-mock", unionpay.clone().serve(up_listener)),
     ];
-    if opts.run_gateway {
-        tasks.push(spawn_server("gateway", paymux_gateway::serve(gw_listener, state)));
+    let stopping = CancellationToken::new();
+    let gateway = if opts.run_gateway {
+        let shutdown = stopping.clone().cancelled_owned();
+        Some(spawn_server("gateway", paymux_gateway::serve(gw_listener, state, shutdown)))
     } else {
         // Free the port for the process that will serve it.
         drop(gw_listener);
-    }
+        None
+    };
 
     let manifest = Manifest {
         gateway_url,
@@ -487,7 +508,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         },
     };
     write_private(&dir.join("sandbox.json"), &serde_json::to_string_pretty(&manifest)?)?;
-    Ok(Sandbox { manifest, merchant_id, store, alipay, wechat, unionpay, tasks })
+    Ok(Sandbox { manifest, merchant_id, store, alipay, wechat, unionpay, gateway, stopping, mocks })
 }
 
 struct KeyPaths {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use paymux_cli::sandbox::{Sandbox, SandboxOptions, start};
 use paymux_core::{PaymentStatus, RefundStatus};
-use paymux_store::prelude::*;
 use serde_json::{Value, json};
 
 struct Crash {

@@ -106,6 +106,120 @@ fn a_bad_flag_value_prints_one_line_naming_the_flag() {
     one_line_naming(&paymux(&["serve"]), "--public-url");
 }
 
+#[test]
+fn serve_on_a_database_it_cannot_open_prints_one_line_naming_the_database_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("no-such-directory/paymux.db");
+    let out = paymux(&[
+        "serve",
+        "--database-url",
+        db.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--public-url",
+        "http://127.0.0.1",
+    ]);
+    let line = one_line_naming(&out, "--database-url");
+    assert!(line.contains(db.to_str().unwrap()), "{line}");
+}
+
+#[test]
+fn serve_on_an_unreachable_postgres_says_so_on_one_line_and_never_prints_the_password() {
+    // Nothing listens on port 1: the connection is refused at once.
+    let out = paymux(&[
+        "serve",
+        "--database-url",
+        "postgres://paymux:hunter2@127.0.0.1:1/paymux",
+        "--public-url",
+        "http://127.0.0.1",
+    ]);
+    let line = one_line_naming(&out, "--database-url");
+    assert!(!line.contains("hunter2"), "{line}");
+}
+
+#[test]
+fn serve_with_a_key_file_it_cannot_read_prints_one_line_naming_the_file_and_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("paymux.toml");
+    std::fs::write(
+        &config,
+        r#"
+public_url = "https://pay.example.com"
+[[accounts]]
+id = "acct_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f"
+merchant = "mch_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f"
+mode = "live"
+channel = "alipay"
+base_url = "https://openapi.alipay.com/gateway.do"
+app_id = "2021000000000001"
+app_private_key_file = "keys/app-private.pem"
+alipay_public_key_file = "keys/alipay-public.pem"
+"#,
+    )
+    .unwrap();
+    let out = paymux(&["serve", "--config", config.to_str().unwrap()]);
+    let line = one_line_naming(&out, "app_private_key_file");
+    assert!(
+        line.contains(&dir.path().join("keys/app-private.pem").display().to_string()),
+        "{line}"
+    );
+}
+
+#[test]
+fn serve_with_a_key_that_does_not_load_names_the_file_it_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("paymux.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_paymux"))
+        .args(["admin", "create-merchant", "--name", "Shop", "--database"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merchant =
+        String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    std::fs::write(dir.path().join("keys/app.pem"), "not a key").unwrap();
+    std::fs::write(dir.path().join("keys/alipay.pem"), "not a key either").unwrap();
+    let config = dir.path().join("paymux.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+public_url = "https://pay.example.com"
+database_url = "{db}"
+[[accounts]]
+id = "acct_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f"
+merchant = "{merchant}"
+mode = "live"
+channel = "alipay"
+base_url = "https://openapi.alipay.com/gateway.do"
+app_id = "2021000000000001"
+app_private_key_file = "keys/app.pem"
+alipay_public_key_file = "keys/alipay.pem"
+"#,
+            db = db.display()
+        ),
+    )
+    .unwrap();
+    let out = paymux(&["serve", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The engine logs the refused account too; the last line is the error.
+    let last = stderr.lines().last().unwrap();
+    assert!(last.starts_with("paymux: "), "{stderr}");
+    assert!(last.contains("app_private_key_file"), "{last}");
+    assert!(last.contains(&dir.path().join("keys/app.pem").display().to_string()), "{last}");
+}
+
+#[test]
+fn migrate_brings_a_new_store_up_to_date_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("paymux.db");
+    let out = paymux(&["migrate", "--database-url", &format!("sqlite://{}", db.display())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(db.exists());
+}
+
 /// A `paymux up` child process, killed when dropped.
 struct Up(Child);
 
@@ -141,6 +255,19 @@ fn up(dir: &Path, key_mode: Option<&str>) -> (Up, Value) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("paymux up wrote no sandbox.json");
+}
+
+#[tokio::test]
+async fn up_stops_on_sigterm_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut up, manifest) = up(dir.path(), None);
+    let gateway = manifest["gateway_url"].as_str().unwrap();
+    let ready = reqwest::get(format!("{gateway}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let kill = Command::new("kill").args(["-TERM", &up.0.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = up.0.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
 }
 
 #[test]

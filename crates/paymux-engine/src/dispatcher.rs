@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use paymux_store::{DeliveryAttemptRecord, DeliveryNext, DueDelivery, StoreError};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::Engine;
 use crate::objects::Event;
@@ -29,21 +30,32 @@ pub fn retry_delay(first: Duration, max: Duration, attempts: i64) -> Duration {
     base.mul_f64(factor)
 }
 
-/// Runs forever, delivering what is due every interval with `http`, the client that
-/// [`crate::outbound::webhook_client`] built (timeouts, no redirects, global addresses only).
-pub async fn run(state: Engine, http: reqwest::Client) {
+/// Delivers what is due every interval with `http`, the client that
+/// [`crate::outbound::webhook_client`] built (timeouts, no redirects, global addresses only),
+/// until `stop` is cancelled (see [`dispatch_once`] for what happens to a batch under way).
+pub async fn run(state: Engine, http: reqwest::Client, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.webhooks.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if let Err(e) = dispatch_once(&state, &http).await {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = dispatch_once(&state, &http, &stop).await {
             tracing::warn!(error = %e, "webhook dispatch failed; retrying next interval");
         }
     }
 }
 
-/// Delivers every delivery due now, concurrently. Returns how many were tried.
-pub async fn dispatch_once(state: &Engine, http: &reqwest::Client) -> Result<usize, StoreError> {
+/// Delivers every delivery due now, concurrently. Returns how many were claimed.
+///
+/// Once `stop` is cancelled no send starts: the sends under way finish and are recorded, and the
+/// leases on the deliveries not sent yet are released (made claimable now, by any dispatcher).
+pub async fn dispatch_once(
+    state: &Engine,
+    http: &reqwest::Client,
+    stop: &CancellationToken,
+) -> Result<usize, StoreError> {
     let now = OffsetDateTime::now_utc();
     // The lease outlives one attempt's timeout, so nobody else sends it while we wait.
     let lease = now + state.config.webhooks.timeout + LEASE_MARGIN;
@@ -53,7 +65,15 @@ pub async fn dispatch_once(state: &Engine, http: &reqwest::Client) -> Result<usi
     for d in due {
         let state = state.clone();
         let http = http.clone();
+        let stop = stop.clone();
         set.spawn(async move {
+            if stop.is_cancelled() {
+                let now = OffsetDateTime::now_utc();
+                if let Err(e) = state.store.renew_delivery_lease(&d.delivery_id, lease, now).await {
+                    tracing::warn!(delivery = %d.delivery_id, error = %e, "could not release the lease");
+                }
+                return;
+            }
             // Renewed just before the send, if it is still ours: a lease that ran out while the
             // batch waited (a slow store, a busy machine) may be another dispatcher's by now.
             let until = OffsetDateTime::now_utc() + state.config.webhooks.timeout + LEASE_MARGIN;

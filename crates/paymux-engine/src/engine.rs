@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use paymux_core::{AccountId, Channel, ChannelKind, PaymentRef};
 use paymux_store::{AttemptRecord, PaymentRecord, Store};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applied, apply_payment};
 use crate::config::GatewayConfig;
@@ -37,17 +39,22 @@ impl Engine {
     }
 
     /// Starts the background workers, the sweeper and the webhook dispatcher, on the current
-    /// runtime. They stop when the returned [`Workers`] is dropped.
+    /// runtime. [`Workers::shutdown`] stops them cleanly; dropping the returned [`Workers`]
+    /// aborts them where they are (their leases then run out by themselves).
     ///
     /// No webhook is ever sent by a client without timeouts and the address filter: if that
     /// client cannot be built, nothing starts.
     pub fn start_workers(&self) -> Result<Workers, OutboundError> {
         let hooks = &self.config.webhooks;
         let http = outbound::webhook_client(hooks.timeout, hooks.allow_private_urls)?;
-        Ok(Workers(vec![
-            tokio::spawn(crate::sweeper::run(self.clone())),
-            tokio::spawn(crate::dispatcher::run(self.clone(), http)),
-        ]))
+        let stop = CancellationToken::new();
+        Ok(Workers {
+            tasks: vec![
+                tokio::spawn(crate::sweeper::run(self.clone(), stop.clone())),
+                tokio::spawn(crate::dispatcher::run(self.clone(), http, stop.clone())),
+            ],
+            stop,
+        })
     }
 
     /// The adapter of the payment's account, and the payment's attempt.
@@ -108,14 +115,33 @@ pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
     }
 }
 
-/// The running background workers; dropping this stops them.
+/// The running background workers. [`Workers::shutdown`] stops them cleanly; dropping this
+/// aborts them.
 #[derive(Debug)]
-pub struct Workers(Vec<tokio::task::JoinHandle<()>>);
+pub struct Workers {
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+impl Workers {
+    /// Tells the workers to stop and waits until they have: each finishes the row or delivery
+    /// in hand, starts no other, and releases the leases on the ones it claimed but did not
+    /// start, so another instance takes them at once instead of after the lease. Bound the wait
+    /// with a timeout: a row in hand can take a few channel timeouts.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        for task in self.tasks.drain(..) {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "a background worker ended abnormally");
+            }
+        }
+    }
+}
 
 impl Drop for Workers {
     fn drop(&mut self) {
-        for w in &self.0 {
-            w.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

@@ -15,8 +15,11 @@
 //!
 //! let store = Arc::new(paymux_store::SqliteStore::open("paymux.db").await?);
 //! let engine = Engine::new(store, GatewayConfig::new("https://pay.example.com"));
-//! let _workers = engine.start_workers()?;
-//! paymux_engine::sweeper::sweep_once(&engine).await?;
+//! let workers = engine.start_workers()?;
+//! // One pass now, with no stop requested.
+//! paymux_engine::sweeper::sweep_once(&engine, &Default::default()).await?;
+//! // Finish what is in hand, release the rest, stop.
+//! workers.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```

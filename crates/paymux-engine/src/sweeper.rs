@@ -12,50 +12,70 @@ use paymux_core::{
 };
 use paymux_store::{PaymentRecord, RefundRecord, StoreError};
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Applied, apply_payment, apply_refund};
 use crate::engine::{Engine, payment_ref};
 
 const BATCH: u32 = 50;
 
-/// Runs forever, one sweep per interval.
-pub async fn run(state: Engine) {
+/// Runs one sweep per interval until `stop` is cancelled; a sweep under way when it is finishes
+/// the row in hand and releases the rest (see [`sweep_once`]).
+pub async fn run(state: Engine, stop: CancellationToken) {
     let mut tick = tokio::time::interval(state.config.sweeper.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        if let Err(e) = sweep_once(&state).await {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = sweep_once(&state, &stop).await {
             tracing::warn!(error = %e, "sweep failed; retrying next interval");
         }
     }
 }
 
-/// One pass over the due payments, then the due refunds. Returns how many it looked at; an
-/// error in one pass does not keep the other from running (the first error is returned after).
+/// One pass over the due payments, then the due refunds. Returns how many it looked at; an error
+/// in one pass does not keep the other from running (the first error is returned after).
 ///
 /// Rows are claimed in batches with a lease, and each row's lease is renewed, if it is still
 /// ours, just before its channel calls: a batch can take longer than one lease, and a row whose
 /// lease ran out may already be in another sweeper's hands. The lease must outlast one row's
 /// channel calls (a few channel timeouts).
-pub async fn sweep_once(state: &Engine) -> Result<usize, StoreError> {
-    let payments = sweep_payments(state).await;
-    let refunds = sweep_refunds(state).await;
-    let now = OffsetDateTime::now_utc();
+///
+/// Once `stop` is cancelled no row is started: the row in hand is finished, the leases on the
+/// rest of the batch are released (made due now, for whoever sweeps next), and nothing more is
+/// claimed.
+pub async fn sweep_once(state: &Engine, stop: &CancellationToken) -> Result<usize, StoreError> {
+    let payments = sweep_payments(state, stop).await;
+    let refunds = sweep_refunds(state, stop).await;
     // Stored idempotent answers are replayed for the retention period only; then they go.
-    let purged = state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await;
+    let purged = if stop.is_cancelled() {
+        Ok(0)
+    } else {
+        let now = OffsetDateTime::now_utc();
+        state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await
+    };
     let seen = payments? + refunds?;
     purged?;
     Ok(seen)
 }
 
-async fn sweep_payments(state: &Engine) -> Result<usize, StoreError> {
+async fn sweep_payments(state: &Engine, stop: &CancellationToken) -> Result<usize, StoreError> {
+    if stop.is_cancelled() {
+        return Ok(0);
+    }
     let lease = state.config.sweeper.lease;
     let now = OffsetDateTime::now_utc();
     let held = now + lease;
     let payments = state.store.claim_due_payments(now, held, BATCH).await.inspect_err(|e| {
         tracing::warn!(error = %e, "could not claim due payments; refunds are swept anyway");
     })?;
-    for p in &payments {
+    for (i, p) in payments.iter().enumerate() {
+        if stop.is_cancelled() {
+            release_payments(state, &payments[i..], held).await;
+            break;
+        }
         match state.store.renew_payment_lease(p.id, held, OffsetDateTime::now_utc() + lease).await {
             Ok(true) => sweep_payment(state, p).await,
             Ok(false) => {
@@ -67,14 +87,21 @@ async fn sweep_payments(state: &Engine) -> Result<usize, StoreError> {
     Ok(payments.len())
 }
 
-async fn sweep_refunds(state: &Engine) -> Result<usize, StoreError> {
+async fn sweep_refunds(state: &Engine, stop: &CancellationToken) -> Result<usize, StoreError> {
+    if stop.is_cancelled() {
+        return Ok(0);
+    }
     let lease = state.config.sweeper.lease;
     let now = OffsetDateTime::now_utc();
     let held = now + lease;
     let refunds = state.store.claim_due_refunds(now, held, BATCH).await.inspect_err(|e| {
         tracing::warn!(error = %e, "could not claim due refunds");
     })?;
-    for r in &refunds {
+    for (i, r) in refunds.iter().enumerate() {
+        if stop.is_cancelled() {
+            release_refunds(state, &refunds[i..], held).await;
+            break;
+        }
         match state.store.renew_refund_lease(r.id, held, OffsetDateTime::now_utc() + lease).await {
             Ok(true) => sweep_refund(state, r).await,
             Ok(false) => {
@@ -84,6 +111,29 @@ async fn sweep_refunds(state: &Engine) -> Result<usize, StoreError> {
         }
     }
     Ok(refunds.len())
+}
+
+/// Gives back claimed payments that were not swept: renewing a lease we still hold to now makes
+/// the row due at once. One that fails stays hidden until its lease runs out, as after a crash.
+async fn release_payments(state: &Engine, rest: &[PaymentRecord], held: OffsetDateTime) {
+    let now = OffsetDateTime::now_utc();
+    for p in rest {
+        if let Err(e) = state.store.renew_payment_lease(p.id, held, now).await {
+            tracing::warn!(payment = %p.id, error = %e, "could not release the lease");
+        }
+    }
+    tracing::info!(payments = rest.len(), "stopping: released the payments not swept");
+}
+
+/// The same for claimed refunds.
+async fn release_refunds(state: &Engine, rest: &[RefundRecord], held: OffsetDateTime) {
+    let now = OffsetDateTime::now_utc();
+    for r in rest {
+        if let Err(e) = state.store.renew_refund_lease(r.id, held, now).await {
+            tracing::warn!(refund = %r.id, error = %e, "could not release the lease");
+        }
+    }
+    tracing::info!(refunds = rest.len(), "stopping: released the refunds not swept");
 }
 
 /// `first * 2^count`, capped at `max`.

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
@@ -46,12 +47,38 @@ pub fn router(state: Engine) -> Router {
         .with_state(state)
 }
 
-/// Serves the gateway on `listener` until the process stops, with its background workers: the
-/// sweeper and the webhook dispatcher.
-pub async fn serve(listener: tokio::net::TcpListener, state: Engine) -> std::io::Result<()> {
-    // The workers stop when `_workers` is dropped, as the server returns.
-    let _workers = state.start_workers().map_err(std::io::Error::other)?;
-    axum::serve(listener, router(state)).await
+/// Serves the gateway on `listener`, with its background workers (the sweeper and the webhook
+/// dispatcher), until `shutdown` resolves. Then it stops accepting connections and, at the same
+/// time, lets the requests in flight finish and stops the workers (each finishes what it has in
+/// hand and releases the leases on what it claimed but did not start); it returns once all of
+/// that is done. Bound the wait with a timeout around this future: dropping it aborts whatever
+/// is still running.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let workers = state.start_workers().map_err(std::io::Error::other)?;
+    let stopping = CancellationToken::new();
+    let signal = {
+        let stopping = stopping.clone();
+        async move {
+            shutdown.await;
+            stopping.cancel();
+        }
+    };
+    let server = async {
+        let served = axum::serve(listener, router(state)).with_graceful_shutdown(signal).await;
+        // A server that ended by itself takes the workers with it.
+        stopping.cancel();
+        served
+    };
+    let workers_stopped = async {
+        stopping.cancelled().await;
+        workers.shutdown().await;
+    };
+    let (served, ()) = tokio::join!(server, workers_stopped);
+    served
 }
 
 async fn healthz() -> &'static str {

@@ -12,7 +12,10 @@
 //! let store = Arc::new(paymux_store::SqliteStore::open("paymux.db").await.map_err(std::io::Error::other)?);
 //! let config = GatewayConfig::new("http://127.0.0.1:8080");
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! paymux_gateway::serve(listener, Engine::new(store, config)).await
+//! let ctrl_c = async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! };
+//! paymux_gateway::serve(listener, Engine::new(store, config), ctrl_c).await
 //! # }
 //! ```
 
