@@ -1,6 +1,10 @@
 //! The end-to-end harness: [`TestApp::spawn`] starts exactly what `paymux up` starts (the gateway,
-//! the Alipay and WeChat Pay mocks, a fresh SQLite file) on free loopback ports, and hands back a
-//! client that talks to it the way a merchant's backend would.
+//! the Alipay, WeChat Pay and UnionPay mocks, a fresh store) on free loopback ports, and hands back
+//! a client that talks to it the way a merchant's backend would.
+//!
+//! The store is a fresh SQLite file, or, with `PAYMUX_E2E_DATABASE=postgres`, a fresh PostgreSQL
+//! database on the machine's server (dropped after the test): `scripts/test.sh` runs the
+//! end-to-end suites both ways.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -15,6 +19,7 @@
 use std::time::Duration;
 
 pub mod browser;
+pub mod db;
 pub mod pg;
 pub mod proxy;
 
@@ -29,6 +34,13 @@ pub struct TestApp {
     pub gateway: String,
     pub api_key: String,
     pub data_dir: tempfile::TempDir,
+    /// The PostgreSQL database of this test, when it runs on PostgreSQL.
+    pub postgres: Option<pg::PgDatabase>,
+}
+
+/// Whether the end-to-end tests run on PostgreSQL (`PAYMUX_E2E_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("PAYMUX_E2E_DATABASE").is_ok_and(|v| v == "postgres")
 }
 
 /// Notification retries in tests: milliseconds, not hours.
@@ -51,12 +63,16 @@ impl TestApp {
         opts.unionpay_port = 0;
         opts.notify_delays = Some(fast_retries());
         opts.channel_timeout = Duration::from_secs(3);
+        let postgres = if on_postgres() { Some(pg::PgDatabase::create().await) } else { None };
+        if let Some(db) = &postgres {
+            opts.database_url = Some(db.url.parse().unwrap());
+        }
         adjust(&mut opts);
         let sandbox = start(opts).await.unwrap();
         let gateway = sandbox.manifest.gateway_url.clone();
         let api_key = sandbox.manifest.api_key.clone();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
-        Self { sandbox, http, gateway, api_key, data_dir }
+        Self { sandbox, http, gateway, api_key, data_dir, postgres }
     }
 
     pub fn alipay_mock(&self) -> &str {
@@ -224,23 +240,24 @@ impl TestApp {
         (status, res.json().await.unwrap())
     }
 
-    /// A connection to the gateway's store file, for tests that set up what only time, a crash
-    /// or an old defect could leave behind, and read what the API does not show.
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        let url = format!("sqlite://{}", self.data_dir.path().join("paymux.db").display());
-        sqlx::SqlitePool::connect(&url).await.unwrap()
+    /// A connection to the gateway's store, for tests that set up what only time, a crash or an
+    /// old defect could leave behind, and read what the API does not show.
+    pub async fn db(&self) -> db::TestDb {
+        match &self.postgres {
+            Some(pg) => db::TestDb::connect(&pg.url).await,
+            None => {
+                let path = self.data_dir.path().join("paymux.db");
+                db::TestDb::connect(&format!("sqlite://{}", path.display())).await
+            }
+        }
     }
 
     /// Moves a payment's expiry to now, as if its time had run out (the sweeper then closes it).
     pub async fn expire_now(&self, payment_id: &str) {
         let pool = self.db().await;
         let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-        sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ?")
-            .bind(now_ms - 1)
-            .bind(payment_id)
-            .execute(&pool)
-            .await
-            .unwrap();
+        let sql = "UPDATE payments SET expires_at = ? WHERE id = ?";
+        pool.execute(sql, &[(now_ms - 1).into(), payment_id.into()]).await;
         pool.close().await;
     }
 

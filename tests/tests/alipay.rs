@@ -409,16 +409,10 @@ async fn a_refund_held_as_failed_that_succeeded_becomes_succeeded_with_an_anomal
     let (p, r) = refund_with_lost_answer(&app, "o-refund-late").await;
     // What a guess used to leave behind: the refund failed and its amount released.
     let pool = app.db().await;
-    sqlx::query("UPDATE refunds SET status = 'failed', next_check_at = NULL WHERE id = ?")
-        .bind(id(&r))
-        .execute(&pool)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE payments SET amount_reserved = amount_reserved - 300 WHERE id = ?")
-        .bind(id(&p))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sql = "UPDATE refunds SET status = 'failed', next_check_at = NULL WHERE id = ?";
+    pool.execute(sql, &[id(&r).as_str().into()]).await;
+    let sql = "UPDATE payments SET amount_reserved = amount_reserved - 300 WHERE id = ?";
+    pool.execute(sql, &[id(&p).as_str().into()]).await;
     pool.close().await;
     let body = refund_notification(
         &app.alipay_channel_key(),

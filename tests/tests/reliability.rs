@@ -405,12 +405,8 @@ async fn a_rotation_retried_after_its_answer_was_lost_hands_back_the_same_secret
 
     // The answer was lost, and so was its stored replay (as when the first run died right after
     // its commit): the retry runs the handler again.
-    let db = format!("sqlite://{}", app.data_dir.path().join("paymux.db").display());
-    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
-    sqlx::query("DELETE FROM idempotency_keys WHERE key = 'rotate-1'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    let pool = app.db().await;
+    pool.execute("DELETE FROM idempotency_keys WHERE key = 'rotate-1'", &[]).await;
     pool.close().await;
     let (s, again) = app.call_with_key("rotate-1", &rotate, json!({})).await;
     assert_eq!(s, 200, "{again}");
@@ -698,12 +694,10 @@ async fn a_close_whose_answer_is_lost_stays_pending_until_the_channel_says_close
 
 /// Polls the store until `sql` (one `?`, bound to `id`) gives a row whose first column is true.
 async fn wait_db(app: &TestApp, secs: u64, sql: &'static str, id: &str) {
-    use sqlx::Row;
     let pool = app.db().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
-        let row = sqlx::query(sql).bind(id).fetch_optional(&pool).await.unwrap();
-        if row.is_some_and(|r| r.get::<bool, _>(0)) {
+        if pool.fetch_bool(sql, &[id.into()]).await == Some(true) {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {sql} on {id}");
@@ -802,29 +796,28 @@ async fn a_qr_code_paid_after_its_payment_was_closed_and_expired_is_still_found(
     // Later, for paymux: its expiry is long past, beyond any margin after it. The code the
     // channel holds (given the payment's minute when it was created) is what decides whether
     // the payer can still pay, and it still lives: the watch must follow the code.
-    use sqlx::Row;
     let pool = app.db().await;
     let long_ago = time::OffsetDateTime::now_utc() - time::Duration::minutes(30);
-    let shifted =
-        sqlx::query("UPDATE payments SET expires_at = ? WHERE id = ? RETURNING check_count AS n")
-            .bind((long_ago.unix_timestamp_nanos() / 1_000_000) as i64)
-            .bind(id(&p))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get::<i64, _>("n");
+    let shifted = pool
+        .fetch_i64(
+            "UPDATE payments SET expires_at = ? WHERE id = ? RETURNING check_count AS n",
+            &[
+                ((long_ago.unix_timestamp_nanos() / 1_000_000) as i64).into(),
+                id(&p).as_str().into(),
+            ],
+        )
+        .await
+        .unwrap();
     // The sweeper looks at the closed payment once more, and decides whether to keep watching.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let looked: bool = sqlx::query(
-            "SELECT check_count > ? OR next_check_at IS NULL FROM payments WHERE id = ?",
-        )
-        .bind(shifted)
-        .bind(id(&p))
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-        .get(0);
+        let looked = pool
+            .fetch_bool(
+                "SELECT check_count > ? OR next_check_at IS NULL FROM payments WHERE id = ?",
+                &[shifted.into(), id(&p).as_str().into()],
+            )
+            .await
+            .unwrap();
         if looked {
             break;
         }
@@ -878,11 +871,8 @@ async fn an_error_in_the_payments_pass_does_not_skip_the_refunds_pass() {
     // Another payment's row cannot be read back (a hand edit): claiming payments fails.
     let (_, bad) = app.create_payment("wechat", "qr", "o-unreadable", 100).await;
     let pool = app.db().await;
-    sqlx::query("UPDATE payments SET method = 'carrier_pigeon', next_check_at = 0 WHERE id = ?")
-        .bind(id(&bad))
-        .execute(&pool)
-        .await
-        .unwrap();
+    let sql = "UPDATE payments SET method = 'carrier_pigeon', next_check_at = 0 WHERE id = ?";
+    pool.execute(sql, &[id(&bad).as_str().into()]).await;
     pool.close().await;
     app.clear_faults("alipay").await;
     let done =

@@ -52,11 +52,7 @@ async fn a_stopping_sweeper_finishes_the_row_in_hand_and_releases_the_rest_of_it
     account.config["gateway_url"] = format!("{channel}/gateway.do").into();
     store.put_channel_account(&account).await.unwrap();
     let db = app.db().await;
-    sqlx::query("UPDATE payments SET next_check_at = ?")
-        .bind(now_ms() - 1)
-        .execute(&db)
-        .await
-        .unwrap();
+    db.execute("UPDATE payments SET next_check_at = ?", &[(now_ms() - 1).into()]).await;
 
     // A second instance's workers on the same store, with a lease far longer than a check's backoff.
     let mut config = GatewayConfig::new(app.gateway.clone());
@@ -72,11 +68,8 @@ async fn a_stopping_sweeper_finishes_the_row_in_hand_and_releases_the_rest_of_it
     let now = now_ms();
     let mut next_checks = Vec::new();
     for id in &ids {
-        let at: i64 = sqlx::query_scalar("SELECT next_check_at FROM payments WHERE id = ?")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
+        let sql = "SELECT next_check_at FROM payments WHERE id = ?";
+        let at = db.fetch_i64(sql, &[id.into()]).await.unwrap();
         next_checks.push(at - now);
     }
     next_checks.sort_unstable();
