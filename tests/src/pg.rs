@@ -35,7 +35,25 @@ pub struct PgDatabase {
     name: String,
 }
 
+/// `host:port` of a `postgres://user@host:port/db` URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
 impl PgDatabase {
+    /// `host:port` of the PostgreSQL server.
+    pub fn server_addr(&self) -> String {
+        authority(&self.url).to_owned()
+    }
+
+    /// This database's URL reached at `addr` (`host:port`) instead of the server's own address,
+    /// for a proxy in between.
+    pub fn url_through(&self, addr: &str) -> String {
+        self.url.replacen(authority(&self.url), addr, 1)
+    }
+
     pub async fn create() -> Self {
         let admin = admin_url();
         let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
@@ -94,5 +112,11 @@ mod tests {
             with_database("postgres://u@h:1/db?sslmode=disable", "t2"),
             "postgres://u@h:1/t2?sslmode=disable"
         );
+    }
+
+    #[test]
+    fn the_server_address_is_read_from_the_url() {
+        assert_eq!(super::authority("postgres://postgres@127.0.0.1:5432/db"), "127.0.0.1:5432");
+        assert_eq!(super::authority("postgres://h:1/db?x=y"), "h:1");
     }
 }
