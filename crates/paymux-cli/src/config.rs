@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use paymux_alipay::AlipayAccountConfig;
 use paymux_core::{AccountId, ChannelKind, MerchantId};
-use paymux_engine::{Engine, GatewayConfig};
-use paymux_store::{AccountRecord, StoreError};
+use paymux_engine::{Engine, EngineError, GatewayConfig};
+use paymux_store::StoreError;
 use paymux_unionpay::UnionpayAccountConfig;
 use paymux_wechat::WechatAccountConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -611,54 +611,37 @@ pub async fn install_accounts(
     accounts: &[ChannelAccount],
 ) -> Result<(), SetupError> {
     for a in accounts {
-        let store_error = |source| SetupError::Store { account: a.id, source };
         let refuse = |why: String| SetupError::Account { account: a.id, why };
         let channel = a.config.kind();
-        if engine.store.merchant(a.merchant).await.map_err(store_error)?.is_none() {
-            return Err(refuse(format!(
-                "merchant {} does not exist (create it with `paymux admin create-merchant`)",
-                a.merchant
-            )));
-        }
-        let existing = engine.store.channel_account(a.id).await.map_err(store_error)?;
-        if let Some(e) = &existing
-            && (e.merchant_id != a.merchant || e.channel != channel || e.livemode != a.livemode)
-        {
-            return Err(refuse(format!(
-                "it is stored as a {} {} account of merchant {}; an account's merchant, channel \
-                 and mode cannot change (give it a new id)",
-                if e.livemode { "live" } else { "test" },
-                e.channel,
-                e.merchant_id
-            )));
-        }
         let config = a
             .config
             .to_json()
             .map_err(|e| refuse(format!("cannot encode the {channel} configuration: {e}")))?;
-        let record = AccountRecord {
-            id: a.id,
-            merchant_id: a.merchant,
-            channel,
-            config,
-            livemode: a.livemode,
-            created_at: existing.map_or_else(time::OffsetDateTime::now_utc, |e| e.created_at),
-        };
-        // Built now, so a key that does not load stops the start instead of the first payment.
-        engine.channels.forget(a.id);
-        engine.channels.adapter(&record).map_err(|e| {
-            // The adapters name the configuration field (`app_private_key: ...`): say which file
-            // that field was read from.
-            let text = e.to_string();
-            let file = a.files.iter().find(|(setting, _)| {
-                text.contains(&format!("{}:", setting.trim_end_matches("_file")))
-            });
-            refuse(match file {
-                Some((setting, path)) => format!("{setting} {}: {text}", path.display()),
-                None => format!("the {channel} configuration is refused: {text}"),
-            })
-        })?;
-        engine.store.put_channel_account(&record).await.map_err(store_error)?;
+        match engine.put_account(a.id, a.merchant, channel, config, a.livemode).await {
+            Ok(_) => {}
+            Err(EngineError::Store(source)) => {
+                return Err(SetupError::Store { account: a.id, source });
+            }
+            Err(EngineError::NotFound { .. }) => {
+                return Err(refuse(format!(
+                    "merchant {} does not exist (create it with `paymux admin create-merchant`)",
+                    a.merchant
+                )));
+            }
+            Err(EngineError::Misconfigured { source, .. }) => {
+                // The adapters name the configuration field (`app_private_key: ...`): say which
+                // file that field was read from.
+                let text = source.to_string();
+                let file = a.files.iter().find(|(setting, _)| {
+                    text.contains(&format!("{}:", setting.trim_end_matches("_file")))
+                });
+                return Err(refuse(match file {
+                    Some((setting, path)) => format!("{setting} {}: {text}", path.display()),
+                    None => format!("the {channel} configuration is refused: {text}"),
+                }));
+            }
+            Err(other) => return Err(refuse(other.to_string())),
+        }
     }
     Ok(())
 }

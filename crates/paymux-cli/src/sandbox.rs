@@ -7,13 +7,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
-use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig, new_api_key};
+use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig};
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
-use paymux_store::{AccountRecord, NewApiKey, Store};
+use paymux_store::Store;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -244,13 +243,13 @@ fn scaled(real: &[u64], compression: u32) -> Vec<Duration> {
     real.iter().map(|s| Duration::from_millis(s * 1000 / c)).collect()
 }
 
-async fn identity(store: &dyn Store, dir: &Path) -> Result<Identity> {
+async fn identity(engine: &Engine, dir: &Path) -> Result<Identity> {
     let path = dir.join("identity.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path)?;
         let mut id: Identity = serde_json::from_str(&text).context("reading identity.json")?;
         let merchant: MerchantId = id.merchant_id.parse()?;
-        if store.merchant(merchant).await?.is_some() {
+        if engine.merchant_exists(merchant).await? {
             if id.unionpay_account_id.is_none() {
                 id.unionpay_account_id = Some(AccountId::new().to_string());
                 write_private(&path, &serde_json::to_string_pretty(&id)?)?;
@@ -259,11 +258,8 @@ async fn identity(store: &dyn Store, dir: &Path) -> Result<Identity> {
         }
         tracing::warn!("identity.json names a merchant the store does not have; making a new one");
     }
-    let merchant = store.create_merchant("Sandbox merchant").await?;
-    let (api_key, key_hash, prefix) = new_api_key(false);
-    store
-        .add_api_key(&NewApiKey { merchant_id: merchant, key_hash, prefix, livemode: false })
-        .await?;
+    // The sandbox's accounts talk to its mocks: test mode, for a test key.
+    let (merchant, api_key) = engine.create_merchant("Sandbox merchant", false).await?;
     let id = Identity {
         merchant_id: merchant.to_string(),
         api_key,
@@ -293,7 +289,17 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let store = crate::open_store(database.expose())
         .await
         .with_context(|| format!("cannot open the store {database} (change {flag})"))?;
-    let id = identity(&*store, dir).await?;
+    let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port, "--gateway-port").await?;
+    let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port, "--alipay-port").await?;
+    let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port, "--wechat-port").await?;
+    let (up_listener, unionpay_url) =
+        bind(&opts.host, opts.unionpay_port, "--unionpay-port").await?;
+    let mut config = GatewayConfig::new(gateway_url.clone());
+    config.channel_timeout = opts.channel_timeout;
+    config.sweeper = opts.sweeper.clone();
+    config.webhooks = opts.webhooks.clone();
+    let state = Engine::new(store.clone(), config);
+    let id = identity(&state, dir).await?;
     let merchant_id: MerchantId = id.merchant_id.parse()?;
 
     // Keys are made on first start and kept, so a developer's configured SDKs keep working.
@@ -315,12 +321,6 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     write_public(&paths.alipay_public, &alipay_key.public_key())?;
     std::fs::write(&paths.wechat_platform_cert, platform.platform_certificate_pem())?;
     std::fs::write(&paths.wechat_platform_public, platform.public_key_pem())?;
-
-    let (gw_listener, gateway_url) = bind(&opts.host, opts.gateway_port, "--gateway-port").await?;
-    let (ali_listener, alipay_url) = bind(&opts.host, opts.alipay_port, "--alipay-port").await?;
-    let (wx_listener, wechat_url) = bind(&opts.host, opts.wechat_port, "--wechat-port").await?;
-    let (up_listener, unionpay_url) =
-        bind(&opts.host, opts.unionpay_port, "--unionpay-port").await?;
 
     let alipay = AlipayMock::new(AlipayMockConfig {
         public_url: alipay_url.clone(),
@@ -375,7 +375,6 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
 
     let alipay_account: AccountId = id.alipay_account_id.parse()?;
     let wechat_account: AccountId = id.wechat_account_id.parse()?;
-    let now = OffsetDateTime::now_utc();
     let alipay_config = paymux_alipay::AlipayAccountConfig {
         app_id: ALIPAY_APP_ID.into(),
         app_private_key: app_key.to_pkcs8_pem()?,
@@ -385,17 +384,8 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         app_cert: None,
         alipay_root_cert: None,
     };
-    store
-        .put_channel_account(&AccountRecord {
-            id: alipay_account,
-            merchant_id,
-            channel: ChannelKind::Alipay,
-            config: serde_json::to_value(&alipay_config)?,
-            // The sandbox's accounts talk to its mocks: test mode, for its test key.
-            livemode: false,
-            created_at: now,
-        })
-        .await?;
+    let config = serde_json::to_value(&alipay_config)?;
+    state.put_account(alipay_account, merchant_id, ChannelKind::Alipay, config, false).await?;
     let with_public_key = opts.wechat_key_mode != KeyMode::PlatformCertificate;
     let wechat_config = paymux_wechat::WechatAccountConfig {
         mchid: WECHAT_MCHID.into(),
@@ -407,16 +397,8 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         platform_public_key_id: with_public_key.then(|| platform.public_key_id()),
         platform_public_key: with_public_key.then(|| platform.public_key_pem()),
     };
-    store
-        .put_channel_account(&AccountRecord {
-            id: wechat_account,
-            merchant_id,
-            channel: ChannelKind::Wechat,
-            config: serde_json::to_value(&wechat_config)?,
-            livemode: false,
-            created_at: now,
-        })
-        .await?;
+    let config = serde_json::to_value(&wechat_config)?;
+    state.put_account(wechat_account, merchant_id, ChannelKind::Wechat, config, false).await?;
 
     let unionpay_account_id =
         id.unionpay_account_id.clone().context("identity.json has no UnionPay account")?;
@@ -432,22 +414,9 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         intermediate_certificate: read(&up_paths.intermediate_certificate)?,
         signer_owner: paymux_unionpay::protocol::UNIONPAY_OWNER.into(),
     };
-    store
-        .put_channel_account(&AccountRecord {
-            id: unionpay_account,
-            merchant_id,
-            channel: ChannelKind::Unionpay,
-            config: serde_json::to_value(&unionpay_config)?,
-            livemode: false,
-            created_at: now,
-        })
-        .await?;
+    let config = serde_json::to_value(&unionpay_config)?;
+    state.put_account(unionpay_account, merchant_id, ChannelKind::Unionpay, config, false).await?;
 
-    let mut config = GatewayConfig::new(gateway_url.clone());
-    config.channel_timeout = opts.channel_timeout;
-    config.sweeper = opts.sweeper.clone();
-    config.webhooks = opts.webhooks.clone();
-    let state = Engine::new(store.clone(), config);
     let mocks = vec![
         spawn_server("alipay-mock", alipay.clone().serve(ali_listener)),
         spawn_server("wechat-mock", wechat.clone().serve(wx_listener)),

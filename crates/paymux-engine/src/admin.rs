@@ -32,8 +32,13 @@ impl Engine {
         Ok((merchant, key))
     }
 
-    /// Adds a channel account to a merchant. Its adapter is built first, so a bad key is reported
-    /// here and not at the first payment.
+    /// Whether the merchant exists.
+    pub async fn merchant_exists(&self, merchant: MerchantId) -> Result<bool, EngineError> {
+        Ok(self.store.merchant(merchant).await?.is_some())
+    }
+
+    /// Adds a channel account to a merchant under a new id. Its adapter is built first, so a bad
+    /// key is reported here and not at the first payment.
     pub async fn add_account(
         &self,
         merchant: MerchantId,
@@ -41,14 +46,50 @@ impl Engine {
         config: serde_json::Value,
         livemode: bool,
     ) -> Result<AccountRecord, EngineError> {
+        self.put_account(AccountId::new(), merchant, channel, config, livemode).await
+    }
+
+    /// Adds the account `id`, or updates its configuration (keys, URLs). Its merchant, channel and
+    /// mode are what its payments were made under: changing them is refused, as is an account
+    /// of a merchant that does not exist or whose configuration gives no adapter.
+    pub async fn put_account(
+        &self,
+        id: AccountId,
+        merchant: MerchantId,
+        channel: paymux_core::ChannelKind,
+        config: serde_json::Value,
+        livemode: bool,
+    ) -> Result<AccountRecord, EngineError> {
+        if !self.merchant_exists(merchant).await? {
+            return Err(EngineError::NotFound { what: "merchant" });
+        }
+        let existing = self.store.channel_account(id).await?;
+        if let Some(e) = &existing
+            && (e.merchant_id != merchant || e.channel != channel || e.livemode != livemode)
+        {
+            return Err(EngineError::Rejected {
+                code: "account_identity_changed",
+                field: None,
+                message: format!(
+                    "it is stored as a {} {} account of merchant {}; an account's merchant, \
+                     channel and mode cannot change (give it a new id)",
+                    if e.livemode { "live" } else { "test" },
+                    e.channel,
+                    e.merchant_id
+                ),
+            });
+        }
         let account = AccountRecord {
-            id: AccountId::new(),
+            id,
             merchant_id: merchant,
             channel,
             config,
             livemode,
-            created_at: time::OffsetDateTime::now_utc(),
+            created_at: existing.map_or_else(time::OffsetDateTime::now_utc, |e| e.created_at),
         };
+        // Built now (not from a cached adapter of the old configuration), so a key that does not
+        // load is reported here.
+        self.channels.forget(id);
         self.adapter(&account)?;
         self.store.put_channel_account(&account).await?;
         Ok(account)

@@ -284,3 +284,22 @@ async fn a_declined_refund_fails_and_its_amount_can_be_refunded_again() {
     let p = w.engine.payment_record(w.caller, &id).await.expect("payment");
     assert_eq!(p.amount_reserved, 0, "a refused refund holds nothing");
 }
+
+#[tokio::test]
+async fn an_accounts_merchant_channel_and_mode_never_change_and_its_merchant_must_exist() {
+    let w = world("accept").await;
+    let id = paymux_core::AccountId::new();
+    let config = json!({"script": "accept"});
+    let put = |merchant, livemode| {
+        w.engine.put_account(id, merchant, ChannelKind::Alipay, config.clone(), livemode)
+    };
+    let err = put(paymux_core::MerchantId::new(), false).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotFound { what: "merchant" }), "got {err:?}");
+    put(w.caller.merchant, false).await.expect("added");
+    put(w.caller.merchant, false).await.expect("updated in place");
+    let err = put(w.caller.merchant, true).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::Rejected { code: "account_identity_changed", .. }),
+        "a test account never becomes live: {err:?}"
+    );
+}
