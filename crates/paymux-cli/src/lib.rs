@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use paymux_store::{Store, StoreResult};
 
+pub mod bench;
 pub mod config;
 pub mod sandbox;
 pub mod shutdown;

@@ -11,7 +11,7 @@ use paymux_cli::config::{
     install_accounts,
 };
 use paymux_cli::sandbox::{self, SandboxOptions};
-use paymux_cli::{open_store, shutdown};
+use paymux_cli::{bench, open_store, shutdown};
 use paymux_core::{ChannelKind, MerchantId};
 use paymux_engine::{Engine, GatewayConfig};
 use paymux_mock_wechat::KeyMode;
@@ -71,6 +71,35 @@ enum Command {
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
     Admin(Admin),
+    /// Measure the gateway with its sandbox channels (creates, callbacks, a slow channel, an
+    /// open loop) against floors measured in the same run; build with --release.
+    Bench {
+        /// About a minute: 1 and 16 clients, short runs (the full run adds 256 clients).
+        #[arg(long)]
+        quick: bool,
+        /// The store to run on: a fresh SQLite file when not given; for PostgreSQL, a scratch
+        /// database (the run leaves its payments in it).
+        #[arg(long, env = "PAYMUX_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<DatabaseUrl>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Measure each closed-loop run for this long instead (milliseconds).
+        #[arg(long)]
+        measure_ms: Option<u64>,
+        /// Warm each closed-loop run up for this long instead (milliseconds).
+        #[arg(long)]
+        warmup_ms: Option<u64>,
+        /// Replay this many notifications in the callback run instead.
+        #[arg(long)]
+        callbacks: Option<usize>,
+        /// The clients of the create runs instead, e.g. 1,16,256.
+        #[arg(long, value_delimiter = ',')]
+        clients: Option<Vec<usize>>,
+        /// The clients of the slow-channel run instead.
+        #[arg(long)]
+        slow_clients: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,9 +133,14 @@ enum Admin {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(command: &Command) {
+    // A benchmark prints its own report; the servers it starts log warnings only, unless asked.
+    let default = match command {
+        Command::Bench { .. } => "warn",
+        _ => "info,sqlx=warn,tower_http=info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
@@ -126,7 +160,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing();
+    init_tracing(&cli.command);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -177,6 +211,42 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(&args).await,
+        Command::Bench {
+            quick,
+            database_url,
+            json,
+            measure_ms,
+            warmup_ms,
+            callbacks,
+            clients,
+            slow_clients,
+        } => {
+            let mut o =
+                if quick { bench::BenchOptions::quick() } else { bench::BenchOptions::full() };
+            o.database_url = database_url;
+            o.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            if let Some(ms) = measure_ms {
+                o.measure = Duration::from_millis(ms);
+            }
+            if let Some(ms) = warmup_ms {
+                o.warmup = Duration::from_millis(ms);
+            }
+            if let Some(n) = callbacks {
+                o.callbacks = n;
+            }
+            if let Some(c) = clients {
+                o.clients = c;
+            }
+            if let Some(c) = slow_clients {
+                o.slow_clients = c;
+            }
+            let report = bench::run(&o).await?;
+            print!("{}", bench::table(&report));
+            if let Some(path) = json {
+                bench::write_json(&report, &path)?;
+            }
+            Ok(())
+        }
         Command::Migrate { database } => {
             let url = database_or_default(&database);
             open_store(url.expose()).await.with_context(|| {
