@@ -845,3 +845,68 @@ pub fn write_json(r: &Report, path: &PathBuf) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(r)?)
         .with_context(|| format!("writing {}", path.display()))
 }
+
+/// A picture of the report: creates per second against clients for each channel (bars), and the
+/// open loop's p50 and p99 latency against the offered rate (points). Plain SVG, no dependency.
+pub fn svg(r: &Report) -> String {
+    let (w, h, pad) = (900.0f64, 360.0f64, 50.0f64);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    // Left panel: create throughput.
+    let creates: Vec<&Row> =
+        r.results.iter().filter(|x| x.scenario == "create" && !x.idempotency).collect();
+    let max_rps = creates.iter().map(|x| x.rps).fold(1.0, f64::max);
+    let panel_w = w / 2.0 - pad * 1.5;
+    let base = h - pad;
+    out.push_str(&format!(
+        "<text x=\"{pad}\" y=\"20\" font-size=\"13\">creates/s by clients (no Idempotency-Key)</text>\n"
+    ));
+    let colours = [("alipay", "#1677ff"), ("wechat", "#07c160"), ("unionpay", "#d7000f")];
+    let bar_w = panel_w / (creates.len().max(1) as f64) * 0.8;
+    for (i, x) in creates.iter().enumerate() {
+        let bh = (x.rps / max_rps) * (h - 2.0 * pad - 20.0);
+        let bx = pad + i as f64 * panel_w / creates.len().max(1) as f64;
+        let colour = colours.iter().find(|c| c.0 == x.channel).map_or("#888", |c| c.1);
+        out.push_str(&format!(
+            "<rect x=\"{bx:.1}\" y=\"{:.1}\" width=\"{bar_w:.1}\" height=\"{bh:.1}\" fill=\"{colour}\"/>\n<text x=\"{bx:.1}\" y=\"{:.1}\">{:.0}</text>\n<text x=\"{bx:.1}\" y=\"{:.1}\">{} c{}</text>\n",
+            base - bh,
+            base - bh - 3.0,
+            x.rps,
+            base + 14.0,
+            &x.channel[..2],
+            x.clients
+        ));
+    }
+    // Right panel: open-loop latency.
+    let open: Vec<&Row> = r.results.iter().filter(|x| x.scenario == "open_loop").collect();
+    let max_ms = open.iter().map(|x| x.p99_ms).fold(1.0, f64::max);
+    let max_rate = open.iter().filter_map(|x| x.floor_rps).fold(1.0, f64::max);
+    let x0 = w / 2.0 + pad / 2.0;
+    out.push_str(&format!(
+        "<text x=\"{x0}\" y=\"20\" font-size=\"13\">open loop: latency (ms) by offered rate (/s), p50 ● p99 ▲</text>\n<line x1=\"{x0}\" y1=\"{base}\" x2=\"{:.1}\" y2=\"{base}\" stroke=\"#444\"/>\n",
+        x0 + panel_w
+    ));
+    for x in open {
+        let rate = x.floor_rps.unwrap_or(0.0);
+        let px = x0 + rate / max_rate * (panel_w - 20.0);
+        let y = |ms: f64| base - ms / max_ms * (h - 2.0 * pad - 20.0);
+        out.push_str(&format!(
+            "<circle cx=\"{px:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#1677ff\"/>\n<text x=\"{px:.1}\" y=\"{:.1}\">▲</text>\n<text x=\"{:.1}\" y=\"{:.1}\">{rate:.0}/s: {:.1} / {:.1}</text>\n",
+            y(x.p50_ms),
+            y(x.p99_ms),
+            px - 30.0,
+            base + 14.0,
+            x.p50_ms,
+            x.p99_ms
+        ));
+    }
+    out.push_str(&format!(
+        "<text x=\"{pad}\" y=\"{:.0}\" fill=\"#666\">{} cores, {}; store {}</text>\n</svg>\n",
+        h - 8.0,
+        r.machine.cores,
+        r.machine.cpu_model,
+        r.results.first().map_or("-", |x| x.store)
+    ));
+    out
+}

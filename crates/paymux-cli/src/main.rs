@@ -84,6 +84,9 @@ enum Command {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Also draw the results as an SVG here.
+        #[arg(long)]
+        svg: Option<PathBuf>,
         /// Measure each closed-loop run for this long instead (milliseconds).
         #[arg(long)]
         measure_ms: Option<u64>,
@@ -215,6 +218,7 @@ async fn run(cli: Cli) -> Result<()> {
             quick,
             database_url,
             json,
+            svg,
             measure_ms,
             warmup_ms,
             callbacks,
@@ -244,6 +248,10 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{}", bench::table(&report));
             if let Some(path) = json {
                 bench::write_json(&report, &path)?;
+            }
+            if let Some(path) = svg {
+                std::fs::write(&path, bench::svg(&report))
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(())
         }

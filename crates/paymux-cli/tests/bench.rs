@@ -16,6 +16,8 @@ fn a_short_bench_reports_every_scenario_with_its_floor() {
         .args(["bench", "--quick", "--measure-ms", "300", "--warmup-ms", "50"])
         .args(["--callbacks", "40", "--clients", "1,2", "--slow-clients", "8", "--json"])
         .arg(&json)
+        .arg("--svg")
+        .arg(dir.path().join("bench.svg"))
         .env_remove("PAYMUX_DATABASE_URL")
         .output()
         .expect("the paymux binary runs");
@@ -46,4 +48,6 @@ fn a_short_bench_reports_every_scenario_with_its_floor() {
     // The gateway's added latency is reported against the direct call at the same clients.
     assert!(creates.iter().all(|r| r["added_p50_ms"].is_number()), "{creates:?}");
     assert_eq!(of("open_loop").len(), 3);
+    let svg = std::fs::read_to_string(dir.path().join("bench.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("creates/s"), "{svg}");
 }
