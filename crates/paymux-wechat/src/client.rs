@@ -801,7 +801,11 @@ impl Channel for WechatChannel {
     }
 
     /// 204 (signed) closes; `ORDER_CLOSED` is already closed; `ORDERPAID` is
-    /// `Declined { code: already_paid }`.
+    /// `Declined { code: already_paid }`. `ORDER_NOT_EXIST` counts as closed, as Alipay's
+    /// `ACQ.TRADE_NOT_EXIST` does: the create never reached WeChat (its process died before
+    /// sending it, say), so there is no order anyone can pay, and closing is what was asked.
+    /// Should a create still in flight land later, its order expires at the `time_expire` sent
+    /// with it, and the closed payment is queried until then, so a payment of it is still found.
     async fn close(&self, payment: &PaymentRef) -> Result<(), ChannelError> {
         let path = format!(
             "/v3/pay/transactions/out-trade-no/{}/close",
@@ -816,7 +820,7 @@ impl Channel for WechatChannel {
         let (code, message) = answer.error();
         match code.as_str() {
             "ORDERPAID" => Err(ChannelError::declined(ALREADY_PAID, message)),
-            "ORDER_CLOSED" => Ok(()),
+            "ORDER_CLOSED" | "ORDER_NOT_EXIST" => Ok(()),
             _ => Err(error_outcome(&answer)),
         }
     }

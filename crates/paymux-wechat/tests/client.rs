@@ -701,6 +701,8 @@ async fn business_answers_map_to_outcomes() {
     );
     set(400, "ORDER_CLOSED");
     assert_eq!(h.channel.close(&payment_ref()).await, Ok(()));
+    set(404, "ORDER_NOT_EXIST");
+    assert_eq!(h.channel.close(&payment_ref()).await, Ok(()));
     set(403, "NOT_ENOUGH");
     let r = h.channel.refund(&refund_request()).await;
     assert!(
