@@ -41,6 +41,7 @@ mod payments;
 mod refunds;
 mod registry;
 pub mod sweeper;
+pub mod telemetry;
 #[cfg(test)]
 mod testdata;
 

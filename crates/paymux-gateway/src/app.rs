@@ -12,13 +12,15 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::{callbacks, events, idempotency, payments, refunds, webhooks};
+use crate::{callbacks, events, idempotency, metrics, payments, refunds, webhooks};
 use paymux_engine::Engine;
 
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(state: Engine) -> Router {
+    // Installed before the first request, so the first scrape already lists every series.
+    metrics::handle();
     Router::new()
         .route("/v1/payments", post(payments::create).get(payments::list))
         .route("/v1/payments/{id}", get(payments::get))
@@ -39,9 +41,11 @@ pub fn router(state: Engine) -> Router {
         .route("/callbacks/{channel}/{account_id}", post(callbacks::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(request_id))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -77,7 +81,16 @@ pub async fn serve(
         stopping.cancelled().await;
         workers.shutdown().await;
     };
-    let (served, ()) = tokio::join!(server, workers_stopped);
+    let upkeep = async {
+        let mut tick = tokio::time::interval(metrics::UPKEEP);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => metrics::handle().run_upkeep(),
+            }
+        }
+    };
+    let (served, (), ()) = tokio::join!(server, workers_stopped, upkeep);
     served
 }
 

@@ -26,6 +26,7 @@ mod error;
 mod events;
 mod extract;
 mod idempotency;
+mod metrics;
 mod payments;
 mod refunds;
 mod webhooks;
