@@ -71,6 +71,8 @@ enum Command {
     /// Create merchants, API keys and channel accounts in a store.
     #[command(subcommand)]
     Admin(Admin),
+    /// Prints the merchant API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +179,11 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(&args).await,
+        Command::Openapi => {
+            let doc = paymux_gateway::openapi_document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
         Command::Migrate { database } => {
             let url = database_or_default(&database);
             open_store(url.expose()).await.with_context(|| {

@@ -40,6 +40,7 @@ pub mod outbound;
 mod payments;
 mod refunds;
 mod registry;
+mod schema;
 pub mod sweeper;
 pub mod telemetry;
 #[cfg(test)]
