@@ -98,12 +98,11 @@ pub(crate) fn anomaly(a: Anomaly) {
     counter!(ANOMALIES, "type" => a.as_str()).increment(1);
 }
 
-/// Counts a payment that reached a final status. Called only where the store's compare-and-set
-/// applied the transition, so each transition is counted once, whoever learned of it.
+/// Counts a payment that reached a final status (every transition leaves pending, or ends a
+/// closed or failed payment that was paid after all). Called only where the store's
+/// compare-and-set applied the transition, so each transition is counted once, whoever learned
+/// of it.
 pub(crate) fn payment_final(p: &PaymentRecord, to: PaymentStatus) {
-    if to == PaymentStatus::Pending {
-        return;
-    }
     counter!(
         PAYMENTS,
         "channel" => p.channel.as_str(),

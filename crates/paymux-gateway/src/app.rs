@@ -1,4 +1,6 @@
-//! The router: every route and every layer on one screen.
+//! The router: every layer, and every route outside the merchant API, on one screen. The `/v1`
+//! routes are listed in `openapi::v1`, one line each, where their document is built from the
+//! same list.
 
 use std::sync::Arc;
 use std::time::Duration;
