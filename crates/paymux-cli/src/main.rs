@@ -103,6 +103,8 @@ enum Command {
         #[arg(long)]
         slow_clients: Option<usize>,
     },
+    /// Prints the merchant API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +255,11 @@ async fn run(cli: Cli) -> Result<()> {
                 std::fs::write(&path, bench::svg(&report))
                     .with_context(|| format!("writing {}", path.display()))?;
             }
+            Ok(())
+        }
+        Command::Openapi => {
+            let doc = paymux_gateway::openapi_document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(())
         }
         Command::Migrate { database } => {

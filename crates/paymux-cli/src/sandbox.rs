@@ -298,6 +298,8 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     config.channel_timeout = opts.channel_timeout;
     config.sweeper = opts.sweeper.clone();
     config.webhooks = opts.webhooks.clone();
+    // A developer watching the sandbox's backlog gauges sees them move at once.
+    config.gauges_interval = Duration::from_secs(1);
     let state = Engine::new(store.clone(), config);
     let id = identity(&state, dir).await?;
     let merchant_id: MerchantId = id.merchant_id.parse()?;

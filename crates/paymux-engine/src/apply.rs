@@ -16,6 +16,7 @@ use paymux_store::{
 use time::OffsetDateTime;
 
 use crate::objects::EventObject;
+use crate::telemetry::{self, Anomaly};
 
 /// What applying a report did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,7 @@ pub async fn apply_payment(
                     reported, payment.id, expected
                 );
                 tracing::error!(alert = "amount_mismatch", payment = %payment.id, "{why}");
+                telemetry::anomaly(Anomaly::AmountMismatch);
                 return Ok(Applied::Mismatch(why));
             }
             PaymentDecision::Transition { to, events } => (to, events),
@@ -61,7 +63,11 @@ pub async fn apply_payment(
             return Ok(Applied::Unchanged);
         };
         if store.transition_payment(&change).await? {
+            // Counted here, where the compare-and-set applied: a duplicate report or the loser
+            // of a race never gets this far, so each transition counts once.
+            telemetry::payment_final(&current, change.to);
             if paid_after_close {
+                telemetry::anomaly(Anomaly::PaidAfterClose);
                 tracing::error!(
                     alert = "paid_after_close",
                     payment = %payment.id,
@@ -142,6 +148,7 @@ pub async fn apply_refund(
 ) -> Result<Applied, paymux_store::StoreError> {
     if let Some(why) = refund_mismatch(store, refund, report).await? {
         tracing::error!(alert = "refund_amount_mismatch", refund = %refund.id, "{why}");
+        telemetry::anomaly(Anomaly::AmountMismatch);
         return Ok(Applied::Mismatch(why));
     }
     let mut current = refund.clone();
@@ -192,6 +199,7 @@ pub async fn apply_refund(
                     refund = %current.id,
                     "a verified success arrived for a refund held as failed"
                 );
+                report_over_refund(store, &current).await;
             }
             return Ok(Applied::Changed);
         }
@@ -202,6 +210,26 @@ pub async fn apply_refund(
         }
     }
     Ok(Applied::Unchanged)
+}
+
+/// Raises `over_refunded` if the refund that just succeeded after a failure took its payment's
+/// refunds past the payment's amount (the store then wrote `payment.over_refunded`).
+async fn report_over_refund(store: &dyn Store, refund: &RefundRecord) {
+    match store.payment_by_id(refund.payment_id).await {
+        Ok(Some(p)) if p.amount_refunded > p.amount.minor() => {
+            tracing::error!(
+                alert = "over_refunded",
+                payment = %p.id,
+                refund = %refund.id,
+                "the payment's refunds now exceed its amount"
+            );
+            telemetry::anomaly(Anomaly::OverRefunded);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(refund = %refund.id, error = %e, "could not check the payment for an over-refund");
+        }
+    }
 }
 
 /// Why a reported success cannot be this refund's, if it cannot: another amount, or a total

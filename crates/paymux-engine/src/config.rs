@@ -16,6 +16,8 @@ pub struct GatewayConfig {
     /// An in-flight idempotency claim older than this was abandoned by a dead process and may be
     /// taken over (2 min: well past a request's longest run, a channel call's timeout included).
     pub idempotency_lease: Duration,
+    /// How often the backlog gauges (outbox, sweeper) are read from the store.
+    pub gauges_interval: Duration,
 }
 
 impl GatewayConfig {
@@ -28,6 +30,7 @@ impl GatewayConfig {
             webhooks: WebhookConfig::default(),
             idempotency_retention: Duration::from_secs(24 * 3600),
             idempotency_lease: Duration::from_secs(120),
+            gauges_interval: Duration::from_secs(15),
         }
     }
 }

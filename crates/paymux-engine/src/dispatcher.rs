@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::Engine;
 use crate::objects::Event;
 use crate::outbound;
+use crate::telemetry;
 
 const BATCH: u32 = 32;
 /// What a delivery's lease adds to one attempt's timeout: the address check and the store write.
@@ -120,14 +121,16 @@ async fn deliver(state: &Engine, http: &reqwest::Client, d: DueDelivery) {
     };
     let cfg = &state.config.webhooks;
     let attempts = d.attempts + 1;
-    let next = if ok {
-        DeliveryNext::Delivered
+    let (next, result) = if ok {
+        (DeliveryNext::Delivered, "delivered")
     } else if at - d.window_started_at >= cfg.give_up_after {
         tracing::warn!(delivery = %d.delivery_id, event = %d.event.id, "webhook delivery failed for good");
-        DeliveryNext::Failed
+        (DeliveryNext::Failed, "failed")
     } else {
-        DeliveryNext::RetryAt(at + retry_delay(cfg.first_retry, cfg.max_backoff, attempts))
+        let retry_at = at + retry_delay(cfg.first_retry, cfg.max_backoff, attempts);
+        (DeliveryNext::RetryAt(retry_at), "retry")
     };
+    telemetry::webhook_delivery(result);
     let record = DeliveryAttemptRecord {
         at,
         status_code,

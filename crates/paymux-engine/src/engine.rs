@@ -38,7 +38,7 @@ impl Engine {
         )
     }
 
-    /// Starts the background workers, the sweeper and the webhook dispatcher, on the current
+    /// Starts the background workers, the sweeper, the webhook dispatcher and the backlog gauges, on the current
     /// runtime. [`Workers::shutdown`] stops them cleanly; dropping the returned [`Workers`]
     /// aborts them where they are (their leases then run out by themselves).
     ///
@@ -52,6 +52,11 @@ impl Engine {
             tasks: vec![
                 tokio::spawn(crate::sweeper::run(self.clone(), stop.clone())),
                 tokio::spawn(crate::dispatcher::run(self.clone(), http, stop.clone())),
+                tokio::spawn(crate::telemetry::run_gauges(
+                    self.clone(),
+                    self.config.gauges_interval,
+                    stop.clone(),
+                )),
             ],
             stop,
         })

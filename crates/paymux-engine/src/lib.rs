@@ -40,7 +40,9 @@ pub mod outbound;
 mod payments;
 mod refunds;
 mod registry;
+mod schema;
 pub mod sweeper;
+pub mod telemetry;
 #[cfg(test)]
 mod testdata;
 

@@ -12,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::apply::{Applied, apply_payment, apply_refund};
 use crate::engine::Engine;
+use crate::telemetry::{self, NotificationResult};
 
 /// What to answer a channel's notification with.
 #[derive(Debug)]
@@ -50,13 +51,18 @@ impl Engine {
     ) -> NotificationReply {
         let account = match self.store.channel_account(account_id).await {
             Ok(Some(a)) if a.channel == channel => a,
-            Ok(_) => return NotificationReply::UnknownAccount,
+            Ok(_) => {
+                telemetry::notification(channel, NotificationResult::Refused);
+                return NotificationReply::UnknownAccount;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "store unavailable while receiving a notification");
+                telemetry::notification(channel, NotificationResult::Refused);
                 return NotificationReply::StoreUnavailable;
             }
         };
         let Ok(adapter) = self.channels.adapter(&account) else {
+            telemetry::notification(channel, NotificationResult::Refused);
             return NotificationReply::Misconfigured;
         };
         // Verify first: an unauthenticated POST costs no write (the account id in a notify URL is
@@ -65,6 +71,7 @@ impl Engine {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!(%channel, account = %account_id, error = %e, "notification refused");
+                telemetry::notification(channel, NotificationResult::Refused);
                 return NotificationReply::Ack(adapter.ack(false));
             }
         };
@@ -73,6 +80,7 @@ impl Engine {
             && matches!(self.store.inbound_already_applied(channel, account_id, id).await, Ok(true))
         {
             // A re-send of one already applied: acknowledge, change nothing.
+            telemetry::notification(channel, NotificationResult::Duplicate);
             return NotificationReply::Ack(adapter.ack(true));
         }
         // The verified raw notification is logged before it is processed.
@@ -89,15 +97,18 @@ impl Engine {
         if let Err(e) = self.store.log_inbound(&record).await {
             // Not recorded, so not acknowledged: the channel will send it again.
             tracing::error!(error = %e, "could not record a verified notification");
+            telemetry::notification(channel, NotificationResult::Refused);
             return NotificationReply::Ack(adapter.ack(false));
         }
         let outcome = self.process(&account, &notification).await;
-        let (accepted, note) = match &outcome {
-            Ok(Applied::Changed) => (true, "applied".to_owned()),
-            Ok(Applied::Unchanged) => (true, "unchanged".to_owned()),
-            Ok(Applied::Mismatch(why)) => (false, format!("mismatch: {why}")),
-            Err(why) => (false, why.to_string()),
+        let (result, note) = match &outcome {
+            Ok(Applied::Changed) => (NotificationResult::Applied, "applied".to_owned()),
+            Ok(Applied::Unchanged) => (NotificationResult::Duplicate, "unchanged".to_owned()),
+            Ok(Applied::Mismatch(why)) => (NotificationResult::Refused, format!("mismatch: {why}")),
+            Err(why) => (NotificationResult::Refused, why.to_string()),
         };
+        telemetry::notification(channel, result);
+        let accepted = result != NotificationResult::Refused;
         if let Err(e) = self.store.mark_inbound(&log_id, &note).await {
             tracing::warn!(error = %e, "could not mark the inbound notification processed");
         }
@@ -120,7 +131,11 @@ impl Engine {
             .ok_or(Refused::PaymentGone)?;
         match n {
             Notification::Payment { state: report, .. } => {
-                Ok(apply_payment(store, &payment, report).await?)
+                let applied = apply_payment(store, &payment, report).await?;
+                if applied == Applied::Changed {
+                    telemetry::notification_lag(&payment);
+                }
+                Ok(applied)
             }
             Notification::Refund { channel_refund_no, state: report, .. } => {
                 let refund = store

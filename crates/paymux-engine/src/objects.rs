@@ -9,13 +9,14 @@ use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// Why a payment or refund failed, as the channel put it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Failure {
     pub code: String,
     pub message: Option<String>,
@@ -26,27 +27,35 @@ fn failure(code: &Option<String>, message: &Option<String>) -> Option<Failure> {
 }
 
 /// A payment as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Payment {
     pub id: String,
     /// Always `"payment"`.
+    #[schema(schema_with = crate::schema::payment_object)]
     pub object: &'static str,
     pub merchant_order_no: String,
     /// In minor units (fen).
     pub amount: i64,
+    #[schema(schema_with = crate::schema::currency)]
     pub currency: &'static str,
     pub subject: String,
+    #[schema(schema_with = crate::schema::payment_status)]
     pub status: &'static str,
+    #[schema(schema_with = crate::schema::channel)]
     pub channel: &'static str,
+    #[schema(schema_with = crate::schema::method)]
     pub method: &'static str,
     pub channel_order_no: String,
     pub channel_trade_no: Option<String>,
     /// What the payer does next (a QR code, a form, a redirect, parameters for a client SDK).
+    #[schema(schema_with = crate::schema::action_or_null)]
     pub action: Option<Value>,
     pub amount_refunded: i64,
     pub expires_at: String,
     pub paid_at: Option<String>,
     pub created_at: String,
+    /// The merchant's own key-value data, as given at creation.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub livemode: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,16 +89,19 @@ impl From<&PaymentRecord> for Payment {
 }
 
 /// A refund as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Refund {
     pub id: String,
     /// Always `"refund"`.
+    #[schema(schema_with = crate::schema::refund_object)]
     pub object: &'static str,
     pub payment_id: String,
     pub merchant_refund_no: String,
     /// In minor units (fen).
     pub amount: i64,
+    #[schema(schema_with = crate::schema::currency)]
     pub currency: &'static str,
+    #[schema(schema_with = crate::schema::refund_status)]
     pub status: &'static str,
     pub channel_refund_no: String,
     pub channel_refund_id: Option<String>,
@@ -123,7 +135,7 @@ impl From<&RefundRecord> for Refund {
 }
 
 /// What an event carries: the object it is about, as it was when the event was written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EventObject {
     Payment(Payment),
@@ -152,20 +164,23 @@ impl From<&RefundRecord> for EventObject {
 }
 
 /// `data` of an event.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EventData {
     /// The payload as it was written: a [`Payment`] or a [`Refund`], kept as stored so an event
     /// reads the same however old it is.
+    #[schema(value_type = EventObject)]
     pub object: Value,
 }
 
 /// An event as the API shows it and as webhooks deliver it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Event {
     pub id: String,
     /// Always `"event"`.
+    #[schema(schema_with = crate::schema::event_object)]
     pub object: &'static str,
     #[serde(rename = "type")]
+    #[schema(schema_with = crate::schema::event_type)]
     pub kind: &'static str,
     /// Unix seconds.
     pub created: i64,
@@ -187,13 +202,15 @@ impl From<&EventRecord> for Event {
 }
 
 /// A webhook endpoint; its secret only when it is shown (at creation and rotation).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct WebhookEndpoint {
     pub id: String,
     /// Always `"webhook_endpoint"`.
+    #[schema(schema_with = crate::schema::webhook_endpoint_object)]
     pub object: &'static str,
     pub url: String,
     /// The event types it receives; `null` for all.
+    #[schema(schema_with = crate::schema::event_types_or_null)]
     pub events: Option<Vec<&'static str>>,
     pub livemode: bool,
     pub created_at: String,
@@ -216,7 +233,7 @@ impl WebhookEndpoint {
 }
 
 /// One try at delivering an event (never the answer's body).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct DeliveryAttempt {
     pub at: String,
     pub status_code: Option<u16>,
@@ -225,7 +242,7 @@ pub struct DeliveryAttempt {
 }
 
 /// One delivery of an event to one endpoint, with its attempts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Delivery {
     pub id: String,
     pub endpoint_id: String,
@@ -260,7 +277,7 @@ impl From<&DeliveryRecord> for Delivery {
 }
 
 /// An event with its deliveries (`GET /v1/events/{id}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EventWithDeliveries {
     #[serde(flatten)]
     pub event: Event,
@@ -268,9 +285,10 @@ pub struct EventWithDeliveries {
 }
 
 /// One page of a list, newest first for payments and refunds, oldest first for events.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Page<T> {
     /// Always `"list"`.
+    #[schema(schema_with = crate::schema::list_object)]
     pub object: &'static str,
     pub data: Vec<T>,
     pub has_more: bool,

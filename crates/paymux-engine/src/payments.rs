@@ -14,6 +14,7 @@ use paymux_store::{AccountRecord, AttemptRecord, PaymentFilter, PaymentRecord, S
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::apply::apply_payment;
 use crate::endpoints::Caller;
@@ -27,28 +28,39 @@ const MAX_EXPIRES_IN: i64 = 15 * 24 * 60 * 60;
 
 /// A request to create a payment, as a merchant sends it (`POST /v1/payments`). Every field is
 /// optional here so that a missing one gets an error naming it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePaymentRequest {
+    /// The merchant's own order number, unique per merchant.
+    #[schema(value_type = String, required = true)]
     pub merchant_order_no: Option<String>,
     /// Minor units (fen), as a JSON integer.
+    #[schema(value_type = i64, required = true, minimum = 1)]
     pub amount: Option<Value>,
+    #[schema(schema_with = crate::schema::currency, required = true)]
     pub currency: Option<String>,
+    #[schema(value_type = String, required = true)]
     pub subject: Option<String>,
+    /// Omitted or `null`: routing picks a channel that supports the method.
+    #[schema(schema_with = crate::schema::channel_or_null)]
     pub channel: Option<String>,
+    #[schema(schema_with = crate::schema::method, required = true)]
     pub method: Option<String>,
-    /// Seconds until the payment can no longer be paid.
+    /// Seconds until the payment can no longer be paid (60 s to 15 days; 2 hours when omitted).
+    #[schema(value_type = Option<i64>)]
     pub expires_in: Option<Value>,
     #[serde(default)]
     pub payer: Option<Payer>,
     pub client_ip: Option<String>,
     pub return_url: Option<String>,
+    /// The merchant's own key-value data, handed back on the payment.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
 /// Who pays: the payer's id at the channel (JSAPI, mini programs) or the code they show
 /// (barcode payments).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Payer {
     pub openid: Option<String>,
@@ -72,7 +84,8 @@ struct NewPayment {
 }
 
 /// Which payments to list (`GET /v1/payments`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PaymentListQuery {
     pub merchant_order_no: Option<String>,
     pub status: Option<String>,

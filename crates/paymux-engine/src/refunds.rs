@@ -11,6 +11,7 @@ use paymux_core::{
 use paymux_store::{RefundFilter, RefundRecord, StoreError};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::apply::apply_refund;
 use crate::endpoints::Caller;
@@ -20,17 +21,21 @@ use crate::objects::{Page, Refund};
 use crate::payments::{duplicate_number, page, parse_amount};
 
 /// A request to refund a payment (`POST /v1/payments/{id}/refunds`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRefundRequest {
     /// Minor units (fen); all that is left to refund when absent.
+    #[schema(value_type = Option<i64>, minimum = 1)]
     pub amount: Option<Value>,
+    /// The merchant's own refund number, unique per merchant.
+    #[schema(value_type = String, required = true)]
     pub merchant_refund_no: Option<String>,
     pub reason: Option<String>,
 }
 
 /// Which refunds to list (`GET /v1/refunds`, `GET /v1/payments/{id}/refunds`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RefundListQuery {
     pub merchant_refund_no: Option<String>,
     /// The last id of the previous page.

@@ -52,7 +52,8 @@ impl ChannelRegistry {
         self.factories.insert(kind, factory);
     }
 
-    /// The account's adapter, built now if it is not cached yet.
+    /// The account's adapter, built now if it is not cached yet, and measured (every call to the
+    /// channel is counted and timed).
     pub fn adapter(&self, account: &AccountRecord) -> Result<Arc<dyn Channel>, ConfigError> {
         if let Some(a) = self.adapters.read().ok().and_then(|m| m.get(&account.id).cloned()) {
             return Ok(a);
@@ -64,6 +65,7 @@ impl ChannelRegistry {
         let built = factory(&account.config, self.timeout).inspect_err(|e| {
             tracing::error!(account = %account.id, channel = %account.channel, error = %e, "channel account misconfigured");
         })?;
+        let built: Arc<dyn Channel> = Arc::new(crate::telemetry::Metered(built));
         if let Ok(mut m) = self.adapters.write() {
             m.insert(account.id, built.clone());
         }

@@ -1,47 +1,43 @@
-//! The router: every route and every layer on one screen.
+//! The router: every layer, and every route outside the merchant API, on one screen. The `/v1`
+//! routes are listed in `openapi::v1`, one line each, where their document is built from the
+//! same list.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::{callbacks, events, idempotency, payments, refunds, webhooks};
+use crate::{callbacks, idempotency, metrics, openapi};
 use paymux_engine::Engine;
 
 /// Bodies larger than this are refused before they are read.
 const MAX_BODY: usize = 64 * 1024;
 
 pub fn router(state: Engine) -> Router {
-    Router::new()
-        .route("/v1/payments", post(payments::create).get(payments::list))
-        .route("/v1/payments/{id}", get(payments::get))
-        .route("/v1/payments/{id}/sync", post(payments::sync))
-        .route("/v1/payments/{id}/close", post(payments::close))
-        .route("/v1/payments/{id}/refunds", post(refunds::create).get(refunds::list_for_payment))
-        .route("/v1/refunds", get(refunds::list))
-        .route("/v1/refunds/{id}", get(refunds::get))
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/{id}", get(webhooks::get_event))
-        .route("/v1/events/{id}/redeliver", post(webhooks::redeliver))
-        .route(
-            "/v1/webhook_endpoints",
-            post(webhooks::create_endpoint).get(webhooks::list_endpoints),
-        )
-        .route("/v1/webhook_endpoints/{id}", delete(webhooks::delete_endpoint))
-        .route("/v1/webhook_endpoints/{id}/rotate_secret", post(webhooks::rotate_secret))
+    // Installed before the first request, so the first scrape already lists every series.
+    metrics::handle();
+    // The merchant API's routes (`openapi::v1`: every `/v1` route, listed there) and its
+    // document come from one list.
+    let (v1, doc) = openapi::v1().split_for_parts();
+    let doc = Arc::new(openapi::finish(doc));
+    v1.route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .route("/callbacks/{channel}/{account_id}", post(callbacks::receive))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(request_id))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -77,7 +73,16 @@ pub async fn serve(
         stopping.cancelled().await;
         workers.shutdown().await;
     };
-    let (served, ()) = tokio::join!(server, workers_stopped);
+    let upkeep = async {
+        let mut tick = tokio::time::interval(metrics::UPKEEP);
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => metrics::handle().run_upkeep(),
+            }
+        }
+    };
+    let (served, (), ()) = tokio::join!(server, workers_stopped, upkeep);
     served
 }
 

@@ -7,16 +7,25 @@ use paymux_core::ChannelError;
 use paymux_engine::EngineError;
 use paymux_store::StoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 tokio::task_local! {
     /// The id of the request being served, set by the request-id middleware for its whole run.
     pub static REQUEST_ID: String;
 }
 
+/// Every error answer: `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
 /// The error body, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     #[serde(rename = "type")]
+    #[schema(schema_with = error_types)]
     pub kind: &'static str,
     pub code: String,
     pub message: String,
@@ -28,6 +37,24 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_id: Option<String>,
     pub request_id: String,
+}
+
+/// Every `type` an error can have: the second argument of each `ApiError::new` below.
+fn error_types() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some([
+            "invalid_request",
+            "authentication_error",
+            "not_found",
+            "conflict",
+            "channel_declined",
+            "channel_unavailable",
+            "channel_timeout",
+            "store_unavailable",
+            "api_error",
+        ]))
+        .build()
 }
 
 #[derive(Debug, Clone)]
@@ -215,7 +242,7 @@ impl IntoResponse for ApiError {
         if self.body.request_id.is_empty() {
             self.body.request_id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
         }
-        (self.status, axum::Json(serde_json::json!({ "error": self.body }))).into_response()
+        (self.status, axum::Json(ErrorResponse { error: *self.body })).into_response()
     }
 }
 

@@ -26,9 +26,12 @@ mod error;
 mod events;
 mod extract;
 mod idempotency;
+mod metrics;
+mod openapi;
 mod payments;
 mod refunds;
 mod webhooks;
 
 pub use app::{router, serve};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorResponse};
+pub use openapi::document as openapi_document;

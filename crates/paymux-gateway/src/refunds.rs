@@ -8,10 +8,20 @@ use paymux_engine::objects::{Page, Refund};
 use paymux_engine::{CreateRefundRequest, Engine, RefundListQuery};
 
 use crate::auth::Merchant;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::idempotency::IdempotencyKey;
 
+/// Refunds part or all of a succeeded payment.
+#[utoipa::path(post, path = "/v1/payments/{id}/refunds", operation_id = "create_refund", tag = "refunds",
+    params(("id" = String, Path, description = "The payment's id (`pay_...`).")),
+    request_body = CreateRefundRequest,
+    responses(
+        (status = 201, description = "The refund: succeeded, or pending until the channel says.", body = Refund),
+        (status = 422, description = "channel_declined: the channel refused; nothing moved (`channel_code` is its code).", body = ErrorResponse),
+        (status = 502, description = "channel_unavailable: the channel's answer could not be used; the outcome is unknown and is settled later (`object_id`).", body = ErrorResponse),
+        (status = 504, description = "channel_timeout: the channel did not answer in time; the outcome is unknown and is settled later (`object_id`).", body = ErrorResponse),
+    ))]
 pub async fn create(
     State(engine): State<Engine>,
     merchant: Merchant,
@@ -24,6 +34,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(refund)))
 }
 
+/// A refund.
+#[utoipa::path(get, path = "/v1/refunds/{id}", operation_id = "get_refund", tag = "refunds",
+    params(("id" = String, Path, description = "The refund's id (`re_...`).")),
+    responses((status = 200, description = "The refund.", body = Refund)))]
 pub async fn get(
     State(engine): State<Engine>,
     merchant: Merchant,
@@ -32,7 +46,10 @@ pub async fn get(
     Ok(Json(engine.refund(merchant.caller(), &id).await?))
 }
 
-/// `GET /v1/refunds?merchant_refund_no=&cursor=&limit=`: the merchant's refunds, newest first.
+/// The merchant's refunds, newest first.
+#[utoipa::path(get, path = "/v1/refunds", operation_id = "list_refunds", tag = "refunds",
+    params(RefundListQuery),
+    responses((status = 200, description = "A page of refunds.", body = Page<Refund>)))]
 pub async fn list(
     State(engine): State<Engine>,
     merchant: Merchant,
@@ -41,7 +58,10 @@ pub async fn list(
     Ok(Json(engine.list_refunds(merchant.caller(), None, q).await?))
 }
 
-/// `GET /v1/payments/{id}/refunds`: one payment's refunds, newest first.
+/// One payment's refunds, newest first.
+#[utoipa::path(get, path = "/v1/payments/{id}/refunds", operation_id = "list_payment_refunds", tag = "refunds",
+    params(("id" = String, Path, description = "The payment's id (`pay_...`)."), RefundListQuery),
+    responses((status = 200, description = "A page of the payment's refunds.", body = Page<Refund>)))]
 pub async fn list_for_payment(
     State(engine): State<Engine>,
     merchant: Merchant,

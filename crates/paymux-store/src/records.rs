@@ -279,6 +279,24 @@ impl std::fmt::Debug for WebhookEndpointRecord {
     }
 }
 
+/// What the outbox has not delivered yet: for the operator's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutboxBacklog {
+    /// Deliveries still to be made (pending, whether due now or waiting for a retry).
+    pub undelivered: u64,
+    /// When the oldest event with an undelivered delivery was written.
+    pub oldest_undelivered_at: Option<OffsetDateTime>,
+}
+
+/// What the sweeper has due: for the operator's gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SweeperBacklog {
+    /// Payments (pending, or closed and still watched) whose next check is due.
+    pub payments_due: u64,
+    /// Pending refunds whose next check is due.
+    pub refunds_due: u64,
+}
+
 /// A delivery the dispatcher has claimed: the event, and where and how to send it.
 #[derive(Clone)]
 pub struct DueDelivery {

@@ -171,6 +171,9 @@ pub trait OutboxStore: Send + Sync {
         event: EventId,
         now: OffsetDateTime,
     ) -> StoreResult<u64>;
+    /// How many deliveries are still to be made, across merchants, and how old the oldest
+    /// event they carry is.
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog>;
 }
 
 /// Idempotency keys of the merchant API.
@@ -280,6 +283,8 @@ pub trait WorkQueue: Send + Sync {
         attempt: &DeliveryAttemptRecord,
         next: DeliveryNext,
     ) -> StoreResult<()>;
+    /// How many payments and refunds are due for a check at `now` and not leased.
+    async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog>;
 }
 
 /// Whether the database answers.

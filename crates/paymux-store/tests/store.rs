@@ -51,6 +51,7 @@ on_every_backend!(
     events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode,
     events_page_in_commit_order,
     a_delivery_is_leased_retried_and_delivered,
+    backlogs_count_the_undelivered_and_the_due_until_they_are_done,
     a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing,
     a_notification_counts_as_applied_once_marked,
     keys_accounts_and_ping_read_back,
@@ -762,6 +763,42 @@ async fn a_delivery_is_leased_retried_and_delivered(store: Arc<dyn Store>) {
         f.store.webhook_endpoint(f.merchant, "we_refunds").await.unwrap().unwrap().events,
         Some(vec![EventType::RefundSucceeded])
     );
+}
+
+async fn backlogs_count_the_undelivered_and_the_due_until_they_are_done(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let s = time::Duration::seconds;
+    let t = OffsetDateTime::now_utc() + s(1);
+    assert_eq!(f.store.outbox_backlog().await.unwrap(), OutboxBacklog::default());
+    assert_eq!(f.store.sweeper_backlog(t).await.unwrap(), SweeperBacklog::default());
+
+    f.store.create_webhook_endpoint(&endpoint(&f, "we_all", None)).await.unwrap();
+    let p = paid(&f, "o-1", 100).await;
+    let event = f.store.events(f.merchant, false, None, 10).await.unwrap().remove(0);
+    let backlog = f.store.outbox_backlog().await.unwrap();
+    assert_eq!(backlog.undelivered, 1);
+    assert_eq!(backlog.oldest_undelivered_at, Some(event.created_at));
+
+    // A pending payment and a pending refund, first checked at t + 10 s.
+    let (pending, attempt) = payment(&f, "o-2", 100);
+    f.store.insert_payment(&pending, &attempt, t + s(10), None).await.unwrap();
+    f.store.insert_refund(&refund(&p, "r-1", 30), t + s(10), None).await.unwrap();
+    assert_eq!(f.store.sweeper_backlog(t).await.unwrap(), SweeperBacklog::default());
+    let due = SweeperBacklog { payments_due: 1, refunds_due: 1 };
+    assert_eq!(f.store.sweeper_backlog(t + s(10)).await.unwrap(), due);
+    // A claimed row is leased, so no longer due; the succeeded payment never was.
+    f.store.claim_due_payments(t + s(10), t + s(70), 10).await.unwrap();
+    let leased = SweeperBacklog { payments_due: 0, refunds_due: 1 };
+    assert_eq!(f.store.sweeper_backlog(t + s(10)).await.unwrap(), leased);
+
+    let d = f.store.claim_due_deliveries(t, t + s(30), 10).await.unwrap().remove(0);
+    let attempt =
+        DeliveryAttemptRecord { at: t, status_code: Some(200), latency_ms: 3, error: None };
+    f.store
+        .record_delivery_attempt(&d.delivery_id, &attempt, DeliveryNext::Delivered)
+        .await
+        .unwrap();
+    assert_eq!(f.store.outbox_backlog().await.unwrap(), OutboxBacklog::default());
 }
 
 async fn a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing(

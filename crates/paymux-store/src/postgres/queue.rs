@@ -249,4 +249,21 @@ impl WorkQueue for PgStore {
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
+
+    async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog> {
+        let (payments, refunds): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM payments WHERE next_check_at <= $1 \
+                  AND status IN ('pending', 'closed')), \
+               (SELECT COUNT(*) FROM refunds WHERE next_check_at <= $1 AND status = 'pending')",
+        )
+        .bind(ms(now))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(SweeperBacklog {
+            payments_due: u64::try_from(payments).unwrap_or(0),
+            refunds_due: u64::try_from(refunds).unwrap_or(0),
+        })
+    }
 }

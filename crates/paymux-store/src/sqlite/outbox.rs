@@ -337,4 +337,18 @@ impl OutboxStore for SqliteStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(count)
     }
+
+    async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
+        let (undelivered, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(e.created_at) FROM deliveries d \
+             JOIN events e ON e.id = d.event_id WHERE d.status = 'pending'",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        Ok(OutboxBacklog {
+            undelivered: u64::try_from(undelivered).unwrap_or(0),
+            oldest_undelivered_at: oldest.map(codec::from_ms).transpose()?,
+        })
+    }
 }

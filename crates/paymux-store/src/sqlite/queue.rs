@@ -248,4 +248,22 @@ impl WorkQueue for SqliteStore {
         .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
+
+    async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog> {
+        let (payments, refunds): (i64, i64) = sqlx::query_as(
+            "SELECT \
+               (SELECT COUNT(*) FROM payments WHERE next_check_at <= ? \
+                  AND status IN ('pending', 'closed')), \
+               (SELECT COUNT(*) FROM refunds WHERE next_check_at <= ? AND status = 'pending')",
+        )
+        .bind(ms(now))
+        .bind(ms(now))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        Ok(SweeperBacklog {
+            payments_due: u64::try_from(payments).unwrap_or(0),
+            refunds_due: u64::try_from(refunds).unwrap_or(0),
+        })
+    }
 }
