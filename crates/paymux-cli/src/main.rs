@@ -169,8 +169,17 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // `{:#}` is the whole chain of causes on one line; a cause's own line breaks go too.
-            let line = format!("{e:#}").replace('\n', " ");
+            // The whole chain of causes on one line; a cause's own line breaks go too. A cause
+            // whose text its parent already ends with (errors that print their source) is
+            // said once.
+            let mut parts: Vec<String> = Vec::new();
+            for cause in e.chain() {
+                let text = cause.to_string();
+                if !parts.last().is_some_and(|p| p.ends_with(&text)) {
+                    parts.push(text);
+                }
+            }
+            let line = parts.join(": ").replace('\n', " ");
             eprintln!("paymux: {line}");
             ExitCode::FAILURE
         }
