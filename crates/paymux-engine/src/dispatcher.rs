@@ -108,11 +108,17 @@ fn signature(d: &DueDelivery, timestamp: i64, body: &[u8]) -> String {
 }
 
 async fn deliver(state: &Engine, http: &reqwest::Client, d: DueDelivery) {
-    // An event serialises as plain strings, numbers and the stored payload: this cannot fail.
-    let body = serde_json::to_string(&Event::from(&d.event)).unwrap_or_default();
     let started = Instant::now();
     let at = OffsetDateTime::now_utc();
-    let sent = send(state, http, &d, at, body).await;
+    // An event that cannot be encoded is never sent as an empty body (which an endpoint could
+    // acknowledge, ending the delivery): the attempt fails and is retried like any other.
+    let sent = match serde_json::to_string(&Event::from(&d.event)) {
+        Ok(body) => send(state, http, &d, at, body).await,
+        Err(e) => {
+            tracing::error!(delivery = %d.delivery_id, event = %d.event.id, error = %e, "could not encode the event");
+            Err(format!("the event could not be encoded: {e}"))
+        }
+    };
     // The answer's body is never read: its status is all delivery needs, and showing what an
     // endpoint answered would let a merchant read whatever its URL reaches.
     let (status_code, error, ok) = match sent {

@@ -146,8 +146,9 @@ impl EventObject {
     /// The payload as the store keeps it (events are immutable snapshots).
     pub fn to_value(&self) -> Value {
         // Serialising these plain structs cannot fail: every field is a string, number, bool or
-        // an already-parsed JSON value.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        // an already-parsed JSON value, and no map has a non-string key. Were that ever broken,
+        // failing loudly before the transaction beats writing an event with no payload.
+        serde_json::to_value(self).expect("an API object always serialises to JSON")
     }
 }
 
