@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use paymux_core::MerchantId;
 use time::OffsetDateTime;
 
+use super::writer::ExecuteAlone;
 use super::{SqliteStore, Tx};
 use crate::codec::{self, KEY_COLUMNS, ms};
 use crate::error::unavailable;
@@ -94,7 +95,7 @@ impl IdempotencyStore for SqliteStore {
         .bind(body)
         .bind(merchant.to_string())
         .bind(key)
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(())
@@ -103,7 +104,7 @@ impl IdempotencyStore for SqliteStore {
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
             .bind(ms(before))
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?
             .rows_affected();
@@ -118,7 +119,7 @@ impl IdempotencyStore for SqliteStore {
         )
         .bind(merchant.to_string())
         .bind(key)
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(())

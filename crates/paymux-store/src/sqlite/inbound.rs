@@ -5,6 +5,7 @@ use paymux_core::{AccountId, ChannelKind};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use super::writer::ExecuteAlone;
 use crate::codec::{headers_json, ms};
 use crate::error::unavailable;
 use crate::*;
@@ -23,7 +24,7 @@ impl InboundStore for SqliteStore {
         .bind(headers_json(&n.headers))
         .bind(&n.body)
         .bind(ms(n.received_at))
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(())
@@ -34,7 +35,7 @@ impl InboundStore for SqliteStore {
             .bind(outcome)
             .bind(ms(OffsetDateTime::now_utc()))
             .bind(id)
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(())

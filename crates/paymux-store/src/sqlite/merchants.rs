@@ -5,6 +5,7 @@ use paymux_core::{AccountId, MerchantId};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use super::writer::ExecuteAlone;
 use crate::codec::{self, ACCOUNT_COLUMNS, ms};
 use crate::error::{unavailable, unique_or};
 use crate::*;
@@ -17,7 +18,7 @@ impl MerchantStore for SqliteStore {
             .bind(id.to_string())
             .bind(name)
             .bind(ms(OffsetDateTime::now_utc()))
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(id)
@@ -42,7 +43,7 @@ impl MerchantStore for SqliteStore {
         .bind(&key.prefix)
         .bind(key.livemode)
         .bind(ms(OffsetDateTime::now_utc()))
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(|e| unique_or(e, "api key"))?;
         Ok(())
@@ -72,7 +73,7 @@ impl AccountStore for SqliteStore {
         .bind(a.config.to_string())
         .bind(a.livemode)
         .bind(ms(a.created_at))
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(())

@@ -1,10 +1,10 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! Writes go through a pool of exactly one connection: SQLite allows one writer at a time, and one
-//! writer connection turns what would be lock contention (and `SQLITE_BUSY` on upgrade) into a
+//! Writes go through exactly one connection (`writer.rs`): SQLite allows one writer at a time, and
+//! one writer connection turns what would be lock contention (and `SQLITE_BUSY` on upgrade) into a
 //! queue. That single writer is also what makes a read-then-write inside one of its transactions
-//! atomic here, where PostgreSQL needs row locks. Reads use their own pool and never wait for
-//! writes (WAL).
+//! atomic here, where PostgreSQL needs row locks, and what lets transactions queued behind each
+//! other share one fsync (group commit). Reads use their own pool and never wait for writes (WAL).
 
 mod idempotency;
 mod inbound;
@@ -13,16 +13,19 @@ mod outbox;
 mod payments;
 mod queue;
 mod refunds;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::Connection;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+
+use writer::{WriteTx, Writer};
 
 use crate::codec::{Columns, column};
 use crate::error::unavailable;
@@ -32,11 +35,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
+    writer: Writer,
     reader: SqlitePool,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx = WriteTx;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
@@ -49,12 +52,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
+        let migrating = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
             .await
             .map_err(unavailable)?;
-        MIGRATOR.run(&writer).await.map_err(|e| unavailable(e.into()))?;
+        MIGRATOR.run(&migrating).await.map_err(|e| unavailable(e.into()))?;
+        migrating.close().await;
+        let conn = SqliteConnection::connect_with(&options).await.map_err(unavailable)?;
+        let writer = Writer::new(conn);
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))

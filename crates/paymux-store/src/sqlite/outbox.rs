@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use paymux_core::{EventId, EventType, MerchantId};
 use time::OffsetDateTime;
 
+use super::writer::ExecuteAlone;
 use super::{SqliteStore, Tx};
 use crate::codec::{self, Columns, ENDPOINT_COLUMNS, EVENT_COLUMNS, ms, parse};
 use crate::error::unavailable;
@@ -132,7 +133,7 @@ impl OutboxStore for SqliteStore {
         .bind(codec::event_types_json(ep.events.as_deref()))
         .bind(ep.livemode)
         .bind(ms(ep.created_at))
-        .execute(&self.writer)
+        .execute_alone(&self.writer)
         .await
         .map_err(unavailable)?;
         Ok(())

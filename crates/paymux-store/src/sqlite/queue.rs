@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
 use super::SqliteStore;
+use super::writer::ExecuteAlone;
 use crate::codec::{self, Columns, DUE_EVENT_COLUMNS, PAYMENT_COLUMNS, REFUND_COLUMNS, ms};
 use crate::error::unavailable;
 use crate::rules;
@@ -63,7 +64,7 @@ impl SqliteStore {
             .bind(ms(until))
             .bind(id)
             .bind(ms(held))
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?
             .rows_affected();
@@ -83,7 +84,7 @@ impl SqliteStore {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ms(at))
             .bind(id)
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -118,7 +119,7 @@ impl WorkQueue for SqliteStore {
     async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()> {
         sqlx::query("UPDATE payments SET next_check_at = NULL WHERE id = ?")
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(())

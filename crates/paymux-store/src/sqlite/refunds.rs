@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::idempotency::bind_idempotency_key;
 use super::outbox::insert_events;
+use super::writer::ExecuteAlone;
 use super::{SqliteStore, Tx};
 use crate::codec::{self, Columns, REFUND_COLUMNS, ms, parse};
 use crate::error::{unavailable, unique_or};
@@ -220,7 +221,7 @@ impl RefundStore for SqliteStore {
         sqlx::query("UPDATE refunds SET resend_declined_code = ? WHERE id = ?")
             .bind(code)
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute_alone(&self.writer)
             .await
             .map_err(unavailable)?;
         Ok(())
