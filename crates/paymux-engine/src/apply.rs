@@ -11,7 +11,8 @@ use paymux_core::{
     RefundDecision, RefundStatus, decide_payment, decide_refund,
 };
 use paymux_store::{
-    NewEvent, PaymentRecord, PaymentTransition, RefundRecord, RefundTransition, Store,
+    InboundRecord, NewEvent, PaymentRecord, PaymentTransition, RefundRecord, RefundTransition,
+    Store,
 };
 use time::OffsetDateTime;
 
@@ -42,6 +43,19 @@ pub async fn apply_payment(
     payment: &PaymentRecord,
     report: &ChannelPayment,
 ) -> Result<Applied, paymux_store::StoreError> {
+    apply_payment_notified(store, payment, report, None).await
+}
+
+/// Applies a payment report that came in `inbound`, a channel notification: if the report changes
+/// the payment, the notification is logged in the same transaction as the change and its events
+/// (one commit for all three). Otherwise nothing of it is written here; the caller logs it with
+/// what became of it.
+pub(crate) async fn apply_payment_notified(
+    store: &dyn Store,
+    payment: &PaymentRecord,
+    report: &ChannelPayment,
+    inbound: Option<&InboundRecord>,
+) -> Result<Applied, paymux_store::StoreError> {
     let mut current = payment.clone();
     for _ in 0..CAS_RETRIES {
         let decision = decide_payment(current.status, current.amount, report);
@@ -59,9 +73,10 @@ pub async fn apply_payment(
             }
             PaymentDecision::Transition { to, events } => (to, events),
         };
-        let Some(change) = transition_for(&current, report, to, &events) else {
+        let Some(mut change) = transition_for(&current, report, to, &events) else {
             return Ok(Applied::Unchanged);
         };
+        change.inbound = inbound.cloned();
         if store.transition_payment(&change).await? {
             // Counted here, where the compare-and-set applied: a duplicate report or the loser
             // of a race never gets this far, so each transition counts once.
@@ -132,6 +147,7 @@ fn transition_for(
         failure_message: failure.map(|f| f.1),
         at: now,
         events,
+        inbound: None,
     })
 }
 

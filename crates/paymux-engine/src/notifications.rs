@@ -10,7 +10,7 @@ use paymux_core::{
 use paymux_store::{AccountRecord, InboundRecord, StoreError};
 use time::OffsetDateTime;
 
-use crate::apply::{Applied, apply_payment, apply_refund};
+use crate::apply::{Applied, apply_payment_notified, apply_refund};
 use crate::engine::Engine;
 use crate::telemetry::{self, NotificationResult};
 
@@ -26,6 +26,14 @@ pub enum NotificationReply {
     /// The channel's own reply: success only once the notification is durably recorded and
     /// applied (or known to change nothing).
     Ack(NotificationAck),
+}
+
+/// What processing a verified notification did.
+#[derive(Debug)]
+struct Processed {
+    applied: Applied,
+    /// The notification was logged in the transaction that applied it.
+    logged: bool,
 }
 
 /// Why a verified notification was not applied; recorded on its inbound log row.
@@ -83,35 +91,46 @@ impl Engine {
             telemetry::notification(channel, NotificationResult::Duplicate);
             return NotificationReply::Ack(adapter.ack(true));
         }
-        // The verified raw notification is logged before it is processed.
-        let log_id = format!("in_{}", uuid::Uuid::now_v7().simple());
-        let record = InboundRecord {
-            id: log_id.clone(),
+        // The verified raw notification is logged with what became of it: in the transaction of
+        // the state change it brought (one commit for both), or on its own when it changed
+        // nothing. Either way it is durable before the channel hears "received".
+        let mut record = InboundRecord {
+            id: format!("in_{}", uuid::Uuid::now_v7().simple()),
             channel,
             account_id,
-            notify_id: notify_id.clone(),
+            notify_id,
             headers: inbound.headers,
             body: inbound.body,
             received_at: OffsetDateTime::now_utc(),
+            outcome: Some("applied".to_owned()),
         };
-        if let Err(e) = self.store.log_inbound(&record).await {
-            // Not recorded, so not acknowledged: the channel will send it again.
-            tracing::error!(error = %e, "could not record a verified notification");
-            telemetry::notification(channel, NotificationResult::Refused);
-            return NotificationReply::Ack(adapter.ack(false));
-        }
-        let outcome = self.process(&account, &notification).await;
-        let (result, note) = match &outcome {
-            Ok(Applied::Changed) => (NotificationResult::Applied, "applied".to_owned()),
-            Ok(Applied::Unchanged) => (NotificationResult::Duplicate, "unchanged".to_owned()),
-            Ok(Applied::Mismatch(why)) => (NotificationResult::Refused, format!("mismatch: {why}")),
-            Err(why) => (NotificationResult::Refused, why.to_string()),
+        let outcome = self.process(&account, &notification, &record).await;
+        let (result, note, logged) = match &outcome {
+            Ok(Processed { applied: Applied::Changed, logged }) => {
+                (NotificationResult::Applied, "applied".to_owned(), *logged)
+            }
+            Ok(Processed { applied: Applied::Unchanged, .. }) => {
+                (NotificationResult::Duplicate, "unchanged".to_owned(), false)
+            }
+            Ok(Processed { applied: Applied::Mismatch(why), .. }) => {
+                (NotificationResult::Refused, format!("mismatch: {why}"), false)
+            }
+            Err(why) => (NotificationResult::Refused, why.to_string(), false),
         };
-        telemetry::notification(channel, result);
-        let accepted = result != NotificationResult::Refused;
-        if let Err(e) = self.store.mark_inbound(&log_id, &note).await {
-            tracing::warn!(error = %e, "could not mark the inbound notification processed");
+        let mut accepted = result != NotificationResult::Refused;
+        if !logged {
+            record.outcome = Some(note.clone());
+            if let Err(e) = self.store.log_inbound(&record).await {
+                // Not recorded, so not acknowledged: the channel will send it again, and a
+                // duplicate changes nothing.
+                tracing::error!(error = %e, "could not record a verified notification");
+                accepted = false;
+            }
         }
+        telemetry::notification(
+            channel,
+            if accepted { result } else { NotificationResult::Refused },
+        );
         if !accepted {
             tracing::error!(alert = "notification_rejected", %channel, account = %account_id, reason = %note, "notification not applied");
         }
@@ -119,7 +138,12 @@ impl Engine {
     }
 
     /// Checks the notification against what we hold and applies it.
-    async fn process(&self, account: &AccountRecord, n: &Notification) -> Result<Applied, Refused> {
+    async fn process(
+        &self,
+        account: &AccountRecord,
+        n: &Notification,
+        inbound: &InboundRecord,
+    ) -> Result<Processed, Refused> {
         let store = &*self.store;
         let attempt = store
             .attempt_by_channel_order_no(account.id, n.channel_order_no())
@@ -131,11 +155,13 @@ impl Engine {
             .ok_or(Refused::PaymentGone)?;
         match n {
             Notification::Payment { state: report, .. } => {
-                let applied = apply_payment(store, &payment, report).await?;
+                let applied =
+                    apply_payment_notified(store, &payment, report, Some(inbound)).await?;
                 if applied == Applied::Changed {
                     telemetry::notification_lag(&payment);
                 }
-                Ok(applied)
+                // A change was written with its notification.
+                Ok(Processed { logged: applied == Applied::Changed, applied })
             }
             Notification::Refund { channel_refund_no, state: report, .. } => {
                 let refund = store
@@ -143,7 +169,8 @@ impl Engine {
                     .await?
                     .filter(|r| r.payment_id == payment.id)
                     .ok_or_else(|| Refused::UnknownRefund(channel_refund_no.clone()))?;
-                Ok(apply_refund(store, &refund, report).await?)
+                let applied = apply_refund(store, &refund, report).await?;
+                Ok(Processed { applied, logged: false })
             }
         }
     }

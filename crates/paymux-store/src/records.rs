@@ -170,6 +170,9 @@ pub struct PaymentTransition {
     pub failure_message: Option<String>,
     pub at: OffsetDateTime,
     pub events: Vec<NewEvent>,
+    /// The channel notification that brought this change, logged in the same transaction (one
+    /// commit for the notification, the state change and its events).
+    pub inbound: Option<InboundRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -236,6 +239,8 @@ pub struct InboundRecord {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub received_at: OffsetDateTime,
+    /// What became of it (`applied`, `unchanged`, `mismatch: ...`), once processed.
+    pub outcome: Option<String>,
 }
 
 /// What claiming an idempotency key found.

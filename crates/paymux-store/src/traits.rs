@@ -209,10 +209,9 @@ pub trait IdempotencyStore: Send + Sync {
 /// The log of channel notifications, raw, as they arrived.
 #[async_trait]
 pub trait InboundStore: Send + Sync {
-    /// Logs a verified raw notification, before it is processed.
+    /// Logs a verified raw notification with what became of it. (One that changed a payment's
+    /// state is logged by that transition instead, in the same transaction.)
     async fn log_inbound(&self, inbound: &InboundRecord) -> StoreResult<()>;
-    /// Records what became of a logged notification.
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()>;
     /// Whether a notification with this channel id was already applied (or found unchanged).
     async fn inbound_already_applied(
         &self,

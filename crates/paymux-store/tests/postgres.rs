@@ -108,6 +108,7 @@ impl Pair {
                 object_id: id.to_string(),
                 data: serde_json::json!({}),
             }],
+            inbound: None,
         };
         assert!(self.a.transition_payment(&change).await.unwrap());
         id

@@ -53,7 +53,8 @@ on_every_backend!(
     a_delivery_is_leased_retried_and_delivered,
     backlogs_count_the_undelivered_and_the_due_until_they_are_done,
     a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing,
-    a_notification_counts_as_applied_once_marked,
+    a_notification_counts_as_applied_once_logged_so,
+    a_transition_logs_its_notification_only_if_it_applies,
     keys_accounts_and_ping_read_back,
 );
 
@@ -145,6 +146,7 @@ fn succeed(p: &PaymentRecord) -> PaymentTransition {
             object_id: p.id.to_string(),
             data: serde_json::json!({"id": p.id.to_string()}),
         }],
+        inbound: None,
     }
 }
 
@@ -837,24 +839,47 @@ async fn a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotatio
     assert_eq!(due[0].previous_secrets, ["whsec_we_1"]);
 }
 
-async fn a_notification_counts_as_applied_once_marked(store: Arc<dyn Store>) {
-    let f = fixture(store).await;
-    let inbound = InboundRecord {
-        id: "in_1".into(),
+fn notification(f: &Fixture, id: &str, notify_id: &str, outcome: &str) -> InboundRecord {
+    InboundRecord {
+        id: id.into(),
         channel: ChannelKind::Alipay,
         account_id: f.account,
-        notify_id: Some("n-1".into()),
+        notify_id: Some(notify_id.into()),
         headers: vec![("content-type".into(), "application/x-www-form-urlencoded".into())],
         body: b"a=1".to_vec(),
         received_at: OffsetDateTime::now_utc(),
-    };
-    f.store.log_inbound(&inbound).await.unwrap();
+        outcome: Some(outcome.into()),
+    }
+}
+
+async fn a_notification_counts_as_applied_once_logged_so(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
     let applied = || f.store.inbound_already_applied(ChannelKind::Alipay, f.account, "n-1");
+    f.store.log_inbound(&notification(&f, "in_1", "n-1", "mismatch: amount")).await.unwrap();
     assert!(!applied().await.unwrap());
-    f.store.mark_inbound("in_1", "rejected").await.unwrap();
-    assert!(!applied().await.unwrap());
-    f.store.mark_inbound("in_1", "applied").await.unwrap();
+    f.store.log_inbound(&notification(&f, "in_2", "n-1", "unchanged")).await.unwrap();
     assert!(applied().await.unwrap());
+}
+
+async fn a_transition_logs_its_notification_only_if_it_applies(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "ord-in", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    let logged =
+        |n: &'static str| f.store.inbound_already_applied(ChannelKind::Alipay, f.account, n);
+    let first = PaymentTransition {
+        inbound: Some(notification(&f, "in_a", "n-a", "applied")),
+        ..succeed(&p)
+    };
+    assert!(f.store.transition_payment(&first).await.unwrap());
+    assert!(logged("n-a").await.unwrap(), "logged in the transition's transaction");
+    // The same change again loses its compare-and-set: nothing of it is written, not even its log.
+    let again = PaymentTransition {
+        inbound: Some(notification(&f, "in_b", "n-b", "applied")),
+        ..succeed(&p)
+    };
+    assert!(!f.store.transition_payment(&again).await.unwrap());
+    assert!(!logged("n-b").await.unwrap());
 }
 
 async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {

@@ -9,37 +9,34 @@ use crate::codec::{headers_json, ms};
 use crate::error::unavailable;
 use crate::*;
 
+/// Writes one notification to the log, inside the caller's transaction (or alone on a pool).
+pub(super) async fn insert_inbound<'c, E>(conn: E, n: &InboundRecord) -> StoreResult<()>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    sqlx::query(
+        "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
+         received_at, outcome, processed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&n.id)
+    .bind(n.channel.as_str())
+    .bind(n.account_id.to_string())
+    .bind(&n.notify_id)
+    .bind(headers_json(&n.headers))
+    .bind(&n.body)
+    .bind(ms(n.received_at))
+    .bind(&n.outcome)
+    .bind(n.outcome.as_ref().map(|_| ms(OffsetDateTime::now_utc())))
+    .execute(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 #[async_trait]
 impl InboundStore for PgStore {
     async fn log_inbound(&self, n: &InboundRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
-             received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&n.id)
-        .bind(n.channel.as_str())
-        .bind(n.account_id.to_string())
-        .bind(&n.notify_id)
-        .bind(headers_json(&n.headers))
-        .bind(&n.body)
-        .bind(ms(n.received_at))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE inbound_notifications SET outcome = $1, processed_at = $2 WHERE id = $3",
-        )
-        .bind(outcome)
-        .bind(ms(OffsetDateTime::now_utc()))
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
+        insert_inbound(&self.pool, n).await
     }
 
     async fn inbound_already_applied(

@@ -4,41 +4,43 @@ use async_trait::async_trait;
 use paymux_core::{AccountId, ChannelKind};
 use time::OffsetDateTime;
 
+use sqlx::SqliteConnection;
+
 use super::SqliteStore;
-use super::writer::ExecuteAlone;
 use crate::codec::{headers_json, ms};
 use crate::error::unavailable;
 use crate::*;
 
+/// Writes one notification to the log, inside the caller's transaction.
+pub(super) async fn insert_inbound(
+    conn: &mut SqliteConnection,
+    n: &InboundRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
+         received_at, outcome, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&n.id)
+    .bind(n.channel.as_str())
+    .bind(n.account_id.to_string())
+    .bind(&n.notify_id)
+    .bind(headers_json(&n.headers))
+    .bind(&n.body)
+    .bind(ms(n.received_at))
+    .bind(&n.outcome)
+    .bind(n.outcome.as_ref().map(|_| ms(OffsetDateTime::now_utc())))
+    .execute(conn)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 #[async_trait]
 impl InboundStore for SqliteStore {
     async fn log_inbound(&self, n: &InboundRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
-             received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&n.id)
-        .bind(n.channel.as_str())
-        .bind(n.account_id.to_string())
-        .bind(&n.notify_id)
-        .bind(headers_json(&n.headers))
-        .bind(&n.body)
-        .bind(ms(n.received_at))
-        .execute_alone(&self.writer)
-        .await
-        .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE inbound_notifications SET outcome = ?, processed_at = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(ms(OffsetDateTime::now_utc()))
-            .bind(id)
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let mut tx = self.begin().await?;
+        insert_inbound(&mut tx, n).await?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn inbound_already_applied(

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::SqliteStore;
 use super::idempotency::bind_idempotency_key;
+use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms};
 use crate::error::{unavailable, unique_or};
@@ -221,6 +222,9 @@ impl PaymentStore for SqliteStore {
             return Ok(false);
         };
         insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
+        if let Some(inbound) = &c.inbound {
+            insert_inbound(&mut tx, inbound).await?;
+        }
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
