@@ -1,0 +1,545 @@
+//! Profit sharing (分账) over real loopback sockets: every call signed by the merchant, every
+//! answer verified with WeChat's public key, as an SDK would.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rsa::{
+    OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey,
+};
+use axum::http::{HeaderMap, StatusCode};
+use paymux_crypto::{RsaPrivateKey, RsaPublicKey, b64_decode, b64_encode, random_alphanumeric};
+use paymux_mock_wechat::protocol::{
+    Authorization, EncryptedResource, answer_message, decrypt_resource, request_message,
+};
+use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
+use serde_json::{Value, json};
+
+const APIV3_KEY: &str = "a7cde1ZJB1kG2e7VfTs3jQzaWizur8Gb";
+const APPID: &str = "wxd678efh567hg6787";
+
+struct Merchant {
+    mchid: String,
+    serial: String,
+    key: RsaPrivateKey,
+}
+
+struct App {
+    base: String,
+    mock: WechatMock,
+    http: reqwest::Client,
+    /// WeChat Pay's public key and its id: answers are verified with it, names encrypted for it.
+    wechat_key: RsaPublicKey,
+    wechat_key_id: String,
+}
+
+/// A notification as received: headers and raw body.
+type Received = (HeaderMap, Vec<u8>);
+
+/// An answer: its status and its body as JSON (after the signature of a 2xx was checked).
+struct Answer {
+    status: StatusCode,
+    body: Value,
+}
+
+async fn spawn_mock() -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = WechatMockConfig {
+        public_url: base.clone(),
+        notify_delays: vec![Duration::from_millis(20); 3],
+        timestamp_tolerance: Duration::from_secs(300),
+    };
+    let keys = PlatformKeys::generate().unwrap();
+    let (wechat_key, wechat_key_id) = (keys.public_key(), keys.public_key_id());
+    let mock = WechatMock::new(config, keys);
+    tokio::spawn(mock.clone().serve(listener));
+    App { base, mock, http: reqwest::Client::new(), wechat_key, wechat_key_id }
+}
+
+impl App {
+    fn merchant(&self, mchid: &str) -> Merchant {
+        let key = RsaPrivateKey::generate().unwrap();
+        let serial = "3775B6A45ACD588826D15E583A95F5DD00C1A0B2".to_owned();
+        self.mock.register_merchant(
+            WechatMerchant {
+                mchid: mchid.into(),
+                appid: APPID.into(),
+                merchant_serial: serial.clone(),
+                merchant_public_key: key.public_key(),
+                apiv3_key: APIV3_KEY.into(),
+            },
+            KeyMode::PublicKey,
+        );
+        Merchant { mchid: mchid.into(), serial, key }
+    }
+
+    /// A signed call; a 2xx answer's signature is checked before its body is read.
+    async fn call(&self, m: &Merchant, method: &str, target: &str, body: &str) -> Answer {
+        let nonce = random_alphanumeric(32);
+        let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+        let message = request_message(method, target, &ts, &nonce, body.as_bytes());
+        let auth = Authorization {
+            mchid: m.mchid.clone(),
+            nonce_str: nonce,
+            signature: m.key.sign_base64(&message).unwrap(),
+            timestamp: ts,
+            serial_no: m.serial.clone(),
+        };
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, target))
+            .header("authorization", auth.to_header())
+            .header("accept", "application/json")
+            .header("wechatpay-serial", &self.wechat_key_id);
+        if !body.is_empty() {
+            req = req.header("content-type", "application/json").body(body.to_owned());
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        if status.is_success() {
+            verify(&headers, &bytes, &self.wechat_key);
+        }
+        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    async fn control(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn settings(&self, settings: Value) {
+        let (status, body) =
+            self.control("POST", "/_sandbox/profitsharing/settings", Some(settings)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Creates a Native order (with the profit-sharing flag when `hold`), pays it, and returns
+    /// its transaction id.
+    async fn paid_order(&self, m: &Merchant, no: &str, total: i64, hold: bool) -> String {
+        let mut body = json!({
+            "appid": APPID,
+            "mchid": m.mchid,
+            "description": "分账测试",
+            "out_trade_no": no,
+            "notify_url": "http://127.0.0.1:9/notify",
+            "amount": {"total": total, "currency": "CNY"},
+        });
+        if hold {
+            body["settle_info"] = json!({"profit_sharing": true});
+        }
+        let res = self.call(m, "POST", "/v3/pay/transactions/native", &body.to_string()).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        let (status, order) =
+            self.control("POST", &format!("/_sandbox/orders/{no}/pay"), None).await;
+        assert_eq!(status, 200);
+        order["transaction_id"].as_str().unwrap().to_owned()
+    }
+
+    async fn add_receiver(&self, m: &Merchant, kind: &str, account: &str, name: Option<&str>) {
+        let mut body = json!({
+            "appid": APPID,
+            "type": kind,
+            "account": account,
+            "relation_type": "PARTNER",
+        });
+        if let Some(name) = name {
+            body["name"] = json!(self.encrypt(name));
+        }
+        let res = self.call(m, "POST", "/v3/profitsharing/receivers/add", &body.to_string()).await;
+        assert_eq!(res.status, 200, "{}", res.body);
+    }
+
+    /// RSAES-OAEP under WeChat Pay's public key, as SDKs encrypt sensitive fields.
+    fn encrypt(&self, plain: &str) -> String {
+        let key = OaepPublicEncryptingKey::new(
+            PublicEncryptingKey::from_der(self.wechat_key.spki_der()).unwrap(),
+        )
+        .unwrap();
+        let mut out = vec![0u8; key.ciphertext_size()];
+        b64_encode(key.encrypt(&OAEP_SHA1_MGF1SHA1, plain.as_bytes(), &mut out, None).unwrap())
+    }
+
+    async fn split(&self, m: &Merchant, body: Value) -> Answer {
+        self.call(m, "POST", "/v3/profitsharing/orders", &body.to_string()).await
+    }
+
+    async fn unsplit(&self, m: &Merchant, transaction_id: &str) -> i64 {
+        let path = format!("/v3/profitsharing/transactions/{transaction_id}/amounts");
+        let res = self.call(m, "GET", &path, "").await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        assert_eq!(res.body["transaction_id"], transaction_id);
+        res.body["unsplit_amount"].as_i64().unwrap()
+    }
+
+    /// Polls the split query (as paymux does) until the order is FINISHED.
+    async fn finished(&self, m: &Merchant, out_order_no: &str, transaction_id: &str) -> Value {
+        let path =
+            format!("/v3/profitsharing/orders/{out_order_no}?transaction_id={transaction_id}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let res = self.call(m, "GET", &path, "").await;
+            assert_eq!(res.status, 200, "{}", res.body);
+            if res.body["state"] == "FINISHED" {
+                return res.body;
+            }
+            assert_eq!(res.body["state"], "PROCESSING");
+            assert!(Instant::now() < deadline, "split {out_order_no} never finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn header(h: &HeaderMap, name: &str) -> String {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+fn verify(h: &HeaderMap, body: &[u8], key: &RsaPublicKey) {
+    let message =
+        answer_message(&header(h, "wechatpay-timestamp"), &header(h, "wechatpay-nonce"), body);
+    key.verify_base64(&message, &header(h, "wechatpay-signature")).unwrap();
+}
+
+fn split_body(transaction_id: &str, out_order_no: &str, receivers: Value, unfreeze: bool) -> Value {
+    json!({
+        "appid": APPID,
+        "transaction_id": transaction_id,
+        "out_order_no": out_order_no,
+        "receivers": receivers,
+        "unfreeze_unsplit": unfreeze,
+    })
+}
+
+fn fast() -> Value {
+    json!({"min_wait_ms": 0, "processing_ms": 50})
+}
+
+#[tokio::test]
+async fn a_split_is_accepted_processing_then_finishes_and_unfreeze_releases_the_rest() {
+    let app = spawn_mock().await;
+    app.settings(fast()).await;
+    let m = app.merchant("1900000100");
+    let tx = app.paid_order(&m, "ps_order_1", 10_000, true).await;
+    // 0.6 % fee: 60 fen; the net 9940 is frozen.
+    assert_eq!(app.unsplit(&m, &tx).await, 9_940);
+
+    // A MERCHANT_ID receiver needs its name, encrypted for the key Wechatpay-Serial names; the
+    // answer's name comes back encrypted for the merchant.
+    let body = json!({
+        "appid": APPID, "type": "MERCHANT_ID", "account": "86693852",
+        "name": app.encrypt("示例分账商户"), "relation_type": "SERVICE_PROVIDER",
+    });
+    let res = app.call(&m, "POST", "/v3/profitsharing/receivers/add", &body.to_string()).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(
+        (res.body["type"].as_str(), res.body["account"].as_str()),
+        (Some("MERCHANT_ID"), Some("86693852"))
+    );
+    let der = m.key.to_pkcs8_der().unwrap();
+    let private =
+        OaepPrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(&der).unwrap()).unwrap();
+    let mut out = vec![0u8; private.min_output_size()];
+    let sealed = b64_decode(res.body["name"].as_str().unwrap()).unwrap();
+    let name = private.decrypt(&OAEP_SHA1_MGF1SHA1, &sealed, &mut out, None).unwrap();
+    assert_eq!(std::str::from_utf8(name).unwrap(), "示例分账商户");
+    app.add_receiver(&m, "PERSONAL_OPENID", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", None).await;
+
+    let receivers = json!([
+        {"type": "MERCHANT_ID", "account": "86693852", "amount": 888, "description": "分给商户A"},
+        {"type": "PERSONAL_OPENID", "account": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "amount": 100, "description": "分给个人"},
+    ]);
+    let body = split_body(&tx, "P20150806125346", receivers, false);
+    let res = app.split(&m, body.clone()).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["state"], "PROCESSING");
+    assert_eq!(res.body["transaction_id"], tx.as_str());
+    assert!(res.body["order_id"].as_str().unwrap().starts_with("30"));
+    let lines = res.body["receivers"].as_array().unwrap();
+    assert_eq!(lines.len(), 2);
+    assert!(lines.iter().all(|l| l["result"] == "PENDING" && l["detail_id"].is_string()));
+    let order_id = res.body["order_id"].clone();
+
+    // The same out_order_no again counts as the same split.
+    let res = app.split(&m, body).await;
+    assert_eq!((res.status, res.body["order_id"].clone()), (StatusCode::OK, order_id.clone()));
+
+    let done = app.finished(&m, "P20150806125346", &tx).await;
+    assert_eq!(done["order_id"], order_id);
+    let lines = done["receivers"].as_array().unwrap();
+    assert!(lines.iter().all(|l| l["result"] == "SUCCESS" && l.get("fail_reason").is_none()));
+    assert_eq!(lines[0]["amount"], 888);
+    assert_eq!(lines[0]["description"], "分给商户A");
+    assert_eq!(app.unsplit(&m, &tx).await, 9_940 - 988);
+
+    let (_, receiver) = app.control("GET", "/_sandbox/receivers/86693852", None).await;
+    assert_eq!(receiver["balance"], 888);
+    assert_eq!(receiver["balances"]["MERCHANT_ID"], 888);
+
+    // Unfreeze: its own out_order_no; the remainder goes to the merchant.
+    let body = json!({"transaction_id": tx, "out_order_no": "U20150806125346", "description": "解冻全部剩余资金"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/orders/unfreeze", &body.to_string()).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["receivers"][0]["account"], m.mchid.as_str());
+    assert_eq!(res.body["receivers"][0]["amount"], 9_940 - 988);
+    app.finished(&m, "U20150806125346", &tx).await;
+    assert_eq!(app.unsplit(&m, &tx).await, 0);
+
+    // Nothing left: a split, or another unfreeze, is refused 403 NOT_ENOUGH.
+    let one =
+        json!([{"type": "MERCHANT_ID", "account": "86693852", "amount": 1, "description": "再分"}]);
+    let res = app.split(&m, split_body(&tx, "P2", one, false)).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_ENOUGH"))
+    );
+    let body = json!({"transaction_id": tx, "out_order_no": "U2", "description": "再解冻"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/orders/unfreeze", &body.to_string()).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_ENOUGH"))
+    );
+
+    let (_, all) = app.control("GET", "/_sandbox/profitsharing", None).await;
+    assert_eq!(all["holds"][0]["finished"], true);
+    assert_eq!(all["available"][m.mchid.as_str()], 100_000_000 + 9_940 - 988);
+}
+
+#[tokio::test]
+async fn the_rules_are_refused_with_wechats_codes() {
+    let app = spawn_mock().await;
+    let m = app.merchant("1900000101");
+    app.add_receiver(&m, "MERCHANT_ID", "86693852", Some("示例分账商户")).await;
+    let line = |amount: Value| json!([{"type": "MERCHANT_ID", "account": "86693852", "amount": amount, "description": "佣金"}]);
+
+    // The v2 flag is not a v3 field.
+    let body = json!({
+        "appid": APPID, "mchid": m.mchid, "description": "x", "out_trade_no": "ps_v2_flag",
+        "notify_url": "http://127.0.0.1:9/n", "amount": {"total": 100}, "profit_sharing": "Y",
+    });
+    let res = app.call(&m, "POST", "/v3/pay/transactions/native", &body.to_string()).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.body["code"], "PARAM_ERROR");
+    assert_eq!(res.body["detail"]["value"], json!(["/body/profit_sharing"]));
+
+    // Too early after the payment (the default one-minute wait): retry later.
+    let tx = app.paid_order(&m, "ps_rules_1", 10_000, true).await;
+    let res = app.split(&m, split_body(&tx, "R1", line(json!(100)), false)).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+    assert_eq!(res.body["message"], "订单处理中，请稍后重试");
+
+    app.settings(fast()).await;
+    let plain = app.paid_order(&m, "ps_rules_2", 10_000, false).await;
+    let res = app.split(&m, split_body(&plain, "R2", line(json!(100)), false)).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.body["message"], "非分账订单不支持分账");
+    assert_eq!(app.unsplit(&m, &plain).await, 0);
+
+    // A receiver never added.
+    let stranger =
+        json!([{"type": "MERCHANT_ID", "account": "10000001", "amount": 1, "description": "x"}]);
+    let res = app.split(&m, split_body(&tx, "R3", stranger, false)).await;
+    assert_eq!(res.status, 400);
+    assert_eq!(res.body["message"], "分账接收方关系不存在,请检查参数中每个接收方的关系");
+
+    // Over the 30 % cap (3000 of 10000), counting every split of the order.
+    let res = app.split(&m, split_body(&tx, "R4", line(json!(3_001)), false)).await;
+    assert_eq!(
+        (res.status, res.body["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("分账金额超出最大分账比例"))
+    );
+    let res = app.split(&m, split_body(&tx, "R5", line(json!(2_000)), false)).await;
+    assert_eq!(res.status, 200);
+    let res = app.split(&m, split_body(&tx, "R6", line(json!(1_001)), false)).await;
+    assert_eq!(res.body["message"], "分账金额超出最大分账比例");
+    // Splits to the merchant itself are not capped, but never exceed what is frozen.
+    let own = |amount: i64| json!([{"type": "MERCHANT_ID", "account": m.mchid, "amount": amount, "description": "自己"}]);
+    let res = app.split(&m, split_body(&tx, "R7", own(7_941), false)).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_ENOUGH"))
+    );
+    let res = app.split(&m, split_body(&tx, "R8", own(5_000), false)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+
+    // Amounts are JSON numbers; undefined fields (notify_url) are refused by name.
+    let res = app.split(&m, split_body(&tx, "R9", line(json!("100")), false)).await;
+    assert_eq!(
+        (res.status, res.body["message"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("分账接收方列表格式错误"))
+    );
+    let mut body = split_body(&tx, "R10", line(json!(1)), false);
+    body["notify_url"] = json!("http://127.0.0.1:9/n");
+    let res = app.split(&m, body).await;
+    assert_eq!(res.body["code"], "PARAM_ERROR");
+    assert_eq!(res.body["detail"]["value"], json!(["/body/notify_url"]));
+
+    // The same out_order_no with other parameters.
+    let res = app.split(&m, split_body(&tx, "R5", line(json!(1_999)), false)).await;
+    assert_eq!(res.body["code"], "INVALID_REQUEST");
+
+    // An unknown split order; a name sent without Wechatpay-Serial's key is unreadable.
+    let res = app
+        .call(&m, "GET", &format!("/v3/profitsharing/orders/NOPE?transaction_id={tx}"), "")
+        .await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("RESOURCE_NOT_EXISTS"))
+    );
+    let body = json!({"appid": APPID, "type": "MERCHANT_ID", "account": "86693853",
+                      "name": b64_encode(b"not encrypted"), "relation_type": "STORE"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/receivers/add", &body.to_string()).await;
+    assert_eq!(res.body["code"], "PARAM_ERROR");
+    let body = json!({"appid": APPID, "type": "MERCHANT_ID", "account": "86693853", "relation_type": "STORE"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/receivers/add", &body.to_string()).await;
+    assert_eq!(res.body["code"], "PARAM_ERROR", "a merchant receiver needs its name");
+
+    // A deleted receiver can no longer be split to.
+    let body = json!({"appid": APPID, "type": "MERCHANT_ID", "account": "86693852"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/receivers/delete", &body.to_string()).await;
+    assert_eq!((res.status, res.body["account"].as_str()), (StatusCode::OK, Some("86693852")));
+    let res = app.split(&m, split_body(&tx, "R11", line(json!(1)), false)).await;
+    assert_eq!(res.body["message"], "分账接收方关系不存在,请检查参数中每个接收方的关系");
+}
+
+#[tokio::test]
+async fn a_refused_receiver_line_is_closed_and_its_money_goes_back_to_the_merchant() {
+    let app = spawn_mock().await;
+    let mut settings = fast();
+    settings["refused_receivers"] = json!({"86693854": "ACCOUNT_ABNORMAL"});
+    settings["processing_ms"] = json!(300);
+    app.settings(settings).await;
+    let m = app.merchant("1900000102");
+    app.add_receiver(&m, "MERCHANT_ID", "86693852", Some("甲")).await;
+    app.add_receiver(&m, "MERCHANT_ID", "86693854", Some("乙")).await;
+    let tx = app.paid_order(&m, "ps_closed_1", 10_000, true).await;
+    let receivers = json!([
+        {"type": "MERCHANT_ID", "account": "86693852", "amount": 1_000, "description": "好"},
+        {"type": "MERCHANT_ID", "account": "86693854", "amount": 500, "description": "坏"},
+    ]);
+    let res = app.split(&m, split_body(&tx, "C1", receivers, true)).await;
+    assert_eq!(res.body["state"], "PROCESSING");
+    let done = app.finished(&m, "C1", &tx).await;
+    assert_eq!(done["receivers"][0]["result"], "SUCCESS");
+    assert_eq!(done["receivers"][1]["result"], "CLOSED");
+    assert_eq!(done["receivers"][1]["fail_reason"], "ACCOUNT_ABNORMAL");
+    let (_, bad) = app.control("GET", "/_sandbox/receivers/86693854", None).await;
+    assert_eq!(bad["balance"], 0);
+    let (_, all) = app.control("GET", "/_sandbox/profitsharing", None).await;
+    let hold = &all["holds"][0];
+    assert_eq!((hold["split"].as_i64(), hold["returned"].as_i64()), (Some(1_000), Some(500)));
+    // unfreeze_unsplit released 9940 - 1500 at once; the closed 500 came back later.
+    assert_eq!(all["available"][m.mchid.as_str()], 100_000_000 + 8_440 + 500);
+}
+
+#[tokio::test]
+async fn refunds_follow_wechats_table_for_frozen_and_split_funds() {
+    let app = spawn_mock().await;
+    app.settings(fast()).await;
+    let m = app.merchant("1900000103");
+    app.add_receiver(&m, "MERCHANT_ID", "86693852", Some("甲")).await;
+    let tx = app.paid_order(&m, "ps_refund_1", 10_000, true).await;
+    let refund = |no: &str, amount: i64| {
+        json!({"out_trade_no": "ps_refund_1", "out_refund_no": no,
+               "amount": {"refund": amount, "total": 10_000, "currency": "CNY"}})
+        .to_string()
+    };
+    let line = json!([{"type": "MERCHANT_ID", "account": "86693852", "amount": 2_000, "description": "佣金"}]);
+    let res = app.split(&m, split_body(&tx, "F1", line, false)).await;
+    assert_eq!(res.status, 200);
+    app.finished(&m, "F1", &tx).await;
+    assert_eq!(app.unsplit(&m, &tx).await, 7_940);
+
+    // Partly split: a refund within the unsplit frozen amount comes out of it...
+    let res = app.call(&m, "POST", "/v3/refund/domestic/refunds", &refund("FR1", 1_000)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(app.unsplit(&m, &tx).await, 6_940);
+    // ...one above it waits for the split to finish.
+    let res = app.call(&m, "POST", "/v3/refund/domestic/refunds", &refund("FR2", 7_000)).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("RULE_LIMIT"))
+    );
+    assert_eq!(res.body["message"], "申请退款金额大于剩余未分账金额,请等待分账完成后再试");
+
+    // Unfrozen: the available balance pays it.
+    let body = json!({"transaction_id": tx, "out_order_no": "FU", "description": "解冻"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/orders/unfreeze", &body.to_string()).await;
+    assert_eq!(res.status, 200);
+    let res = app.call(&m, "POST", "/v3/refund/domestic/refunds", &refund("FR3", 7_000)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    let (_, all) = app.control("GET", "/_sandbox/profitsharing", None).await;
+    assert_eq!(all["available"][m.mchid.as_str()], 100_000_000 + 6_940 - 7_000);
+}
+
+#[tokio::test]
+async fn a_receiver_with_a_notify_url_gets_the_split_notification_encrypted_for_itself() {
+    let app = spawn_mock().await;
+    let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let r = received.clone();
+    let router = axum::Router::new().route(
+        "/ps",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let r = r.clone();
+            async move {
+                r.lock().unwrap().push((headers, body.to_vec()));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/ps", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let receiver_mchid = "1900000999";
+    app.merchant(receiver_mchid);
+    let mut settings = fast();
+    settings["receiver_notify_urls"] = json!({ receiver_mchid: url });
+    app.settings(settings).await;
+    let m = app.merchant("1900000104");
+    app.add_receiver(&m, "MERCHANT_ID", receiver_mchid, Some("平台")).await;
+    let tx = app.paid_order(&m, "ps_notify_1", 5_000, true).await;
+    let line = json!([{"type": "MERCHANT_ID", "account": receiver_mchid, "amount": 150, "description": "平台佣金"}]);
+    app.split(&m, split_body(&tx, "N1", line, true)).await;
+    let done = app.finished(&m, "N1", &tx).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (headers, body) = loop {
+        if let Some(first) = received.lock().unwrap().first().cloned() {
+            break first;
+        }
+        assert!(Instant::now() < deadline, "no profit-sharing notification");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    verify(&headers, &body, &app.wechat_key);
+    let n: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (n["event_type"].as_str(), n["summary"].as_str()),
+        (Some("TRANSACTION.SUCCESS"), Some("分账"))
+    );
+    let resource: EncryptedResource = serde_json::from_value(n["resource"].clone()).unwrap();
+    let plain: Value =
+        serde_json::from_slice(&decrypt_resource(APIV3_KEY.as_bytes(), &resource).unwrap())
+            .unwrap();
+    assert_eq!(plain["mchid"], m.mchid.as_str());
+    assert_eq!(plain["transaction_id"], tx.as_str());
+    assert_eq!(plain["out_order_no"], "N1");
+    assert_eq!(plain["order_id"], done["order_id"]);
+    assert_eq!(
+        plain["receiver"],
+        json!({"type": "MERCHANT_ID", "account": receiver_mchid, "amount": 150, "description": "平台佣金"})
+    );
+    assert!(plain["success_time"].as_str().unwrap().ends_with("+08:00"));
+}
