@@ -262,7 +262,7 @@ pub(crate) fn call(
             .json_field("max_ratio", json!(shared.royalty.book().settings.max_ratio))),
         Method::Settle => settle(shared, &app_id, biz),
         Method::SettleQuery => settle_query(shared, &app_id, biz),
-        Method::OnSettleQuery => on_settle_query(shared, biz),
+        Method::OnSettleQuery => on_settle_query(shared, &app_id, biz),
     }
 }
 
@@ -358,12 +358,13 @@ struct TradeFacts {
     paid_at: OffsetDateTime,
 }
 
-fn trade_facts(shared: &Shared, trade_no: &str) -> Result<TradeFacts, Refusal> {
+/// The paid trade `trade_no` of the app `app_id` (another app's trade does not exist for it).
+fn trade_facts(shared: &Shared, app_id: &str, trade_no: &str) -> Result<TradeFacts, Refusal> {
     let trades = shared.trades();
     let order = trades
         .all()
         .into_iter()
-        .find(|o| o.trade_no == trade_no && o.exists)
+        .find(|o| o.trade_no == trade_no && o.exists && o.request.app_id == app_id)
         .ok_or_else(|| refusal("ACQ.TRADE_NOT_EXIST", "交易不存在"))?;
     let paid_at = order
         .paid_at
@@ -484,7 +485,7 @@ fn settle(shared: &Arc<Shared>, app_id: &str, biz: &Map<String, Value>) -> Resul
             if mode == Mode::Sync { "sync" } else { "async" }
         )));
     }
-    let trade = trade_facts(shared, &trade_no)?;
+    let trade = trade_facts(shared, app_id, &trade_no)?;
     let key = (app_id.to_owned(), out_request_no.clone());
     let now = OffsetDateTime::now_utc();
     let mut book = shared.royalty.book();
@@ -752,9 +753,13 @@ fn settle_query(shared: &Shared, app_id: &str, biz: &Map<String, Value>) -> Resu
         .json_field("royalty_detail_list", detail_list(s, shared)))
 }
 
-fn on_settle_query(shared: &Shared, biz: &Map<String, Value>) -> Result<Node, Refusal> {
+fn on_settle_query(
+    shared: &Shared,
+    app_id: &str,
+    biz: &Map<String, Value>,
+) -> Result<Node, Refusal> {
     let trade_no = required(biz, "trade_no")?;
-    let trade = trade_facts(shared, &trade_no)?;
+    let trade = trade_facts(shared, app_id, &trade_no)?;
     let book = shared.royalty.book();
     let unsettled = book.holds.get(&trade_no).cloned().unwrap_or_default().unsettled(&trade);
     Ok(Node::success().field("unsettled_amount", format_yuan(unsettled)))

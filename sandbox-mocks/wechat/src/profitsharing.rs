@@ -650,7 +650,14 @@ struct Wanted {
     description: String,
 }
 
-fn parse_receivers(v: &Verified, body: &Value) -> Result<Vec<Wanted>, ApiError> {
+/// The receiver lines of a split request; a personal receiver's `name` must decrypt under the
+/// key `Wechatpay-Serial` names (WeChat then checks it against the real name).
+fn parse_receivers(
+    shared: &Shared,
+    headers: &HeaderMap,
+    v: &Verified,
+    body: &Value,
+) -> Result<Vec<Wanted>, ApiError> {
     let list = body
         .get("receivers")
         .and_then(Value::as_array)
@@ -670,6 +677,9 @@ fn parse_receivers(v: &Verified, body: &Value) -> Result<Vec<Wanted>, ApiError> 
                 return Err(ApiError::param("接收方为PERSONAL_OPENID时须填写appid"));
             }
             check_appid(v, appid)?;
+            if r.get("name").is_some() {
+                decrypt_name(shared, wechatpay_serial(headers), text(r, "name", &at, 1024)?)?;
+            }
         } else if r.get("name").is_some() {
             return Err(ApiError::param("name仅用于个人接收方"));
         }
@@ -720,7 +730,11 @@ fn again(book: &Book, key: &(String, String), body: &Value) -> Option<Result<Val
 }
 
 /// `POST /v3/profitsharing/orders`: accepted PROCESSING, finished in the background.
-pub(crate) async fn create_order(State(shared): St, v: Verified) -> Result<Response, ApiError> {
+pub(crate) async fn create_order(
+    State(shared): St,
+    headers: HeaderMap,
+    v: Verified,
+) -> Result<Response, ApiError> {
     let body = v.json()?;
     only_fields(
         &body,
@@ -736,7 +750,7 @@ pub(crate) async fn create_order(State(shared): St, v: Verified) -> Result<Respo
         .get("unfreeze_unsplit")
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::param("unfreeze_unsplit必填, 须为布尔值"))?;
-    let wanted = parse_receivers(&v, &body)?;
+    let wanted = parse_receivers(&shared, &headers, &v, &body)?;
     let mchid = v.mchid().to_owned();
     let key = (mchid.clone(), out_order_no.to_owned());
     let facts = order_facts(&shared, &mchid, transaction_id)?;

@@ -256,8 +256,17 @@ async fn a_split_is_accepted_processing_then_finishes_and_unfreeze_releases_the_
 
     let receivers = json!([
         {"type": "MERCHANT_ID", "account": "86693852", "amount": 888, "description": "分给商户A"},
-        {"type": "PERSONAL_OPENID", "account": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "amount": 100, "description": "分给个人"},
+        {"type": "PERSONAL_OPENID", "account": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "amount": 100, "description": "分给个人",
+         "name": app.encrypt("张三")},
     ]);
+    // A personal receiver's name is encrypted too: without a key it reads, the split is refused.
+    let mut unreadable = split_body(&tx, "P20150806125346", receivers.clone(), false);
+    unreadable["receivers"][1]["name"] = json!(b64_encode(b"plain"));
+    let res = app.split(&m, unreadable).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("PARAM_ERROR"))
+    );
     let body = split_body(&tx, "P20150806125346", receivers, false);
     let res = app.split(&m, body.clone()).await;
     assert_eq!(res.status, 200, "{}", res.body);
