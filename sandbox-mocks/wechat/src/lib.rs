@@ -273,6 +273,11 @@ impl WechatMock {
                 "/v3/profitsharing/transactions/{transaction_id}/amounts",
                 get(profitsharing::amounts),
             )
+            .route("/v3/profitsharing/return-orders", post(profitsharing::create_return))
+            .route(
+                "/v3/profitsharing/return-orders/{out_return_no}",
+                get(profitsharing::query_return),
+            )
             .route("/_sandbox/profitsharing", get(profitsharing::show))
             .route(
                 "/_sandbox/profitsharing/settings",

@@ -31,6 +31,10 @@ use crate::notify;
 use crate::protocol::{beijing_compact, beijing_rfc3339};
 use crate::state::{ApiError, Order, Shared, lock};
 
+mod returns;
+
+pub(crate) use returns::{create_return, query_return};
+
 type St = State<Arc<Shared>>;
 
 /// WeChat's limits (profit-sharing `apilist.html`, `development.html`).
@@ -92,6 +96,19 @@ pub struct ProfitSharingSettings {
     /// What a merchant's available balance starts at, in fen: refunds that cannot be paid
     /// from frozen funds draw on it.
     pub opening_available_balance: i64,
+    /// `MERCHANT_ID` receivers that have not turned on "同意分账回退": returns from them are
+    /// refused.
+    pub no_return_consent: Vec<String>,
+    /// Fault: receivers whose returns end FAILED, with the reason (`ACCOUNT_ABNORMAL`,
+    /// `BALANCE_NOT_ENOUGH`, `TIME_OUT_CLOSED`). A receiver whose balance is short fails with
+    /// `BALANCE_NOT_ENOUGH` anyway.
+    pub refused_returns: BTreeMap<String, String>,
+    /// Split requests a merchant may make per second (WeChat: 30; 0: no limit); more get 429
+    /// `FREQUENCY_LIMITED`.
+    pub split_requests_per_second: u32,
+    /// Fault: the next N split queries answer 404 `RESOURCE_NOT_EXISTS`, as WeChat sometimes
+    /// does shortly after a payment (the count restarts with each POST of the settings).
+    pub not_found_queries: u32,
 }
 
 impl Default for ProfitSharingSettings {
@@ -107,6 +124,10 @@ impl Default for ProfitSharingSettings {
             refused_receivers: BTreeMap::new(),
             receiver_notify_urls: BTreeMap::new(),
             opening_available_balance: 100_000_000,
+            no_return_consent: Vec::new(),
+            refused_returns: BTreeMap::new(),
+            split_requests_per_second: 30,
+            not_found_queries: 0,
         }
     }
 }
@@ -128,6 +149,14 @@ impl ProfitSharingSettings {
             return Err(format!(
                 "refused_receivers[{account}]: unknown fail reason {reason:?}; known: {}",
                 FAIL_REASONS.join(", ")
+            ));
+        }
+        if let Some((account, reason)) =
+            self.refused_returns.iter().find(|(_, r)| !returns::FAIL_REASONS.contains(&r.as_str()))
+        {
+            return Err(format!(
+                "refused_returns[{account}]: unknown fail reason {reason:?}; known: {}",
+                returns::FAIL_REASONS.join(", ")
             ));
         }
         if self.opening_available_balance < 0 {
@@ -283,11 +312,30 @@ pub(crate) struct Book {
     balances: BTreeMap<(String, String), i64>,
     /// Each merchant's available (unfrozen) balance, from its first use on.
     available: BTreeMap<String, i64>,
+    /// Return orders by (mchid, out_return_no).
+    returns: BTreeMap<(String, String), returns::Return>,
+    /// Split requests per merchant in the current second: (unix second, count).
+    rate: BTreeMap<String, (i64, u32)>,
+    /// Split queries answered 404 under the `not_found_queries` fault since it was set.
+    not_found_served: u32,
 }
 
 impl Book {
     pub(crate) fn set_settings(&mut self, settings: ProfitSharingSettings) {
         self.settings = settings;
+        self.not_found_served = 0;
+    }
+
+    /// Counts a split request; false when the merchant is over its per-second limit.
+    fn within_rate(&mut self, mchid: &str, now: OffsetDateTime) -> bool {
+        let limit = self.settings.split_requests_per_second;
+        let second = now.unix_timestamp();
+        let entry = self.rate.entry(mchid.to_owned()).or_insert((second, 0));
+        if entry.0 != second {
+            *entry = (second, 0);
+        }
+        entry.1 += 1;
+        limit == 0 || entry.1 <= limit
     }
 
     fn available_mut(&mut self, mchid: &str) -> &mut i64 {
@@ -757,6 +805,13 @@ pub(crate) async fn create_order(
     let now = OffsetDateTime::now_utc();
     let answer = {
         let mut book = lock(&shared.profit);
+        if !book.within_rate(&mchid, now) {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "FREQUENCY_LIMITED",
+                "分账请求频率超限，请降低频率后重试",
+            ));
+        }
         match again(&book, &key, &body) {
             Some(result) => result?,
             None => {
@@ -1021,12 +1076,19 @@ pub(crate) async fn query_order(
 ) -> Result<Response, ApiError> {
     let transaction_id = query_param(&uri, "transaction_id")
         .ok_or_else(|| ApiError::param("缺少查询参数transaction_id"))?;
-    let answer = lock(&shared.profit)
-        .splits
-        .get(&(v.mchid().to_owned(), out_order_no))
-        .filter(|s| s.transaction_id == transaction_id)
-        .map(Split::entity)
-        .ok_or_else(not_exists)?;
+    let answer = {
+        let mut book = lock(&shared.profit);
+        if book.not_found_served < book.settings.not_found_queries {
+            book.not_found_served += 1;
+            None
+        } else {
+            book.splits
+                .get(&(v.mchid().to_owned(), out_order_no))
+                .filter(|s| s.transaction_id == transaction_id)
+                .map(Split::entity)
+        }
+    }
+    .ok_or_else(not_exists)?;
     let response = signed(&shared, &v, &answer)?;
     Ok(finish(&shared, "profitsharing_query", response).await)
 }
@@ -1073,6 +1135,7 @@ pub(crate) async fn show(State(shared): St) -> Json<Value> {
             .collect::<BTreeMap<_, _>>(),
         "balances": balances,
         "available": book.available,
+        "returns": book.returns.values().collect::<Vec<_>>(),
     }))
 }
 

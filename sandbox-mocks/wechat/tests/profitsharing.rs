@@ -552,3 +552,132 @@ async fn a_receiver_with_a_notify_url_gets_the_split_notification_encrypted_for_
     );
     assert!(plain["success_time"].as_str().unwrap().ends_with("+08:00"));
 }
+
+#[tokio::test]
+async fn returns_take_money_back_from_a_merchant_receiver_only() {
+    let app = spawn_mock().await;
+    // Long enough that the split is surely still PROCESSING when the first return is tried.
+    app.settings(json!({"min_wait_ms": 0, "processing_ms": 2_000})).await;
+    let m = app.merchant("1900000105");
+    app.add_receiver(&m, "MERCHANT_ID", "86693852", Some("甲")).await;
+    app.add_receiver(&m, "PERSONAL_OPENID", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", None).await;
+    let tx = app.paid_order(&m, "ps_return_1", 10_000, true).await;
+    let receivers = json!([
+        {"type": "MERCHANT_ID", "account": "86693852", "amount": 1_000, "description": "商户"},
+        {"type": "PERSONAL_OPENID", "account": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "amount": 100, "description": "个人"},
+    ]);
+    let split = app.split(&m, split_body(&tx, "RT1", receivers, false)).await;
+    let order_id = split.body["order_id"].as_str().unwrap().to_owned();
+    let ret = |no: &str, from: &str, amount: i64| {
+        json!({"out_order_no": "RT1", "out_return_no": no, "return_mchid": from,
+               "amount": amount, "description": "用户退款"})
+        .to_string()
+    };
+    const PATH: &str = "/v3/profitsharing/return-orders";
+
+    // Not before the split has finished.
+    let res = app.call(&m, "POST", PATH, &ret("B0", "86693852", 100)).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_REQUEST"))
+    );
+    app.finished(&m, "RT1", &tx).await;
+
+    let res = app.call(&m, "POST", PATH, &ret("B1", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", 50)).await;
+    assert_eq!(res.body["code"], "INVALID_REQUEST", "never from a personal receiver");
+    let res = app.call(&m, "POST", PATH, &ret("B2", "86693852", 1_001)).await;
+    assert_eq!(res.body["code"], "INVALID_REQUEST", "more than the receiver got");
+
+    let res = app.call(&m, "POST", PATH, &ret("B3", "86693852", 600)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(res.body["result"], "PROCESSING");
+    assert_eq!(res.body["order_id"], order_id.as_str());
+    let return_id = res.body["return_id"].clone();
+    let again = app.call(&m, "POST", PATH, &ret("B3", "86693852", 600)).await;
+    assert_eq!(again.body["return_id"], return_id, "the same out_return_no is the same return");
+
+    let query = format!("{PATH}/B3?out_order_no=RT1");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let done = loop {
+        let res = app.call(&m, "GET", &query, "").await;
+        assert_eq!(res.status, 200, "{}", res.body);
+        if res.body["result"] != "PROCESSING" {
+            break res.body;
+        }
+        assert!(Instant::now() < deadline, "the return never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((done["result"].as_str(), done["amount"].as_i64()), (Some("SUCCESS"), Some(600)));
+    let (_, receiver) = app.control("GET", "/_sandbox/receivers/86693852", None).await;
+    assert_eq!(receiver["balance"], 400);
+    let res = app.call(&m, "POST", PATH, &ret("B4", "86693852", 401)).await;
+    assert_eq!(res.body["code"], "INVALID_REQUEST", "600 of 1000 already returned");
+
+    // Faults: the receiver's account refuses; a receiver that never agreed to returns.
+    let mut settings = fast();
+    settings["refused_returns"] = json!({"86693852": "ACCOUNT_ABNORMAL"});
+    app.settings(settings).await;
+    app.call(&m, "POST", PATH, &ret("B5", "86693852", 100)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let res = app.call(&m, "GET", &format!("{PATH}/B5?out_order_no=RT1"), "").await;
+        if res.body["result"] != "PROCESSING" {
+            break res.body;
+        }
+        assert!(Instant::now() < deadline, "the return never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (failed["result"].as_str(), failed["fail_reason"].as_str()),
+        (Some("FAILED"), Some("ACCOUNT_ABNORMAL"))
+    );
+    let mut settings = fast();
+    settings["no_return_consent"] = json!(["86693852"]);
+    app.settings(settings).await;
+    let res = app.call(&m, "POST", PATH, &ret("B6", "86693852", 100)).await;
+    assert_eq!((res.status, res.body["code"].as_str()), (StatusCode::FORBIDDEN, Some("NO_AUTH")));
+    let res = app.call(&m, "GET", &format!("{PATH}/B404?out_order_no=RT1"), "").await;
+    assert_eq!(res.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn split_requests_are_rate_limited_and_queries_can_answer_404_for_a_while() {
+    let app = spawn_mock().await;
+    let mut settings = fast();
+    settings["split_requests_per_second"] = json!(1);
+    settings["not_found_queries"] = json!(2);
+    app.settings(settings).await;
+    let m = app.merchant("1900000106");
+    let tx = app.paid_order(&m, "ps_rate_1", 1_000, true).await;
+    let own =
+        json!([{"type": "MERCHANT_ID", "account": m.mchid, "amount": 10, "description": "自己"}]);
+    // Three requests well within a second span at most two seconds: one is over the limit.
+    let mut codes = Vec::new();
+    for no in ["Q1", "Q2", "Q3"] {
+        let res = app.split(&m, split_body(&tx, no, own.clone(), false)).await;
+        codes.push((res.status, res.body["code"].as_str().map(str::to_owned)));
+    }
+    assert!(
+        codes.contains(&(StatusCode::TOO_MANY_REQUESTS, Some("FREQUENCY_LIMITED".into()))),
+        "{codes:?}"
+    );
+    let accepted: Vec<&str> = ["Q1", "Q2", "Q3"]
+        .into_iter()
+        .zip(&codes)
+        .filter(|(_, (status, _))| *status == StatusCode::OK)
+        .map(|(no, _)| no)
+        .collect();
+    let no = accepted.first().expect("at least one split was accepted");
+
+    // The first two queries answer 404 as if the split did not exist; then the split.
+    let path = format!("/v3/profitsharing/orders/{no}?transaction_id={tx}");
+    for _ in 0..2 {
+        let res = app.call(&m, "GET", &path, "").await;
+        assert_eq!(
+            (res.status, res.body["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("RESOURCE_NOT_EXISTS"))
+        );
+    }
+    let res = app.call(&m, "GET", &path, "").await;
+    assert_eq!((res.status, res.body["out_order_no"].as_str()), (StatusCode::OK, Some(*no)));
+}
