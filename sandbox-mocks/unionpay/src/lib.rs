@@ -176,6 +176,7 @@ impl UnionpayMock {
     /// | `GET /_sandbox/keys` | root, intermediate and signing certificates |
     /// | `GET`/`POST`/`DELETE /_sandbox/faults` | show, set (replacing all), clear injected faults |
     /// | `GET /_sandbox/preauth` | every preauth (held, completing, completed, undone, expired) and each merchant's held and captured totals |
+    /// | `GET /_sandbox/receivers/{merId}` | the merchant's held and captured amounts, with its preauths |
     /// | `GET`/`POST /_sandbox/preauth/settings` | validity, the 115 % cap, the undo window, the completion-in-process fault |
     ///
     /// Where several merchants or days used one `orderId`, `?merId=&txnTime=` picks one.
@@ -195,6 +196,7 @@ impl UnionpayMock {
             .route("/_sandbox/orders/{order_id}/fail", post(sandbox::fail_order))
             .route("/_sandbox/orders/{order_id}/close", post(sandbox::close_order))
             .route("/_sandbox/preauth", get(preauth::show))
+            .route("/_sandbox/receivers/{mer_id}", get(preauth::show_receiver))
             .route(
                 "/_sandbox/preauth/settings",
                 get(preauth::show_settings).post(preauth::set_settings),

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use paymux_mock_kit::sync::lock;
 use serde::{Deserialize, Serialize};
@@ -277,6 +277,31 @@ pub(crate) async fn show(State(shared): State<Arc<Shared>>) -> Json<Value> {
         .map(|(m, (held, captured))| (m, json!({"held": held, "captured": captured})))
         .collect();
     Json(json!({"settings": settings, "preauths": preauths, "merchants": merchants}))
+}
+
+/// `GET /_sandbox/receivers/{merId}`: what the merchant's preauths hold and its completions
+/// captured (UnionPay splits nothing: the merchant is the only receiver).
+pub(crate) async fn show_receiver(
+    State(shared): State<Arc<Shared>>,
+    Path(mer_id): Path<String>,
+) -> Json<Value> {
+    let settings = lock(&shared.preauth).clone();
+    let book = shared.book();
+    let (mut held, mut captured) = (0, 0);
+    let preauths: Vec<Value> = book
+        .txns
+        .values()
+        .filter(|t| t.kind == Kind::Preauth && t.mer_id == mer_id)
+        .map(|p| preauth_view(&book.txns, p, &settings))
+        .inspect(|v| {
+            held += v["held"].as_i64().unwrap_or(0);
+            captured += v["captured"].as_i64().unwrap_or(0);
+        })
+        .collect();
+    Json(json!({
+        "account": mer_id, "held": held, "captured": captured,
+        "balance_fen": captured, "preauths": preauths,
+    }))
 }
 
 pub(crate) async fn show_settings(State(shared): State<Arc<Shared>>) -> Json<PreauthSettings> {

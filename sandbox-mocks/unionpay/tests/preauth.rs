@@ -378,6 +378,12 @@ async fn a_preauth_holds_and_its_completion_captures_up_to_115_percent() {
     assert_eq!(state["preauths"][0]["state"], "completed");
     assert_eq!(state["merchants"][MER_ID]["captured"], 1150);
     assert_eq!(state["merchants"][MER_ID]["held"], 0);
+    let url = format!("{}/_sandbox/receivers/{MER_ID}", s.base);
+    let receiver: Value = s.http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (receiver["held"].as_i64(), receiver["balance_fen"].as_i64()),
+        (Some(0), Some(1150))
+    );
 
     // A completion is refunded like a consume (04).
     let (refund_id, _, answer) = s.step("04", &completion_qid, "150").await;

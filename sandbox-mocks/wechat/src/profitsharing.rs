@@ -1161,6 +1161,7 @@ pub(crate) async fn show_receiver(State(shared): St, Path(account): Path<String>
     Json(json!({
         "account": account,
         "balance": by_type.values().sum::<i64>(),
+        "balance_fen": by_type.values().sum::<i64>(),
         "balances": by_type,
         "available": book.available.get(&account),
         "lines": lines,
