@@ -687,8 +687,17 @@ fn finish_async(shared: &Arc<Shared>, key: &(String, String)) {
             }
         }
         let settle = settle.clone();
+        let mut unfrozen = 0;
         if let Some(hold) = book.holds.get_mut(&settle.trade_no) {
             hold.settled_fen -= failed;
+            // Already finished (royalty_finish): what a failed line kept is unfrozen too.
+            if hold.finished {
+                hold.released_fen += failed;
+                unfrozen = failed;
+            }
+        }
+        if unfrozen > 0 {
+            *book.released.entry(shared.config.seller_id.clone()).or_default() += unfrozen;
         }
         for line in settle.lines.iter().filter(|l| l.state == LineState::Success) {
             *book.balances.entry(line.trans_in.clone()).or_default() += line.amount_fen;

@@ -400,4 +400,24 @@ async fn async_lines_end_one_by_one_and_the_settle_message_reaches_the_app_gatew
     assert_eq!(sb.unsettled(&other).await, "50.00");
     let receiver = sb.get(&format!("/_sandbox/receivers/{RECEIVER_A}")).await;
     assert_eq!(receiver["balance"], "20.00");
+
+    // async with royalty_finish: the rest is unfrozen at once, a failed line's money later.
+    let third = sb.paid_trade("roy_async_3", "100.00", true).await;
+    let mut biz = settle(&third, "A4", &[(RECEIVER_A, "10.00"), (RECEIVER_B, "5.00")]);
+    biz["royalty_mode"] = json!("async");
+    biz["extend_params"] = json!({"royalty_finish": "true"});
+    assert_eq!(sb.call("alipay.trade.order.settle", biz).await["code"], "10000");
+    assert_eq!(sb.unsettled(&third).await, "0.00");
+    assert_eq!(sb.get("/_sandbox/royalty").await["released"][SELLER_ID], "85.00");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = sb.query("A4", &third).await["royalty_detail_list"].clone();
+        if lines.as_array().unwrap().iter().all(|l| l["state"] != "PROCESSING") {
+            assert_eq!(lines[1]["state"], "FAIL");
+            break;
+        }
+        assert!(Instant::now() < deadline, "lines never ended");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sb.get("/_sandbox/royalty").await["released"][SELLER_ID], "90.00");
 }

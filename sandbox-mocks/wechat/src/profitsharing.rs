@@ -830,7 +830,7 @@ pub(crate) async fn create_order(
                 let splits_to_others: i64 = book
                     .splits
                     .values()
-                    .filter(|s| s.transaction_id == transaction_id)
+                    .filter(|s| s.transaction_id == transaction_id && !s.unfreeze)
                     .flat_map(|s| &s.receivers)
                     .filter(|l| l.result != LineResult::Closed)
                     .filter(|l| settings.self_split_counts_toward_ratio || l.account != mchid)
@@ -931,6 +931,10 @@ pub(crate) async fn unfreeze(State(shared): St, v: Verified) -> Result<Response,
                 let released = hold.unsplit();
                 hold.released += released;
                 hold.finished = true;
+                if released == 0 {
+                    // Everything was split (or refunded): nothing to unfreeze, the order is done.
+                    return Err(not_enough());
+                }
                 *book.available_mut(&mchid) += released;
                 let split = Split {
                     mchid: mchid.clone(),

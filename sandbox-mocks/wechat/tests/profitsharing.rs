@@ -421,6 +421,18 @@ async fn the_rules_are_refused_with_wechats_codes() {
     assert_eq!((res.status, res.body["account"].as_str()), (StatusCode::OK, Some("86693852")));
     let res = app.split(&m, split_body(&tx, "R11", line(json!(1)), false)).await;
     assert_eq!(res.body["message"], "分账接收方关系不存在,请检查参数中每个接收方的关系");
+
+    // Everything split: an unfreeze has nothing left and is refused as finished.
+    let small = app.paid_order(&m, "ps_rules_3", 1_000, true).await;
+    let res = app.split(&m, split_body(&small, "R12", own(994), false)).await;
+    assert_eq!(res.status, 200, "{}", res.body);
+    assert_eq!(app.unsplit(&m, &small).await, 0);
+    let body = json!({"transaction_id": small, "out_order_no": "R13", "description": "解冻"});
+    let res = app.call(&m, "POST", "/v3/profitsharing/orders/unfreeze", &body.to_string()).await;
+    assert_eq!(
+        (res.status, res.body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("NOT_ENOUGH"))
+    );
 }
 
 #[tokio::test]
