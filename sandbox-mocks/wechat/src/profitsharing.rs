@@ -2,7 +2,8 @@
 //! `settle_info.profit_sharing=true` have their net amount (after WeChat's fee) frozen once paid;
 //! receivers are added first, then split orders move frozen money to them asynchronously
 //! (PROCESSING, then FINISHED with a result per receiver line), unfreeze releases the rest to
-//! the merchant, and refunds follow WeChat's table for frozen and split funds.
+//! the merchant, returns take money back from merchant receivers, and refunds follow WeChat's
+//! table for frozen and split funds.
 //!
 //! Every `/v3/profitsharing/` call is verified and answered like the mock's other calls. The
 //! `/_sandbox/profitsharing` control API shows holds, split orders, receivers and balances and
@@ -12,50 +13,30 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lc_rs::rsa::{
-    OAEP_SHA1_MGF1SHA1, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
-    PublicEncryptingKey,
-};
-use axum::Json;
-use axum::extract::{OriginalUri, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
 use axum::response::Response;
-use paymux_crypto::{RsaPrivateKey, b64_decode, b64_encode};
-use paymux_mock_kit::random_digits;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::api::{Verified, finish};
-use crate::notify;
-use crate::protocol::{beijing_compact, beijing_rfc3339};
+use crate::api::Verified;
+use crate::protocol::beijing_rfc3339;
 use crate::state::{ApiError, Order, Shared, lock};
 
+mod control;
+mod orders;
+mod receivers;
 mod returns;
 
+pub(crate) use control::{set_settings, show, show_receiver, show_settings};
+pub(crate) use orders::{amounts, create_order, query_order, unfreeze};
+pub(crate) use receivers::{add_receiver, delete_receiver};
 pub(crate) use returns::{create_return, query_return};
 
 type St = State<Arc<Shared>>;
 
-/// WeChat's limits (profit-sharing `apilist.html`, `development.html`).
-const MAX_RECEIVERS_PER_REQUEST: usize = 50;
-const MAX_REQUESTS_PER_ORDER: usize = 50;
-const MAX_RECEIVERS_PER_MERCHANT: usize = 20_000;
-
-const RELATION_TYPES: [&str; 11] = [
-    "SERVICE_PROVIDER",
-    "STORE",
-    "STAFF",
-    "STORE_OWNER",
-    "PARTNER",
-    "HEADQUARTER",
-    "BRAND",
-    "DISTRIBUTOR",
-    "USER",
-    "SUPPLIER",
-    "CUSTOM",
-];
-
+/// Why a receiver line ends CLOSED (wpgo `DetailFailReason`).
 const FAIL_REASONS: [&str; 5] = [
     "ACCOUNT_ABNORMAL",
     "NO_RELATION",
@@ -137,33 +118,39 @@ impl ProfitSharingSettings {
         self.merchant_max_ratio_bps.get(mchid).copied().unwrap_or(self.max_ratio_bps)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), SettingsError> {
         let ratios =
             std::iter::once(&self.max_ratio_bps).chain(self.merchant_max_ratio_bps.values());
         if ratios.into_iter().any(|r| *r > 10_000) || self.fee_rate_bps > 10_000 {
-            return Err("ratios and fee rates are at most 10000 (1/10000 units)".into());
+            return Err(SettingsError::Ratio);
         }
-        if let Some((account, reason)) =
-            self.refused_receivers.iter().find(|(_, r)| !FAIL_REASONS.contains(&r.as_str()))
-        {
-            return Err(format!(
-                "refused_receivers[{account}]: unknown fail reason {reason:?}; known: {}",
-                FAIL_REASONS.join(", ")
-            ));
+        let unknown = |map: &BTreeMap<String, String>, known: &[&str]| {
+            map.iter()
+                .find(|(_, r)| !known.contains(&r.as_str()))
+                .map(|(a, r)| (a.clone(), r.clone()))
+        };
+        if let Some((account, reason)) = unknown(&self.refused_receivers, &FAIL_REASONS) {
+            return Err(SettingsError::FailReason { field: "refused_receivers", account, reason });
         }
-        if let Some((account, reason)) =
-            self.refused_returns.iter().find(|(_, r)| !returns::FAIL_REASONS.contains(&r.as_str()))
-        {
-            return Err(format!(
-                "refused_returns[{account}]: unknown fail reason {reason:?}; known: {}",
-                returns::FAIL_REASONS.join(", ")
-            ));
+        if let Some((account, reason)) = unknown(&self.refused_returns, &returns::FAIL_REASONS) {
+            return Err(SettingsError::FailReason { field: "refused_returns", account, reason });
         }
         if self.opening_available_balance < 0 {
-            return Err("opening_available_balance cannot be negative".into());
+            return Err(SettingsError::NegativeBalance);
         }
         Ok(())
     }
+}
+
+/// Why `POST /_sandbox/profitsharing/settings` refused a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SettingsError {
+    #[error("ratios and fee rates are at most 10000 (1/10000 units)")]
+    Ratio,
+    #[error("{field}[{account}]: unknown fail reason {reason:?}")]
+    FailReason { field: &'static str, account: String, reason: String },
+    #[error("opening_available_balance cannot be negative")]
+    NegativeBalance,
 }
 
 /// A receiver added by `receivers/add`.
@@ -530,534 +517,8 @@ fn order_facts(shared: &Shared, mchid: &str, transaction_id: &str) -> Result<Ord
         .ok_or_else(not_exists)
 }
 
-/// Decrypts a receiver name sent RSAES-OAEP under the key `Wechatpay-Serial` names.
-fn decrypt_name(shared: &Shared, serial: Option<&str>, name: &str) -> Result<String, ApiError> {
-    let serial = serial.ok_or_else(|| {
-        ApiError::param("请求头Wechatpay-Serial缺失: 加密字段须注明所用的微信支付公钥或平台证书")
-    })?;
-    let key: RsaPrivateKey = {
-        let keys = crate::state::read(&shared.keys);
-        if serial == keys.public_key_id {
-            keys.public_key_private.clone()
-        } else {
-            let wanted = crate::protocol::normalize_serial(serial);
-            keys.platform
-                .iter()
-                .find(|p| crate::protocol::normalize_serial(p.serial()) == wanted)
-                .map(|p| p.key.clone())
-                .ok_or_else(|| ApiError::param("Wechatpay-Serial对应的证书或公钥不存在"))?
-        }
-    };
-    let failed =
-        || ApiError::param("敏感信息解密失败: name须用Wechatpay-Serial对应的公钥以RSAES-OAEP加密");
-    let ciphertext = b64_decode(name).ok_or_else(failed)?;
-    let der = key.to_pkcs8_der().map_err(|_| ApiError::system("密钥读取失败"))?;
-    let private = PrivateDecryptingKey::from_pkcs8(&der)
-        .ok()
-        .and_then(|k| OaepPrivateDecryptingKey::new(k).ok())
-        .ok_or_else(|| ApiError::system("密钥读取失败"))?;
-    let mut out = vec![0u8; private.min_output_size()];
-    let plain =
-        private.decrypt(&OAEP_SHA1_MGF1SHA1, &ciphertext, &mut out, None).map_err(|_| failed())?;
-    String::from_utf8(plain.to_vec()).map_err(|_| failed())
-}
-
-/// Encrypts `plain` RSAES-OAEP (SHA-1) for the merchant, as WeChat returns names.
-fn encrypt_for(key: &paymux_crypto::RsaPublicKey, plain: &str) -> Result<String, ApiError> {
-    let public = PublicEncryptingKey::from_der(key.spki_der())
-        .ok()
-        .and_then(|k| OaepPublicEncryptingKey::new(k).ok())
-        .ok_or_else(|| ApiError::system("商户公钥读取失败"))?;
-    let mut out = vec![0u8; public.ciphertext_size()];
-    let sealed = public
-        .encrypt(&OAEP_SHA1_MGF1SHA1, plain.as_bytes(), &mut out, None)
-        .map_err(|_| ApiError::system("加密失败"))?;
-    Ok(b64_encode(sealed))
-}
-
-fn wechatpay_serial(headers: &HeaderMap) -> Option<&str> {
-    headers.get("wechatpay-serial").and_then(|v| v.to_str().ok()).filter(|s| !s.is_empty())
-}
-
 fn signed(shared: &Shared, v: &Verified, answer: &Value) -> Result<Response, ApiError> {
     shared.signed(v.signer, StatusCode::OK, answer.to_string().into_bytes())
-}
-
-fn check_kind(kind: &str) -> Result<(), ApiError> {
-    if matches!(kind, "MERCHANT_ID" | "PERSONAL_OPENID") {
-        Ok(())
-    } else {
-        Err(ApiError::param("type须为MERCHANT_ID或PERSONAL_OPENID"))
-    }
-}
-
-fn check_appid(v: &Verified, appid: &str) -> Result<(), ApiError> {
-    if appid == v.merchant.merchant.appid {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::BAD_REQUEST, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配"))
-    }
-}
-
-/// `POST /v3/profitsharing/receivers/add`.
-pub(crate) async fn add_receiver(
-    State(shared): St,
-    headers: HeaderMap,
-    v: Verified,
-) -> Result<Response, ApiError> {
-    let body = v.json()?;
-    only_fields(
-        &body,
-        &["appid", "type", "account", "name", "relation_type", "custom_relation"],
-        "/body",
-    )?;
-    let appid = text(&body, "appid", "/body", 32)?;
-    check_appid(&v, appid)?;
-    let kind = text(&body, "type", "/body", 32)?;
-    check_kind(kind)?;
-    let account = text(&body, "account", "/body", 64)?;
-    if kind == "MERCHANT_ID" && !account.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(ApiError::param("MERCHANT_ID类型的account须为商户号"));
-    }
-    let relation_type = text(&body, "relation_type", "/body", 32)?;
-    if !RELATION_TYPES.contains(&relation_type) {
-        return Err(ApiError::param("relation_type取值错误"));
-    }
-    let custom_relation = match (relation_type, body.get("custom_relation")) {
-        ("CUSTOM", _) => Some(text(&body, "custom_relation", "/body", 10)?.to_owned()),
-        (_, None) => None,
-        (_, Some(_)) => {
-            return Err(ApiError::param("custom_relation仅在relation_type为CUSTOM时填写"));
-        }
-    };
-    let name = match body.get("name") {
-        None if kind == "MERCHANT_ID" => {
-            return Err(ApiError::param("MERCHANT_ID类型的接收方须填写name(商户全称)"));
-        }
-        None => None,
-        Some(_) => {
-            let sealed = text(&body, "name", "/body", 1024)?;
-            Some(decrypt_name(&shared, wechatpay_serial(&headers), sealed)?)
-        }
-    };
-    let mchid = v.mchid().to_owned();
-    {
-        let mut book = lock(&shared.profit);
-        let list = book.receivers.entry(mchid.clone()).or_default();
-        let key = (kind.to_owned(), account.to_owned());
-        if !list.contains_key(&key) && list.len() >= MAX_RECEIVERS_PER_MERCHANT {
-            return Err(ApiError::invalid("分账接收方数量已达上限"));
-        }
-        list.insert(
-            key,
-            Relation {
-                appid: appid.to_owned(),
-                kind: kind.to_owned(),
-                account: account.to_owned(),
-                name: name.clone(),
-                relation_type: relation_type.to_owned(),
-                custom_relation: custom_relation.clone(),
-            },
-        );
-    }
-    tracing::info!(%mchid, kind, account, "profit-sharing receiver added");
-    let mut answer = json!({"type": kind, "account": account, "relation_type": relation_type});
-    if let Some(name) = name {
-        answer["name"] = json!(encrypt_for(&v.merchant.merchant.merchant_public_key, &name)?);
-    }
-    if let Some(custom) = custom_relation {
-        answer["custom_relation"] = json!(custom);
-    }
-    let response = signed(&shared, &v, &answer)?;
-    Ok(finish(&shared, "profitsharing", response).await)
-}
-
-/// `POST /v3/profitsharing/receivers/delete`.
-pub(crate) async fn delete_receiver(State(shared): St, v: Verified) -> Result<Response, ApiError> {
-    let body = v.json()?;
-    only_fields(&body, &["appid", "type", "account"], "/body")?;
-    check_appid(&v, text(&body, "appid", "/body", 32)?)?;
-    let kind = text(&body, "type", "/body", 32)?;
-    check_kind(kind)?;
-    let account = text(&body, "account", "/body", 64)?;
-    let removed = lock(&shared.profit)
-        .receivers
-        .get_mut(v.mchid())
-        .and_then(|l| l.remove(&(kind.to_owned(), account.to_owned())))
-        .is_some();
-    tracing::info!(mchid = %v.mchid(), kind, account, removed, "profit-sharing receiver deleted");
-    let response = signed(&shared, &v, &json!({"type": kind, "account": account}))?;
-    Ok(finish(&shared, "profitsharing", response).await)
-}
-
-/// One receiver line of a split request.
-struct Wanted {
-    kind: String,
-    account: String,
-    amount: i64,
-    description: String,
-}
-
-/// The receiver lines of a split request; a personal receiver's `name` must decrypt under the
-/// key `Wechatpay-Serial` names (WeChat then checks it against the real name).
-fn parse_receivers(
-    shared: &Shared,
-    headers: &HeaderMap,
-    v: &Verified,
-    body: &Value,
-) -> Result<Vec<Wanted>, ApiError> {
-    let list = body
-        .get("receivers")
-        .and_then(Value::as_array)
-        .ok_or_else(|| ApiError::param("分账接收方列表格式错误"))?;
-    if list.is_empty() || list.len() > MAX_RECEIVERS_PER_REQUEST {
-        return Err(ApiError::param("分账接收方列表须有1到50个接收方"));
-    }
-    let mut wanted = Vec::with_capacity(list.len());
-    for (i, r) in list.iter().enumerate() {
-        let at = format!("/body/receivers/{i}");
-        only_fields(r, &["type", "account", "name", "amount", "description"], &at)?;
-        let kind = text(r, "type", &at, 32)?;
-        check_kind(kind)?;
-        if kind == "PERSONAL_OPENID" {
-            let appid = body.get("appid").and_then(Value::as_str).unwrap_or_default();
-            if appid.is_empty() {
-                return Err(ApiError::param("接收方为PERSONAL_OPENID时须填写appid"));
-            }
-            check_appid(v, appid)?;
-            if r.get("name").is_some() {
-                decrypt_name(shared, wechatpay_serial(headers), text(r, "name", &at, 1024)?)?;
-            }
-        } else if r.get("name").is_some() {
-            return Err(ApiError::param("name仅用于个人接收方"));
-        }
-        // A JSON number, an integer number of fen above zero: a string is a format error.
-        let amount = r
-            .get("amount")
-            .and_then(Value::as_i64)
-            .filter(|a| *a > 0)
-            .ok_or_else(|| ApiError::param("分账接收方列表格式错误"))?;
-        wanted.push(Wanted {
-            kind: kind.to_owned(),
-            account: text(r, "account", &at, 64)?.to_owned(),
-            amount,
-            description: text(r, "description", &at, 80)?.to_owned(),
-        });
-    }
-    Ok(wanted)
-}
-
-fn new_order_id(now: OffsetDateTime) -> String {
-    format!("30{}{}", &beijing_compact(now)[..8], random_digits(18))
-}
-
-fn new_detail_id() -> String {
-    format!("36{}", random_digits(21))
-}
-
-/// The checks every split and unfreeze makes of the paid order behind `transaction_id`.
-fn check_order(facts: &OrderFacts, settings: &ProfitSharingSettings) -> Result<(), ApiError> {
-    if !facts.profit_sharing {
-        return Err(ApiError::invalid("非分账订单不支持分账"));
-    }
-    let Some(paid_at) = facts.paid_at else { return Err(processing()) };
-    if OffsetDateTime::now_utc() - paid_at < Duration::from_millis(settings.min_wait_ms) {
-        return Err(processing());
-    }
-    Ok(())
-}
-
-/// An existing split order with this out_order_no: the same request gets its current state.
-fn again(book: &Book, key: &(String, String), body: &Value) -> Option<Result<Value, ApiError>> {
-    let existing = book.splits.get(key)?;
-    Some(if existing.params == *body {
-        Ok(existing.entity())
-    } else {
-        Err(ApiError::invalid("商户分账单号重复, 且参数与原分账单不一致"))
-    })
-}
-
-/// `POST /v3/profitsharing/orders`: accepted PROCESSING, finished in the background.
-pub(crate) async fn create_order(
-    State(shared): St,
-    headers: HeaderMap,
-    v: Verified,
-) -> Result<Response, ApiError> {
-    let body = v.json()?;
-    only_fields(
-        &body,
-        &["appid", "transaction_id", "out_order_no", "receivers", "unfreeze_unsplit"],
-        "/body",
-    )?;
-    let transaction_id = text(&body, "transaction_id", "/body", 32)?;
-    let out_order_no = text(&body, "out_order_no", "/body", 64)?;
-    if !valid_out_order_no(out_order_no) {
-        return Err(ApiError::param("out_order_no格式错误: 最长64位数字、字母、_-|*@"));
-    }
-    let unfreeze_unsplit = body
-        .get("unfreeze_unsplit")
-        .and_then(Value::as_bool)
-        .ok_or_else(|| ApiError::param("unfreeze_unsplit必填, 须为布尔值"))?;
-    let wanted = parse_receivers(&shared, &headers, &v, &body)?;
-    let mchid = v.mchid().to_owned();
-    let key = (mchid.clone(), out_order_no.to_owned());
-    let facts = order_facts(&shared, &mchid, transaction_id)?;
-    let now = OffsetDateTime::now_utc();
-    let answer = {
-        let mut book = lock(&shared.profit);
-        if !book.within_rate(&mchid, now) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "FREQUENCY_LIMITED",
-                "分账请求频率超限，请降低频率后重试",
-            ));
-        }
-        match again(&book, &key, &body) {
-            Some(result) => result?,
-            None => {
-                check_order(&facts, &book.settings)?;
-                let relations = book.receivers.get(&mchid).cloned().unwrap_or_default();
-                let stranger = wanted.iter().any(|w| {
-                    let own = w.kind == "MERCHANT_ID" && w.account == mchid;
-                    !own && !relations.contains_key(&(w.kind.clone(), w.account.clone()))
-                });
-                if stranger {
-                    return Err(ApiError::invalid(
-                        "分账接收方关系不存在,请检查参数中每个接收方的关系",
-                    ));
-                }
-                let settings = book.settings.clone();
-                let splits_to_others: i64 = book
-                    .splits
-                    .values()
-                    .filter(|s| s.transaction_id == transaction_id && !s.unfreeze)
-                    .flat_map(|s| &s.receivers)
-                    .filter(|l| l.result != LineResult::Closed)
-                    .filter(|l| settings.self_split_counts_toward_ratio || l.account != mchid)
-                    .map(|l| l.amount)
-                    .sum();
-                let hold = book.hold_for(&facts, now).ok_or_else(processing)?;
-                if hold.finished {
-                    return Err(not_enough());
-                }
-                if hold.split_requests >= MAX_REQUESTS_PER_ORDER {
-                    return Err(ApiError::invalid("该订单分账次数已达上限(50)"));
-                }
-                let asked: i64 = wanted.iter().map(|w| w.amount).sum();
-                if asked > hold.unsplit() {
-                    return Err(not_enough());
-                }
-                let counted: i64 = wanted
-                    .iter()
-                    .filter(|w| settings.self_split_counts_toward_ratio || w.account != mchid)
-                    .map(|w| w.amount)
-                    .sum();
-                let cap = i128::from(hold.total) * i128::from(settings.max_ratio(&mchid));
-                if i128::from(splits_to_others + counted) * 10_000 > cap {
-                    return Err(ApiError::invalid("分账金额超出最大分账比例"));
-                }
-                hold.split += asked;
-                hold.split_requests += 1;
-                let mut released = 0;
-                if unfreeze_unsplit {
-                    released = hold.unsplit();
-                    hold.released += released;
-                    hold.finished = true;
-                }
-                if released > 0 {
-                    *book.available_mut(&mchid) += released;
-                }
-                let split = Split {
-                    mchid: mchid.clone(),
-                    transaction_id: transaction_id.to_owned(),
-                    out_order_no: out_order_no.to_owned(),
-                    order_id: new_order_id(now),
-                    state: SplitState::Processing,
-                    unfreeze: false,
-                    receivers: wanted
-                        .into_iter()
-                        .map(|w| Line {
-                            kind: w.kind,
-                            account: w.account,
-                            amount: w.amount,
-                            description: w.description,
-                            result: LineResult::Pending,
-                            fail_reason: None,
-                            detail_id: new_detail_id(),
-                            create_time: now,
-                            finish_time: None,
-                        })
-                        .collect(),
-                    params: body.clone(),
-                };
-                let entity = split.entity();
-                book.splits.insert(key.clone(), split);
-                tracing::info!(%mchid, out_order_no, transaction_id, asked, released, "split accepted");
-                schedule_finish(&shared, key, book.settings.processing_ms);
-                entity
-            }
-        }
-    };
-    let response = signed(&shared, &v, &answer)?;
-    Ok(finish(&shared, "profitsharing", response).await)
-}
-
-/// `POST /v3/profitsharing/orders/unfreeze`: the remainder goes to the merchant.
-pub(crate) async fn unfreeze(State(shared): St, v: Verified) -> Result<Response, ApiError> {
-    let body = v.json()?;
-    only_fields(&body, &["transaction_id", "out_order_no", "description"], "/body")?;
-    let transaction_id = text(&body, "transaction_id", "/body", 32)?;
-    let out_order_no = text(&body, "out_order_no", "/body", 64)?;
-    if !valid_out_order_no(out_order_no) {
-        return Err(ApiError::param("out_order_no格式错误: 最长64位数字、字母、_-|*@"));
-    }
-    let description = text(&body, "description", "/body", 80)?;
-    let mchid = v.mchid().to_owned();
-    let key = (mchid.clone(), out_order_no.to_owned());
-    let facts = order_facts(&shared, &mchid, transaction_id)?;
-    let now = OffsetDateTime::now_utc();
-    let answer = {
-        let mut book = lock(&shared.profit);
-        match again(&book, &key, &body) {
-            Some(result) => result?,
-            None => {
-                check_order(&facts, &book.settings)?;
-                let hold = book.hold_for(&facts, now).ok_or_else(processing)?;
-                // Already finished (split with unfreeze_unsplit, unfrozen, expired): WeChat
-                // answers 403 NOT_ENOUGH, which a resent unfreeze counts as done.
-                if hold.finished {
-                    return Err(not_enough());
-                }
-                let released = hold.unsplit();
-                hold.released += released;
-                hold.finished = true;
-                if released == 0 {
-                    // Everything was split (or refunded): nothing to unfreeze, the order is done.
-                    return Err(not_enough());
-                }
-                *book.available_mut(&mchid) += released;
-                let split = Split {
-                    mchid: mchid.clone(),
-                    transaction_id: transaction_id.to_owned(),
-                    out_order_no: out_order_no.to_owned(),
-                    order_id: new_order_id(now),
-                    state: SplitState::Processing,
-                    unfreeze: true,
-                    receivers: vec![Line {
-                        kind: "MERCHANT_ID".into(),
-                        account: mchid.clone(),
-                        amount: released,
-                        description: description.to_owned(),
-                        result: LineResult::Pending,
-                        fail_reason: None,
-                        detail_id: new_detail_id(),
-                        create_time: now,
-                        finish_time: None,
-                    }],
-                    params: body.clone(),
-                };
-                let entity = split.entity();
-                book.splits.insert(key.clone(), split);
-                tracing::info!(%mchid, out_order_no, transaction_id, released, "unfreeze accepted");
-                schedule_finish(&shared, key, book.settings.processing_ms);
-                entity
-            }
-        }
-    };
-    let response = signed(&shared, &v, &answer)?;
-    Ok(finish(&shared, "profitsharing", response).await)
-}
-
-fn schedule_finish(shared: &Arc<Shared>, key: (String, String), after_ms: u64) {
-    let shared = shared.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(after_ms)).await;
-        finish_split(&shared, &key);
-    });
-}
-
-/// The split order's lines end (SUCCESS, or CLOSED for a receiver the fault refuses, its
-/// money back to the merchant), the order is FINISHED, and receivers that set a URL are told.
-fn finish_split(shared: &Arc<Shared>, key: &(String, String)) {
-    let now = OffsetDateTime::now_utc();
-    let (split, urls) = {
-        let mut book = lock(&shared.profit);
-        let refused = book.settings.refused_receivers.clone();
-        let urls = book.settings.receiver_notify_urls.clone();
-        let Some(split) = book.splits.get_mut(key) else { return };
-        if split.state == SplitState::Finished {
-            return;
-        }
-        for line in &mut split.receivers {
-            line.finish_time = Some(now);
-            match refused.get(&line.account).filter(|_| !split.unfreeze) {
-                Some(reason) => {
-                    line.result = LineResult::Closed;
-                    line.fail_reason = Some(reason.clone());
-                }
-                None => line.result = LineResult::Success,
-            }
-        }
-        split.state = SplitState::Finished;
-        let split = split.clone();
-        for line in &split.receivers {
-            let own = line.kind == "MERCHANT_ID" && line.account == split.mchid;
-            match line.result {
-                _ if split.unfreeze => {}
-                LineResult::Closed => {
-                    if let Some(hold) = book.holds.get_mut(&split.transaction_id) {
-                        hold.split -= line.amount;
-                        hold.returned += line.amount;
-                    }
-                    *book.available_mut(&split.mchid) += line.amount;
-                }
-                LineResult::Success if own => *book.available_mut(&split.mchid) += line.amount,
-                LineResult::Success => {
-                    *book.balances.entry((line.kind.clone(), line.account.clone())).or_default() +=
-                        line.amount;
-                }
-                LineResult::Pending => {}
-            }
-        }
-        (split, urls)
-    };
-    tracing::info!(mchid = %split.mchid, out_order_no = %split.out_order_no, "split finished");
-    if split.unfreeze {
-        return;
-    }
-    let out_trade_no = lock(&shared.profit)
-        .holds
-        .get(&split.transaction_id)
-        .map(|h| h.out_trade_no.clone())
-        .unwrap_or_default();
-    for line in split.receivers.iter().filter(|l| l.result == LineResult::Success) {
-        let Some(url) = urls.get(&line.account).filter(|_| line.kind == "MERCHANT_ID") else {
-            continue;
-        };
-        let resource = json!({
-            "mchid": split.mchid,
-            "transaction_id": split.transaction_id,
-            "order_id": split.order_id,
-            "out_order_no": split.out_order_no,
-            "receiver": {
-                "type": line.kind,
-                "account": line.account,
-                "amount": line.amount,
-                "description": line.description,
-            },
-            "success_time": beijing_rfc3339(now),
-        });
-        // To the receiver only, encrypted with its own APIv3 key (it must be registered).
-        notify::dispatch(
-            shared,
-            &(line.account.clone(), out_trade_no.clone()),
-            "TRANSACTION.SUCCESS",
-            "分账",
-            "transaction",
-            url.clone(),
-            &resource,
-        );
-    }
 }
 
 fn query_param<'a>(uri: &'a OriginalUri, name: &str) -> Option<&'a str> {
@@ -1069,125 +530,6 @@ fn query_param<'a>(uri: &'a OriginalUri, name: &str) -> Option<&'a str> {
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty())
-}
-
-/// `GET /v3/profitsharing/orders/{out_order_no}?transaction_id=`.
-pub(crate) async fn query_order(
-    State(shared): St,
-    Path(out_order_no): Path<String>,
-    uri: OriginalUri,
-    v: Verified,
-) -> Result<Response, ApiError> {
-    let transaction_id = query_param(&uri, "transaction_id")
-        .ok_or_else(|| ApiError::param("缺少查询参数transaction_id"))?;
-    let answer = {
-        let mut book = lock(&shared.profit);
-        if book.not_found_served < book.settings.not_found_queries {
-            book.not_found_served += 1;
-            None
-        } else {
-            book.splits
-                .get(&(v.mchid().to_owned(), out_order_no))
-                .filter(|s| s.transaction_id == transaction_id)
-                .map(Split::entity)
-        }
-    }
-    .ok_or_else(not_exists)?;
-    let response = signed(&shared, &v, &answer)?;
-    Ok(finish(&shared, "profitsharing_query", response).await)
-}
-
-/// `GET /v3/profitsharing/transactions/{transaction_id}/amounts`.
-pub(crate) async fn amounts(
-    State(shared): St,
-    Path(transaction_id): Path<String>,
-    v: Verified,
-) -> Result<Response, ApiError> {
-    let facts = order_facts(&shared, v.mchid(), &transaction_id)?;
-    let unsplit = lock(&shared.profit)
-        .hold_for(&facts, OffsetDateTime::now_utc())
-        .map(|h| h.unsplit())
-        .unwrap_or(0);
-    let answer = json!({"transaction_id": transaction_id, "unsplit_amount": unsplit});
-    let response = signed(&shared, &v, &answer)?;
-    Ok(finish(&shared, "profitsharing_query", response).await)
-}
-
-/// `GET /_sandbox/profitsharing`: settings, holds, split orders, receivers and balances.
-pub(crate) async fn show(State(shared): St) -> Json<Value> {
-    let book = lock(&shared.profit);
-    let balances: Vec<Value> = book
-        .balances
-        .iter()
-        .map(|((kind, account), amount)| json!({"type": kind, "account": account, "balance": amount}))
-        .collect();
-    let holds: Vec<Value> = book
-        .holds
-        .values()
-        .map(|h| {
-            let mut v = json!(h);
-            v["unsplit"] = json!(h.unsplit());
-            v
-        })
-        .collect();
-    Json(json!({
-        "settings": book.settings,
-        "holds": holds,
-        "splits": book.splits.values().collect::<Vec<_>>(),
-        "receivers": book.receivers.iter()
-            .map(|(m, l)| (m.clone(), l.values().cloned().collect::<Vec<_>>()))
-            .collect::<BTreeMap<_, _>>(),
-        "balances": balances,
-        "available": book.available,
-        "returns": book.returns.values().collect::<Vec<_>>(),
-    }))
-}
-
-/// `GET /_sandbox/receivers/{account}`: one receiver's balance, under each type it was paid as.
-pub(crate) async fn show_receiver(State(shared): St, Path(account): Path<String>) -> Json<Value> {
-    let book = lock(&shared.profit);
-    let by_type: BTreeMap<&str, i64> = book
-        .balances
-        .iter()
-        .filter(|((_, a), _)| *a == account)
-        .map(|((kind, _), amount)| (kind.as_str(), *amount))
-        .collect();
-    let lines: Vec<Value> = book
-        .splits
-        .values()
-        .flat_map(|s| {
-            s.receivers.iter().filter(|l| l.account == account).map(|l| {
-                json!({"out_order_no": s.out_order_no, "transaction_id": s.transaction_id,
-                       "amount": l.amount, "result": l.result, "fail_reason": l.fail_reason})
-            })
-        })
-        .collect();
-    Json(json!({
-        "account": account,
-        "balance": by_type.values().sum::<i64>(),
-        "balance_fen": by_type.values().sum::<i64>(),
-        "balances": by_type,
-        "available": book.available.get(&account),
-        "lines": lines,
-    }))
-}
-
-pub(crate) async fn show_settings(State(shared): St) -> Json<ProfitSharingSettings> {
-    Json(lock(&shared.profit).settings.clone())
-}
-
-pub(crate) async fn set_settings(
-    State(shared): St,
-    body: Result<Json<ProfitSharingSettings>, axum::extract::rejection::JsonRejection>,
-) -> Result<Json<ProfitSharingSettings>, (StatusCode, Json<Value>)> {
-    let bad = |message: String| {
-        (StatusCode::BAD_REQUEST, Json(json!({"code": "PARAM_ERROR", "message": message})))
-    };
-    let Json(settings) = body.map_err(|e| bad(e.body_text()))?;
-    settings.check().map_err(bad)?;
-    tracing::info!(?settings, "profit-sharing settings set");
-    lock(&shared.profit).set_settings(settings.clone());
-    Ok(Json(settings))
 }
 
 #[cfg(test)]
@@ -1233,19 +575,5 @@ mod tests {
         assert!(valid_out_order_no("a_b-c*d@e|f"));
         assert!(!valid_out_order_no("a b"));
         assert!(!valid_out_order_no(&"1".repeat(65)));
-    }
-
-    #[test]
-    fn oaep_names_round_trip_through_the_mocks_keys() {
-        let key = RsaPrivateKey::generate().unwrap();
-        let sealed = encrypt_for(&key.public_key(), "示例商户全称").unwrap();
-        let der = key.to_pkcs8_der().unwrap();
-        let private =
-            OaepPrivateDecryptingKey::new(PrivateDecryptingKey::from_pkcs8(&der).unwrap()).unwrap();
-        let mut out = vec![0u8; private.min_output_size()];
-        let plain = private
-            .decrypt(&OAEP_SHA1_MGF1SHA1, &b64_decode(&sealed).unwrap(), &mut out, None)
-            .unwrap();
-        assert_eq!(std::str::from_utf8(plain).unwrap(), "示例商户全称");
     }
 }
