@@ -47,6 +47,23 @@ async fn start() -> Sandbox {
 impl Sandbox {
     /// A signed gateway call; returns the answer node after checking its signature.
     async fn call(&self, method: &str, biz: Value) -> Value {
+        let text = self.send(&self.http, method, biz).await.unwrap();
+        let prefix = format!("{{\"{}_response\":", method.replace('.', "_"));
+        assert!(text.starts_with(&prefix), "{text}");
+        let sign_at = text.rfind(",\"sign\":\"").unwrap_or_else(|| panic!("unsigned: {text}"));
+        let node = &text[prefix.len()..sign_at];
+        let sign = text[sign_at + 9..].strip_suffix("\"}").unwrap();
+        self.alipay_public.verify_base64(node.as_bytes(), sign).unwrap();
+        serde_json::from_str(node).unwrap()
+    }
+
+    /// Sends a signed request with `client`; the raw answer, or the client's error.
+    async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        biz: Value,
+    ) -> Result<String, reqwest::Error> {
         let mut params = Params::new();
         for (k, v) in [
             ("app_id", APP_ID),
@@ -63,24 +80,14 @@ impl Sandbox {
         let params = sign_request(params, &self.app_key).unwrap();
         let body =
             form_urlencoded::Serializer::new(String::new()).extend_pairs(params.iter()).finish();
-        let text = self
-            .http
+        client
             .post(format!("{}/gateway.do", self.base))
             .header("content-type", "application/x-www-form-urlencoded;charset=utf-8")
             .body(body)
             .send()
-            .await
-            .unwrap()
+            .await?
             .text()
             .await
-            .unwrap();
-        let prefix = format!("{{\"{}_response\":", method.replace('.', "_"));
-        assert!(text.starts_with(&prefix), "{text}");
-        let sign_at = text.rfind(",\"sign\":\"").unwrap_or_else(|| panic!("unsigned: {text}"));
-        let node = &text[prefix.len()..sign_at];
-        let sign = text[sign_at + 9..].strip_suffix("\"}").unwrap();
-        self.alipay_public.verify_base64(node.as_bytes(), sign).unwrap();
-        serde_json::from_str(node).unwrap()
     }
 
     async fn settings(&self, settings: Value) {
@@ -420,4 +427,29 @@ async fn async_lines_end_one_by_one_and_the_settle_message_reaches_the_app_gatew
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(sb.get("/_sandbox/royalty").await["released"][SELLER_ID], "90.00");
+}
+
+#[tokio::test]
+async fn a_settle_whose_answer_never_comes_is_done_and_found_by_the_query() {
+    let sb = start().await;
+    sb.settings(json!({"min_wait_ms": 0})).await;
+    sb.bind(&[RECEIVER_A]).await;
+    let trade_no = sb.paid_trade("roy_timeout_1", "50.00", true).await;
+    let faults = json!({"timeout_after_commit": ["alipay.trade.order.settle"]});
+    let res =
+        sb.http.post(format!("{}/_sandbox/faults", sb.base)).json(&faults).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let sent = sb
+        .send(
+            &impatient,
+            "alipay.trade.order.settle",
+            settle(&trade_no, "T1", &[(RECEIVER_A, "5.00")]),
+        )
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "no answer");
+    // The unknown outcome is resolved by the query: the split was made.
+    let q = sb.query("T1", &trade_no).await;
+    assert_eq!(q["royalty_detail_list"][0]["state"], "SUCCESS");
+    assert_eq!(sb.unsettled(&trade_no).await, "45.00");
 }

@@ -467,3 +467,26 @@ async fn a_completion_in_process_queries_05_until_it_succeeds_and_expired_preaut
     assert_eq!((answer["respCode"].as_str(), answer["respMsg"].as_str()), ("35", "原预授权已过期"));
     assert_eq!(s.step("32", &late, "100").await.2["respCode"], "35");
 }
+
+#[tokio::test]
+async fn a_completion_whose_answer_never_comes_is_done_and_found_by_the_query() {
+    let s = start().await;
+    let (_, _, pre) = s.held("700").await;
+    s.mock.set_faults(Faults { timeout_after_commit: vec!["preauth".into()], ..Faults::default() });
+    let (id, time, fields) = s.take_back_fields("03", &pre, "700");
+    let signed = sign(fields, &s.merchant_key, &s.cert_id);
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&signed).finish();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let sent = impatient
+        .post(format!("{}/gateway/api/backTransReq.do", s.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "no answer");
+    s.mock.set_faults(Faults::default());
+    // The completion was made: the query and the back notification say so.
+    let query = s.query(&id, &time).await;
+    assert_eq!((query["respCode"].as_str(), query["origRespCode"].as_str()), ("00", "00"));
+    assert_eq!(s.notification_for(&id, 1).await[0]["txnType"], "03");
+}

@@ -79,6 +79,26 @@ impl App {
 
     /// A signed call; a 2xx answer's signature is checked before its body is read.
     async fn call(&self, m: &Merchant, method: &str, target: &str, body: &str) -> Answer {
+        let req = self.signed(&self.http, m, method, target, body);
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.bytes().await.unwrap();
+        if status.is_success() {
+            verify(&headers, &bytes, &self.wechat_key);
+        }
+        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+    }
+
+    /// A request signed as `m` would sign it, sent with `client`.
+    fn signed(
+        &self,
+        client: &reqwest::Client,
+        m: &Merchant,
+        method: &str,
+        target: &str,
+        body: &str,
+    ) -> reqwest::RequestBuilder {
         let nonce = random_alphanumeric(32);
         let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
         let message = request_message(method, target, &ts, &nonce, body.as_bytes());
@@ -89,8 +109,7 @@ impl App {
             timestamp: ts,
             serial_no: m.serial.clone(),
         };
-        let mut req = self
-            .http
+        let mut req = client
             .request(method.parse().unwrap(), format!("{}{}", self.base, target))
             .header("authorization", auth.to_header())
             .header("accept", "application/json")
@@ -98,14 +117,7 @@ impl App {
         if !body.is_empty() {
             req = req.header("content-type", "application/json").body(body.to_owned());
         }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let headers = res.headers().clone();
-        let bytes = res.bytes().await.unwrap();
-        if status.is_success() {
-            verify(&headers, &bytes, &self.wechat_key);
-        }
-        Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null) }
+        req
     }
 
     async fn control(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -692,4 +704,30 @@ async fn split_requests_are_rate_limited_and_queries_can_answer_404_for_a_while(
     }
     let res = app.call(&m, "GET", &path, "").await;
     assert_eq!((res.status, res.body["out_order_no"].as_str()), (StatusCode::OK, Some(*no)));
+}
+
+#[tokio::test]
+async fn a_split_whose_answer_never_comes_is_accepted_and_found_by_the_query() {
+    let app = spawn_mock().await;
+    app.settings(fast()).await;
+    let m = app.merchant("1900000107");
+    let tx = app.paid_order(&m, "ps_timeout_1", 1_000, true).await;
+    let (status, _) = app
+        .control(
+            "POST",
+            "/_sandbox/faults",
+            Some(json!({"timeout_after_commit": ["profitsharing"]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let own =
+        json!([{"type": "MERCHANT_ID", "account": m.mchid, "amount": 100, "description": "自己"}]);
+    let body = split_body(&tx, "TO1", own, false).to_string();
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let sent = app.signed(&impatient, &m, "POST", "/v3/profitsharing/orders", &body).send().await;
+    assert!(sent.is_err_and(|e| e.is_timeout()), "no answer");
+    // The unknown outcome is resolved by querying the same out_order_no: the split exists.
+    let done = app.finished(&m, "TO1", &tx).await;
+    assert_eq!(done["receivers"][0]["result"], "SUCCESS");
+    assert_eq!(app.unsplit(&m, &tx).await, 994 - 100);
 }
