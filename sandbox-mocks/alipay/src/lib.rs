@@ -6,7 +6,9 @@
 //! page or through the control API under `/_sandbox/`, and signed notifications are posted to the
 //! order's `notify_url` and retried on Alipay's schedule, time-compressed. Faults (latency, errors,
 //! timeouts after commit, lost, duplicated, reordered or badly signed messages) can be switched on
-//! at run time.
+//! at run time. Trades created with `extend_params.royalty_freeze="true"` are frozen for 商家分账
+//! (relation bind, `alipay.trade.order.settle` and its queries, the settle message), with the
+//! rules and faults in `/_sandbox/royalty` ([`RoyaltySettings`]).
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -7,7 +7,9 @@
 //! notification back to `frontUrl`; the back notification goes to `backUrl` and is retried until
 //! answered HTTP 200. Under `/_sandbox/` a control API pays, fails or closes orders and injects
 //! faults (latency, errors, timeouts after commit, `respCode=05` answers, dropped, duplicated or
-//! reordered notifications, bad signatures).
+//! reordered notifications, bad signatures). Card preauthorisation (02), its completion (03)
+//! and the undos (32, 33) hold and capture money the way a direct merchant can; their rules and
+//! the completion-in-process fault are in `/_sandbox/preauth` ([`PreauthSettings`]).
 //!
 //! ```no_run
 //! use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig, keys};

@@ -4,6 +4,9 @@
 //! public key (chosen by the request's `Wechatpay-Serial`, like WeChat), serves
 //! `/v3/certificates` encrypted with the merchant's APIv3 key, and sends encrypted, signed
 //! notifications with WeChat's retry schedule (compressible for tests). Orders live in memory.
+//! Orders created with `settle_info.profit_sharing` are frozen for profit sharing: receivers,
+//! split orders, unfreeze, returns and the unsplit amount under `/v3/profitsharing/`, with their
+//! rules and faults in `/_sandbox/profitsharing` ([`ProfitSharingSettings`]).
 //!
 //! Under `/_sandbox/` a control API pays, fails or closes orders, rotates the platform
 //! certificate and injects faults (latency, errors, timeouts after commit, dropped, duplicated or
