@@ -210,4 +210,30 @@ mod tests {
             .unwrap();
         assert_eq!(std::str::from_utf8(plain).unwrap(), "示例商户全称");
     }
+
+    #[test]
+    fn names_decrypt_under_the_key_wechatpay_serial_names_and_no_other() {
+        let keys = crate::PlatformKeys::generate().unwrap();
+        let mock = crate::WechatMock::new(crate::WechatMockConfig::new("http://127.0.0.1:1"), keys);
+        let (platform_serial, platform_key, public_key_id, public_key) = {
+            let keys = crate::state::read(&mock.shared.keys);
+            (
+                keys.platform_serial(),
+                keys.current().cert.public_key().unwrap().clone(),
+                keys.public_key_id(),
+                keys.public_key(),
+            )
+        };
+        let for_platform = encrypt_for(&platform_key, "商户甲").unwrap();
+        let for_public_key = encrypt_for(&public_key, "商户乙").unwrap();
+        let lower = platform_serial.to_ascii_lowercase();
+        assert_eq!(decrypt_name(&mock.shared, Some(&lower), &for_platform).unwrap(), "商户甲");
+        assert_eq!(
+            decrypt_name(&mock.shared, Some(&public_key_id), &for_public_key).unwrap(),
+            "商户乙"
+        );
+        assert!(decrypt_name(&mock.shared, Some(&public_key_id), &for_platform).is_err());
+        assert!(decrypt_name(&mock.shared, None, &for_platform).is_err());
+        assert!(decrypt_name(&mock.shared, Some("0ABC"), &for_platform).is_err());
+    }
 }
