@@ -77,6 +77,10 @@ pub struct RoyaltySettings {
     /// The application gateway (应用网关) subscribed to `alipay.trade.order.settle.notify`;
     /// `None`: no settle messages (paymux then polls `alipay.trade.order.settle.query`).
     pub app_gateway_url: Option<String>,
+    /// The freeze period, after which what is still frozen unfreezes by itself and the trade
+    /// can no longer be split (30 days for 直付通 per a second-hand source; uncertain for
+    /// 商家分账). `None`: the funds stay frozen until `royalty_finish`.
+    pub freeze_seconds: Option<u64>,
     /// Fault: receiver accounts (`trans_in`) whose lines fail, with the error code to report
     /// (`TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH`, `TXN_RESULT_ACCOUNT_STATUS_NOT_VALID` or
     /// `TXN_RESULT_RECEIVER_NOT_CERTIFY`). A `sync` settle naming one fails as a whole with
@@ -91,6 +95,7 @@ impl Default for RoyaltySettings {
             min_wait_ms: 30_000,
             processing_ms: 1_000,
             app_gateway_url: None,
+            freeze_seconds: None,
             refused_receivers: BTreeMap::new(),
         }
     }

@@ -453,3 +453,16 @@ async fn a_settle_whose_answer_never_comes_is_done_and_found_by_the_query() {
     assert_eq!(q["royalty_detail_list"][0]["state"], "SUCCESS");
     assert_eq!(sb.unsettled(&trade_no).await, "45.00");
 }
+
+#[tokio::test]
+async fn after_the_freeze_period_the_rest_unfreezes_by_itself() {
+    let sb = start().await;
+    sb.bind(&[RECEIVER_A]).await;
+    sb.settings(json!({"min_wait_ms": 0, "freeze_seconds": 0})).await;
+    let trade_no = sb.paid_trade("roy_expire_1", "20.00", true).await;
+    assert_eq!(sb.unsettled(&trade_no).await, "0.00");
+    let node =
+        sb.call("alipay.trade.order.settle", settle(&trade_no, "E1", &[(RECEIVER_A, "1")])).await;
+    assert_eq!(sub_code(&node), ("40004", "ACQ.TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH"));
+    assert_eq!(sb.get("/_sandbox/royalty").await["released"][SELLER_ID], "20.00");
+}

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 
 use super::message::SettleMessage;
 use super::{
-    Hold, Line, LineState, Mode, Relation, Settle, invalid, missing, refusal, required, text,
+    Book, Hold, Line, LineState, Mode, Relation, Settle, invalid, missing, refusal, required, text,
     valid_request_no,
 };
 use crate::Shared;
@@ -187,6 +187,7 @@ pub(super) fn settle(
     let relations = book.relations.get(app_id).cloned().unwrap_or_default();
     let wanted = parse_parameters(&items, &trade, &relations)?;
     let settings = book.settings.clone();
+    expire(&mut book, &trade, &shared.config.seller_id, now);
     let hold = book.holds.entry(trade.trade_no.clone()).or_default();
     if hold.mode.is_some_and(|m| m != mode) && !wanted.is_empty() {
         return Err(invalid("同一笔交易不能混用sync和async分账"));
@@ -438,6 +439,25 @@ pub(super) fn settle_query(
         .json_field("royalty_detail_list", detail_list(s, shared)))
 }
 
+/// At the end of the freeze period (when one is set) what is still frozen unfreezes by itself.
+fn expire(book: &mut Book, trade: &TradeFacts, seller_id: &str, now: OffsetDateTime) {
+    let Some(seconds) = book.settings.freeze_seconds else { return };
+    if !trade.freeze || now - trade.paid_at < Duration::from_secs(seconds) {
+        return;
+    }
+    let hold = book.holds.entry(trade.trade_no.clone()).or_default();
+    if hold.finished {
+        return;
+    }
+    let left = hold.unsettled(trade);
+    hold.released_fen += left;
+    hold.finished = true;
+    if left > 0 {
+        tracing::info!(trade_no = %trade.trade_no, left, "freeze period over: remainder unfrozen");
+        *book.released.entry(seller_id.to_owned()).or_default() += left;
+    }
+}
+
 pub(super) fn on_settle_query(
     shared: &Shared,
     app_id: &str,
@@ -445,7 +465,8 @@ pub(super) fn on_settle_query(
 ) -> Result<Node, Refusal> {
     let trade_no = required(biz, "trade_no")?;
     let trade = trade_facts(shared, app_id, &trade_no)?;
-    let book = shared.royalty.book();
+    let mut book = shared.royalty.book();
+    expire(&mut book, &trade, &shared.config.seller_id, OffsetDateTime::now_utc());
     let unsettled = book.holds.get(&trade_no).cloned().unwrap_or_default().unsettled(&trade);
     Ok(Node::success().field("unsettled_amount", format_yuan(unsettled)))
 }
