@@ -32,6 +32,7 @@ enum Api {
     Close,
     Refund,
     RefundQuery,
+    Royalty(crate::royalty::Method),
 }
 
 impl Api {
@@ -45,7 +46,7 @@ impl Api {
             "alipay.trade.close" => Self::Close,
             "alipay.trade.refund" => Self::Refund,
             "alipay.trade.fastpay.refund.query" => Self::RefundQuery,
-            _ => return None,
+            other => return crate::royalty::Method::parse(other).map(Self::Royalty),
         })
     }
 }
@@ -202,6 +203,7 @@ fn new_order(method: PayMethod, params: &Params, biz: &Biz) -> Result<NewOrder, 
         notify_url: param("notify_url"),
         return_url: param("return_url"),
         passback_params: biz.text("passback_params"),
+        royalty_freeze: crate::royalty::asks_freeze(&biz.0),
     })
 }
 
@@ -304,6 +306,7 @@ fn dispatch(shared: &Arc<Shared>, api: Api, params: &Params) -> Outcome {
         Api::RefundQuery => biz.required("out_request_no").and_then(|out_request_no| {
             with_trade(&biz, |which| shared.trades().refund_query(which, &out_request_no))
         }),
+        Api::Royalty(method) => crate::royalty::call(shared, method, params, &biz.0),
     };
     match result {
         Ok(node) => Outcome::Node(node),

@@ -6,7 +6,9 @@
 //! page or through the control API under `/_sandbox/`, and signed notifications are posted to the
 //! order's `notify_url` and retried on Alipay's schedule, time-compressed. Faults (latency, errors,
 //! timeouts after commit, lost, duplicated, reordered or badly signed messages) can be switched on
-//! at run time.
+//! at run time. Trades created with `extend_params.royalty_freeze="true"` are frozen for 商家分账
+//! (relation bind, `alipay.trade.order.settle` and its queries, the settle message), with the
+//! rules and faults in `/_sandbox/royalty` ([`RoyaltySettings`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -31,6 +33,7 @@
 mod gateway;
 mod notify;
 pub mod protocol;
+mod royalty;
 mod sandbox;
 mod trade;
 
@@ -46,6 +49,7 @@ use paymux_mock_kit::faults::FaultSwitch;
 use paymux_mock_kit::notify::Scheduler;
 use paymux_mock_kit::sync::{lock, read, write};
 
+pub use crate::royalty::RoyaltySettings;
 use crate::sandbox::Faults;
 use crate::trade::Trades;
 
@@ -88,6 +92,8 @@ pub(crate) struct Shared {
     faults: FaultSwitch<Faults>,
     notifier: Scheduler<notify::Outgoing>,
     http: reqwest::Client,
+    /// 商家分账: relations, settles, holds, balances, and the settle messages' scheduler.
+    royalty: royalty::Royalty,
 }
 
 impl Shared {
@@ -129,6 +135,7 @@ impl AlipayMock {
     pub fn new(config: AlipayMockConfig) -> Self {
         let http = paymux_mock_kit::server::http_client(Some(Duration::from_secs(15)));
         let notifier = Scheduler::new(config.notify_delays.clone());
+        let royalty = royalty::Royalty::new(config.notify_delays.clone());
         Self {
             shared: Arc::new(Shared {
                 public_url: config.public_url.trim_end_matches('/').to_owned(),
@@ -138,6 +145,7 @@ impl AlipayMock {
                 faults: FaultSwitch::default(),
                 notifier,
                 http,
+                royalty,
             }),
         }
     }
@@ -153,6 +161,11 @@ impl AlipayMock {
         self.shared.config.alipay_private_key.public_key()
     }
 
+    /// Replaces the royalty rules' values and faults, as `POST /_sandbox/royalty/settings` does.
+    pub fn set_royalty(&self, settings: RoyaltySettings) {
+        self.shared.royalty.set_settings(settings);
+    }
+
     /// Every route:
     ///
     /// | route | what |
@@ -165,6 +178,9 @@ impl AlipayMock {
     /// | `POST /_sandbox/orders/{out_trade_no}/pay` | the buyer pays (409 unless waiting); the notification goes out |
     /// | `POST /_sandbox/orders/{out_trade_no}/fail`, `.../close` | the buyer gives up / Alipay closes the unpaid trade (same effect: TRADE_CLOSED, notified to app/wap orders) |
     /// | `GET`/`POST`/`DELETE /_sandbox/faults` | show, set (replacing all), clear injected faults |
+    /// | `GET /_sandbox/royalty` | 商家分账: relations, holds, settles with their lines, balances |
+    /// | `GET`/`POST /_sandbox/royalty/settings` | the royalty rules' values and faults |
+    /// | `GET /_sandbox/receivers/{account}` | what one receiver was paid, and its settle lines |
     pub fn router(&self) -> Router {
         Router::new()
             .route("/gateway.do", get(gateway::gateway).post(gateway::gateway))
@@ -182,6 +198,12 @@ impl AlipayMock {
                 "/_sandbox/faults",
                 get(sandbox::show_faults).post(sandbox::set_faults).delete(sandbox::clear_faults),
             )
+            .route("/_sandbox/royalty", get(royalty::show))
+            .route(
+                "/_sandbox/royalty/settings",
+                get(royalty::show_settings).post(royalty::set_settings),
+            )
+            .route("/_sandbox/receivers/{account}", get(royalty::show_receiver))
             .with_state(self.shared.clone())
     }
 

@@ -193,11 +193,11 @@ impl ResultCode {
     }
 }
 
-/// An answer node: string fields in the order they are printed (code and msg first, as Alipay
-/// prints them).
+/// An answer node: fields in the order they are printed (code and msg first, as Alipay prints
+/// them); strings, or JSON values (lists, numbers) for the answers that carry them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    fields: Vec<(&'static str, String)>,
+    fields: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl Node {
@@ -206,20 +206,31 @@ impl Node {
     }
 
     pub fn with_code(code: ResultCode) -> Self {
-        Self { fields: vec![("code", code.code().to_owned()), ("msg", code.msg().to_owned())] }
+        Self {
+            fields: vec![
+                ("code", serde_json::Value::String(code.code().to_owned())),
+                ("msg", serde_json::Value::String(code.msg().to_owned())),
+            ],
+        }
     }
 
     pub fn error(code: ResultCode, sub_code: &str, sub_msg: &str) -> Self {
         Self::with_code(code).field("sub_code", sub_code).field("sub_msg", sub_msg)
     }
 
-    pub fn field(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.fields.push((name, value.into()));
+    pub fn field(self, name: &'static str, value: impl Into<String>) -> Self {
+        self.json_field(name, serde_json::Value::String(value.into()))
+    }
+
+    /// A field whose value is any JSON (a list of objects, a number).
+    pub fn json_field(mut self, name: &'static str, value: serde_json::Value) -> Self {
+        self.fields.push((name, value));
         self
     }
 
+    /// A string field's value.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(k, _)| *k == name).and_then(|(_, v)| v.as_str())
     }
 
     /// Compact JSON, fields in order. serde_json writes UTF-8 as is and never escapes `/`.
@@ -231,7 +242,7 @@ impl Node {
             }
             out.push_str(&json_string(name));
             out.push(':');
-            out.push_str(&json_string(value));
+            out.push_str(&value.to_string());
         }
         out.push('}');
         out

@@ -88,6 +88,8 @@ pub(crate) struct NewOrder {
     pub notify_url: Option<String>,
     pub return_url: Option<String>,
     pub passback_params: Option<String>,
+    /// `extend_params.royalty_freeze="true"`: the paid funds stay frozen for 商家分账.
+    pub royalty_freeze: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -542,6 +544,7 @@ mod tests {
             notify_url: Some("http://127.0.0.1:1/notify".into()),
             return_url: None,
             passback_params: None,
+            royalty_freeze: false,
         }
     }
 

@@ -27,22 +27,22 @@ pub(crate) struct Refusal {
     pub(crate) msg: String,
 }
 
-fn refuse(code: &'static str, msg: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: &'static str, msg: impl Into<String>) -> Refusal {
     Refusal { code, msg: msg.into() }
 }
 
 /// A request that passed verification.
-struct Verified {
-    merchant: Arc<UnionpayMerchant>,
-    fields: Fields,
+pub(crate) struct Verified {
+    pub(crate) merchant: Arc<UnionpayMerchant>,
+    pub(crate) fields: Fields,
 }
 
 impl Verified {
-    fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.fields.get(name).map(String::as_str).unwrap_or_default()
     }
 
-    fn require(&self, name: &str) -> Result<&str, Refusal> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, Refusal> {
         let value = self.get(name);
         if value.is_empty() {
             Err(refuse("13", format!("报文交易要素缺失[{name}]")))
@@ -111,7 +111,7 @@ fn verify(shared: &Shared, fields: Fields, now: OffsetDateTime) -> Result<Verifi
 }
 
 /// The echoed part of every answer.
-fn answer_fields(request: &Fields) -> Fields {
+pub(crate) fn answer_fields(request: &Fields) -> Fields {
     let mut fields = Fields::new();
     for name in [
         "version",
@@ -203,6 +203,15 @@ async fn finish(shared: &Shared, op: &str, response: Response) -> Response {
         std::future::pending::<()>().await;
     }
     response
+}
+
+/// A consume (01/01), or with txnType 02 a preauth (02/01) made the same way.
+fn payer_kind(v: &Verified, consume: Kind) -> Result<Kind, Refusal> {
+    if v.get("txnType") == "02" {
+        check_kind(v, "02", "01").map(|()| Kind::Preauth)
+    } else {
+        check_kind(v, "01", "01").map(|()| consume)
+    }
 }
 
 fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
@@ -303,8 +312,8 @@ pub(crate) async fn front(State(shared): St, body: Bytes) -> Response {
         Ok(v) => v,
         Err(rejected) => return rejected.page(),
     };
-    let created = check_kind(&v, "01", "01")
-        .and_then(|()| new_consume(&v, Kind::Front, OffsetDateTime::now_utc(), 32))
+    let created = payer_kind(&v, Kind::Front)
+        .and_then(|kind| new_consume(&v, kind, OffsetDateTime::now_utc(), 32))
         .and_then(|txn| store(&shared, txn));
     let response = match created {
         Ok(txn) => Redirect::to(&shared.cashier_url(&txn)).into_response(),
@@ -329,7 +338,7 @@ pub(crate) async fn app(State(shared): St, body: Bytes) -> Response {
         Err(rejected) => return rejected.answer(&shared),
     };
     let now = OffsetDateTime::now_utc();
-    let created = check_kind(&v, "01", "01").and_then(|()| new_consume(&v, Kind::App, now, 32));
+    let created = payer_kind(&v, Kind::App).and_then(|kind| new_consume(&v, kind, now, 32));
     let created = created.and_then(|mut txn| {
         txn.tn =
             Some(format!("{}{}", &beijing_compact(now)[2..], paymux_mock_kit::random_digits(9)));
@@ -354,7 +363,8 @@ fn accepted(shared: &Shared, v: &Verified, fields: Fields, op: &str) -> Response
     answer(shared, Some(&v.merchant), fields, "00", "成功[0000000]")
 }
 
-/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), refund (04), consume cancel (31).
+/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), refund (04), consume cancel (31),
+/// preauth completion (03), preauth undo (32), completion undo (33).
 pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
     let v = match admit(&shared, &body).await {
         Ok(v) => v,
@@ -364,6 +374,7 @@ pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
         "01" => ("qr", qr(&shared, &v)),
         "04" => ("refund", take_back(&shared, &v, Kind::Refund)),
         "31" => ("cancel", take_back(&shared, &v, Kind::Cancel)),
+        "03" | "32" | "33" => ("preauth", crate::preauth::back(&shared, &v)),
         other => ("back", Err(refuse("10", format!("报文格式错误[txnType={other}]")))),
     };
     let response = match outcome {
@@ -415,7 +426,10 @@ fn take_back(shared: &Arc<Shared>, v: &Verified, kind: Kind) -> Result<Fields, R
     let Some(orig) = book.txns.get_mut(&orig_key) else {
         return Err(refuse("35", "原交易不存在或状态不正确"));
     };
-    if !orig.kind.is_consume() || orig.status != Status::Succeeded || orig.cancelled {
+    // A completion is refunded like a consume; a preauth is only completed or undone.
+    let refundable =
+        orig.kind.is_consume() || (kind == Kind::Refund && orig.kind == Kind::Completion);
+    if !refundable || orig.status != Status::Succeeded || orig.cancelled {
         return Err(refuse("35", "原交易不存在或状态不正确"));
     }
     if v.get("bizType") != orig.biz_type || v.get("channelType") != orig.channel_type {

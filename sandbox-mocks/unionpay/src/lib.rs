@@ -7,7 +7,9 @@
 //! notification back to `frontUrl`; the back notification goes to `backUrl` and is retried until
 //! answered HTTP 200. Under `/_sandbox/` a control API pays, fails or closes orders and injects
 //! faults (latency, errors, timeouts after commit, `respCode=05` answers, dropped, duplicated or
-//! reordered notifications, bad signatures).
+//! reordered notifications, bad signatures). Card preauthorisation (02), its completion (03)
+//! and the undos (32, 33) hold and capture money the way a direct merchant can; their rules and
+//! the completion-in-process fault are in `/_sandbox/preauth` ([`PreauthSettings`]).
 //!
 //! ```no_run
 //! use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig, keys};
@@ -29,6 +31,7 @@
 mod gateway;
 pub mod keys;
 mod notify;
+mod preauth;
 pub mod protocol;
 mod sandbox;
 mod state;
@@ -49,6 +52,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use keys::{CredentialPaths, KeysError, MerchantCredentials, UnionpayKeys};
+pub use preauth::PreauthSettings;
 pub use state::Faults;
 
 use state::Shared;
@@ -138,6 +142,7 @@ impl UnionpayMock {
                 faults: FaultSwitch::default(),
                 notifier: Scheduler::new(config.notify_delays),
                 http: paymux_mock_kit::server::http_client(Some(Duration::from_secs(10))),
+                preauth: Mutex::new(PreauthSettings::default()),
             }),
         }
     }
@@ -152,13 +157,18 @@ impl UnionpayMock {
         self.shared.faults.set(faults);
     }
 
+    /// Replaces the preauth family's settings, as `POST /_sandbox/preauth/settings` does.
+    pub fn set_preauth(&self, settings: PreauthSettings) {
+        *paymux_mock_kit::sync::lock(&self.shared.preauth) = settings;
+    }
+
     /// Every route:
     ///
     /// | route | what |
     /// |---|---|
-    /// | `POST /gateway/api/frontTransReq.do` | consume from the payer's browser: verified, then the bank page (303) |
-    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), refund (04), consume cancel (31) |
-    /// | `POST /gateway/api/appTransReq.do` | app consume: the answer carries the `tn` |
+    /// | `POST /gateway/api/frontTransReq.do` | consume (01/01) or preauth (02/01) from the payer's browser: verified, then the bank page (303) |
+    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), refund (04), consume cancel (31), preauth completion (03), preauth undo (32), completion undo (33) |
+    /// | `POST /gateway/api/appTransReq.do` | app consume or preauth: the answer carries the `tn` |
     /// | `POST /gateway/api/queryTrans.do` | query by `orderId` + `txnTime` (or `queryId`) |
     /// | `GET /_sandbox/qr/{queryId}` | what a QR consume's `qrCode` holds: scanning it opens the bank page (303) |
     /// | `GET /_sandbox/cashier/{orderId}` | the bank page: merchant, amount, card number, Pay / Cancel (QR orders: the QR code too) |
@@ -167,6 +177,9 @@ impl UnionpayMock {
     /// | `POST /_sandbox/orders/{orderId}/pay`, `.../fail`, `.../close` | the payer pays / the payment fails / the order lapses unpaid |
     /// | `GET /_sandbox/keys` | root, intermediate and signing certificates |
     /// | `GET`/`POST`/`DELETE /_sandbox/faults` | show, set (replacing all), clear injected faults |
+    /// | `GET /_sandbox/preauth` | every preauth (held, completing, completed, undone, expired) and each merchant's held and captured totals |
+    /// | `GET /_sandbox/receivers/{merId}` | the merchant's held and captured amounts, with its preauths |
+    /// | `GET`/`POST /_sandbox/preauth/settings` | validity, the 115 % cap, the undo window, the completion-in-process fault |
     ///
     /// Where several merchants or days used one `orderId`, `?merId=&txnTime=` picks one.
     pub fn router(&self) -> Router {
@@ -184,6 +197,12 @@ impl UnionpayMock {
             .route("/_sandbox/orders/{order_id}/pay", post(sandbox::pay_order))
             .route("/_sandbox/orders/{order_id}/fail", post(sandbox::fail_order))
             .route("/_sandbox/orders/{order_id}/close", post(sandbox::close_order))
+            .route("/_sandbox/preauth", get(preauth::show))
+            .route("/_sandbox/receivers/{mer_id}", get(preauth::show_receiver))
+            .route(
+                "/_sandbox/preauth/settings",
+                get(preauth::show_settings).post(preauth::set_settings),
+            )
             .route("/_sandbox/keys", get(sandbox::keys))
             .route(
                 "/_sandbox/faults",

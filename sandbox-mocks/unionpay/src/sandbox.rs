@@ -50,7 +50,7 @@ fn find(
     let book = shared.book();
     let mut matches = book.txns.iter().filter(|(k, t)| {
         k.1 == order_id
-            && t.kind.is_consume()
+            && t.kind.is_payer_order()
             && q.get("merId").is_none_or(|m| *m == k.0)
             && q.get("txnTime").is_none_or(|t| *t == k.2)
     });

@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) notifier: Scheduler<BackNotification>,
     pub(crate) http: reqwest::Client,
+    /// The preauth family's uncertain values and fault.
+    pub(crate) preauth: Mutex<crate::preauth::PreauthSettings>,
 }
 
 /// Faults injected through `POST /_sandbox/faults`; a POST replaces them all.
@@ -34,10 +36,11 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Share (0..=1) of verified gateway requests answered HTTP 500 without doing anything.
     pub error_rate: f64,
-    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`) that do their work and
-    /// then never answer.
+    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`, `preauth` (completion
+    /// 03 and the undos 32 and 33)) that do their work and then never answer.
     pub timeout_after_commit: Vec<String>,
-    /// Operations (`app`, `qr`, `refund`, `cancel`) that do their work and answer `respCode=05`
+    /// Operations (`app`, `qr`, `refund`, `cancel`, `preauth`) that do their work and answer
+    /// `respCode=05`
     /// (accepted, query for the result).
     pub in_process_after_commit: Vec<String>,
     /// How many of the next queries answer `respCode=05` before the real state is told.
@@ -53,7 +56,8 @@ pub struct Faults {
     pub bad_signature: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 6] = ["front", "app", "qr", "refund", "cancel", "query"];
+pub(crate) const OPERATIONS: [&str; 7] =
+    ["front", "app", "qr", "refund", "cancel", "query", "preauth"];
 
 /// (merId, orderId, txnTime): how UnionPay tells orders apart.
 pub(crate) type TxnKey = (String, String, String);
@@ -82,11 +86,24 @@ pub(crate) enum Kind {
     Qr,
     Refund,
     Cancel,
+    /// A card preauthorisation (02/01), from the browser or the app: holds the amount.
+    Preauth,
+    /// Preauth completion (03/00): captures up to 115 % of the preauth.
+    Completion,
+    /// Preauth undo (32/00): releases the whole hold.
+    PreauthUndo,
+    /// Completion undo (33/00): same day, full amount; the preauth is open again.
+    CompletionUndo,
 }
 
 impl Kind {
     pub(crate) fn is_consume(self) -> bool {
         matches!(self, Self::Front | Self::App | Self::Qr)
+    }
+
+    /// What the payer pays at the bank page: a consume or a preauth.
+    pub(crate) fn is_payer_order(self) -> bool {
+        self.is_consume() || self == Self::Preauth
     }
 }
 

@@ -35,11 +35,11 @@ pub(crate) struct Verified {
 }
 
 impl Verified {
-    fn mchid(&self) -> &str {
+    pub(crate) fn mchid(&self) -> &str {
         &self.merchant.merchant.mchid
     }
 
-    fn json(&self) -> Result<Value, ApiError> {
+    pub(crate) fn json(&self) -> Result<Value, ApiError> {
         let v: Value = serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::param(format!("请求体不是合法的JSON: {e}")))?;
         if v.is_object() { Ok(v) } else { Err(ApiError::param("请求体必须是JSON对象")) }
@@ -99,7 +99,7 @@ impl FromRequest<Arc<Shared>> for Verified {
 }
 
 /// Sends `answer` unless the fault says this operation commits and then never answers.
-async fn finish(shared: &Shared, op: &str, answer: Response) -> Response {
+pub(crate) async fn finish(shared: &Shared, op: &str, answer: Response) -> Response {
     if shared.faults().timeout_after_commit.iter().any(|o| o == op) {
         tracing::info!(op, "sandbox fault: work done, answer withheld");
         std::future::pending::<()>().await;
@@ -181,6 +181,7 @@ pub(crate) async fn create_h5(State(s): St, v: Verified) -> Result<Response, Api
 
 async fn create(shared: Arc<Shared>, v: Verified, kind: Kind) -> Result<Response, ApiError> {
     let body = v.json()?;
+    crate::profitsharing::check_create_body(&body)?;
     let merchant = &v.merchant.merchant;
     let appid = require_str(&body, "appid")?;
     let mchid = require_str(&body, "mchid")?;
@@ -456,7 +457,7 @@ pub(crate) async fn refund(State(shared): St, v: Verified) -> Result<Response, A
                 return Err(ApiError::invalid("out_refund_no已用于另一笔退款, 且参数不一致"));
             }
         } else {
-            accept_refund(&mut book, key, out_refund_no, refund_amount, total, notify_url)?
+            accept_refund(&shared, &mut book, key, out_refund_no, refund_amount, total, notify_url)?
         }
     };
     let answer = match accepted {
@@ -483,6 +484,7 @@ enum Accepted {
 }
 
 fn accept_refund(
+    shared: &Shared,
     book: &mut crate::state::Book,
     key: OrderKey,
     out_refund_no: &str,
@@ -505,6 +507,7 @@ fn accept_refund(
     if order.refunded() + refund_amount > order.total {
         return Err(ApiError::invalid("申请退款金额超过订单可退金额"));
     }
+    crate::profitsharing::draw_refund(shared, order, refund_amount)?;
     let refund = Refund {
         out_refund_no: out_refund_no.to_owned(),
         refund_id: format!("503{}", random_digits(26)),

@@ -4,6 +4,9 @@
 //! public key (chosen by the request's `Wechatpay-Serial`, like WeChat), serves
 //! `/v3/certificates` encrypted with the merchant's APIv3 key, and sends encrypted, signed
 //! notifications with WeChat's retry schedule (compressible for tests). Orders live in memory.
+//! Orders created with `settle_info.profit_sharing` are frozen for profit sharing: receivers,
+//! split orders, unfreeze, returns and the unsplit amount under `/v3/profitsharing/`, with their
+//! rules and faults in `/_sandbox/profitsharing` ([`ProfitSharingSettings`]).
 //!
 //! Under `/_sandbox/` a control API pays, fails or closes orders, rotates the platform
 //! certificate and injects faults (latency, errors, timeouts after commit, dropped, duplicated or
@@ -35,6 +38,7 @@ mod cashier;
 mod control;
 mod keys;
 mod notify;
+mod profitsharing;
 pub mod protocol;
 mod state;
 
@@ -48,6 +52,7 @@ use axum::routing::{get, post};
 use paymux_mock_kit::notify::Scheduler;
 
 pub use keys::{KeysError, PlatformKeys};
+pub use profitsharing::ProfitSharingSettings;
 pub use state::Faults;
 
 use state::{Shared, lock, read, write};
@@ -189,6 +194,7 @@ impl WechatMock {
                 notifier,
                 http: paymux_mock_kit::server::http_client(None),
                 certificate_downloads: Default::default(),
+                profit: Default::default(),
             }),
         }
     }
@@ -239,6 +245,12 @@ impl WechatMock {
         self.shared.faults.set(faults);
     }
 
+    /// Replaces the profit-sharing rules' values and faults, as `POST
+    /// /_sandbox/profitsharing/settings` does.
+    pub fn set_profit_sharing(&self, settings: ProfitSharingSettings) {
+        lock(&self.shared.profit).set_settings(settings);
+    }
+
     /// Every route: WeChat's `/v3/...` API, the cashier and the `/_sandbox/` control API.
     pub fn router(&self) -> Router {
         Router::new()
@@ -255,6 +267,26 @@ impl WechatMock {
             .route("/v3/refund/domestic/refunds", post(api::refund))
             .route("/v3/refund/domestic/refunds/{out_refund_no}", get(api::refund_query))
             .route("/v3/certificates", get(api::certificates))
+            .route("/v3/profitsharing/receivers/add", post(profitsharing::add_receiver))
+            .route("/v3/profitsharing/receivers/delete", post(profitsharing::delete_receiver))
+            .route("/v3/profitsharing/orders", post(profitsharing::create_order))
+            .route("/v3/profitsharing/orders/unfreeze", post(profitsharing::unfreeze))
+            .route("/v3/profitsharing/orders/{out_order_no}", get(profitsharing::query_order))
+            .route(
+                "/v3/profitsharing/transactions/{transaction_id}/amounts",
+                get(profitsharing::amounts),
+            )
+            .route("/v3/profitsharing/return-orders", post(profitsharing::create_return))
+            .route(
+                "/v3/profitsharing/return-orders/{out_return_no}",
+                get(profitsharing::query_return),
+            )
+            .route("/_sandbox/profitsharing", get(profitsharing::show))
+            .route(
+                "/_sandbox/profitsharing/settings",
+                get(profitsharing::show_settings).post(profitsharing::set_settings),
+            )
+            .route("/_sandbox/receivers/{account}", get(profitsharing::show_receiver))
             .route("/_sandbox/orders", get(control::list_orders))
             .route("/_sandbox/orders/{out_trade_no}", get(control::show_order))
             .route("/_sandbox/orders/{out_trade_no}/pay", post(control::pay))

@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) http: reqwest::Client,
     /// `GET /v3/certificates` requests that passed the signature check, in any key mode.
     pub(crate) certificate_downloads: std::sync::atomic::AtomicU64,
+    /// Profit sharing: holds, split orders, receivers, balances, its settings.
+    pub(crate) profit: Mutex<crate::profitsharing::Book>,
 }
 
 /// Faults injected through `POST /_sandbox/faults`; a POST replaces them all.
@@ -47,8 +49,9 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Share of verified `/v3/` requests answered 500 `SYSTEM_ERROR` without doing anything.
     pub error_rate: f64,
-    /// Operations (`create`, `query`, `close`, `refund`, `refund_query`, `certificates`) that
-    /// do their work and then never answer.
+    /// Operations (`create`, `query`, `close`, `refund`, `refund_query`, `certificates`,
+    /// `profitsharing` (receivers, splits, unfreezes), `profitsharing_query`) that do their work
+    /// and then never answer.
     pub timeout_after_commit: Vec<String>,
     /// Notifications are lost on the way (each send counts as a failed attempt).
     pub drop_notifications: bool,
@@ -71,8 +74,16 @@ pub struct Faults {
     pub close_answers_orderpaid: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 6] =
-    ["create", "query", "close", "refund", "refund_query", "certificates"];
+pub(crate) const OPERATIONS: [&str; 8] = [
+    "create",
+    "query",
+    "close",
+    "refund",
+    "refund_query",
+    "certificates",
+    "profitsharing",
+    "profitsharing_query",
+];
 
 #[derive(Debug, Default)]
 pub(crate) struct Book {
@@ -423,11 +434,17 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// WeChat's `detail` object, on the errors that carry one.
+    pub(crate) detail: Option<Value>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), detail: None }
+    }
+
+    pub(crate) fn with_detail(self, detail: Value) -> Self {
+        Self { detail: Some(detail), ..self }
     }
 
     pub(crate) fn sign(message: impl Into<String>) -> Self {
@@ -449,7 +466,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"code": self.code, "message": self.message}).to_string();
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(detail) = self.detail {
+            body["detail"] = detail;
+        }
+        let body = body.to_string();
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Ok(id) = HeaderValue::from_str(&request_id()) {
