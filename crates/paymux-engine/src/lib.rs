@@ -36,6 +36,7 @@ mod error;
 pub mod failpoint;
 mod notifications;
 pub mod objects;
+pub mod operator;
 pub mod outbound;
 mod payments;
 mod refunds;

@@ -6,8 +6,9 @@
 
 use paymux_core::{
     AccountId, ChannelKind, ChannelOrderNo, InboundRequest, Notification, NotificationAck,
+    PaymentId,
 };
-use paymux_store::{AccountRecord, InboundRecord, StoreError};
+use paymux_store::{AccountRecord, InboundRecord, PaymentRecord, StoreError};
 use time::OffsetDateTime;
 
 use crate::apply::{Applied, apply_payment, apply_refund};
@@ -100,7 +101,7 @@ impl Engine {
             telemetry::notification(channel, NotificationResult::Refused);
             return NotificationReply::Ack(adapter.ack(false));
         }
-        let outcome = self.process(&account, &notification).await;
+        let (payment, outcome) = self.process(&account, &notification).await;
         let (result, note) = match &outcome {
             Ok(Applied::Changed) => (NotificationResult::Applied, "applied".to_owned()),
             Ok(Applied::Unchanged) => (NotificationResult::Duplicate, "unchanged".to_owned()),
@@ -109,7 +110,7 @@ impl Engine {
         };
         telemetry::notification(channel, result);
         let accepted = result != NotificationResult::Refused;
-        if let Err(e) = self.store.mark_inbound(&log_id, &note).await {
+        if let Err(e) = self.store.mark_inbound(&log_id, &note, payment).await {
             tracing::warn!(error = %e, "could not mark the inbound notification processed");
         }
         if !accepted {
@@ -118,22 +119,44 @@ impl Engine {
         NotificationReply::Ack(adapter.ack(accepted))
     }
 
-    /// Checks the notification against what we hold and applies it.
-    async fn process(&self, account: &AccountRecord, n: &Notification) -> Result<Applied, Refused> {
+    /// Checks the notification against what we hold and applies it; says which payment it was
+    /// about, once found, whatever came of it.
+    async fn process(
+        &self,
+        account: &AccountRecord,
+        n: &Notification,
+    ) -> (Option<PaymentId>, Result<Applied, Refused>) {
+        match self.notified_payment(account, n).await {
+            Ok(payment) => (Some(payment.id), self.apply_notification(&payment, n).await),
+            Err(refused) => (None, Err(refused)),
+        }
+    }
+
+    /// The payment a notification is about.
+    async fn notified_payment(
+        &self,
+        account: &AccountRecord,
+        n: &Notification,
+    ) -> Result<PaymentRecord, Refused> {
         let store = &*self.store;
         let attempt = store
             .attempt_by_channel_order_no(account.id, n.channel_order_no())
             .await?
             .ok_or_else(|| Refused::UnknownOrder(n.channel_order_no().clone()))?;
-        let payment = store
-            .payment(account.merchant_id, attempt.payment_id)
-            .await?
-            .ok_or(Refused::PaymentGone)?;
+        store.payment(account.merchant_id, attempt.payment_id).await?.ok_or(Refused::PaymentGone)
+    }
+
+    async fn apply_notification(
+        &self,
+        payment: &PaymentRecord,
+        n: &Notification,
+    ) -> Result<Applied, Refused> {
+        let store = &*self.store;
         match n {
             Notification::Payment { state: report, .. } => {
-                let applied = apply_payment(store, &payment, report).await?;
+                let applied = apply_payment(store, payment, report).await?;
                 if applied == Applied::Changed {
-                    telemetry::notification_lag(&payment);
+                    telemetry::notification_lag(payment);
                 }
                 Ok(applied)
             }

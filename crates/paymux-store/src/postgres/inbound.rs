@@ -1,7 +1,7 @@
 //! The log of channel notifications.
 
 use async_trait::async_trait;
-use paymux_core::{AccountId, ChannelKind};
+use paymux_core::{AccountId, ChannelKind, PaymentId};
 use time::OffsetDateTime;
 
 use super::PgStore;
@@ -29,12 +29,19 @@ impl InboundStore for PgStore {
         Ok(())
     }
 
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
+    async fn mark_inbound(
+        &self,
+        id: &str,
+        outcome: &str,
+        payment: Option<PaymentId>,
+    ) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE inbound_notifications SET outcome = $1, processed_at = $2 WHERE id = $3",
+            "UPDATE inbound_notifications SET outcome = $1, processed_at = $2, \
+             payment_id = COALESCE($3, payment_id) WHERE id = $4",
         )
         .bind(outcome)
         .bind(ms(OffsetDateTime::now_utc()))
+        .bind(payment.map(|p| p.to_string()))
         .bind(id)
         .execute(&self.pool)
         .await

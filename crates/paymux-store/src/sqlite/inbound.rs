@@ -1,7 +1,7 @@
 //! The log of channel notifications.
 
 use async_trait::async_trait;
-use paymux_core::{AccountId, ChannelKind};
+use paymux_core::{AccountId, ChannelKind, PaymentId};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
@@ -29,14 +29,23 @@ impl InboundStore for SqliteStore {
         Ok(())
     }
 
-    async fn mark_inbound(&self, id: &str, outcome: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE inbound_notifications SET outcome = ?, processed_at = ? WHERE id = ?")
-            .bind(outcome)
-            .bind(ms(OffsetDateTime::now_utc()))
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(unavailable)?;
+    async fn mark_inbound(
+        &self,
+        id: &str,
+        outcome: &str,
+        payment: Option<PaymentId>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE inbound_notifications SET outcome = ?, processed_at = ?, \
+             payment_id = COALESCE(?, payment_id) WHERE id = ?",
+        )
+        .bind(outcome)
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(payment.map(|p| p.to_string()))
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(unavailable)?;
         Ok(())
     }
 
