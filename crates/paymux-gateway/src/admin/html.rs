@@ -50,7 +50,7 @@ body{margin:0;font:15px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;color
 header{display:flex;flex-wrap:wrap;gap:.5rem 1.25rem;align-items:center;padding:.7rem 1rem;background:#1d2430;color:#fff}
 header a{color:#fff;text-decoration:none}header strong{margin-right:auto}
 header form{margin:0}header button{background:none;border:1px solid #fff6;color:#fff}
-main{padding:1rem;max-width:1200px;margin:0 auto}
+main{padding:1rem;max-width:1200px;margin:0 auto;overflow-wrap:anywhere}
 h1{font-size:1.3rem;margin:.2rem 0 1rem}h2{font-size:1.1rem;margin:1.5rem 0 .6rem}
 a{color:#1559c4}
 .card{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:.8rem 1rem;margin:0 0 1rem}
@@ -77,7 +77,7 @@ ol.timeline{list-style:none;padding:0;margin:0}
 .kind{font-size:.72rem;text-transform:uppercase;letter-spacing:.04em;color:#556}
 .notice{padding:.6rem .8rem;border-radius:6px;background:#fde1de;color:#7a1208;margin:0 0 1rem}
 .muted{color:#667}
-svg{max-width:100%;height:auto;display:block}
+svg{max-width:100%;height:auto;display:block}svg.chart{width:760px}
 @media (max-width:640px){main{padding:.6rem}.kv{grid-template-columns:1fr}.kv dt{margin-top:.3rem}}
 ";
 
@@ -214,7 +214,12 @@ pub fn payments(q: &AdminPaymentQuery, list: &AdminPage, csrf: &str) -> String {
         for p in &list.payments {
             body.push_str(&payment_row(p));
         }
-        body.push_str("</tbody></table></div>");
+        let n = list.payments.len();
+        let _ = write!(
+            body,
+            "</tbody></table></div><p class=\"muted\">{n} matching payment{} shown</p>",
+            if n == 1 { "" } else { "s" }
+        );
     }
     if let Some(next) = list.next {
         let keep = |k: &str, v: &Option<String>| {

@@ -46,7 +46,7 @@ pub fn routes() -> Router<Engine> {
         .layer(middleware::from_fn(security_headers))
 }
 
-/// No framing, no scripts, no third-party anything, nothing cached, no referrer leaving.
+/// No framing, no scripts, no third-party anything, nothing cached, no referrer leaving the site.
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
     let h = res.headers_mut();
@@ -58,7 +58,11 @@ async fn security_headers(req: Request, next: Next) -> Response {
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: with it, browsers send `Origin: null` on the page's own forms. The
+    // sign-in link's answer, whose address holds a token, sets `no-referrer` itself.
+    if !h.contains_key(header::REFERRER_POLICY) {
+        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     res
@@ -156,7 +160,14 @@ async fn login_page(State(engine): State<Engine>, Query(q): Query<LoginQuery>) -
         Some(token) => match sign_in(&engine, &token).await {
             // Not a redirect: a page of ours moves on, so the SameSite=Strict cookie goes with
             // the next request even when the link was opened from another site or a terminal.
-            Ok(cookie) => ([(header::SET_COOKIE, cookie)], Html(html::signed_in())).into_response(),
+            Ok(cookie) => (
+                [
+                    (header::SET_COOKIE, cookie),
+                    (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+                ],
+                Html(html::signed_in()),
+            )
+                .into_response(),
             Err(res) => res,
         },
     }
