@@ -40,7 +40,10 @@ pub fn router(state: Engine) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(request_id))
-        .layer(TraceLayer::new_for_http())
+        // The path, never the query: the admin sign-in link carries an operator token there.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .with_state(state)
 }
 
