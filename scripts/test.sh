@@ -12,7 +12,8 @@ if ! pg_isready -q -h 127.0.0.1; then
 fi
 cargo test --workspace --locked "$@"
 # The end-to-end suites again, each test on a fresh PostgreSQL database of its own (dropped after).
-# The browser tests drive pages, not the store, and run once.
+# The payer's browser tests drive pages, not the store, and run once; the admin page's test reads
+# the store across merchants (its own queries on each backend), so it runs here too.
 PAYMUX_E2E_DATABASE=postgres cargo test --locked -p paymux-e2e \
     --test alipay --test wechat --test unionpay --test reliability --test recovery \
-    --test livemode --test shutdown --test metrics
+    --test livemode --test shutdown --test metrics --test admin

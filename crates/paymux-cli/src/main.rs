@@ -68,7 +68,7 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
-    /// Create merchants, API keys and channel accounts in a store.
+    /// Create merchants, API keys, channel accounts and operator tokens in a store.
     #[command(subcommand)]
     Admin(Admin),
     /// Measure the gateway with its sandbox channels (creates, callbacks, a slow channel, an
@@ -109,6 +109,14 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Admin {
+    /// A new operator token for the admin page (/admin), shown once: paymux keeps its hash.
+    Token {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// Who or what the token is for, shown with the actions done with it.
+        #[arg(long, default_value = "operator")]
+        label: String,
+    },
     /// A new merchant and its first test API key (shown once).
     CreateMerchant {
         #[command(flatten)]
@@ -279,6 +287,15 @@ async fn run(cli: Cli) -> Result<()> {
             println!("the store {url} is up to date");
             Ok(())
         }
+        Command::Admin(Admin::Token { database, label }) => {
+            let engine = admin_engine(&database).await?;
+            let (id, token) = engine.create_operator_token(&label).await?;
+            println!(
+                "operator token {id}\ntoken  {token}  (shown once; paymux keeps only its hash)\n\
+                 sign in at <public-url>/admin/login?token={token}"
+            );
+            Ok(())
+        }
         Command::Admin(Admin::CreateMerchant { database, name, live }) => {
             let engine = admin_engine(&database).await?;
             let (merchant, key) = engine.create_merchant(&name, live).await?;
@@ -366,6 +383,7 @@ paymux sandbox is up.
 
   gateway        {gw}
   API key        {key}
+  admin page     {admin}
   Alipay mock    {ali}   (cashier pages under /_sandbox/cashier/)
   WeChat mock    {wx}   (key mode: {wx_mode})
   UnionPay mock  {up}   (the bank's card page under /_sandbox/)
@@ -381,6 +399,7 @@ Open the payment's action.code_url in a browser and press Pay, then GET {gw}/v1/
 Ctrl-C stops everything; state and keys stay in {dir}.
 "#,
         key = m.api_key,
+        admin = m.admin_url,
         ali = m.channels.alipay.mock_url,
         wx = m.channels.wechat.mock_url,
         wx_mode = m.channels.wechat.key_mode,

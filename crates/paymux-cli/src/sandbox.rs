@@ -79,6 +79,10 @@ impl SandboxOptions {
 pub struct Manifest {
     pub gateway_url: String,
     pub api_key: String,
+    /// The admin page's sign-in link, with an operator token made for this start: opening it
+    /// signs in and takes the token out of the address bar.
+    #[serde(default)]
+    pub admin_url: String,
     pub merchants: Vec<ManifestMerchant>,
     pub channels: ManifestChannels,
 }
@@ -303,6 +307,9 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let state = Engine::new(store.clone(), config);
     let id = identity(&state, dir).await?;
     let merchant_id: MerchantId = id.merchant_id.parse()?;
+    // A fresh operator token on every start (only its hash is kept), for the sign-in link.
+    let (_, operator_token) = state.create_operator_token("sandbox (paymux up)").await?;
+    let admin_url = format!("{gateway_url}/admin/login?token={operator_token}");
 
     // Keys are made on first start and kept, so a developer's configured SDKs keep working.
     let app_key = read_or_create_key(&keys_dir.join("alipay-app-private.pem"))?;
@@ -437,6 +444,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     let manifest = Manifest {
         gateway_url,
         api_key: id.api_key.clone(),
+        admin_url,
         merchants: vec![ManifestMerchant {
             id: id.merchant_id.clone(),
             api_key: id.api_key.clone(),

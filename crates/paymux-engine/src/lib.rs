@@ -5,8 +5,9 @@
 //! transaction ([`apply_payment`], [`apply_refund`]); handles a channel's notification from the
 //! raw request to the channel's reply ([`Engine::handle_notification`]); and runs the background
 //! workers: the sweeper, which settles what the channels never told us, and the webhook
-//! dispatcher, which delivers the outbox. The HTTP gateway and the CLI are doors onto it; it
-//! depends on no web framework.
+//! dispatcher, which delivers the outbox; and it holds the operators' use cases behind the admin
+//! page ([`operator`]). The HTTP gateway and the CLI are doors onto it; it depends on no web
+//! framework.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -36,6 +37,7 @@ mod error;
 pub mod failpoint;
 mod notifications;
 pub mod objects;
+pub mod operator;
 pub mod outbound;
 mod payments;
 mod refunds;

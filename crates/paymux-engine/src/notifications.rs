@@ -103,8 +103,9 @@ impl Engine {
             body: inbound.body,
             received_at: OffsetDateTime::now_utc(),
             outcome: Some("applied".to_owned()),
+            payment_id: None,
         };
-        let outcome = self.process(&account, &notification, &record).await;
+        let outcome = self.process(&account, &notification, &mut record).await;
         let (result, note, logged) = match &outcome {
             Ok(Processed { applied: Applied::Changed, logged }) => {
                 (NotificationResult::Applied, "applied".to_owned(), *logged)
@@ -137,12 +138,14 @@ impl Engine {
         NotificationReply::Ack(adapter.ack(accepted))
     }
 
-    /// Checks the notification against what we hold and applies it.
+    /// Checks the notification against what we hold and applies it. Once the payment it is about
+    /// is found, `inbound` names it, whatever comes of it (the admin page shows a payment's
+    /// notifications; WeChat's are encrypted, so the raw body alone does not say which payment).
     async fn process(
         &self,
         account: &AccountRecord,
         n: &Notification,
-        inbound: &InboundRecord,
+        inbound: &mut InboundRecord,
     ) -> Result<Processed, Refused> {
         let store = &*self.store;
         let attempt = store
@@ -153,6 +156,8 @@ impl Engine {
             .payment(account.merchant_id, attempt.payment_id)
             .await?
             .ok_or(Refused::PaymentGone)?;
+        inbound.payment_id = Some(payment.id);
+        let inbound = &*inbound;
         match n {
             Notification::Payment { state: report, .. } => {
                 let applied =

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::{callbacks, idempotency, metrics, openapi};
+use crate::{admin, callbacks, idempotency, metrics, openapi};
 use paymux_engine::Engine;
 
 /// Bodies larger than this are refused before they are read.
@@ -34,12 +34,16 @@ pub fn router(state: Engine) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
+        .merge(admin::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(metrics::track))
         .layer(middleware::from_fn(request_id))
-        .layer(TraceLayer::new_for_http())
+        // The path, never the query: the admin sign-in link carries an operator token there.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            tracing::debug_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
         .with_state(state)
 }
 

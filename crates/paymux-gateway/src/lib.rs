@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod app;
 mod auth;
 mod callbacks;

@@ -311,3 +311,89 @@ pub(crate) fn delivery<R: Columns>(
         delivered_at: opt_from_ms(row.opt_int("delivered_at")?)?,
     })
 }
+
+/// A notification's headers from their stored JSON list of `[name, value]` pairs.
+fn headers(stored: &str) -> StoreResult<Vec<(String, String)>> {
+    Ok(serde_json::from_str(stored)
+        .map_err(|source| Corruption::Json { what: "notification headers", source })?)
+}
+
+pub(crate) const OPERATOR_TOKEN_COLUMNS: &str = "id, token_hash, label, created_at";
+
+pub(crate) fn operator_token<R: Columns>(row: &R) -> StoreResult<OperatorTokenRecord> {
+    Ok(OperatorTokenRecord {
+        id: row.text("id")?,
+        token_hash: row.text("token_hash")?,
+        label: row.text("label")?,
+        created_at: from_ms(row.int("created_at")?)?,
+    })
+}
+
+pub(crate) const ADMIN_SESSION_COLUMNS: &str = "id_hash, token_id, created_at, expires_at";
+
+pub(crate) fn admin_session<R: Columns>(row: &R) -> StoreResult<AdminSessionRecord> {
+    Ok(AdminSessionRecord {
+        id_hash: row.text("id_hash")?,
+        token_id: row.text("token_id")?,
+        created_at: from_ms(row.int("created_at")?)?,
+        expires_at: from_ms(row.int("expires_at")?)?,
+    })
+}
+
+pub(crate) const OPERATOR_ACTION_COLUMNS: &str =
+    "id, token_id, action, payment_id, target, outcome, detail, at";
+
+pub(crate) fn operator_action<R: Columns>(row: &R) -> StoreResult<OperatorActionRecord> {
+    Ok(OperatorActionRecord {
+        id: row.text("id")?,
+        token_id: row.text("token_id")?,
+        action: row.text("action")?,
+        payment_id: parse(row.text("payment_id")?, "payment id")?,
+        target: row.opt_text("target")?,
+        outcome: row.text("outcome")?,
+        detail: row.text("detail")?,
+        at: from_ms(row.int("at")?)?,
+    })
+}
+
+pub(crate) const INBOUND_COLUMNS: &str =
+    "id, channel, account_id, notify_id, headers, body, outcome, received_at";
+
+pub(crate) fn inbound_log<R: Columns>(row: &R) -> StoreResult<InboundLogRecord> {
+    Ok(InboundLogRecord {
+        id: row.text("id")?,
+        channel: parse(row.text("channel")?, "channel")?,
+        account_id: parse(row.text("account_id")?, "account id")?,
+        notify_id: row.opt_text("notify_id")?,
+        headers: headers(&row.text("headers")?)?,
+        body: row.opt_bytes("body")?.unwrap_or_default(),
+        outcome: row.opt_text("outcome")?,
+        received_at: from_ms(row.int("received_at")?)?,
+    })
+}
+
+/// A count that SQL returned as a signed integer.
+fn count<R: Columns>(row: &R, column: &'static str) -> StoreResult<u64> {
+    let n = row.int(column)?;
+    Ok(u64::try_from(n).map_err(|_| Corruption::Value { what: "count", value: n.to_string() })?)
+}
+
+/// From `channel, bucket, status, n`.
+pub(crate) fn outcome_count<R: Columns>(row: &R) -> StoreResult<OutcomeCount> {
+    Ok(OutcomeCount {
+        channel: parse(row.text("channel")?, "channel")?,
+        bucket: row.int("bucket")?,
+        status: parse(row.text("status")?, "payment status")?,
+        count: count(row, "n")?,
+    })
+}
+
+/// From `channel, code, message, n`.
+pub(crate) fn failure_reason<R: Columns>(row: &R) -> StoreResult<FailureReason> {
+    Ok(FailureReason {
+        channel: parse(row.text("channel")?, "channel")?,
+        code: row.text("code")?,
+        message: row.text("message")?,
+        count: count(row, "n")?,
+    })
+}

@@ -40,8 +40,8 @@ pub use traits::*;
 /// The store traits, for calling store methods: `use paymux_store::prelude::*;`.
 pub mod prelude {
     pub use crate::traits::{
-        AccountStore, Health, IdempotencyStore, InboundStore, MerchantStore, OutboxStore,
-        PaymentStore, RefundStore, Store, WorkQueue,
+        AccountStore, Health, IdempotencyStore, InboundStore, MerchantStore, OperatorStore,
+        OutboxStore, PaymentStore, RefundStore, Store, WorkQueue,
     };
 }
 

@@ -241,6 +241,8 @@ pub struct InboundRecord {
     pub received_at: OffsetDateTime,
     /// What became of it (`applied`, `unchanged`, `mismatch: ...`), once processed.
     pub outcome: Option<String>,
+    /// The payment it was about, once found.
+    pub payment_id: Option<PaymentId>,
 }
 
 /// What claiming an idempotency key found.
@@ -374,4 +376,113 @@ pub struct DeliveryRecord {
     pub attempts: Vec<DeliveryAttemptRecord>,
     pub next_attempt_at: Option<OffsetDateTime>,
     pub delivered_at: Option<OffsetDateTime>,
+}
+
+/// An operator's token as kept: the SHA-256 of the token, never the token (shown once, when
+/// made). Operators sign in to the admin page with it.
+#[derive(Clone, PartialEq)]
+pub struct OperatorTokenRecord {
+    /// `opt_...`: who did what, in the operator actions, without the secret.
+    pub id: String,
+    /// SHA-256 of the full token, hex.
+    pub token_hash: String,
+    /// What the token is for (`sandbox`, a person's name).
+    pub label: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for OperatorTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorTokenRecord")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed-in admin session, found by the SHA-256 of its cookie (the cookie is not kept).
+#[derive(Clone, PartialEq)]
+pub struct AdminSessionRecord {
+    pub id_hash: String,
+    /// The operator token it was opened with.
+    pub token_id: String,
+    pub created_at: OffsetDateTime,
+    /// It is not found after this.
+    pub expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for AdminSessionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSessionRecord")
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something an operator did to a payment from the admin page, and how it went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorActionRecord {
+    /// `opa_...`.
+    pub id: String,
+    /// The operator token that did it.
+    pub token_id: String,
+    /// `sync`, `close`, `redeliver`.
+    pub action: String,
+    pub payment_id: PaymentId,
+    /// What within the payment it acted on, if not the payment itself (an event id).
+    pub target: Option<String>,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// What came of it, in words (the payment's status after, the error).
+    pub detail: String,
+    pub at: OffsetDateTime,
+}
+
+/// The operator's search over every merchant's payments, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AdminPaymentFilter {
+    pub status: Option<PaymentStatus>,
+    pub channel: Option<ChannelKind>,
+    pub method: Option<PaymentMethod>,
+    pub merchant_order_no: Option<String>,
+    /// Created at or after this.
+    pub created_from: Option<OffsetDateTime>,
+    /// Created before this.
+    pub created_to: Option<OffsetDateTime>,
+    /// Only payments created before this one (ids sort by time): the next page.
+    pub before: Option<PaymentId>,
+    pub limit: u32,
+}
+
+/// A channel notification as logged, raw, with what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundLogRecord {
+    pub id: String,
+    pub channel: ChannelKind,
+    pub account_id: AccountId,
+    pub notify_id: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub outcome: Option<String>,
+    pub received_at: OffsetDateTime,
+}
+
+/// How many payments of one channel, created in one time bucket, are in one status now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeCount {
+    pub channel: ChannelKind,
+    /// The bucket's index from the start of the range (`(created_at - from) / bucket`).
+    pub bucket: i64,
+    pub status: PaymentStatus,
+    pub count: u64,
+}
+
+/// How often a channel failed payments with one code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailureReason {
+    pub channel: ChannelKind,
+    pub code: String,
+    pub message: String,
+    pub count: u64,
 }

@@ -286,6 +286,51 @@ pub trait WorkQueue: Send + Sync {
     async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog>;
 }
 
+/// The operators' side: their tokens and admin sessions, what they did, and the views across
+/// merchants the admin page shows (an operator sees every merchant's objects, of both modes).
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
+    async fn add_operator_token(&self, token: &OperatorTokenRecord) -> StoreResult<()>;
+    /// The token whose SHA-256 hash is `token_hash`.
+    async fn operator_token_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> StoreResult<Option<OperatorTokenRecord>>;
+    /// Opens a session; sessions expired by `session.created_at` are deleted in passing.
+    async fn create_admin_session(&self, session: &AdminSessionRecord) -> StoreResult<()>;
+    /// The session whose cookie hashes to `id_hash`, if it has not expired at `now`.
+    async fn admin_session(
+        &self,
+        id_hash: &str,
+        now: OffsetDateTime,
+    ) -> StoreResult<Option<AdminSessionRecord>>;
+    /// Ends a session (sign-out).
+    async fn end_admin_session(&self, id_hash: &str) -> StoreResult<()>;
+    async fn record_operator_action(&self, action: &OperatorActionRecord) -> StoreResult<()>;
+    /// What operators did to a payment, oldest first.
+    async fn operator_actions(&self, payment: PaymentId) -> StoreResult<Vec<OperatorActionRecord>>;
+    /// Payments of every merchant and both modes, newest first.
+    async fn admin_payments(&self, filter: &AdminPaymentFilter) -> StoreResult<Vec<PaymentRecord>>;
+    /// Every event about one object (a payment, a refund), oldest first.
+    async fn object_events(&self, object_id: &str) -> StoreResult<Vec<EventRecord>>;
+    /// The notifications logged about a payment, oldest first.
+    async fn inbound_for_payment(&self, payment: PaymentId) -> StoreResult<Vec<InboundLogRecord>>;
+    /// Payments created in `[from, to)`, counted by channel, bucket of `bucket_ms` and status.
+    async fn payment_outcomes(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        bucket_ms: i64,
+    ) -> StoreResult<Vec<OutcomeCount>>;
+    /// The commonest failure codes and messages of payments created in `[from, to)`.
+    async fn failure_reasons(
+        &self,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<FailureReason>>;
+}
+
 /// Whether the database answers.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -304,6 +349,7 @@ pub trait Store:
     + IdempotencyStore
     + InboundStore
     + WorkQueue
+    + OperatorStore
     + Health
     + Send
     + Sync
@@ -320,6 +366,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + InboundStore
         + WorkQueue
+        + OperatorStore
         + Health
         + Send
         + Sync

@@ -56,6 +56,9 @@ on_every_backend!(
     a_notification_counts_as_applied_once_logged_so,
     a_transition_logs_its_notification_only_if_it_applies,
     keys_accounts_and_ping_read_back,
+    operator_tokens_are_found_by_hash_and_sessions_expire,
+    operator_actions_and_a_payments_notifications_read_back_in_order,
+    admin_payments_filter_across_merchants_and_count_outcomes,
 );
 
 struct Fixture {
@@ -849,6 +852,7 @@ fn notification(f: &Fixture, id: &str, notify_id: &str, outcome: &str) -> Inboun
         body: b"a=1".to_vec(),
         received_at: OffsetDateTime::now_utc(),
         outcome: Some(outcome.into()),
+        payment_id: None,
     }
 }
 
@@ -909,6 +913,166 @@ async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
     assert_eq!(got.action, Some(action));
     let attempt = f.store.attempt_by_channel_order_no(f.account, &a.channel_order_no).await;
     assert_eq!(attempt.unwrap().unwrap().channel_data, serde_json::json!({"tn": "1"}));
+}
+
+async fn operator_tokens_are_found_by_hash_and_sessions_expire(store: Arc<dyn Store>) {
+    // Whole seconds: the store keeps milliseconds.
+    let now =
+        OffsetDateTime::from_unix_timestamp(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    let token = OperatorTokenRecord {
+        id: "opt_1".into(),
+        token_hash: "cd".repeat(32),
+        label: "sandbox".into(),
+        created_at: now,
+    };
+    store.add_operator_token(&token).await.unwrap();
+    assert!(matches!(
+        store.add_operator_token(&token).await,
+        Err(StoreError::Duplicate("operator token"))
+    ));
+    let found = store.operator_token_by_hash(&token.token_hash).await.unwrap().unwrap();
+    assert_eq!(found.id, "opt_1");
+    assert_eq!(store.operator_token_by_hash(&"00".repeat(32)).await.unwrap(), None);
+
+    let hour = time::Duration::hours(1);
+    let old = AdminSessionRecord {
+        id_hash: "s-old".into(),
+        token_id: "opt_1".into(),
+        created_at: now - hour * 2,
+        expires_at: now - hour,
+    };
+    store.create_admin_session(&old).await.unwrap();
+    assert_eq!(store.admin_session("s-old", now).await.unwrap(), None, "expired");
+    let live = AdminSessionRecord {
+        id_hash: "s-live".into(),
+        token_id: "opt_1".into(),
+        created_at: now,
+        expires_at: now + hour,
+    };
+    store.create_admin_session(&live).await.unwrap();
+    assert_eq!(store.admin_session("s-live", now).await.unwrap(), Some(live.clone()));
+    assert_eq!(store.admin_session("s-live", now + hour).await.unwrap(), None);
+    // Opening a session swept the expired one away, so it cannot come back even at an old clock.
+    assert_eq!(store.admin_session("s-old", now - hour * 3).await.unwrap(), None);
+    store.end_admin_session("s-live").await.unwrap();
+    assert_eq!(store.admin_session("s-live", now).await.unwrap(), None);
+}
+
+async fn operator_actions_and_a_payments_notifications_read_back_in_order(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "o-1", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    let now = OffsetDateTime::now_utc();
+    let token = OperatorTokenRecord {
+        id: "opt_1".into(),
+        token_hash: "ef".repeat(32),
+        label: "ops".into(),
+        created_at: now,
+    };
+    f.store.add_operator_token(&token).await.unwrap();
+    for (i, action) in ["sync", "close"].into_iter().enumerate() {
+        let record = OperatorActionRecord {
+            id: format!("opa_{i}"),
+            token_id: "opt_1".into(),
+            action: action.into(),
+            payment_id: p.id,
+            target: None,
+            outcome: "ok".into(),
+            detail: format!("payment is {action}ed"),
+            at: now + time::Duration::milliseconds(i as i64),
+        };
+        f.store.record_operator_action(&record).await.unwrap();
+    }
+    let actions = f.store.operator_actions(p.id).await.unwrap();
+    assert_eq!(actions.iter().map(|a| a.action.as_str()).collect::<Vec<_>>(), ["sync", "close"]);
+    assert_eq!(actions[1].token_id, "opt_1");
+
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let events = f.store.object_events(&p.id.to_string()).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.kind).collect::<Vec<_>>(), [EventType::PaymentSucceeded]);
+
+    for (id, linked) in [("in_a", Some(p.id)), ("in_b", None)] {
+        let inbound = InboundRecord {
+            id: id.into(),
+            channel: ChannelKind::Alipay,
+            account_id: f.account,
+            notify_id: None,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            body: id.as_bytes().to_vec(),
+            received_at: OffsetDateTime::now_utc(),
+            outcome: Some("applied".into()),
+            payment_id: linked,
+        };
+        f.store.log_inbound(&inbound).await.unwrap();
+    }
+    let logged = f.store.inbound_for_payment(p.id).await.unwrap();
+    assert_eq!(logged.len(), 1);
+    assert_eq!(logged[0].body, b"in_a");
+    assert_eq!(logged[0].outcome.as_deref(), Some("applied"));
+    assert_eq!(logged[0].headers, [("content-type".to_owned(), "text/plain".to_owned())]);
+}
+
+async fn admin_payments_filter_across_merchants_and_count_outcomes(store: Arc<dyn Store>) {
+    let f = fixture(store.clone()).await;
+    let g = fixture(store).await;
+    let (p1, a1) = payment(&f, "o-1", 100);
+    let (mut p2, a2) = payment(&g, "o-2", 200);
+    p2.livemode = true;
+    for (p, a) in [(&p1, &a1), (&p2, &a2)] {
+        f.store.insert_payment(p, a, OffsetDateTime::now_utc(), None).await.unwrap();
+    }
+    f.store.transition_payment(&succeed(&p1)).await.unwrap();
+    let mut fail = succeed(&p2);
+    fail.to = PaymentStatus::Failed;
+    fail.failure_code = Some("CARD_DECLINED".into());
+    fail.failure_message = Some("declined by the bank".into());
+    fail.events.clear();
+    f.store.transition_payment(&fail).await.unwrap();
+
+    let everything = AdminPaymentFilter { limit: 10, ..Default::default() };
+    let all = f.store.admin_payments(&everything).await.unwrap();
+    assert_eq!(all.iter().map(|p| p.id).collect::<Vec<_>>(), [p2.id, p1.id], "newest first");
+    let filter = AdminPaymentFilter {
+        status: Some(PaymentStatus::Succeeded),
+        channel: Some(ChannelKind::Alipay),
+        method: Some(PaymentMethod::Qr),
+        limit: 10,
+        ..Default::default()
+    };
+    let ok = f.store.admin_payments(&filter).await.unwrap();
+    assert_eq!(ok.iter().map(|p| p.id).collect::<Vec<_>>(), [p1.id]);
+    let by_no = AdminPaymentFilter {
+        merchant_order_no: Some("o-2".into()),
+        limit: 10,
+        ..Default::default()
+    };
+    assert_eq!(f.store.admin_payments(&by_no).await.unwrap()[0].id, p2.id);
+    let page = AdminPaymentFilter { before: Some(p2.id), limit: 10, ..Default::default() };
+    assert_eq!(f.store.admin_payments(&page).await.unwrap()[0].id, p1.id);
+    let later = AdminPaymentFilter {
+        created_from: Some(OffsetDateTime::now_utc() + time::Duration::hours(1)),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(f.store.admin_payments(&later).await.unwrap().is_empty());
+
+    let from = OffsetDateTime::now_utc() - time::Duration::minutes(30);
+    let to = OffsetDateTime::now_utc() + time::Duration::minutes(30);
+    let outcomes = f.store.payment_outcomes(from, to, 3_600_000).await.unwrap();
+    let mut seen: Vec<(PaymentStatus, u64, i64)> =
+        outcomes.iter().map(|o| (o.status, o.count, o.bucket)).collect();
+    seen.sort_by_key(|s| s.0.as_str());
+    assert_eq!(seen, [(PaymentStatus::Failed, 1, 0), (PaymentStatus::Succeeded, 1, 0)]);
+    let reasons = f.store.failure_reasons(from, to, 5).await.unwrap();
+    assert_eq!(
+        reasons,
+        [FailureReason {
+            channel: ChannelKind::Alipay,
+            code: "CARD_DECLINED".into(),
+            message: "declined by the bank".into(),
+            count: 1,
+        }]
+    );
 }
 
 /// SQLite only: a store made by the migrations before live and test were apart, with rows in it, then opened

@@ -16,7 +16,8 @@ where
 {
     sqlx::query(
         "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
-         received_at, outcome, processed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         received_at, outcome, processed_at, payment_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&n.id)
     .bind(n.channel.as_str())
@@ -27,6 +28,7 @@ where
     .bind(ms(n.received_at))
     .bind(&n.outcome)
     .bind(n.outcome.as_ref().map(|_| ms(OffsetDateTime::now_utc())))
+    .bind(n.payment_id.map(|p| p.to_string()))
     .execute(conn)
     .await
     .map_err(unavailable)?;

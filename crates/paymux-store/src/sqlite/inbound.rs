@@ -18,7 +18,7 @@ pub(super) async fn insert_inbound(
 ) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO inbound_notifications (id, channel, account_id, notify_id, headers, body, \
-         received_at, outcome, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         received_at, outcome, processed_at, payment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&n.id)
     .bind(n.channel.as_str())
@@ -29,6 +29,7 @@ pub(super) async fn insert_inbound(
     .bind(ms(n.received_at))
     .bind(&n.outcome)
     .bind(n.outcome.as_ref().map(|_| ms(OffsetDateTime::now_utc())))
+    .bind(n.payment_id.map(|p| p.to_string()))
     .execute(conn)
     .await
     .map_err(unavailable)?;

@@ -9,6 +9,7 @@
 mod idempotency;
 mod inbound;
 mod merchants;
+mod operators;
 mod outbox;
 mod payments;
 mod queue;
