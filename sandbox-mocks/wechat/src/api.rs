@@ -35,11 +35,11 @@ pub(crate) struct Verified {
 }
 
 impl Verified {
-    fn mchid(&self) -> &str {
+    pub(crate) fn mchid(&self) -> &str {
         &self.merchant.merchant.mchid
     }
 
-    fn json(&self) -> Result<Value, ApiError> {
+    pub(crate) fn json(&self) -> Result<Value, ApiError> {
         let v: Value = serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::param(format!("请求体不是合法的JSON: {e}")))?;
         if v.is_object() { Ok(v) } else { Err(ApiError::param("请求体必须是JSON对象")) }
@@ -99,7 +99,7 @@ impl FromRequest<Arc<Shared>> for Verified {
 }
 
 /// Sends `answer` unless the fault says this operation commits and then never answers.
-async fn finish(shared: &Shared, op: &str, answer: Response) -> Response {
+pub(crate) async fn finish(shared: &Shared, op: &str, answer: Response) -> Response {
     if shared.faults().timeout_after_commit.iter().any(|o| o == op) {
         tracing::info!(op, "sandbox fault: work done, answer withheld");
         std::future::pending::<()>().await;
@@ -107,7 +107,7 @@ async fn finish(shared: &Shared, op: &str, answer: Response) -> Response {
     answer
 }
 
-fn json_bytes(v: &Value) -> Vec<u8> {
+pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
@@ -115,7 +115,7 @@ fn str_field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get(name).and_then(Value::as_str)
 }
 
-fn require_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn require_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     str_field(v, name).filter(|s| !s.is_empty()).ok_or_else(|| {
         ApiError::param(format!("输入源“/body/{name}”映射到字段“{name}”必填性规则校验失败"))
     })
@@ -345,6 +345,7 @@ pub(crate) async fn query_by_out_trade_no(
     v: Verified,
 ) -> Result<Response, ApiError> {
     check_mchid_query(&uri, &v)?;
+    crate::barcode::before_query(&shared, v.mchid(), &out_trade_no);
     let transaction = lock(&shared.book)
         .orders
         .get(&(v.mchid().to_owned(), out_trade_no))

@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<PlatformKeys>,
     pub(crate) merchants: RwLock<HashMap<String, Arc<MerchantEntry>>>,
     pub(crate) book: Mutex<Book>,
+    pub(crate) barcode: Mutex<crate::barcode::Book>,
     pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) refund_delay: Mutex<Duration>,
     pub(crate) notifier: Scheduler<crate::notify::Outgoing>,
@@ -71,8 +72,8 @@ pub struct Faults {
     pub close_answers_orderpaid: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 6] =
-    ["create", "query", "close", "refund", "refund_query", "certificates"];
+pub(crate) const OPERATIONS: [&str; 8] =
+    ["create", "query", "close", "refund", "refund_query", "certificates", "codepay", "reverse"];
 
 #[derive(Debug, Default)]
 pub(crate) struct Book {
@@ -86,16 +87,22 @@ pub(crate) type OrderKey = (String, String);
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub(crate) enum TradeState {
     Notpay,
+    /// A barcode order whose payer is entering a password.
+    Userpaying,
     Success,
     Refund,
     Closed,
     Payerror,
+    /// A barcode order reversed (closed unpaid, or refunded in full).
+    Revoked,
 }
 
 impl TradeState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Notpay => "NOTPAY",
+            Self::Userpaying => "USERPAYING",
+            Self::Revoked => "REVOKED",
             Self::Success => "SUCCESS",
             Self::Refund => "REFUND",
             Self::Closed => "CLOSED",
@@ -106,6 +113,8 @@ impl TradeState {
     fn desc(self) -> &'static str {
         match self {
             Self::Notpay => "未支付",
+            Self::Userpaying => "用户支付中",
+            Self::Revoked => "已撤销",
             Self::Success => "支付成功",
             Self::Refund => "转入退款",
             Self::Closed => "已关闭",
