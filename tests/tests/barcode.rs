@@ -20,8 +20,10 @@ struct Codes {
     waits: &'static str,
     /// A definite refusal.
     declined: &'static str,
-    /// A code whose format the channel does not take.
-    malformed: &'static str,
+    /// Codes whose format the channel does not take.
+    malformed: &'static [&'static str],
+    /// Whether the pay call's answer already says paid (UnionPay's only accepts).
+    paid_at_once: bool,
     /// The channel's method for giving up, whose answer the fault holds back.
     cancel_method: &'static str,
 }
@@ -31,7 +33,8 @@ const ALIPAY: Codes = Codes {
     paid: "286012345678901234",
     waits: "250012345678901234",
     declined: "250034567890123456",
-    malformed: "134567890123456789",
+    malformed: &["134567890123456789", "12", "abcdefghijklmnopqr"],
+    paid_at_once: true,
     cancel_method: "alipay.trade.cancel",
 };
 
@@ -40,8 +43,19 @@ const WECHAT: Codes = Codes {
     paid: "134567890123456789",
     waits: "100012345678901234",
     declined: "100034567890123456",
-    malformed: "286012345678901234",
+    malformed: &["286012345678901234", "12", "abcdefghijklmnopqr"],
+    paid_at_once: true,
     cancel_method: "reverse",
+};
+
+const UNIONPAY: Codes = Codes {
+    channel: "unionpay",
+    paid: "6225880000000000001",
+    waits: "0000112345678901234",
+    declined: "0000312345678906789",
+    malformed: &["123456789012345678901", "62258800000000x0001", "abcdefghijklmnopqr"],
+    paid_at_once: false,
+    cancel_method: "reversal",
 };
 
 /// Every line any part of the process logs, for the check that the payer's code never appears.
@@ -136,7 +150,14 @@ async fn immediate_success(c: &Codes) {
     let app = spawn().await;
     let (status, p) = pay_with_code(&app, c.channel, "bar-1", c.paid).await;
     assert_eq!(status, 201, "{p}");
-    assert_eq!(p["status"], "succeeded", "{p}");
+    let p = if c.paid_at_once {
+        assert_eq!(p["status"], "succeeded", "{p}");
+        p
+    } else {
+        // The answer only accepted: the first poll finds it paid.
+        assert_eq!(p["status"], "pending", "{p}");
+        wait_status(&app, &text(&p, "id"), "succeeded").await
+    };
     assert_eq!(p["method"], "barcode");
     assert!(p["channel_trade_no"].is_string(), "{p}");
     assert!(p["paid_at"].is_string(), "{p}");
@@ -194,17 +215,30 @@ async fn a_lost_cancel_answer_is_sent_again_until_confirmed(c: &Codes) {
     assert_eq!(m["paid"], false, "{m}");
 }
 
+/// A declined code: refused in the pay call's answer (422), or, where the answer only accepts,
+/// failed by the first poll.
+async fn pay_declined(app: &TestApp, c: &Codes, order: &str) -> Value {
+    let (status, e) = pay_with_code(app, c.channel, order, c.declined).await;
+    if c.paid_at_once {
+        assert_eq!(status, 422, "{e}");
+    } else {
+        assert_eq!((status, e["status"].as_str()), (201, Some("pending")), "{e}");
+    }
+    app.wait_for(&format!("/v1/payments?merchant_order_no={order}"), 20, |l| {
+        l["data"][0]["status"] == "failed"
+    })
+    .await
+}
+
 async fn a_declined_code_fails_the_payment(c: &Codes) {
     let app = spawn().await;
-    let (status, e) = pay_with_code(&app, c.channel, "bar-5", c.declined).await;
-    assert_eq!(status, 422, "{e}");
-    let (_, list) = app.get("/v1/payments?merchant_order_no=bar-5").await;
-    assert_eq!(list["data"][0]["status"], "failed", "{list}");
+    let list = pay_declined(&app, c, "bar-5").await;
+    assert!(list["data"][0]["failure"]["code"].is_string(), "{list}");
 }
 
 async fn a_malformed_code_is_refused_and_nothing_is_stored(c: &Codes) {
     let app = spawn().await;
-    for code in [c.malformed, "12", "abcdefghijklmnopqr"] {
+    for &code in c.malformed {
         let (status, e) = pay_with_code(&app, c.channel, "bar-6", code).await;
         assert_eq!(status, 400, "{e}");
         assert_eq!(e["error"]["param"], "payer.auth_code", "{e}");
@@ -222,11 +256,10 @@ async fn the_code_is_never_logged_nor_stored_in_full(c: &Codes) {
     let logs = captured_logs();
     let app = spawn().await;
     let (_, paid) = pay_with_code(&app, c.channel, "bar-7", c.paid).await;
-    assert_eq!(paid["status"], "succeeded", "{paid}");
+    wait_status(&app, &text(&paid, "id"), "succeeded").await;
     let (_, p) = pay_with_code(&app, c.channel, "bar-8", c.waits).await;
     wait_status(&app, &text(&p, "id"), "closed").await;
-    let (status, _) = pay_with_code(&app, c.channel, "bar-9", c.declined).await;
-    assert_eq!(status, 422);
+    pay_declined(&app, c, "bar-9").await;
     let db = app.db().await;
     for code in [c.paid, c.waits, c.declined] {
         let like = format!("%{code}%");
@@ -297,4 +330,5 @@ macro_rules! on_each_channel {
 on_each_channel! {
     alipay: ALIPAY;
     wechat: WECHAT;
+    unionpay: UNIONPAY;
 }

@@ -27,22 +27,22 @@ pub(crate) struct Refusal {
     pub(crate) msg: String,
 }
 
-fn refuse(code: &'static str, msg: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: &'static str, msg: impl Into<String>) -> Refusal {
     Refusal { code, msg: msg.into() }
 }
 
 /// A request that passed verification.
-struct Verified {
-    merchant: Arc<UnionpayMerchant>,
-    fields: Fields,
+pub(crate) struct Verified {
+    pub(crate) merchant: Arc<UnionpayMerchant>,
+    pub(crate) fields: Fields,
 }
 
 impl Verified {
-    fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.fields.get(name).map(String::as_str).unwrap_or_default()
     }
 
-    fn require(&self, name: &str) -> Result<&str, Refusal> {
+    pub(crate) fn require(&self, name: &str) -> Result<&str, Refusal> {
         let value = self.get(name);
         if value.is_empty() {
             Err(refuse("13", format!("报文交易要素缺失[{name}]")))
@@ -111,7 +111,7 @@ fn verify(shared: &Shared, fields: Fields, now: OffsetDateTime) -> Result<Verifi
 }
 
 /// The echoed part of every answer.
-fn answer_fields(request: &Fields) -> Fields {
+pub(crate) fn answer_fields(request: &Fields) -> Fields {
     let mut fields = Fields::new();
     for name in [
         "version",
@@ -205,7 +205,7 @@ async fn finish(shared: &Shared, op: &str, response: Response) -> Response {
     response
 }
 
-fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
+pub(crate) fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
     if v.get("txnType") != txn_type || v.get("txnSubType") != sub {
         return Err(refuse(
             "10",
@@ -220,7 +220,7 @@ fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
 }
 
 /// A new consume from the request's fields (not yet stored).
-fn new_consume(
+pub(crate) fn new_consume(
     v: &Verified,
     kind: Kind,
     now: OffsetDateTime,
@@ -286,7 +286,7 @@ pub(crate) fn new_query_id(now: OffsetDateTime) -> String {
 }
 
 /// Stores `txn` unless its merId + orderId + txnTime is taken (UnionPay: 12, duplicate).
-fn store(shared: &Shared, txn: Txn) -> Result<Txn, Refusal> {
+pub(crate) fn store(shared: &Shared, txn: Txn) -> Result<Txn, Refusal> {
     let mut book = shared.book();
     let key = txn.key();
     if book.txns.contains_key(&key) {
@@ -361,7 +361,9 @@ pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
         Err(rejected) => return rejected.answer(&shared),
     };
     let (op, outcome) = match v.get("txnType") {
+        "01" if v.get("txnSubType") == "06" => ("barcode", crate::barcode::consume(&shared, &v)),
         "01" => ("qr", qr(&shared, &v)),
+        "99" => ("reversal", crate::barcode::reversal(&shared, &v)),
         "04" => ("refund", take_back(&shared, &v, Kind::Refund)),
         "31" => ("cancel", take_back(&shared, &v, Kind::Cancel)),
         other => ("back", Err(refuse("10", format!("报文格式错误[txnType={other}]")))),
@@ -484,6 +486,7 @@ pub(crate) async fn query(State(shared): St, body: Bytes) -> Response {
         Ok(v) => v,
         Err(rejected) => return rejected.answer(&shared),
     };
+    crate::barcode::before_query(&shared, &v);
     let response = match query_fields(&shared, &v) {
         Ok(Some(fields)) => answer(&shared, Some(&v.merchant), fields, "00", "成功[0000000]"),
         Ok(None) => {

@@ -26,6 +26,7 @@
 //! # let _ = (addr, task); Ok(()) }
 //! ```
 
+mod barcode;
 mod gateway;
 pub mod keys;
 mod notify;
@@ -135,6 +136,7 @@ impl UnionpayMock {
                 keys,
                 merchants: RwLock::new(HashMap::new()),
                 book: Mutex::new(state::Book::default()),
+                barcode: Mutex::new(barcode::Book::default()),
                 faults: FaultSwitch::default(),
                 notifier: Scheduler::new(config.notify_delays),
                 http: paymux_mock_kit::server::http_client(Some(Duration::from_secs(10))),
@@ -179,6 +181,7 @@ impl UnionpayMock {
             .route("/_sandbox/cashier/{order_id}", get(sandbox::cashier))
             .route("/_sandbox/cashier/{order_id}/pay", post(sandbox::cashier_pay))
             .route("/_sandbox/cashier/{order_id}/cancel", post(sandbox::cashier_cancel))
+            .route("/_sandbox/barcode/{order_id}", get(barcode::show))
             .route("/_sandbox/orders", get(sandbox::list_orders))
             .route("/_sandbox/orders/{order_id}", get(sandbox::show_order))
             .route("/_sandbox/orders/{order_id}/pay", post(sandbox::pay_order))

@@ -21,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) keys: UnionpayKeys,
     pub(crate) merchants: RwLock<HashMap<String, Arc<UnionpayMerchant>>>,
     pub(crate) book: Mutex<Book>,
+    pub(crate) barcode: Mutex<crate::barcode::Book>,
     pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) notifier: Scheduler<BackNotification>,
     pub(crate) http: reqwest::Client,
@@ -53,7 +54,8 @@ pub struct Faults {
     pub bad_signature: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 6] = ["front", "app", "qr", "refund", "cancel", "query"];
+pub(crate) const OPERATIONS: [&str; 8] =
+    ["front", "app", "qr", "refund", "cancel", "query", "barcode", "reversal"];
 
 /// (merId, orderId, txnTime): how UnionPay tells orders apart.
 pub(crate) type TxnKey = (String, String, String);
@@ -80,13 +82,15 @@ pub(crate) enum Kind {
     App,
     /// Consume by QR code.
     Qr,
+    /// Consume by the payer's code (`barcode.rs`).
+    Barcode,
     Refund,
     Cancel,
 }
 
 impl Kind {
     pub(crate) fn is_consume(self) -> bool {
-        matches!(self, Self::Front | Self::App | Self::Qr)
+        matches!(self, Self::Front | Self::App | Self::Qr | Self::Barcode)
     }
 }
 
