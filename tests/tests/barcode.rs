@@ -332,3 +332,34 @@ on_each_channel! {
     wechat: WECHAT;
     unionpay: UNIONPAY;
 }
+
+/// The loop is durable work in the store, not a task in the memory of the instance that took
+/// the payment: an instance whose sweeper does not run (as if it had died right after the pay
+/// call) leaves the payment to another instance on the same store, which polls and cancels it.
+#[tokio::test]
+async fn the_loop_survives_a_restart_and_is_finished_by_another_instance() {
+    let app = TestApp::spawn_with(|o| {
+        // The first instance's sweeper passes once at start, then not for an hour.
+        o.sweeper.interval = Duration::from_secs(3600);
+        o.barcode.time_compression = 10;
+    })
+    .await;
+    let (status, p) = pay_with_code(&app, "alipay", "bar-restart", ALIPAY.waits).await;
+    assert_eq!((status, p["status"].as_str()), (201, Some("pending")), "{p}");
+    let no = text(&p, "channel_order_no");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = mock_barcode(&app, "alipay", &no).await;
+    assert_eq!((m["queries"].as_u64(), m["cancels"].as_u64()), (Some(0), Some(0)), "{m}");
+
+    let mut config = paymux_engine::GatewayConfig::new(app.gateway.clone());
+    config.channel_timeout = Duration::from_secs(3);
+    config.sweeper.interval = Duration::from_millis(100);
+    config.barcode.time_compression = 10;
+    let other = paymux_engine::Engine::new(app.sandbox.store.clone(), config);
+    let workers = other.start_workers().unwrap();
+    wait_status(&app, &text(&p, "id"), "closed").await;
+    workers.shutdown().await;
+    let m = mock_barcode(&app, "alipay", &no).await;
+    assert_eq!((m["closed"].as_bool(), m["paid"].as_bool()), (Some(true), Some(false)), "{m}");
+    assert!(m["cancels"].as_u64().unwrap() >= 1, "{m}");
+}
