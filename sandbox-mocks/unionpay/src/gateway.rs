@@ -354,7 +354,8 @@ fn accepted(shared: &Shared, v: &Verified, fields: Fields, op: &str) -> Response
     answer(shared, Some(&v.merchant), fields, "00", "成功[0000000]")
 }
 
-/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), refund (04), consume cancel (31).
+/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), barcode consume (01/06) and 冲正
+/// (99/01) (`barcode.rs`), refund (04), consume cancel (31).
 pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
     let v = match admit(&shared, &body).await {
         Ok(v) => v,

@@ -159,7 +159,8 @@ impl UnionpayMock {
     /// | route | what |
     /// |---|---|
     /// | `POST /gateway/api/frontTransReq.do` | consume from the payer's browser: verified, then the bank page (303) |
-    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), refund (04), consume cancel (31) |
+    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), barcode consume (01/06, `barcode.rs`), 冲正 (99/01), refund (04), consume cancel (31) |
+    /// | `GET /_sandbox/barcode/{orderId}` | a barcode consume: the variant its `qrNo` chose, its queries and reversals |
     /// | `POST /gateway/api/appTransReq.do` | app consume: the answer carries the `tn` |
     /// | `POST /gateway/api/queryTrans.do` | query by `orderId` + `txnTime` (or `queryId`) |
     /// | `GET /_sandbox/qr/{queryId}` | what a QR consume's `qrCode` holds: scanning it opens the bank page (303) |

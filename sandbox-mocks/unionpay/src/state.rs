@@ -35,8 +35,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Share (0..=1) of verified gateway requests answered HTTP 500 without doing anything.
     pub error_rate: f64,
-    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`) that do their work and
-    /// then never answer.
+    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`, `barcode`, `reversal`)
+    /// that do their work and then never answer.
     pub timeout_after_commit: Vec<String>,
     /// Operations (`app`, `qr`, `refund`, `cancel`) that do their work and answer `respCode=05`
     /// (accepted, query for the result).

@@ -48,8 +48,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Share of verified `/v3/` requests answered 500 `SYSTEM_ERROR` without doing anything.
     pub error_rate: f64,
-    /// Operations (`create`, `query`, `close`, `refund`, `refund_query`, `certificates`) that
-    /// do their work and then never answer.
+    /// Operations (`create`, `query`, `close`, `refund`, `refund_query`, `certificates`,
+    /// `codepay`, `reverse`) that do their work and then never answer.
     pub timeout_after_commit: Vec<String>,
     /// Notifications are lost on the way (each send counts as a failed attempt).
     pub drop_notifications: bool,
