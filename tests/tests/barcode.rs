@@ -98,6 +98,12 @@ async fn spawn() -> TestApp {
     .await
 }
 
+/// The channels' real schedules: the loop gives up only after half a minute.
+async fn spawn_slow() -> TestApp {
+    captured_logs();
+    TestApp::spawn_with(|o| o.sweeper.interval = Duration::from_millis(100)).await
+}
+
 async fn pay_with_code(app: &TestApp, channel: &str, order: &str, code: &str) -> (u16, Value) {
     app.post(
         "/v1/payments",
@@ -194,6 +200,18 @@ async fn never_confirmed_is_cancelled_and_closed(c: &Codes) {
     assert!(events.iter().any(|e| e["type"] == "payment.closed"), "{events:?}");
     // The payer can no longer pay it.
     assert_ne!(app.pay_at_mock(c.channel, &text(&closed, "channel_order_no")).await, 200);
+}
+
+async fn the_merchant_closes_it_and_it_is_cancelled_at_the_channel(c: &Codes) {
+    let app = spawn_slow().await;
+    let (status, p) = pay_with_code(&app, c.channel, "bar-10", c.waits).await;
+    assert_eq!((status, p["status"].as_str()), (201, Some("pending")), "{p}");
+    let (status, closed) =
+        app.post(&format!("/v1/payments/{}/close", text(&p, "id")), json!({})).await;
+    assert_eq!((status, closed["status"].as_str()), (200, Some("closed")), "{closed}");
+    let m = mock_barcode(&app, c.channel, &text(&p, "channel_order_no")).await;
+    assert_eq!((m["closed"].as_bool(), m["paid"].as_bool()), (Some(true), Some(false)), "{m}");
+    assert_eq!(m["cancels"], 1, "{m}");
 }
 
 async fn a_lost_cancel_answer_is_sent_again_until_confirmed(c: &Codes) {
@@ -302,6 +320,11 @@ macro_rules! on_each_channel {
             #[tokio::test]
             async fn never_confirmed_is_cancelled_at_the_channel_and_closed() {
                 super::never_confirmed_is_cancelled_and_closed(&$codes).await;
+            }
+
+            #[tokio::test]
+            async fn the_merchant_closes_it_and_it_is_cancelled_at_the_channel() {
+                super::the_merchant_closes_it_and_it_is_cancelled_at_the_channel(&$codes).await;
             }
 
             #[tokio::test]

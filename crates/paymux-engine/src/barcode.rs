@@ -23,7 +23,7 @@ use paymux_store::{PaymentRecord, StoreError};
 use time::OffsetDateTime;
 
 use crate::apply::{Applied, apply_payment};
-use crate::engine::Engine;
+use crate::engine::{Engine, payment_ref};
 use crate::error::EngineError;
 use crate::objects::Payment;
 
@@ -147,25 +147,9 @@ pub(crate) async fn sweep(
     }
     match adapter.cancel_barcode(reference).await {
         Ok(done) => {
-            if done == BarcodeCancel::Refunded {
-                tracing::error!(
-                    alert = "barcode_cancel_refunded",
-                    payment = %p.id,
-                    "the payer paid before the cancel arrived; the channel gave the money back and the payment is closed"
-                );
-            }
-            tracing::info!(payment = %p.id, "barcode payment cancelled at the channel");
-            match apply_payment(&*engine.store, p, &ChannelPayment::Closed).await {
-                Ok(_) => {
-                    // The channel confirmed: nobody can pay this order any more.
-                    if let Err(e) = engine.store.stop_payment_checks(p.id).await {
-                        tracing::warn!(payment = %p.id, error = %e, "could not stop checking a cancelled barcode payment");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(payment = %p.id, error = %e, "could not record the cancel; it is sent again");
-                    reschedule(engine, p, sched.cancel_every).await;
-                }
+            if let Err(e) = record_cancel(engine, p, &done).await {
+                tracing::warn!(payment = %p.id, error = %e, "could not record the cancel; it is sent again");
+                reschedule(engine, p, sched.cancel_every).await;
             }
         }
         Err(e) => {
@@ -186,6 +170,57 @@ pub(crate) async fn sweep(
     }
 }
 
+/// Records a cancel the channel confirmed: the payment is closed and nothing more is asked of
+/// the channel (nobody can pay the order any more).
+async fn record_cancel(
+    engine: &Engine,
+    p: &PaymentRecord,
+    done: &BarcodeCancel,
+) -> Result<(), StoreError> {
+    if *done == BarcodeCancel::Refunded {
+        tracing::error!(
+            alert = "barcode_cancel_refunded",
+            payment = %p.id,
+            "the payer paid before the cancel arrived; the channel gave the money back and the payment is closed"
+        );
+    }
+    tracing::info!(payment = %p.id, "barcode payment cancelled at the channel");
+    apply_payment(&*engine.store, p, &ChannelPayment::Closed).await?;
+    engine.store.stop_payment_checks(p.id).await
+}
+
+/// The merchant closes a pending barcode payment (`POST /v1/payments/{id}/close`): a payer who
+/// has already paid wins (the close is refused); otherwise the payment is cancelled at the
+/// channel now, and closed once the channel confirms. An unconfirmed cancel leaves it pending,
+/// and the loop sends the cancel again.
+pub(crate) async fn close(
+    engine: &Engine,
+    p: &PaymentRecord,
+) -> Result<PaymentRecord, EngineError> {
+    let (adapter, attempt) = engine.adapter_and_attempt(p).await?;
+    let reference = payment_ref(p, &attempt);
+    if let Ok(report @ ChannelPayment::Succeeded { .. }) = adapter.query(&reference).await
+        && apply_payment(&*engine.store, p, &report).await? == Applied::Changed
+    {
+        return Err(EngineError::PaidBeforeClose { payment: p.id, at_channel: true });
+    }
+    let done = adapter
+        .cancel_barcode(&reference)
+        .await
+        .map_err(|source| EngineError::ChannelCall { source, object: p.id.to_string() })?;
+    record_cancel(engine, p, &done).await?;
+    let after = engine
+        .store
+        .payment(p.merchant_id, p.id)
+        .await?
+        .ok_or(EngineError::NotFound { what: "payment" })?;
+    if after.status == paymux_core::PaymentStatus::Succeeded {
+        // A notification of payment won the race with the cancel.
+        return Err(EngineError::PaidBeforeClose { payment: after.id, at_channel: false });
+    }
+    Ok(after)
+}
+
 /// Before the limit: query, apply a final answer, or look again one interval later (and at the
 /// limit at the latest).
 async fn poll(
@@ -198,6 +233,14 @@ async fn poll(
 ) {
     match adapter.query(reference).await {
         Ok(report) => match apply_payment(&*engine.store, p, &report).await {
+            Ok(Applied::Changed) if matches!(report, ChannelPayment::Failed { .. }) => {
+                // WeChat asks for a reverse of a failed code payment too; it changes nothing
+                // here, so its answer is only logged.
+                if let Err(e) = adapter.cancel_barcode(reference).await {
+                    tracing::info!(payment = %p.id, error = %e, "reverse of a failed barcode payment not confirmed");
+                }
+                return;
+            }
             Ok(Applied::Changed) => {
                 tracing::info!(payment = %p.id, "barcode payment settled by the poll");
                 if report == ChannelPayment::Closed
