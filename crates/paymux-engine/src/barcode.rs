@@ -141,7 +141,11 @@ pub(crate) async fn sweep(
         return reschedule(engine, p, engine.config.sweeper.max_backoff).await;
     };
     let now = OffsetDateTime::now_utc();
-    let give_up_at = p.created_at + sched.give_up_after;
+    // Never before the pay call itself has ended (its timeout, and a second for its answer to be
+    // written): a cancel that overtook it would find no order, count it closed, and the pay call
+    // could still take the money.
+    let pay_call_over = engine.config.channel_timeout + Duration::from_secs(1);
+    let give_up_at = p.created_at + sched.give_up_after.max(pay_call_over);
     if now < give_up_at {
         return poll(engine, adapter, p, reference, &sched, give_up_at).await;
     }
