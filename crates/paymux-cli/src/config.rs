@@ -176,6 +176,9 @@ pub struct ServeArgs {
     /// 60000]
     #[arg(long, env = "PAYMUX_SWEEP_FIRST_CHECK_MS")]
     pub sweep_first_check_ms: Option<u64>,
+    /// Divide the channels' barcode poll-then-cancel schedules by this [default: 1]
+    #[arg(long, env = "PAYMUX_BARCODE_TIME_COMPRESSION")]
+    pub barcode_time_compression: Option<u32>,
     /// How long an Idempotency-Key stays claimed by a request that never finished (its process
     /// died) before a retry may take it over [default: 120000]
     #[arg(long, env = "PAYMUX_IDEMPOTENCY_LEASE_MS")]
@@ -367,7 +370,7 @@ impl ServeConfig {
         gateway.sweeper.max_backoff =
             secs("sweeper.max_backoff_secs", s.max_backoff_secs, d.sweeper.max_backoff)?;
         gateway.sweeper.lease = secs("sweeper.lease_secs", s.lease_secs, d.sweeper.lease)?;
-        match file.barcode.time_compression {
+        match args.barcode_time_compression.or(file.barcode.time_compression) {
             Some(0) => {
                 return Err(SetupError::Invalid {
                     setting: "barcode.time_compression",
