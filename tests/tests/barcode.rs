@@ -26,6 +26,8 @@ struct Codes {
     paid_at_once: bool,
     /// The channel's method for giving up, whose answer the fault holds back.
     cancel_method: &'static str,
+    /// The pay call, as the mock's `timeout_after_commit` fault names it.
+    pay_method: &'static str,
 }
 
 const ALIPAY: Codes = Codes {
@@ -36,6 +38,7 @@ const ALIPAY: Codes = Codes {
     malformed: &["134567890123456789", "12", "abcdefghijklmnopqr"],
     paid_at_once: true,
     cancel_method: "alipay.trade.cancel",
+    pay_method: "alipay.trade.pay",
 };
 
 const WECHAT: Codes = Codes {
@@ -46,6 +49,7 @@ const WECHAT: Codes = Codes {
     malformed: &["286012345678901234", "12", "abcdefghijklmnopqr"],
     paid_at_once: true,
     cancel_method: "reverse",
+    pay_method: "codepay",
 };
 
 const UNIONPAY: Codes = Codes {
@@ -56,6 +60,7 @@ const UNIONPAY: Codes = Codes {
     malformed: &["123456789012345678901", "62258800000000x0001", "abcdefghijklmnopqr"],
     paid_at_once: false,
     cancel_method: "reversal",
+    pay_method: "barcode",
 };
 
 /// Every line any part of the process logs, for the check that the payer's code never appears.
@@ -248,6 +253,20 @@ async fn pay_declined(app: &TestApp, c: &Codes, order: &str) -> Value {
     .await
 }
 
+/// The pay call went through but its answer never came: a 504 naming the payment, which is
+/// never failed for it; the loop's query (already running while the call hung) finds it paid.
+async fn a_lost_pay_answer_is_settled_by_the_loop(c: &Codes) {
+    let app = spawn().await;
+    app.set_faults(c.channel, json!({"timeout_after_commit": [c.pay_method]})).await;
+    let (status, e) = pay_with_code(&app, c.channel, "bar-11", c.paid).await;
+    assert_eq!(status, 504, "{e}");
+    let id = text(&e["error"], "object_id");
+    let paid = wait_status(&app, &id, "succeeded").await;
+    assert!(paid["channel_trade_no"].is_string(), "{paid}");
+    let events = app.events().await;
+    assert!(!events.iter().any(|e| e["type"] == "payment.failed"), "{events:?}");
+}
+
 async fn a_declined_code_fails_the_payment(c: &Codes) {
     let app = spawn().await;
     let list = pay_declined(&app, c, "bar-5").await;
@@ -330,6 +349,11 @@ macro_rules! on_each_channel {
             #[tokio::test]
             async fn a_lost_cancel_answer_is_sent_again_until_the_channel_confirms() {
                 super::a_lost_cancel_answer_is_sent_again_until_confirmed(&$codes).await;
+            }
+
+            #[tokio::test]
+            async fn a_lost_pay_answer_is_settled_by_the_loop() {
+                super::a_lost_pay_answer_is_settled_by_the_loop(&$codes).await;
             }
 
             #[tokio::test]
