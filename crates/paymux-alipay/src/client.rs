@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
-    ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Notification, NotificationAck,
-    PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
+    ChannelOrderNo, ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest,
+    Notification, NotificationAck, PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
 };
 use paymux_crypto::{Certificate, RsaPrivateKey, RsaPublicKey};
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -21,6 +21,8 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::AlipayAccountConfig;
+
+mod barcode;
 use crate::protocol::response::{
     CloseAnswer, PrecreateAnswer, QueryAnswer, RefundAnswer, RefundQueryAnswer,
 };
@@ -359,7 +361,11 @@ impl Channel for AlipayChannel {
     fn supports(&self, method: PaymentMethod) -> bool {
         matches!(
             method,
-            PaymentMethod::Qr | PaymentMethod::Page | PaymentMethod::Wap | PaymentMethod::App
+            PaymentMethod::Qr
+                | PaymentMethod::Page
+                | PaymentMethod::Wap
+                | PaymentMethod::App
+                | PaymentMethod::Barcode
         )
     }
 
@@ -660,6 +666,22 @@ impl Channel for AlipayChannel {
         )
         .map_err(ChannelError::unverified)?;
         Ok(Notification::Payment { notify_id, channel_order_no, state })
+    }
+
+    fn check_auth_code(&self, auth_code: &str) -> Result<(), String> {
+        barcode::check_auth_code(auth_code)
+    }
+
+    fn barcode_schedule(&self) -> Option<BarcodeSchedule> {
+        Some(barcode::SCHEDULE)
+    }
+
+    async fn pay_barcode(&self, req: &CreatePayment) -> Result<BarcodePaid, ChannelError> {
+        self.barcode_pay(req).await
+    }
+
+    async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
+        self.barcode_cancel(payment).await
     }
 
     /// Alipay re-sends until it reads exactly `success`. The refusal is `fail` with status 200:

@@ -15,9 +15,9 @@ use axum::routing::post;
 use paymux_alipay::protocol::{self, Params};
 use paymux_alipay::{AlipayAccountConfig, AlipayChannel};
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelOrderNo, ChannelPayment, ChannelRefund,
-    CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction, PaymentMethod,
-    PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, Channel, ChannelError, ChannelOrderNo, ChannelPayment,
+    ChannelRefund, CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction,
+    PaymentMethod, PaymentRef, RefundRequest,
 };
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey};
 use time::OffsetDateTime;
@@ -298,19 +298,25 @@ async fn app_pay_returns_the_signed_order_string() {
 #[tokio::test]
 async fn unsupported_methods_and_bad_requests_are_invalid() {
     let h = harness().await;
-    for m in [
-        PaymentMethod::Jsapi,
-        PaymentMethod::H5,
-        PaymentMethod::MiniProgram,
-        PaymentMethod::Barcode,
-    ] {
+    for m in [PaymentMethod::Jsapi, PaymentMethod::H5, PaymentMethod::MiniProgram] {
         assert!(!h.channel.supports(m));
         assert!(matches!(
             h.channel.create(&create_request(m)).await,
             Err(ChannelError::Invalid { .. })
         ));
     }
-    for m in [PaymentMethod::Qr, PaymentMethod::Page, PaymentMethod::Wap, PaymentMethod::App] {
+    // A barcode payment is a pay call of its own (`pay_barcode`), never a create.
+    assert!(matches!(
+        h.channel.create(&create_request(PaymentMethod::Barcode)).await,
+        Err(ChannelError::Invalid { .. })
+    ));
+    for m in [
+        PaymentMethod::Qr,
+        PaymentMethod::Page,
+        PaymentMethod::Wap,
+        PaymentMethod::App,
+        PaymentMethod::Barcode,
+    ] {
         assert!(h.channel.supports(m));
     }
     let mut expired = create_request(PaymentMethod::Qr);
@@ -762,4 +768,96 @@ async fn cert_mode_refuses_half_a_configuration_or_a_foreign_certificate() {
         AlipayChannel::new(&bare_key, Duration::from_secs(1)),
         Err(ChannelError::Invalid { .. })
     ));
+}
+
+const ALIPAY_CODE: &str = "286012345678901234";
+
+fn barcode_request() -> CreatePayment {
+    CreatePayment { auth_code: Some(ALIPAY_CODE.into()), ..create_request(PaymentMethod::Barcode) }
+}
+
+#[tokio::test]
+async fn barcode_pay_sends_the_code_with_scene_bar_code_and_maps_its_answers() {
+    let h = harness().await;
+    let m = protocol::METHOD_PAY;
+    h.reply(h.signed(m, r#"{"code":"10000","msg":"Success","trade_no":"2026010222001400000000000001","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","total_amount":"0.01","gmt_payment":"2026-01-02 11:04:06"}"#));
+    let paid = h.channel.pay_barcode(&barcode_request()).await.unwrap();
+    assert!(matches!(
+        paid.state,
+        ChannelPayment::Succeeded { ref channel_trade_no, amount, paid_at: Some(_) }
+            if channel_trade_no == "2026010222001400000000000001" && amount == cny(1)
+    ));
+    let params = h.last_request();
+    assert_eq!(params["method"], "alipay.trade.pay");
+    let b = biz(&params);
+    assert_eq!(b["scene"], "bar_code");
+    assert_eq!(b["auth_code"], ALIPAY_CODE);
+    assert_eq!(b["total_amount"], "0.01");
+    assert_eq!(b["out_trade_no"], "0193A7C2E4F87B1D9C3E5A6B7C8D9E0F");
+
+    // The captured 10003, leading space in msg and all: the payer is confirming.
+    h.reply(h.signed(m, r#"{"code":"10003","msg":" order success pay inprocess","buyer_pay_amount":"0.00","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","total_amount":"0.01","trade_no":"2026010222001400000000000001"}"#));
+    assert_eq!(
+        h.channel.pay_barcode(&barcode_request()).await.unwrap().state,
+        ChannelPayment::Pending
+    );
+
+    // A definite refusal (the captured failure, zero amounts included) is declined.
+    h.reply(h.signed(m, r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.PAYMENT_AUTH_CODE_INVALID","sub_msg":"支付失败，获取顾客账户信息失败","buyer_pay_amount":"0.00","invoice_amount":"0.00","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","point_amount":"0.00","receipt_amount":"0.00"}"#));
+    assert!(matches!(
+        h.channel.pay_barcode(&barcode_request()).await,
+        Err(ChannelError::Declined { code, .. }) if code == "ACQ.PAYMENT_AUTH_CODE_INVALID"
+    ));
+
+    // Unknown: a system error, a 20000, an unsigned answer.
+    h.reply(
+        h.signed(m, r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR"}"#),
+    );
+    assert_unknown(h.channel.pay_barcode(&barcode_request()).await, false);
+    h.reply(h.signed(
+        m,
+        r#"{"code":"20000","msg":"Service Currently Unavailable","sub_code":"isp.unknow-error"}"#,
+    ));
+    assert_unknown(h.channel.pay_barcode(&barcode_request()).await, false);
+    h.reply(r#"{"alipay_trade_pay_response":{"code":"10000","msg":"Success","trade_no":"1","total_amount":"0.01"}}"#.to_owned());
+    assert_unknown(h.channel.pay_barcode(&barcode_request()).await, false);
+}
+
+#[tokio::test]
+async fn a_malformed_code_is_refused_before_any_call() {
+    let h = harness().await;
+    for code in
+        ["186012345678901234", "2860123456789", "28601234567890123x", "2860123456789012345678901"]
+    {
+        assert!(h.channel.check_auth_code(code).is_err(), "{code}");
+        let req = CreatePayment { auth_code: Some(code.into()), ..barcode_request() };
+        assert!(matches!(h.channel.pay_barcode(&req).await, Err(ChannelError::Invalid { .. })));
+    }
+    assert!(h.channel.check_auth_code(ALIPAY_CODE).is_ok());
+    assert!(h.channel.check_auth_code("2501234567890123").is_ok());
+    assert!(h.seen().is_empty());
+}
+
+#[tokio::test]
+async fn barcode_cancel_reports_close_or_refund_and_retries_on_retry_flag() {
+    let h = harness().await;
+    let c = protocol::METHOD_CANCEL;
+    h.reply(h.signed(c, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","retry_flag":"N","action":"close"}"#));
+    assert_eq!(h.channel.cancel_barcode(&payment_ref()).await, Ok(BarcodeCancel::Closed));
+    let params = h.last_request();
+    assert_eq!(params["method"], "alipay.trade.cancel");
+    assert_eq!(biz(&params)["out_trade_no"], "0193A7C2E4F87B1D9C3E5A6B7C8D9E0F");
+    h.reply(h.signed(c, r#"{"code":"10000","msg":"Success","out_trade_no":"0193A7C2E4F87B1D9C3E5A6B7C8D9E0F","retry_flag":"N","action":"refund"}"#));
+    assert_eq!(h.channel.cancel_barcode(&payment_ref()).await, Ok(BarcodeCancel::Refunded));
+    h.reply(h.signed(c, r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.SYSTEM_ERROR","retry_flag":"Y"}"#));
+    assert_unknown(h.channel.cancel_barcode(&payment_ref()).await, false);
+    h.reply(
+        h.signed(c, r#"{"code":"40004","msg":"Business Failed","sub_code":"ACQ.TRADE_NOT_EXIST"}"#),
+    );
+    assert_eq!(h.channel.cancel_barcode(&payment_ref()).await, Ok(BarcodeCancel::Closed));
+    h.reply_with(200, "", Some(Duration::from_millis(10)));
+    assert_unknown(h.channel.cancel_barcode(&payment_ref()).await, false);
+    // A signed answer for another trade is not this cancel's confirmation.
+    h.reply(h.signed(c, r#"{"code":"10000","msg":"Success","out_trade_no":"OTHER","retry_flag":"N","action":"close"}"#));
+    assert_unknown(h.channel.cancel_barcode(&payment_ref()).await, false);
 }

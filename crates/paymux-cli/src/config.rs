@@ -176,6 +176,9 @@ pub struct ServeArgs {
     /// 60000]
     #[arg(long, env = "PAYMUX_SWEEP_FIRST_CHECK_MS")]
     pub sweep_first_check_ms: Option<u64>,
+    /// Divide the channels' barcode poll-then-cancel schedules by this [default: 1]
+    #[arg(long, env = "PAYMUX_BARCODE_TIME_COMPRESSION")]
+    pub barcode_time_compression: Option<u32>,
     /// How long an Idempotency-Key stays claimed by a request that never finished (its process
     /// died) before a retry may take it over [default: 120000]
     #[arg(long, env = "PAYMUX_IDEMPOTENCY_LEASE_MS")]
@@ -203,6 +206,8 @@ struct FileConfig {
     #[serde(default)]
     idempotency: IdempotencyFile,
     #[serde(default)]
+    barcode: BarcodeFile,
+    #[serde(default)]
     accounts: Vec<AccountSettings>,
 }
 
@@ -224,6 +229,14 @@ struct WebhooksFile {
     max_backoff_secs: Option<u64>,
     give_up_after_hours: Option<u64>,
     allow_private_urls: Option<bool>,
+}
+
+/// Barcode payments: `time_compression` divides the channels' poll-then-cancel schedules (a
+/// staging setup that must not wait half a minute per abandoned payment; 1 in production).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BarcodeFile {
+    time_compression: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -357,6 +370,16 @@ impl ServeConfig {
         gateway.sweeper.max_backoff =
             secs("sweeper.max_backoff_secs", s.max_backoff_secs, d.sweeper.max_backoff)?;
         gateway.sweeper.lease = secs("sweeper.lease_secs", s.lease_secs, d.sweeper.lease)?;
+        match args.barcode_time_compression.or(file.barcode.time_compression) {
+            Some(0) => {
+                return Err(SetupError::Invalid {
+                    setting: "barcode.time_compression",
+                    why: "must be at least 1 (1 is real time)".into(),
+                });
+            }
+            Some(f) => gateway.barcode.time_compression = f,
+            None => {}
+        }
         let w = &file.webhooks;
         gateway.webhooks.interval = ms("webhooks.interval_ms", w.interval_ms, d.webhooks.interval)?;
         gateway.webhooks.timeout =
@@ -685,6 +708,8 @@ mod tests {
             interval_ms = 250
             [webhooks]
             allow_private_urls = true
+            [barcode]
+            time_compression = 5
             "#,
         );
         let file = file.to_str().unwrap();
@@ -695,6 +720,7 @@ mod tests {
         assert_eq!(c.gateway.sweeper.interval, Duration::from_millis(250));
         assert_eq!(c.gateway.sweeper.first_check_after, Duration::from_secs(60));
         assert!(c.gateway.webhooks.allow_private_urls);
+        assert_eq!(c.gateway.barcode.time_compression, 5);
         assert_eq!(c.database_url.expose(), DEFAULT_DATABASE);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
     }

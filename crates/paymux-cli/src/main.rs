@@ -51,6 +51,9 @@ enum Command {
         /// Divide the channels' notification retry intervals by this (1 = real time).
         #[arg(long, default_value_t = 60)]
         notify_time_compression: u32,
+        /// Divide the channels' barcode poll-then-cancel schedules by this (1 = real time).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        barcode_time_compression: u32,
         /// The keys the WeChat mock verifies with: `certificate` (platform certificates from
         /// /v3/certificates), `public-key` (the WeChat Pay public key, PUB_KEY_ID_...), or `both`
         /// (WeChat's migration state, which serves either kind of merchant).
@@ -213,6 +216,7 @@ async fn run(cli: Cli) -> Result<()> {
             wechat_port,
             unionpay_port,
             notify_time_compression,
+            barcode_time_compression,
             wechat_key_mode,
             shutdown_timeout_secs,
         } => {
@@ -225,6 +229,7 @@ async fn run(cli: Cli) -> Result<()> {
             opts.wechat_port = wechat_port;
             opts.unionpay_port = unionpay_port;
             opts.notify_time_compression = notify_time_compression;
+            opts.barcode.time_compression = barcode_time_compression;
             opts.wechat_key_mode = wechat_key_mode;
             let sandbox = sandbox::start(opts).await?;
             print_welcome(&sandbox.manifest, &data_dir);

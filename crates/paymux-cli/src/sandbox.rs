@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use paymux_core::{AccountId, ChannelKind, MerchantId};
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
-use paymux_engine::{Engine, GatewayConfig, SweeperConfig, WebhookConfig};
+use paymux_engine::{BarcodeConfig, Engine, GatewayConfig, SweeperConfig, WebhookConfig};
 use paymux_mock_alipay::{AlipayMock, AlipayMockConfig};
 use paymux_mock_unionpay::{UnionpayMerchant, UnionpayMock, UnionpayMockConfig};
 use paymux_mock_wechat::{KeyMode, PlatformKeys, WechatMerchant, WechatMock, WechatMockConfig};
@@ -47,6 +47,8 @@ pub struct SandboxOptions {
     pub channel_timeout: Duration,
     pub sweeper: SweeperConfig,
     pub webhooks: WebhookConfig,
+    /// Barcode payments' poll-then-cancel schedules (tests compress them).
+    pub barcode: BarcodeConfig,
     /// False leaves the gateway to another process (`paymux serve` on the manifest's gateway
     /// URL): crash tests kill that process while the mocks here keep their state.
     pub run_gateway: bool,
@@ -69,6 +71,7 @@ impl SandboxOptions {
             sweeper: SweeperConfig::default(),
             // The sandbox's merchant endpoints live on this machine.
             webhooks: WebhookConfig { allow_private_urls: true, ..WebhookConfig::default() },
+            barcode: BarcodeConfig::default(),
             run_gateway: true,
         }
     }
@@ -302,6 +305,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
     config.channel_timeout = opts.channel_timeout;
     config.sweeper = opts.sweeper.clone();
     config.webhooks = opts.webhooks.clone();
+    config.barcode = opts.barcode.clone();
     // A developer watching the sandbox's backlog gauges sees them move at once.
     config.gauges_interval = Duration::from_secs(1);
     let state = Engine::new(store.clone(), config);

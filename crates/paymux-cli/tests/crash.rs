@@ -38,6 +38,11 @@ impl Crash {
 
     /// `paymux serve` on the sandbox's store and gateway port, with an optional failpoint.
     async fn serve(&self, failpoint: Option<&str>) -> Gateway {
+        self.serve_with(failpoint, &[]).await
+    }
+
+    /// [`Crash::serve`] with more flags.
+    async fn serve_with(&self, failpoint: Option<&str>, flags: &[&str]) -> Gateway {
         let db = self._dir.path().join("paymux.db");
         let listen = self.gateway().trim_start_matches("http://").to_owned();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_paymux"));
@@ -46,6 +51,7 @@ impl Crash {
             .args(["--listen", &listen, "--public-url", self.gateway()])
             .args(["--sweep-interval-ms", "100", "--sweep-first-check-ms", "300"])
             .args(["--idempotency-lease-ms", "1000"])
+            .args(flags)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
@@ -330,5 +336,56 @@ async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409
     assert_eq!(replayed["id"], written.id.to_string());
     let order = t.mock(&format!("/_sandbox/orders/{no}")).await;
     assert_eq!(order["refunds"].as_array().unwrap().len(), 1, "no second refund: {order}");
+    kill(gw);
+}
+
+/// Barcode payments whose pay answers (paid at once; the payer confirming) were never recorded:
+/// the restarted gateway's loop finds the paid one paid and cancels the other at the channel.
+#[tokio::test]
+async fn killed_after_barcode_pay_calls_the_restarted_loop_settles_both() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    // The paid one's notification is lost: only the loop can tell.
+    t.mock_post("/_sandbox/faults", json!({"drop_notifications": true})).await;
+    let fast = ["--barcode-time-compression", "10", "--channel-timeout-secs", "2"];
+    let gw = t.serve_with(Some(paymux_engine::failpoint::AFTER_CHANNEL_CREATE), &fast).await;
+    let mut calls = Vec::new();
+    for (order, code) in [("o-paid", "286012345678901234"), ("o-wait", "250012345678901234")] {
+        let body = json!({"merchant_order_no": order, "amount": 1000, "currency": "CNY",
+                          "subject": "s", "channel": "alipay", "method": "barcode",
+                          "payer": {"auth_code": code}});
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        calls.push(tokio::spawn(async move {
+            http.post(url).bearer_auth(key).json(&body).send().await
+        }));
+    }
+    t.wait("both channel orders", async || {
+        t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 2
+    })
+    .await;
+    kill(gw);
+    for call in calls {
+        assert!(call.await.unwrap().is_err(), "the merchant never got an answer");
+    }
+    let paid = store.payment_by_order_no(merchant, "o-paid").await.unwrap().unwrap();
+    let waiting = store.payment_by_order_no(merchant, "o-wait").await.unwrap().unwrap();
+    assert_eq!((paid.status, waiting.status), (PaymentStatus::Pending, PaymentStatus::Pending));
+
+    let gw = t.serve_with(None, &fast).await;
+    t.wait("the paid one to succeed and the other to close", async || {
+        let p = store.payment(merchant, paid.id).await.unwrap().unwrap();
+        let w = store.payment(merchant, waiting.id).await.unwrap().unwrap();
+        (p.status, w.status) == (PaymentStatus::Succeeded, PaymentStatus::Closed)
+    })
+    .await;
+    let w = t.mock(&format!("/_sandbox/barcode/{}", waiting.channel_order_no)).await;
+    assert_eq!((w["closed"].as_bool(), w["paid"].as_bool()), (Some(true), Some(false)), "{w}");
+    let p = t.mock(&format!("/_sandbox/barcode/{}", paid.channel_order_no)).await;
+    assert_eq!((p["paid"].as_bool(), p["cancels"].as_u64()), (Some(true), Some(0)), "{p}");
+    assert_eq!(t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len(), 2);
+    assert_eq!(store.events(merchant, false, None, 100).await.unwrap().len(), 2);
     kill(gw);
 }

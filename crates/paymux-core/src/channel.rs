@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::{ChannelOrderNo, Money};
+use crate::{BarcodeCancel, BarcodePaid, BarcodeSchedule, ChannelOrderNo, Money};
 
 /// The payment channels paymux speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ pub enum PaymentAction {
 }
 
 /// A payment to create at a channel: one attempt, with the number paymux chose for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CreatePayment {
     pub channel_order_no: ChannelOrderNo,
     pub amount: Money,
@@ -139,7 +139,27 @@ pub struct CreatePayment {
     pub return_url: Option<String>,
     pub client_ip: Option<String>,
     pub payer_openid: Option<String>,
+    /// The code the payer shows (barcode payments). Never logged nor stored in full: it is good
+    /// for the one pay call only (the Debug form masks it).
     pub auth_code: Option<String>,
+}
+
+impl fmt::Debug for CreatePayment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatePayment")
+            .field("channel_order_no", &self.channel_order_no)
+            .field("amount", &self.amount)
+            .field("subject", &self.subject)
+            .field("method", &self.method)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("notify_url", &self.notify_url)
+            .field("return_url", &self.return_url)
+            .field("client_ip", &self.client_ip)
+            .field("payer_openid", &self.payer_openid)
+            .field("auth_code", &self.auth_code.as_deref().map(crate::mask_auth_code))
+            .finish()
+    }
 }
 
 /// The channel accepted the payment: what to show the payer, and the small state the adapter
@@ -354,6 +374,45 @@ pub trait Channel: Send + Sync + fmt::Debug {
 
     /// The channel's reply: accepted (durably recorded) or not (the channel will re-send).
     fn ack(&self, accepted: bool) -> NotificationAck;
+
+    // Barcode payments (`PaymentMethod::Barcode`; see the `barcode` module). An adapter that
+    // supports the method implements all four; the defaults refuse.
+    //
+    // Design: the pay call is its own method rather than a branch of `create`, because its answer
+    // is a payment state (paid at once, payer confirming) and not an action to show the payer.
+    // The schedule is the channel's (its documented poll interval and limit); the engine owns the
+    // loop, keeps it as durable work in the store (a payment's next check), and compresses it by
+    // configuration. Giving up is a cancel/reverse rather than a close: it also undoes a payment
+    // the payer confirmed at the last moment, and the channels ask for it.
+
+    /// Whether `auth_code` has this channel's format. The error says what the format is.
+    fn check_auth_code(&self, auth_code: &str) -> Result<(), String> {
+        let _ = auth_code;
+        Err(format!("{} does not take barcode payments", self.kind()))
+    }
+
+    /// How often to poll while the payer confirms, when to give up, and how often to repeat an
+    /// unconfirmed cancel. `None`: no barcode payments here.
+    fn barcode_schedule(&self) -> Option<BarcodeSchedule> {
+        None
+    }
+
+    /// Sends the one pay call with the payer's code (`req.auth_code`). `Declined` is a definite
+    /// refusal (the payment failed; nothing can be taken); `Unknown` leaves the payment to the
+    /// poll-then-cancel loop. Never called twice for one payment: the code is not kept.
+    async fn pay_barcode(&self, req: &CreatePayment) -> Result<BarcodePaid, ChannelError> {
+        let _ = req;
+        Err(ChannelError::invalid(format!("{} does not take barcode payments", self.kind())))
+    }
+
+    /// Cancels (Alipay) or reverses (WeChat, UnionPay) a barcode payment: afterwards nobody can
+    /// pay it, and money already paid goes back to the payer. `Ok` only once the channel has
+    /// confirmed it; `Unknown` (no answer, "retry", "payer still at the password prompt") means
+    /// send it again later. Repeating a confirmed cancel is harmless.
+    async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
+        let _ = payment;
+        Err(ChannelError::invalid(format!("{} does not take barcode payments", self.kind())))
+    }
 }
 
 /// The `code` a close answers with when the channel says the order was already paid.

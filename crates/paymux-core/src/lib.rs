@@ -13,6 +13,7 @@
 //! assert!(!PaymentStatus::Succeeded.can_become(PaymentStatus::Closed));
 //! ```
 
+mod barcode;
 mod channel;
 mod decide;
 mod event;
@@ -20,6 +21,9 @@ mod ids;
 mod money;
 mod state;
 
+pub use barcode::{
+    BarcodeCancel, BarcodePaid, BarcodeSchedule, digits_with_prefix, mask_auth_code,
+};
 pub use channel::{
     ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelPayment, ChannelRefund, CreatePayment,
     CreatedPayment, InboundRequest, Notification, NotificationAck, PaymentAction, PaymentMethod,

@@ -18,6 +18,9 @@ impl Engine {
             PaymentStatus::Failed => return Err(EngineError::PaymentFailed),
             PaymentStatus::Pending => {}
         }
+        if p.method == paymux_core::PaymentMethod::Barcode {
+            return crate::barcode::close(self, p).await;
+        }
         let (adapter, attempt) = self.adapter_and_attempt(p).await?;
         match adapter.close(&payment_ref(p, &attempt)).await {
             Ok(()) => {

@@ -18,6 +18,7 @@ pub struct GatewayConfig {
     pub idempotency_lease: Duration,
     /// How often the backlog gauges (outbox, sweeper) are read from the store.
     pub gauges_interval: Duration,
+    pub barcode: BarcodeConfig,
 }
 
 impl GatewayConfig {
@@ -31,6 +32,7 @@ impl GatewayConfig {
             idempotency_retention: Duration::from_secs(24 * 3600),
             idempotency_lease: Duration::from_secs(120),
             gauges_interval: Duration::from_secs(15),
+            barcode: BarcodeConfig::default(),
         }
     }
 }
@@ -56,6 +58,20 @@ impl Default for SweeperConfig {
             max_backoff: Duration::from_secs(15 * 60),
             lease: Duration::from_secs(60),
         }
+    }
+}
+
+/// Barcode payments: the channels' own poll-then-cancel schedules, run faster for tests.
+#[derive(Debug, Clone)]
+pub struct BarcodeConfig {
+    /// Divides every channel's barcode schedule (poll interval, limit, cancel interval): 1 in
+    /// production. The sweeper's interval bounds how fast the loop can turn.
+    pub time_compression: u32,
+}
+
+impl Default for BarcodeConfig {
+    fn default() -> Self {
+        Self { time_compression: 1 }
     }
 }
 

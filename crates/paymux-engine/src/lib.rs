@@ -28,6 +28,7 @@
 mod access;
 pub mod admin;
 mod apply;
+mod barcode;
 mod close;
 mod config;
 pub mod dispatcher;
@@ -50,7 +51,7 @@ mod testdata;
 
 pub use admin::new_api_key;
 pub use apply::{Applied, apply_payment, apply_refund};
-pub use config::{GatewayConfig, SweeperConfig, WebhookConfig};
+pub use config::{BarcodeConfig, GatewayConfig, SweeperConfig, WebhookConfig};
 pub use endpoints::Caller;
 pub use engine::{Engine, Workers, payment_ref};
 pub use error::EngineError;

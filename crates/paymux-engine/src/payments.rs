@@ -241,11 +241,16 @@ impl Engine {
     ) -> Result<Payment, EngineError> {
         let req = request.validate()?;
         let (account, adapter) = self.route(caller, req.channel, req.method).await?;
+        if let Some(code) =
+            req.auth_code.as_deref().filter(|_| req.method == PaymentMethod::Barcode)
+        {
+            crate::barcode::check_auth_code(&*adapter, code)?;
+        }
         let now = crate::engine::now_ms();
         let payment_id = PaymentId::new();
         let channel_order_no = ChannelOrderNo::generate();
         let payer = (req.openid.is_some() || req.auth_code.is_some()).then(
-            || json!({"openid": req.openid, "auth_code": req.auth_code.as_ref().map(|_| "***")}),
+            || json!({"openid": req.openid, "auth_code": req.auth_code.as_deref().map(crate::barcode::stored_auth_code)}),
         );
         let mut record = PaymentRecord {
             id: payment_id,
@@ -285,7 +290,11 @@ impl Engine {
             created_at: now,
         };
         // Rule 1: the payment and its attempt are committed before the channel is called.
-        let first_check = now + self.config.sweeper.first_check_after;
+        let first_check = if req.method == PaymentMethod::Barcode {
+            crate::barcode::first_check(self, &*adapter, now)
+        } else {
+            now + self.config.sweeper.first_check_after
+        };
         match self.store.insert_payment(&record, &attempt, first_check, idempotency_key).await {
             Ok(()) => {}
             Err(StoreError::Duplicate("merchant_order_no")) => {
@@ -313,6 +322,9 @@ impl Engine {
             payer_openid: req.openid,
             auth_code: req.auth_code,
         };
+        if req.method == PaymentMethod::Barcode {
+            return crate::barcode::pay(self, adapter, record, call).await;
+        }
         // From the channel call to the commit of its answer runs on its own task: a caller that
         // goes away (an HTTP client hanging up) cannot cut it in the middle.
         let engine = self.clone();

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use paymux_core::{
-    ALREADY_PAID, ChannelError, ChannelPayment, ChannelRefund, PaymentStatus, RefundRequest,
+    ALREADY_PAID, ChannelError, ChannelPayment, ChannelRefund, PaymentMethod, PaymentStatus,
+    RefundRequest,
 };
 use paymux_store::{PaymentRecord, RefundRecord, StoreError};
 use time::OffsetDateTime;
@@ -164,6 +165,9 @@ async fn sweep_payment(state: &Engine, p: &PaymentRecord) {
     let reference = payment_ref(p, &attempt);
     if p.status == PaymentStatus::Closed {
         return watch_closed(state, &*adapter, p, &reference).await;
+    }
+    if p.method == PaymentMethod::Barcode {
+        return crate::barcode::sweep(state, &*adapter, p, &reference).await;
     }
     let report = match adapter.query(&reference).await {
         Ok(report) => report,

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use metrics::{counter, gauge, histogram};
 use paymux_core::{
-    Channel, ChannelError, ChannelKind, ChannelPayment, ChannelRefund, CreatePayment,
-    CreatedPayment, InboundRequest, Notification, NotificationAck, PaymentMethod, PaymentRef,
-    PaymentStatus, RefundRequest,
+    BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
+    ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Notification,
+    NotificationAck, PaymentMethod, PaymentRef, PaymentStatus, RefundRequest,
 };
 use paymux_store::PaymentRecord;
 use time::OffsetDateTime;
@@ -213,6 +213,22 @@ impl Channel for Metered {
 
     fn ack(&self, accepted: bool) -> NotificationAck {
         self.0.ack(accepted)
+    }
+
+    fn check_auth_code(&self, auth_code: &str) -> Result<(), String> {
+        self.0.check_auth_code(auth_code)
+    }
+
+    fn barcode_schedule(&self) -> Option<BarcodeSchedule> {
+        self.0.barcode_schedule()
+    }
+
+    async fn pay_barcode(&self, req: &CreatePayment) -> Result<BarcodePaid, ChannelError> {
+        self.measure("barcode_pay", self.0.pay_barcode(req)).await
+    }
+
+    async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
+        self.measure("barcode_cancel", self.0.cancel_barcode(payment)).await
     }
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
-    ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Money, Notification,
-    NotificationAck, PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
+    ChannelOrderNo, ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest,
+    Money, Notification, NotificationAck, PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
 };
 use paymux_crypto::{Certificate, RsaPrivateKey};
 use serde_json::json;
@@ -27,6 +27,8 @@ use crate::protocol::{
 };
 
 /// The source of "now" for expiry checks and certificate validity; injectable for tests.
+mod barcode;
+
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
 
 /// The content type of a request, as the ACP SDK sends it.
@@ -381,7 +383,11 @@ impl Channel for UnionpayChannel {
     fn supports(&self, method: PaymentMethod) -> bool {
         matches!(
             method,
-            PaymentMethod::Page | PaymentMethod::Wap | PaymentMethod::App | PaymentMethod::Qr
+            PaymentMethod::Page
+                | PaymentMethod::Wap
+                | PaymentMethod::App
+                | PaymentMethod::Qr
+                | PaymentMethod::Barcode
         )
     }
 
@@ -641,6 +647,22 @@ impl Channel for UnionpayChannel {
             }
             other => Err(unverified(&format!("txnType {other:?} is not handled"))),
         }
+    }
+
+    fn check_auth_code(&self, auth_code: &str) -> Result<(), String> {
+        barcode::check_auth_code(auth_code)
+    }
+
+    fn barcode_schedule(&self) -> Option<BarcodeSchedule> {
+        Some(barcode::SCHEDULE)
+    }
+
+    async fn pay_barcode(&self, req: &CreatePayment) -> Result<BarcodePaid, ChannelError> {
+        self.barcode_consume(req).await
+    }
+
+    async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
+        self.barcode_reversal(payment).await
     }
 
     /// UnionPay re-sends on anything but HTTP 200; the demos answer `ok`.

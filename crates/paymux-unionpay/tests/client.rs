@@ -13,9 +13,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelOrderNo, ChannelPayment, ChannelRefund,
-    CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction, PaymentMethod,
-    PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, Channel, ChannelError, ChannelOrderNo, ChannelPayment,
+    ChannelRefund, CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction,
+    PaymentMethod, PaymentRef, RefundRequest,
 };
 use paymux_crypto::{Certificate, RsaPrivateKey};
 use paymux_unionpay::protocol::{self, Fields};
@@ -804,4 +804,74 @@ fn a_misconfigured_account_is_invalid() {
     ));
     let cert = Certificate::from_pem(&pki().merchant_cert).unwrap();
     assert_eq!(cert.serial_decimal(), CERT_ID.to_string());
+}
+
+const PAYER_CODE: &str = "6225880000000000001";
+
+fn barcode_request() -> CreatePayment {
+    CreatePayment {
+        auth_code: Some(PAYER_CODE.into()),
+        return_url: None,
+        ..create_request(PaymentMethod::Barcode)
+    }
+}
+
+#[tokio::test]
+async fn barcode_consume_is_01_06_with_qr_no_and_its_acceptance_is_pending() {
+    let h = harness().await;
+    assert!(h.channel.supports(PaymentMethod::Barcode));
+    h.answer(signed(&[("respCode", "00"), ("respMsg", "成功[0000000]")]));
+    let paid = h.channel.pay_barcode(&barcode_request()).await.unwrap();
+    assert_eq!(paid.state, ChannelPayment::Pending, "UnionPay's answer only accepts");
+    let (path, f) = h.last();
+    assert_eq!(path, "/gateway/api/backTransReq.do");
+    verify_merchant_signature(&f);
+    assert_eq!((f["txnType"].as_str(), f["txnSubType"].as_str()), ("01", "06"));
+    assert_eq!((f["bizType"].as_str(), f["channelType"].as_str()), ("000000", "08"));
+    assert_eq!(f["qrNo"], PAYER_CODE);
+    assert_eq!(f["txnAmt"], "1234");
+    assert_eq!(f["backUrl"], NOTIFY_URL);
+    assert_eq!(paid.channel_data["txnTime"], f["txnTime"].as_str());
+    assert_eq!(paid.channel_data["txnSubType"], "06");
+
+    for code in ["03", "04", "05"] {
+        h.answer(signed(&[("respCode", code)]));
+        assert_unknown(h.channel.pay_barcode(&barcode_request()).await);
+    }
+    h.answer(signed(&[("respCode", "30"), ("respMsg", "交易未通过")]));
+    let r = h.channel.pay_barcode(&barcode_request()).await;
+    assert!(matches!(r, Err(ChannelError::Declined { ref code, .. }) if code == "30"), "{r:?}");
+    h.answer(forged(&[("respCode", "00")], "respCode", "30"));
+    assert_unknown(h.channel.pay_barcode(&barcode_request()).await);
+}
+
+#[tokio::test]
+async fn a_malformed_payer_code_is_refused_before_any_call() {
+    let h = harness().await;
+    for code in ["", "123456789012345678901", "62258800000000x0001"] {
+        assert!(h.channel.check_auth_code(code).is_err(), "{code:?}");
+        let req = CreatePayment { auth_code: Some(code.into()), ..barcode_request() };
+        assert!(matches!(h.channel.pay_barcode(&req).await, Err(ChannelError::Invalid { .. })));
+    }
+    assert!(h.channel.check_auth_code(PAYER_CODE).is_ok());
+    assert!(h.seen().is_empty());
+}
+
+#[tokio::test]
+async fn reversal_is_99_01_on_the_original_order_id_and_txn_time() {
+    let h = harness().await;
+    h.answer(signed(&[("respCode", "00")]));
+    assert_eq!(h.channel.cancel_barcode(&payment_ref()).await, Ok(BarcodeCancel::Closed));
+    let (path, f) = h.last();
+    assert_eq!(path, "/gateway/api/backTransReq.do");
+    verify_merchant_signature(&f);
+    assert_eq!((f["txnType"].as_str(), f["txnSubType"].as_str()), ("99", "01"));
+    assert_eq!(f["orderId"], order_no().as_str());
+    assert_eq!(f["txnTime"], "20261129100000");
+    for code in ["03", "04", "05"] {
+        h.answer(signed(&[("respCode", code)]));
+        assert_unknown(h.channel.cancel_barcode(&payment_ref()).await);
+    }
+    h.reply_status(500, "");
+    assert_unknown(h.channel.cancel_barcode(&payment_ref()).await);
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment,
-    ChannelRefund, CreatePayment, CreatedPayment, Currency, InboundRequest, Money, Notification,
-    NotificationAck, PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
+    ChannelOrderNo, ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, Currency,
+    InboundRequest, Money, Notification, NotificationAck, PaymentAction, PaymentMethod, PaymentRef,
+    RefundRequest,
 };
 use paymux_crypto::{RsaPrivateKey, RsaPublicKey, random_alphanumeric};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -27,6 +28,8 @@ use crate::protocol::{
 };
 
 /// Refresh the platform certificates when the newest expires within this long...
+mod barcode;
+
 const REFRESH_AHEAD: time::Duration = time::Duration::hours(12);
 /// ...or when they were downloaded this long ago.
 const REFRESH_EVERY: time::Duration = time::Duration::hours(12);
@@ -682,6 +685,7 @@ impl Channel for WechatChannel {
                 | PaymentMethod::MiniProgram
                 | PaymentMethod::H5
                 | PaymentMethod::App
+                | PaymentMethod::Barcode
         )
     }
 
@@ -926,6 +930,22 @@ impl Channel for WechatChannel {
             }
             other => Err(unverified(format!("unsupported event_type {other:?}"))),
         }
+    }
+
+    fn check_auth_code(&self, auth_code: &str) -> Result<(), String> {
+        barcode::check_auth_code(auth_code)
+    }
+
+    fn barcode_schedule(&self) -> Option<BarcodeSchedule> {
+        Some(barcode::SCHEDULE)
+    }
+
+    async fn pay_barcode(&self, req: &CreatePayment) -> Result<BarcodePaid, ChannelError> {
+        self.barcode_pay(req).await
+    }
+
+    async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
+        self.barcode_reverse(payment).await
     }
 
     fn ack(&self, accepted: bool) -> NotificationAck {

@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use paymux_core::{
-    ALREADY_PAID, Channel, ChannelError, ChannelOrderNo, ChannelPayment, ChannelRefund,
-    CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction, PaymentMethod,
-    PaymentRef, RefundRequest,
+    ALREADY_PAID, BarcodeCancel, Channel, ChannelError, ChannelOrderNo, ChannelPayment,
+    ChannelRefund, CreatePayment, Currency, InboundRequest, Money, Notification, PaymentAction,
+    PaymentMethod, PaymentRef, RefundRequest,
 };
 use paymux_crypto::{Certificate, RsaPrivateKey, RsaPublicKey, random_alphanumeric};
 use paymux_wechat::protocol::{
@@ -88,6 +88,8 @@ struct World {
     cert_gate: Option<Arc<tokio::sync::Semaphore>>,
     /// `/v3/certificates` requests received, counted before any gate.
     cert_requests: usize,
+    /// The body of the last business request, as parsed JSON.
+    last_body: Value,
 }
 
 #[derive(Clone)]
@@ -194,6 +196,7 @@ async fn handle(
         return error(status, code);
     }
     let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    w.last_body = req.clone();
     let answer = match (method.as_str(), path.as_str()) {
         ("POST", "/v3/pay/transactions/native") => {
             json!({"code_url": "weixin://wxpay/bizpayurl?pr=T"})
@@ -202,6 +205,20 @@ async fn handle(
             json!({"prepay_id": "wx201410272009395522657a690389285100"})
         }
         ("POST", "/v3/pay/transactions/h5") => json!({"h5_url": "https://wx.tenpay.com/h5"}),
+        ("POST", "/v3/pay/transactions/codepay") if w.trade_state == "USERPAYING" => {
+            let body = json!({"trade_state": "USERPAYING"}).to_string().into_bytes();
+            return reply(202, body, Some(&w.signer.clone()), w.bad_signature);
+        }
+        ("POST", "/v3/pay/transactions/codepay") => {
+            json!({"mchid": MCHID, "appid": "wxapp", "out_trade_no": req["out_trade_no"],
+                   "transaction_id": "4200000002", "trade_type": "MICROPAY",
+                   "trade_state": w.trade_state, "success_time": "2024-05-01T12:00:00+08:00",
+                   "amount": {"total": 100, "payer_total": 100, "currency": "CNY"}})
+        }
+        ("POST", p) if p.ends_with("/reverse") => {
+            let no = p.split('/').nth(5).unwrap_or_default();
+            json!({"appid": req["appid"], "mchid": req["mchid"], "out_trade_no": no})
+        }
         ("POST", p) if p.ends_with("/close") => {
             return reply(204, Vec::new(), Some(&w.signer.clone()), w.bad_signature);
         }
@@ -250,6 +267,7 @@ async fn start(
         serial_headers: Vec::new(),
         cert_gate: None,
         cert_requests: 0,
+        last_body: Value::Null,
     })));
     let app = Router::new().fallback(handle).with_state(stand.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -779,4 +797,98 @@ async fn answers_outside_the_window_of_the_injected_clock_are_unknown() {
     let channel = h.channel.with_clock(Arc::new(move || ahead));
     let r = channel.query(&payment_ref()).await;
     assert!(matches!(r, Err(ChannelError::Unknown { timed_out: false, .. })), "{r:?}");
+}
+
+const WECHAT_CODE: &str = "134567890123456789";
+
+fn barcode() -> CreatePayment {
+    CreatePayment {
+        auth_code: Some(WECHAT_CODE.into()),
+        client_ip: Some("203.0.113.9".into()),
+        ..create(PaymentMethod::Barcode)
+    }
+}
+
+#[tokio::test]
+async fn codepay_sends_the_code_and_is_paid_at_once_or_waits_for_the_password() {
+    let h = start(vec![platform(1)], None, Duration::from_secs(5)).await;
+    assert!(h.channel.supports(PaymentMethod::Barcode));
+    let req = barcode();
+    let paid = h.channel.pay_barcode(&req).await.unwrap();
+    assert!(matches!(
+        paid.state,
+        ChannelPayment::Succeeded { ref channel_trade_no, amount, .. }
+            if channel_trade_no == "4200000002" && amount.minor() == 100
+    ));
+    {
+        let w = h.world();
+        assert_eq!(w.last_body["payer"]["auth_code"], WECHAT_CODE);
+        assert_eq!(w.last_body["out_trade_no"], req.channel_order_no.as_str());
+        assert_eq!(w.last_body["amount"]["total"], 100);
+        assert_eq!(w.last_body["scene_info"]["device_ip"], "203.0.113.9");
+        assert!(w.last_body.get("notify_url").is_none(), "codepay has no notification");
+    }
+    // The 202 whose body is trade_state alone: the payer enters a password.
+    h.world().trade_state = "USERPAYING";
+    assert_eq!(h.channel.pay_barcode(&barcode()).await.unwrap().state, ChannelPayment::Pending);
+    // USERPAYING as an error code means the same.
+    h.world().error = Some((400, "USERPAYING"));
+    assert_eq!(h.channel.pay_barcode(&barcode()).await.unwrap().state, ChannelPayment::Pending);
+}
+
+#[tokio::test]
+async fn codepay_refusals_are_declined_and_system_errors_or_bad_signatures_unknown() {
+    let h = start(vec![platform(1)], None, Duration::from_secs(5)).await;
+    h.world().error = Some((400, "AUTH_CODE_INVALID"));
+    assert!(matches!(
+        h.channel.pay_barcode(&barcode()).await,
+        Err(ChannelError::Declined { code, .. }) if code == "AUTH_CODE_INVALID"
+    ));
+    h.world().error = Some((403, "NOTENOUGH"));
+    assert!(matches!(h.channel.pay_barcode(&barcode()).await, Err(ChannelError::Declined { .. })));
+    for (status, code) in [(500, "SYSTEM_ERROR"), (500, "BANKERROR"), (429, "FREQUENCY_LIMITED")] {
+        h.world().error = Some((status, code));
+        assert!(matches!(
+            h.channel.pay_barcode(&barcode()).await,
+            Err(ChannelError::Unknown { .. })
+        ));
+    }
+    h.world().bad_signature = true;
+    assert!(matches!(h.channel.pay_barcode(&barcode()).await, Err(ChannelError::Unknown { .. })));
+    h.world().trade_state = "USERPAYING";
+    assert!(matches!(h.channel.pay_barcode(&barcode()).await, Err(ChannelError::Unknown { .. })));
+}
+
+#[tokio::test]
+async fn a_malformed_wechat_code_is_refused_before_any_call() {
+    let h = start(vec![platform(1)], None, Duration::from_secs(5)).await;
+    for code in
+        ["164567890123456789", "13456789012345678", "13456789012345678x", "286012345678901234"]
+    {
+        assert!(h.channel.check_auth_code(code).is_err(), "{code}");
+        let req = CreatePayment { auth_code: Some(code.into()), ..barcode() };
+        assert!(matches!(h.channel.pay_barcode(&req).await, Err(ChannelError::Invalid { .. })));
+    }
+    assert!(h.channel.check_auth_code(WECHAT_CODE).is_ok());
+    assert!(h.world().last_body.is_null(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn reverse_is_confirmed_by_a_signed_answer_and_sent_again_otherwise() {
+    let h = start(vec![platform(1)], None, Duration::from_secs(5)).await;
+    let p = payment_ref();
+    assert_eq!(h.channel.cancel_barcode(&p).await, Ok(BarcodeCancel::Closed));
+    {
+        let w = h.world();
+        assert_eq!(w.last_body["mchid"], MCHID);
+        assert_eq!(w.last_body["appid"], "wx2421b1c4370ec43b");
+    }
+    h.world().error = Some((404, "ORDER_NOT_EXIST"));
+    assert_eq!(h.channel.cancel_barcode(&p).await, Ok(BarcodeCancel::Closed));
+    for (status, code) in [(400, "USERPAYING"), (500, "SYSTEM_ERROR")] {
+        h.world().error = Some((status, code));
+        assert!(matches!(h.channel.cancel_barcode(&p).await, Err(ChannelError::Unknown { .. })));
+    }
+    h.world().bad_signature = true;
+    assert!(matches!(h.channel.cancel_barcode(&p).await, Err(ChannelError::Unknown { .. })));
 }

@@ -33,6 +33,8 @@ enum Api {
     Refund,
     RefundQuery,
     Royalty(crate::royalty::Method),
+    BarcodePay,
+    Cancel,
 }
 
 impl Api {
@@ -46,6 +48,8 @@ impl Api {
             "alipay.trade.close" => Self::Close,
             "alipay.trade.refund" => Self::Refund,
             "alipay.trade.fastpay.refund.query" => Self::RefundQuery,
+            "alipay.trade.pay" => Self::BarcodePay,
+            "alipay.trade.cancel" => Self::Cancel,
             other => return crate::royalty::Method::parse(other).map(Self::Royalty),
         })
     }
@@ -298,7 +302,12 @@ fn dispatch(shared: &Arc<Shared>, api: Api, params: &Params) -> Outcome {
             "isv.invalid-method",
             "alipay.trade.app.pay is not a gateway call: the order string goes to the Alipay app (sandbox: POST it to /_sandbox/app_pay)",
         )),
-        Api::Query => with_trade(&biz, |which| shared.trades().query(which)),
+        Api::Query => with_trade(&biz, |which| {
+            crate::barcode::before_query(shared, which.out_trade_no);
+            shared.trades().query(which)
+        }),
+        Api::BarcodePay => crate::barcode::pay(shared, params, &biz.0),
+        Api::Cancel => with_trade(&biz, |which| crate::barcode::cancel(shared, which.out_trade_no)),
         Api::Close => {
             with_trade(&biz, |which| shared.trades().close(which, OffsetDateTime::now_utc()))
         }

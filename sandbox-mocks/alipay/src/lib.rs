@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod barcode;
 mod gateway;
 mod notify;
 pub mod protocol;
@@ -89,6 +90,7 @@ pub(crate) struct Shared {
     config: AlipayMockConfig,
     apps: RwLock<HashMap<String, RsaPublicKey>>,
     trades: Mutex<Trades>,
+    barcode: Mutex<barcode::Book>,
     faults: FaultSwitch<Faults>,
     notifier: Scheduler<notify::Outgoing>,
     http: reqwest::Client,
@@ -142,6 +144,7 @@ impl AlipayMock {
                 config,
                 apps: RwLock::new(HashMap::new()),
                 trades: Mutex::new(Trades::default()),
+                barcode: Mutex::new(barcode::Book::default()),
                 faults: FaultSwitch::default(),
                 notifier,
                 http,
@@ -170,7 +173,8 @@ impl AlipayMock {
     ///
     /// | route | what |
     /// |---|---|
-    /// | `GET`/`POST /gateway.do` | the OpenAPI gateway (precreate, page.pay, wap.pay, query, close, refund, fastpay.refund.query) |
+    /// | `GET`/`POST /gateway.do` | the OpenAPI gateway (precreate, page.pay, wap.pay, pay (barcode), query, close, cancel, refund, fastpay.refund.query) |
+    /// | `GET /_sandbox/barcode/{out_trade_no}` | a barcode trade: the variant its code chose, its queries and cancels |
     /// | `POST /_sandbox/app_pay` | an app.pay order string as the body: verified, the trade then exists |
     /// | `GET /_sandbox/keys` | the mock's public key (bare base64 and PEM), gateway URL, seller id |
     /// | `GET /_sandbox/cashier/{out_trade_no}` | the cashier page (opening it is the buyer's scan); its Pay / Cancel buttons post to `.../pay` and `.../cancel` |
@@ -189,6 +193,7 @@ impl AlipayMock {
             .route("/_sandbox/cashier/{out_trade_no}", get(sandbox::cashier))
             .route("/_sandbox/cashier/{out_trade_no}/pay", post(sandbox::cashier_pay))
             .route("/_sandbox/cashier/{out_trade_no}/cancel", post(sandbox::cashier_cancel))
+            .route("/_sandbox/barcode/{out_trade_no}", get(barcode::show))
             .route("/_sandbox/orders", get(sandbox::list_orders))
             .route("/_sandbox/orders/{out_trade_no}", get(sandbox::show_order))
             .route("/_sandbox/orders/{out_trade_no}/pay", post(sandbox::pay_order))

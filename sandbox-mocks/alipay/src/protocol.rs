@@ -169,6 +169,8 @@ pub enum ResultCode {
     MissingArguments,
     InvalidArguments,
     BusinessFailed,
+    /// `10003`: a barcode payment waits for the payer to confirm.
+    PayInProcess,
 }
 
 impl ResultCode {
@@ -179,6 +181,7 @@ impl ResultCode {
             Self::MissingArguments => "40001",
             Self::InvalidArguments => "40002",
             Self::BusinessFailed => "40004",
+            Self::PayInProcess => "10003",
         }
     }
 
@@ -189,6 +192,8 @@ impl ResultCode {
             Self::MissingArguments => "Missing Required Arguments",
             Self::InvalidArguments => "Invalid Arguments",
             Self::BusinessFailed => "Business Failed",
+            // With its leading space, as captured in production.
+            Self::PayInProcess => " order success pay inprocess",
         }
     }
 }

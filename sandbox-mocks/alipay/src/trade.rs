@@ -16,6 +16,8 @@ pub(crate) enum PayMethod {
     PagePay,
     WapPay,
     AppPay,
+    /// `alipay.trade.pay`: a barcode payment (`barcode.rs`).
+    BarcodePay,
 }
 
 impl PayMethod {
@@ -25,6 +27,7 @@ impl PayMethod {
             Self::PagePay => "alipay.trade.page.pay",
             Self::WapPay => "alipay.trade.wap.pay",
             Self::AppPay => "alipay.trade.app.pay",
+            Self::BarcodePay => "alipay.trade.pay",
         }
     }
 
@@ -238,6 +241,11 @@ impl Trades {
             self.orders.insert(key.clone(), order);
         }
         self.orders.get(&key).ok_or_else(trade_not_exist)
+    }
+
+    /// An order by `out_trade_no`, to change (barcode cancels).
+    pub(crate) fn order_mut(&mut self, out_trade_no: &str) -> Option<&mut Order> {
+        self.orders.get_mut(out_trade_no)
     }
 
     /// The buyer scanned the QR code or opened the cashier page.

@@ -214,7 +214,7 @@ fn payer_kind(v: &Verified, consume: Kind) -> Result<Kind, Refusal> {
     }
 }
 
-fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
+pub(crate) fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
     if v.get("txnType") != txn_type || v.get("txnSubType") != sub {
         return Err(refuse(
             "10",
@@ -229,7 +229,7 @@ fn check_kind(v: &Verified, txn_type: &str, sub: &str) -> Result<(), Refusal> {
 }
 
 /// A new consume from the request's fields (not yet stored).
-fn new_consume(
+pub(crate) fn new_consume(
     v: &Verified,
     kind: Kind,
     now: OffsetDateTime,
@@ -295,7 +295,7 @@ pub(crate) fn new_query_id(now: OffsetDateTime) -> String {
 }
 
 /// Stores `txn` unless its merId + orderId + txnTime is taken (UnionPay: 12, duplicate).
-fn store(shared: &Shared, txn: Txn) -> Result<Txn, Refusal> {
+pub(crate) fn store(shared: &Shared, txn: Txn) -> Result<Txn, Refusal> {
     let mut book = shared.book();
     let key = txn.key();
     if book.txns.contains_key(&key) {
@@ -363,15 +363,18 @@ fn accepted(shared: &Shared, v: &Verified, fields: Fields, op: &str) -> Response
     answer(shared, Some(&v.merchant), fields, "00", "成功[0000000]")
 }
 
-/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), refund (04), consume cancel (31),
-/// preauth completion (03), preauth undo (32), completion undo (33).
+/// `POST /gateway/api/backTransReq.do`: QR consume (01/07), barcode consume (01/06) and 冲正
+/// (99/01) (`barcode.rs`), refund (04), consume cancel (31), preauth completion (03), preauth undo
+/// (32), completion undo (33).
 pub(crate) async fn back(State(shared): St, body: Bytes) -> Response {
     let v = match admit(&shared, &body).await {
         Ok(v) => v,
         Err(rejected) => return rejected.answer(&shared),
     };
     let (op, outcome) = match v.get("txnType") {
+        "01" if v.get("txnSubType") == "06" => ("barcode", crate::barcode::consume(&shared, &v)),
         "01" => ("qr", qr(&shared, &v)),
+        "99" => ("reversal", crate::barcode::reversal(&shared, &v)),
         "04" => ("refund", take_back(&shared, &v, Kind::Refund)),
         "31" => ("cancel", take_back(&shared, &v, Kind::Cancel)),
         "03" | "32" | "33" => ("preauth", crate::preauth::back(&shared, &v)),
@@ -498,6 +501,7 @@ pub(crate) async fn query(State(shared): St, body: Bytes) -> Response {
         Ok(v) => v,
         Err(rejected) => return rejected.answer(&shared),
     };
+    crate::barcode::before_query(&shared, &v);
     let response = match query_fields(&shared, &v) {
         Ok(Some(fields)) => answer(&shared, Some(&v.merchant), fields, "00", "成功[0000000]"),
         Ok(None) => {

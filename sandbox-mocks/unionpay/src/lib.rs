@@ -28,6 +28,7 @@
 //! # let _ = (addr, task); Ok(()) }
 //! ```
 
+mod barcode;
 mod gateway;
 pub mod keys;
 mod notify;
@@ -139,6 +140,7 @@ impl UnionpayMock {
                 keys,
                 merchants: RwLock::new(HashMap::new()),
                 book: Mutex::new(state::Book::default()),
+                barcode: Mutex::new(barcode::Book::default()),
                 faults: FaultSwitch::default(),
                 notifier: Scheduler::new(config.notify_delays),
                 http: paymux_mock_kit::server::http_client(Some(Duration::from_secs(10))),
@@ -167,7 +169,8 @@ impl UnionpayMock {
     /// | route | what |
     /// |---|---|
     /// | `POST /gateway/api/frontTransReq.do` | consume (01/01) or preauth (02/01) from the payer's browser: verified, then the bank page (303) |
-    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), refund (04), consume cancel (31), preauth completion (03), preauth undo (32), completion undo (33) |
+    /// | `POST /gateway/api/backTransReq.do` | QR consume (01/07), barcode consume (01/06, `barcode.rs`), 冲正 (99/01), refund (04), consume cancel (31), preauth completion (03), preauth undo (32), completion undo (33) |
+    /// | `GET /_sandbox/barcode/{orderId}` | a barcode consume: the variant its `qrNo` chose, its queries and reversals |
     /// | `POST /gateway/api/appTransReq.do` | app consume or preauth: the answer carries the `tn` |
     /// | `POST /gateway/api/queryTrans.do` | query by `orderId` + `txnTime` (or `queryId`) |
     /// | `GET /_sandbox/qr/{queryId}` | what a QR consume's `qrCode` holds: scanning it opens the bank page (303) |
@@ -192,6 +195,7 @@ impl UnionpayMock {
             .route("/_sandbox/cashier/{order_id}", get(sandbox::cashier))
             .route("/_sandbox/cashier/{order_id}/pay", post(sandbox::cashier_pay))
             .route("/_sandbox/cashier/{order_id}/cancel", post(sandbox::cashier_cancel))
+            .route("/_sandbox/barcode/{order_id}", get(barcode::show))
             .route("/_sandbox/orders", get(sandbox::list_orders))
             .route("/_sandbox/orders/{order_id}", get(sandbox::show_order))
             .route("/_sandbox/orders/{order_id}/pay", post(sandbox::pay_order))

@@ -21,6 +21,7 @@ pub(crate) struct Shared {
     pub(crate) keys: UnionpayKeys,
     pub(crate) merchants: RwLock<HashMap<String, Arc<UnionpayMerchant>>>,
     pub(crate) book: Mutex<Book>,
+    pub(crate) barcode: Mutex<crate::barcode::Book>,
     pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) notifier: Scheduler<BackNotification>,
     pub(crate) http: reqwest::Client,
@@ -36,8 +37,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Share (0..=1) of verified gateway requests answered HTTP 500 without doing anything.
     pub error_rate: f64,
-    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`, `preauth` (completion
-    /// 03 and the undos 32 and 33)) that do their work and then never answer.
+    /// Operations (`front`, `app`, `qr`, `refund`, `cancel`, `query`, `barcode`, `reversal`,
+    /// `preauth` (completion 03 and the undos 32 and 33)) that do their work and then never answer.
     pub timeout_after_commit: Vec<String>,
     /// Operations (`app`, `qr`, `refund`, `cancel`, `preauth`) that do their work and answer
     /// `respCode=05`
@@ -56,8 +57,8 @@ pub struct Faults {
     pub bad_signature: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 7] =
-    ["front", "app", "qr", "refund", "cancel", "query", "preauth"];
+pub(crate) const OPERATIONS: [&str; 9] =
+    ["front", "app", "qr", "refund", "cancel", "query", "barcode", "reversal", "preauth"];
 
 /// (merId, orderId, txnTime): how UnionPay tells orders apart.
 pub(crate) type TxnKey = (String, String, String);
@@ -84,6 +85,8 @@ pub(crate) enum Kind {
     App,
     /// Consume by QR code.
     Qr,
+    /// Consume by the payer's code (`barcode.rs`).
+    Barcode,
     Refund,
     Cancel,
     /// A card preauthorisation (02/01), from the browser or the app: holds the amount.
@@ -98,7 +101,7 @@ pub(crate) enum Kind {
 
 impl Kind {
     pub(crate) fn is_consume(self) -> bool {
-        matches!(self, Self::Front | Self::App | Self::Qr)
+        matches!(self, Self::Front | Self::App | Self::Qr | Self::Barcode)
     }
 
     /// What the payer pays at the bank page: a consume or a preauth.

@@ -107,7 +107,7 @@ pub(crate) async fn finish(shared: &Shared, op: &str, answer: Response) -> Respo
     answer
 }
 
-fn json_bytes(v: &Value) -> Vec<u8> {
+pub(crate) fn json_bytes(v: &Value) -> Vec<u8> {
     v.to_string().into_bytes()
 }
 
@@ -115,7 +115,7 @@ fn str_field<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
     v.get(name).and_then(Value::as_str)
 }
 
-fn require_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
+pub(crate) fn require_str<'a>(v: &'a Value, name: &str) -> Result<&'a str, ApiError> {
     str_field(v, name).filter(|s| !s.is_empty()).ok_or_else(|| {
         ApiError::param(format!("输入源“/body/{name}”映射到字段“{name}”必填性规则校验失败"))
     })
@@ -346,6 +346,7 @@ pub(crate) async fn query_by_out_trade_no(
     v: Verified,
 ) -> Result<Response, ApiError> {
     check_mchid_query(&uri, &v)?;
+    crate::barcode::before_query(&shared, v.mchid(), &out_trade_no);
     let transaction = lock(&shared.book)
         .orders
         .get(&(v.mchid().to_owned(), out_trade_no))

@@ -82,9 +82,10 @@ pub(crate) fn pay_order(shared: &Arc<Shared>, key: &OrderKey) -> Result<Value, C
     let (url, transaction) = {
         let mut book = lock(&shared.book);
         let order = book.orders.get_mut(key).ok_or_else(|| ControlError::not_found(&key.1))?;
-        if order.state != TradeState::Notpay {
+        // A barcode order waiting for its payer's password is USERPAYING.
+        if !matches!(order.state, TradeState::Notpay | TradeState::Userpaying) {
             return Err(ControlError::conflict(format!(
-                "order {} is {}, only NOTPAY can be paid",
+                "order {} is {}, only NOTPAY or USERPAYING can be paid",
                 key.1,
                 order.state.as_str()
             )));
@@ -104,6 +105,10 @@ pub(crate) fn pay_order(shared: &Arc<Shared>, key: &OrderKey) -> Result<Value, C
         (order.notify_url.clone(), order.transaction())
     };
     tracing::info!(mchid = %key.0, out_trade_no = %key.1, "order paid");
+    // A barcode (codepay) order has no notify_url: WeChat sends no notification for it.
+    if url.is_empty() {
+        return view(shared, key);
+    }
     notify::dispatch(
         shared,
         key,
@@ -125,9 +130,9 @@ pub(crate) fn end_order(
     {
         let mut book = lock(&shared.book);
         let order = book.orders.get_mut(key).ok_or_else(|| ControlError::not_found(&key.1))?;
-        if order.state != TradeState::Notpay {
+        if !matches!(order.state, TradeState::Notpay | TradeState::Userpaying) {
             return Err(ControlError::conflict(format!(
-                "order {} is {}, only NOTPAY can become {}",
+                "order {} is {}, only NOTPAY or USERPAYING can become {}",
                 key.1,
                 order.state.as_str(),
                 to.as_str()

@@ -34,6 +34,7 @@
 //! ```
 
 mod api;
+mod barcode;
 mod cashier;
 mod control;
 mod keys;
@@ -189,6 +190,7 @@ impl WechatMock {
                 keys: RwLock::new(keys),
                 merchants: RwLock::new(HashMap::new()),
                 book: Default::default(),
+                barcode: Default::default(),
                 faults: Default::default(),
                 refund_delay: std::sync::Mutex::new(state::DEFAULT_REFUND_DELAY),
                 notifier,
@@ -264,6 +266,12 @@ impl WechatMock {
             )
             .route("/v3/pay/transactions/id/{transaction_id}", get(api::query_by_id))
             .route("/v3/pay/transactions/out-trade-no/{out_trade_no}/close", post(api::close))
+            .route("/v3/pay/transactions/codepay", post(barcode::codepay))
+            .route(
+                "/v3/pay/transactions/out-trade-no/{out_trade_no}/reverse",
+                post(barcode::reverse),
+            )
+            .route("/_sandbox/barcode/{out_trade_no}", get(barcode::show))
             .route("/v3/refund/domestic/refunds", post(api::refund))
             .route("/v3/refund/domestic/refunds/{out_refund_no}", get(api::refund_query))
             .route("/v3/certificates", get(api::certificates))

@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<PlatformKeys>,
     pub(crate) merchants: RwLock<HashMap<String, Arc<MerchantEntry>>>,
     pub(crate) book: Mutex<Book>,
+    pub(crate) barcode: Mutex<crate::barcode::Book>,
     pub(crate) faults: FaultSwitch<Faults>,
     pub(crate) refund_delay: Mutex<Duration>,
     pub(crate) notifier: Scheduler<crate::notify::Outgoing>,
@@ -50,7 +51,7 @@ pub struct Faults {
     /// Share of verified `/v3/` requests answered 500 `SYSTEM_ERROR` without doing anything.
     pub error_rate: f64,
     /// Operations (`create`, `query`, `close`, `refund`, `refund_query`, `certificates`,
-    /// `profitsharing` (receivers, splits, unfreezes), `profitsharing_query`) that do their work
+    /// `profitsharing` (receivers, splits, unfreezes), `profitsharing_query`, `codepay`, `reverse`) that do their work
     /// and then never answer.
     pub timeout_after_commit: Vec<String>,
     /// Notifications are lost on the way (each send counts as a failed attempt).
@@ -74,7 +75,7 @@ pub struct Faults {
     pub close_answers_orderpaid: bool,
 }
 
-pub(crate) const OPERATIONS: [&str; 8] = [
+pub(crate) const OPERATIONS: [&str; 10] = [
     "create",
     "query",
     "close",
@@ -83,6 +84,8 @@ pub(crate) const OPERATIONS: [&str; 8] = [
     "certificates",
     "profitsharing",
     "profitsharing_query",
+    "codepay",
+    "reverse",
 ];
 
 #[derive(Debug, Default)]
@@ -97,16 +100,22 @@ pub(crate) type OrderKey = (String, String);
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub(crate) enum TradeState {
     Notpay,
+    /// A barcode order whose payer is entering a password.
+    Userpaying,
     Success,
     Refund,
     Closed,
     Payerror,
+    /// A barcode order reversed (closed unpaid, or refunded in full).
+    Revoked,
 }
 
 impl TradeState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Notpay => "NOTPAY",
+            Self::Userpaying => "USERPAYING",
+            Self::Revoked => "REVOKED",
             Self::Success => "SUCCESS",
             Self::Refund => "REFUND",
             Self::Closed => "CLOSED",
@@ -117,6 +126,8 @@ impl TradeState {
     fn desc(self) -> &'static str {
         match self {
             Self::Notpay => "未支付",
+            Self::Userpaying => "用户支付中",
+            Self::Revoked => "已撤销",
             Self::Success => "支付成功",
             Self::Refund => "转入退款",
             Self::Closed => "已关闭",

@@ -33,6 +33,10 @@ pub const METHOD_QUERY: &str = "alipay.trade.query";
 pub const METHOD_CLOSE: &str = "alipay.trade.close";
 pub const METHOD_REFUND: &str = "alipay.trade.refund";
 pub const METHOD_REFUND_QUERY: &str = "alipay.trade.fastpay.refund.query";
+/// The barcode pay call (`scene=bar_code`): the merchant scanned the payer's code.
+pub const METHOD_PAY: &str = "alipay.trade.pay";
+/// Cancels a barcode trade: closes it unpaid, or refunds it if it was paid.
+pub const METHOD_CANCEL: &str = "alipay.trade.cancel";
 
 /// The content type of a request body, as the official SDKs send it.
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded;charset=utf-8";

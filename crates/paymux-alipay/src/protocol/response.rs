@@ -137,6 +137,25 @@ pub struct QueryAnswer {
     pub send_pay_date: Option<String>,
 }
 
+/// `alipay.trade.pay` (barcode).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PayAnswer {
+    pub trade_no: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub total_amount: Option<String>,
+    pub gmt_payment: Option<String>,
+}
+
+/// `alipay.trade.cancel`: `retry_flag` Y means send it again; `action` says what it did
+/// (`close`: the trade was unpaid; `refund`: it was paid and the money went back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct CancelAnswer {
+    pub trade_no: Option<String>,
+    pub out_trade_no: Option<String>,
+    pub retry_flag: Option<String>,
+    pub action: Option<String>,
+}
+
 /// `alipay.trade.close`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct CloseAnswer {

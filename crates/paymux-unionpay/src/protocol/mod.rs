@@ -60,6 +60,11 @@ pub const TXN_TYPE_CONSUME_CANCEL: &str = "31";
 pub const TXN_SUB_TYPE_NONE: &str = "00";
 pub const TXN_SUB_TYPE_CONSUME: &str = "01";
 pub const TXN_SUB_TYPE_QR: &str = "07";
+/// Consume by the payer's code (二维码消费, 被扫): `qrNo` carries it.
+pub const TXN_SUB_TYPE_BARCODE: &str = "06";
+/// 冲正: reverses a transaction whose outcome is unknown, naming its `orderId` and `txnTime`.
+pub const TXN_TYPE_REVERSAL: &str = "99";
+pub const TXN_SUB_TYPE_REVERSAL: &str = "01";
 /// B2C gateway payment (PC, mobile web, app).
 pub const BIZ_TYPE_GATEWAY: &str = "000201";
 /// QR consume and query.
