@@ -136,6 +136,18 @@ enum Admin {
         #[arg(long, value_enum, default_value_t = AccountMode::Live)]
         mode: AccountMode,
     },
+    /// A merchant's settings.
+    MerchantSettings {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        merchant: String,
+        /// Refund a duplicate payment (a second attempt paid after another won) automatically,
+        /// in full, at its channel: `true` (the default for every merchant) or `false` (only
+        /// the `payment.duplicate_paid` event).
+        #[arg(long, action = clap::ArgAction::Set)]
+        duplicate_auto_refund: bool,
+    },
 }
 
 fn init_tracing(command: &Command) {
@@ -285,6 +297,13 @@ async fn run(cli: Cli) -> Result<()> {
             println!(
                 "merchant {merchant}\napi key  {key}  (shown once; paymux keeps only its hash)"
             );
+            Ok(())
+        }
+        Command::Admin(Admin::MerchantSettings { database, merchant, duplicate_auto_refund }) => {
+            let engine = admin_engine(&database).await?;
+            let merchant: MerchantId = merchant.parse()?;
+            engine.set_duplicate_auto_refund(merchant, duplicate_auto_refund).await?;
+            println!("merchant {merchant}\nduplicate_auto_refund {duplicate_auto_refund}");
             Ok(())
         }
         Command::Admin(Admin::AddAccount { database, merchant, channel, config, mode }) => {

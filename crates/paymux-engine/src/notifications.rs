@@ -6,11 +6,12 @@
 
 use paymux_core::{
     AccountId, ChannelKind, ChannelOrderNo, InboundRequest, Notification, NotificationAck,
+    ReportSource,
 };
 use paymux_store::{AccountRecord, InboundRecord, StoreError};
 use time::OffsetDateTime;
 
-use crate::apply::{Applied, apply_payment, apply_refund};
+use crate::apply::{Applied, apply_refund};
 use crate::engine::Engine;
 use crate::telemetry::{self, NotificationResult};
 
@@ -103,6 +104,7 @@ impl Engine {
         let outcome = self.process(&account, &notification).await;
         let (result, note) = match &outcome {
             Ok(Applied::Changed) => (NotificationResult::Applied, "applied".to_owned()),
+            Ok(Applied::Duplicate(_)) => (NotificationResult::Applied, "duplicate_paid".to_owned()),
             Ok(Applied::Unchanged) => (NotificationResult::Duplicate, "unchanged".to_owned()),
             Ok(Applied::Mismatch(why)) => (NotificationResult::Refused, format!("mismatch: {why}")),
             Err(why) => (NotificationResult::Refused, why.to_string()),
@@ -131,7 +133,8 @@ impl Engine {
             .ok_or(Refused::PaymentGone)?;
         match n {
             Notification::Payment { state: report, .. } => {
-                let applied = apply_payment(store, &payment, report).await?;
+                let applied =
+                    self.apply_report(&payment, &attempt, report, ReportSource::Channel).await?;
                 if applied == Applied::Changed {
                     telemetry::notification_lag(&payment);
                 }

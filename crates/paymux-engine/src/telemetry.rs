@@ -36,7 +36,7 @@ pub const ANOMALIES: &str = "paymux_anomalies_total";
 pub enum Anomaly {
     /// A verified payment arrived for a payment already closed or failed.
     PaidAfterClose,
-    /// A second attempt of one payment was paid (declared now; attempts do not exist yet).
+    /// A second attempt of one payment was paid after another had won.
     DuplicatePaid,
     /// A refund that succeeded after all took the payment's refunds past its amount.
     OverRefunded,

@@ -22,6 +22,7 @@
 mod app;
 mod auth;
 mod callbacks;
+mod cashier;
 mod error;
 mod events;
 mod extract;

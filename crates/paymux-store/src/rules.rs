@@ -162,12 +162,6 @@ pub(crate) fn reservations(
     }
 }
 
-/// Whether the sweeper keeps checking a payment that has just become `to`. A closed one is, until
-/// its expiry: a payer may still pay a QR code that was shown.
-pub(crate) fn checks_continue(to: PaymentStatus) -> bool {
-    to == PaymentStatus::Closed
-}
-
 /// A delivery's columns after an attempt at `at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DeliveryUpdate {
@@ -355,13 +349,6 @@ mod tests {
             reservations(100, 130, release),
             Reservations { amount_reserved: 80, amount_over_reserved: 0, over_refunded: false }
         );
-    }
-
-    #[test]
-    fn only_a_closed_payment_keeps_being_checked() {
-        assert!(checks_continue(PaymentStatus::Closed));
-        assert!(!checks_continue(PaymentStatus::Succeeded));
-        assert!(!checks_continue(PaymentStatus::Failed));
     }
 
     #[test]

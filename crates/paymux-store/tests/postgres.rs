@@ -46,7 +46,8 @@ impl Pair {
     async fn payment(&self, order_no: &str, amount: i64, check_at: OffsetDateTime) -> PaymentId {
         let now = OffsetDateTime::now_utc();
         let id = PaymentId::new();
-        let no = ChannelOrderNo::generate();
+        let attempt = AttemptId::new();
+        let no = ChannelOrderNo::of_attempt(attempt);
         let p = PaymentRecord {
             id,
             merchant_id: self.merchant,
@@ -76,12 +77,17 @@ impl Pair {
             livemode: false,
         };
         let a = AttemptRecord {
-            id: format!("att_{}", ChannelOrderNo::generate().as_str()),
+            id: attempt,
             payment_id: id,
             account_id: self.account,
             channel: ChannelKind::Wechat,
+            method: PaymentMethod::Qr,
             channel_order_no: no,
+            status: AttemptStatus::Pending,
+            action: None,
+            channel_trade_no: None,
             channel_data: serde_json::json!({}),
+            watching: true,
             created_at: now,
         };
         self.a.insert_payment(&p, &a, check_at, None).await.unwrap();
@@ -91,6 +97,7 @@ impl Pair {
     /// A succeeded payment (with its `payment.succeeded` event).
     async fn paid(&self, order_no: &str, amount: i64) -> PaymentId {
         let id = self.payment(order_no, amount, OffsetDateTime::now_utc()).await;
+        let attempt = self.a.attempts(id).await.unwrap()[0].id;
         let at = OffsetDateTime::now_utc();
         let change = PaymentTransition {
             payment_id: id,
@@ -108,6 +115,13 @@ impl Pair {
                 object_id: id.to_string(),
                 data: serde_json::json!({}),
             }],
+            attempt: AttemptChange {
+                attempt_id: attempt,
+                from: AttemptStatus::Pending,
+                to: AttemptStatus::Succeeded,
+                watching: false,
+                channel_trade_no: Some("T".into()),
+            },
         };
         assert!(self.a.transition_payment(&change).await.unwrap());
         id
@@ -134,6 +148,7 @@ impl Pair {
             livemode: false,
             resend_declined_code: None,
             action_required_at: None,
+            attempt_id: None,
         }
     }
 }
@@ -153,6 +168,7 @@ fn fail(r: &RefundRecord) -> RefundTransition {
         at: OffsetDateTime::now_utc(),
         events: vec![],
         over_refund_events: vec![],
+        of_duplicate: false,
     }
 }
 
