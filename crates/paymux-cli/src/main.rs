@@ -397,6 +397,7 @@ Try it:
     -d '{{"merchant_order_no":"order-1","amount":1000,"currency":"CNY","subject":"Coffee","channel":"alipay","method":"qr"}}'
 
 Open the payment's action.code_url in a browser and press Pay, then GET {gw}/v1/payments/<id>.
+Or open {gw}/pay/<id>, paymux's own cashier: pick a channel, switch, pay.
 Ctrl-C stops everything; state and keys stay in {dir}.
 "#,
         key = m.api_key,

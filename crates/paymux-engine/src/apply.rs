@@ -49,8 +49,12 @@ fn event(kind: EventType, object_id: String, data: serde_json::Value) -> NewEven
 /// it, or our own close went through). The decision is `paymux_core::decide_attempt`'s; here it
 /// is written as a compare-and-set with its events, retried against fresh rows when it loses a
 /// race.
+///
+/// `first_check` is when the sweeper first looks at the refund of a duplicate payment, should
+/// its send be lost (the sweeper's `first_check_after`).
 pub async fn apply_attempt(
     store: &dyn Store,
+    first_check: std::time::Duration,
     payment: &PaymentRecord,
     attempt: &AttemptRecord,
     report: &ChannelPayment,
@@ -114,7 +118,7 @@ pub async fn apply_attempt(
                 store.transition_attempt(&attempt_change(a, a.status, false, report)).await?
             }
             AttemptDecision::Duplicate => {
-                let d = duplicate_for(store, &current, &attempts, a, report).await?;
+                let d = duplicate_for(store, first_check, &current, &attempts, a, report).await?;
                 if store.record_duplicate(&d).await? {
                     telemetry::anomaly(Anomaly::DuplicatePaid);
                     tracing::error!(
@@ -240,6 +244,7 @@ fn transition_for(
 /// merchant refunds duplicates automatically, the refund of all of it.
 async fn duplicate_for(
     store: &dyn Store,
+    first_check: std::time::Duration,
     p: &PaymentRecord,
     attempts: &[AttemptRecord],
     a: &AttemptRecord,
@@ -253,10 +258,8 @@ async fn duplicate_for(
     let data = EventObject::payment(&after, &attempts).to_value();
     let events = vec![event(EventType::PaymentDuplicatePaid, p.id.to_string(), data)];
     let auto_refund = store.merchant(p.merchant_id).await?.is_none_or(|m| m.duplicate_auto_refund);
-    let refund = auto_refund.then(|| {
-        let record = duplicate_refund(p, a, p.amount, now);
-        (record, now)
-    });
+    // Sent right after the commit; the sweeper's first look comes later, like any refund's.
+    let refund = auto_refund.then(|| (duplicate_refund(p, a, p.amount, now), now + first_check));
     Ok(DuplicatePaid { change, merchant_id: p.merchant_id, at: now, events, refund })
 }
 

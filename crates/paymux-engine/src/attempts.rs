@@ -220,7 +220,8 @@ impl Engine {
         report: &ChannelPayment,
         source: ReportSource,
     ) -> Result<Applied, StoreError> {
-        let applied = apply_attempt(&*self.store, p, a, report, source).await?;
+        let first_check = self.config.sweeper.first_check_after;
+        let applied = apply_attempt(&*self.store, first_check, p, a, report, source).await?;
         match &applied {
             Applied::Changed if matches!(report, ChannelPayment::Succeeded { .. }) => {
                 self.settle_other_attempts_soon(p.id, a.id);

@@ -168,6 +168,7 @@ async fn apply(w: &World, p: &paymux_store::PaymentRecord, report: &ChannelPayme
     let attempt = w.engine.store.attempts(p.id).await.expect("attempts").remove(0);
     paymux_engine::apply_attempt(
         &*w.engine.store,
+        std::time::Duration::from_secs(60),
         p,
         &attempt,
         report,
