@@ -210,3 +210,45 @@ async fn with_duplicate_auto_refund_off_a_duplicate_is_only_reported() {
     let order = app.mock_order("alipay", &alipay_no).await;
     assert_eq!(order["refunds"].as_array().unwrap().len(), 0, "nothing refunded: {order}");
 }
+
+#[tokio::test]
+async fn an_attempt_whose_create_times_out_stays_pending_and_wins_once_paid() {
+    let app = TestApp::spawn().await;
+    let (_, p) = app.create_payment("alipay", "qr", "att-timeout", 1000).await;
+    let pid = id(&p);
+    app.set_faults("wechat", json!({"timeout_after_commit": ["create"]})).await;
+    let path = format!("/v1/payments/{pid}/attempts");
+    let (s, e) = app.post(&path, json!({"channel": "wechat", "method": "qr"})).await;
+    assert_eq!((s, e["error"]["object_id"].as_str()), (504, Some(pid.as_str())), "{e}");
+    app.clear_faults("wechat").await;
+    let (_, now) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(now["status"], "pending", "an unknown outcome is never a failure: {now}");
+    let attempt = &now["attempts"][1];
+    assert_eq!((attempt["status"].as_str(), attempt["action"].is_null()), (Some("pending"), true));
+    // The order exists at WeChat all the same; the payer pays it, and it wins.
+    let wechat_no = attempt["channel_order_no"].as_str().unwrap();
+    assert_eq!(app.pay_at_mock("wechat", wechat_no).await, 200);
+    let paid = app.wait_payment(&pid, "succeeded").await;
+    assert_eq!(paid["channel"], "wechat");
+    let events = app.events().await;
+    assert_eq!(count(&events, "payment.succeeded", &pid), 1);
+}
+
+#[tokio::test]
+async fn close_others_closes_the_earlier_attempt_at_its_channel_and_the_new_one_stays_payable() {
+    let app = TestApp::spawn().await;
+    let (_, p) = app.create_payment("alipay", "qr", "att-close-others", 1000).await;
+    let pid = id(&p);
+    let code_url = p["action"]["code_url"].as_str().unwrap();
+    assert!(app.http.get(code_url).send().await.unwrap().status().is_success());
+    let body = json!({"channel": "wechat", "method": "qr", "close_others": true});
+    let (s, switched) = app.post(&format!("/v1/payments/{pid}/attempts"), body).await;
+    assert_eq!(s, 201, "{switched}");
+    app.wait_mock_order("alipay", &no(&p), 10, |o| o["trade_status"] == "TRADE_CLOSED").await;
+    let now = app
+        .wait_for(&format!("/v1/payments/{pid}"), 10, |x| x["attempts"][0]["status"] == "closed")
+        .await;
+    assert_eq!(now["status"], "pending", "the WeChat attempt is still open: {now}");
+    assert_eq!(app.pay_at_mock("wechat", &no(&switched)).await, 200);
+    app.wait_payment(&pid, "succeeded").await;
+}

@@ -283,6 +283,17 @@ mod tests {
     }
 
     #[test]
+    fn a_losing_attempt_the_channel_reports_closed_is_closed_and_no_longer_watched() {
+        assert_eq!(
+            decide(
+                view(PaymentStatus::Succeeded, AttemptStatus::Pending, false),
+                &ChannelPayment::Closed
+            ),
+            AttemptDecision::Attempt { to: AttemptStatus::Closed, watch: false }
+        );
+    }
+
+    #[test]
     fn our_own_close_keeps_the_attempt_watched_until_the_channel_confirms_it() {
         let d = decide_attempt(
             view(PaymentStatus::Succeeded, AttemptStatus::Pending, false),

@@ -97,7 +97,7 @@ pub async fn apply_attempt(
                 if store.transition_payment(&t).await? {
                     // Counted here, where the compare-and-set applied: a duplicate report or the
                     // loser of a race never gets this far, so each transition counts once.
-                    telemetry::payment_final(&current, t.to);
+                    telemetry::payment_final(a, t.to);
                     if paid_after_close {
                         telemetry::anomaly(Anomaly::PaidAfterClose);
                         tracing::error!(

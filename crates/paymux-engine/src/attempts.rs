@@ -367,7 +367,12 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let attempts = self.store.attempts(p.id).await?;
         let mut shown_failed = None;
-        for a in attempts.iter().filter(|a| a.watching) {
+        // A merchant's sync asks about the attempt the payment shows even when it is no longer
+        // watched: "ask the channel now" is what a sync is for.
+        let asked = |a: &&AttemptRecord| {
+            a.watching || (!sweeping && a.channel_order_no == p.channel_order_no)
+        };
+        for a in attempts.iter().filter(asked) {
             if let Err(e) = self.check_attempt(p.id, a, sweeping).await {
                 if a.channel_order_no == p.channel_order_no {
                     shown_failed = Some(e);

@@ -136,7 +136,7 @@ impl Engine {
                 let applied =
                     self.apply_report(&payment, &attempt, report, ReportSource::Channel).await?;
                 if applied == Applied::Changed {
-                    telemetry::notification_lag(&payment);
+                    telemetry::notification_lag(&attempt);
                 }
                 Ok(applied)
             }
