@@ -124,7 +124,8 @@ pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
         channel_order_no: attempt.channel_order_no.clone(),
         channel_trade_no: attempt.channel_trade_no.clone(),
         amount: p.amount,
-        created_at: p.created_at,
+        // The attempt's own time: what its create sent (UnionPay's txnTime, Alipay's QR timeout).
+        created_at: attempt.created_at,
         expires_at: p.expires_at,
         channel_data: attempt.channel_data.clone(),
     }
