@@ -252,3 +252,43 @@ async fn close_others_closes_the_earlier_attempt_at_its_channel_and_the_new_one_
     assert_eq!(app.pay_at_mock("wechat", &no(&switched)).await, 200);
     app.wait_payment(&pid, "succeeded").await;
 }
+
+#[tokio::test]
+async fn a_late_notification_of_the_duplicate_and_a_repeated_one_of_the_winner_change_nothing() {
+    let app = TestApp::spawn().await;
+    let (pid, alipay_no, wechat_no) = switched_to_wechat(&app, "att-late").await;
+    // WeChat's notifications are held back a moment (and reordered); Alipay's come twice.
+    app.set_faults("wechat", json!({"reorder_notifications": true})).await;
+    app.set_faults("alipay", json!({"duplicate_notifications": true})).await;
+    assert_eq!(app.pay_at_mock("wechat", &wechat_no).await, 200);
+    assert_eq!(app.pay_at_mock("alipay", &alipay_no).await, 200);
+    let paid = app.wait_payment(&pid, "succeeded").await;
+    assert_eq!(paid["channel"], "alipay", "Alipay's notification came first: {paid}");
+    // WeChat's attempt is the duplicate, refunded at WeChat (its refund notification settles it).
+    let refunds = app
+        .wait_for(&format!("/v1/payments/{pid}/refunds"), 15, |l| {
+            l["data"][0]["status"] == "succeeded"
+        })
+        .await;
+    let (_, p) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(p["attempts"][1]["status"], "duplicate_paid", "{p}");
+    assert_eq!(refunds["data"][0]["attempt_id"], p["attempts"][1]["id"]);
+    // WeChat's own payment notification, held back, arrives after all of that and is answered.
+    let order = app
+        .wait_mock_order("wechat", &wechat_no, 10, |o| {
+            o["deliveries"]
+                .as_array()
+                .is_some_and(|d| d.len() >= 2 && d.iter().all(|x| x["outcome"].is_string()))
+        })
+        .await;
+    assert_eq!(order["refunded"], 1000, "{order}");
+    let events = app.events().await;
+    assert_eq!(count(&events, "payment.succeeded", &pid), 1);
+    assert_eq!(count(&events, "payment.duplicate_paid", &pid), 1);
+    let (_, after) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(
+        (after["status"].as_str(), after["amount_refunded"].as_i64()),
+        (Some("succeeded"), Some(0))
+    );
+    assert_eq!(after["channel"], "alipay");
+}
