@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::routing::post;
+use paymux_core::{AccountId, MerchantId};
 use paymux_e2e::TestApp;
+use paymux_store::{AccountRecord, NewApiKey};
 use serde_json::{Value, json};
 
 fn id(v: &Value) -> String {
@@ -75,7 +77,8 @@ async fn switching_from_alipay_to_wechat_then_paying_wechat_succeeds_once_and_cl
 }
 
 #[tokio::test]
-async fn an_attempt_at_an_unknown_or_unconfigured_channel_or_of_another_mode_changes_nothing() {
+async fn an_attempt_at_an_unknown_or_unconfigured_channel_or_to_another_merchants_payment_changes_nothing()
+ {
     let app = TestApp::spawn().await;
     let (_, p) = app.create_payment("alipay", "qr", "att-bad", 1000).await;
     let path = format!("/v1/payments/{}/attempts", id(&p));
@@ -291,4 +294,48 @@ async fn a_late_notification_of_the_duplicate_and_a_repeated_one_of_the_winner_c
         (Some("succeeded"), Some(0))
     );
     assert_eq!(after["channel"], "alipay");
+}
+
+/// An account of `merchant` with the sandbox's `channel` credentials, in the given mode.
+async fn account_like_the_sandboxs(app: &TestApp, merchant: MerchantId, channel: &str, live: bool) {
+    let store = &app.sandbox.store;
+    let channels = &app.sandbox.manifest.channels;
+    let sandbox = match channel {
+        "alipay" => &channels.alipay.account_id,
+        _ => &channels.wechat.account_id,
+    };
+    let template = store.channel_account(sandbox.parse().unwrap()).await.unwrap().unwrap();
+    let account =
+        AccountRecord { id: AccountId::new(), merchant_id: merchant, livemode: live, ..template };
+    store.put_channel_account(&account).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_attempt_at_an_account_of_the_other_mode_is_refused_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let store = &app.sandbox.store;
+    let merchant = store.create_merchant("Test Alipay, live WeChat").await.unwrap();
+    account_like_the_sandboxs(&app, merchant, "alipay", false).await;
+    account_like_the_sandboxs(&app, merchant, "wechat", true).await;
+    let key = format!("sk_test_{}", paymux_crypto::random_alphanumeric(32));
+    let api_key = NewApiKey {
+        merchant_id: merchant,
+        key_hash: paymux_crypto::sha256_hex(key.as_bytes()),
+        prefix: key[..12].to_owned(),
+        livemode: false,
+    };
+    store.add_api_key(&api_key).await.unwrap();
+    let order = json!({"merchant_order_no": "att-mode", "amount": 1000, "currency": "CNY",
+                       "subject": "s", "channel": "alipay", "method": "qr"});
+    let post = reqwest::Method::POST;
+    let (s, p) = app.call_as(&key, post.clone(), "/v1/payments", Some(order)).await;
+    assert_eq!(s, 201, "{p}");
+    let path = format!("/v1/payments/{}/attempts", id(&p));
+    let (s, e) =
+        app.call_as(&key, post, &path, Some(json!({"channel": "wechat", "method": "qr"}))).await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("livemode_mismatch")), "{e}");
+    assert!(app.mock_orders("wechat").await.is_empty(), "nothing reached the live channel");
+    let (_, after) =
+        app.call_as(&key, reqwest::Method::GET, &format!("/v1/payments/{}", id(&p)), None).await;
+    assert_eq!(after["attempts"].as_array().unwrap().len(), 1, "{after}");
 }
