@@ -227,6 +227,67 @@ async fn concurrent_refunds_from_two_instances_never_reserve_past_the_amount() {
     .await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_added_while_another_wins_is_refused_or_stays_watched_never_lost() {
+    support::on_postgres_database(|url| async move {
+        let pair = Pair::new(&url).await;
+        for i in 0..20 {
+            let t = OffsetDateTime::now_utc();
+            let payment = pair.payment(&format!("o-race-{i}"), 100, t).await;
+            let winner = pair.a.attempts(payment).await.unwrap()[0].id;
+            let win = PaymentTransition {
+                payment_id: payment,
+                merchant_id: pair.merchant,
+                from: PaymentStatus::Pending,
+                to: PaymentStatus::Succeeded,
+                channel_trade_no: Some("T".into()),
+                paid_at: Some(t),
+                failure_code: None,
+                failure_message: None,
+                at: t,
+                events: vec![],
+                attempt: AttemptChange {
+                    attempt_id: winner,
+                    from: AttemptStatus::Pending,
+                    to: AttemptStatus::Succeeded,
+                    watching: false,
+                    channel_trade_no: Some("T".into()),
+                },
+            };
+            let id = AttemptId::new();
+            let other = AttemptRecord {
+                id,
+                payment_id: payment,
+                account_id: pair.account,
+                channel: ChannelKind::Wechat,
+                method: PaymentMethod::Qr,
+                channel_order_no: ChannelOrderNo::of_attempt(id),
+                status: AttemptStatus::Pending,
+                action: None,
+                channel_trade_no: None,
+                channel_data: serde_json::json!({}),
+                watching: true,
+                created_at: t,
+            };
+            let (a, b) = (pair.a.clone(), pair.b.clone());
+            let won = tokio::spawn(async move { a.transition_payment(&win).await.unwrap() });
+            let add = tokio::spawn(async move { b.insert_attempt(&other, None).await });
+            assert!(won.await.unwrap());
+            let added = match add.await.unwrap() {
+                Ok(()) => true,
+                Err(StoreError::PaymentNotPending(PaymentStatus::Succeeded)) => false,
+                Err(e) => panic!("unexpected {e}"),
+            };
+            // The payment stays due for the sweeper exactly when an attempt is still watched:
+            // an attempt that got in is closed and watched, never forgotten.
+            let later = t + Duration::days(1);
+            let due = pair.a.claim_due_payments(later, later + Duration::hours(1), 100).await;
+            assert_eq!(due.unwrap().iter().any(|p| p.id == payment), added, "race {i}");
+        }
+    })
+    .await
+}
+
 /// Claims every row it can, `limit` at a time, until none is due.
 async fn drain<T, F, Fut>(claim: F) -> Vec<T>
 where
