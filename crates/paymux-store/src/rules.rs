@@ -1,7 +1,8 @@
 //! The store's rules that are not SQL, the same for every backend: which endpoints receive an
 //! event, what a claim of an idempotency key finds, how a refund reserves and releases its
-//! payment's amount, and where a payment's checks and a delivery's attempts go next. A backend
-//! reads the rows, asks these functions, and writes what they answer, in one transaction.
+//! payment's amount, and where a delivery's attempts go next. A backend reads the rows, asks
+//! these functions, and writes what they answer, in one transaction. (Whether a payment stays
+//! due for the sweeper is the SQL itself: while it is pending or an attempt is watched.)
 
 use paymux_core::{EventType, PaymentStatus, RefundStatus};
 use time::OffsetDateTime;
