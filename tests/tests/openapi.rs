@@ -110,6 +110,21 @@ async fn every_operation_answers_for_the_schema_check() {
     a.call(&app, post.clone(), "/v1/events/{id}/redeliver", &[&event], Some(json!({}))).await;
 
     let (_, pending) = app.create_payment("alipay", "qr", "oa-4", 200).await;
+    let switch = json!({"channel": "wechat", "method": "qr"});
+    let (s, switched) = a
+        .call(&app, post.clone(), "/v1/payments/{id}/attempts", &[&id(&pending)], Some(switch))
+        .await;
+    assert_eq!(s, 201, "{switched}");
+    let (s, _) = a
+        .call(
+            &app,
+            post.clone(),
+            "/v1/payments/{id}/attempts",
+            &[&pid],
+            Some(json!({"channel": "wechat", "method": "qr"})),
+        )
+        .await;
+    assert_eq!(s, 409, "a succeeded payment takes no attempt");
     let (s, _) = a
         .call(&app, post.clone(), "/v1/payments/{id}/close", &[&id(&pending)], Some(json!({})))
         .await;

@@ -147,6 +147,18 @@ enum Admin {
         #[arg(long, value_enum, default_value_t = AccountMode::Live)]
         mode: AccountMode,
     },
+    /// A merchant's settings.
+    MerchantSettings {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        #[arg(long)]
+        merchant: String,
+        /// Refund a duplicate payment (a second attempt paid after another won) automatically,
+        /// in full, at its channel: `true` (the default for every merchant) or `false` (only
+        /// the `payment.duplicate_paid` event).
+        #[arg(long, action = clap::ArgAction::Set)]
+        duplicate_auto_refund: bool,
+    },
 }
 
 fn init_tracing(command: &Command) {
@@ -309,6 +321,13 @@ async fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Admin(Admin::MerchantSettings { database, merchant, duplicate_auto_refund }) => {
+            let engine = admin_engine(&database).await?;
+            let merchant: MerchantId = merchant.parse()?;
+            engine.set_duplicate_auto_refund(merchant, duplicate_auto_refund).await?;
+            println!("merchant {merchant}\nduplicate_auto_refund {duplicate_auto_refund}");
+            Ok(())
+        }
         Command::Admin(Admin::AddAccount { database, merchant, channel, config, mode }) => {
             let engine = admin_engine(&database).await?;
             let merchant: MerchantId = merchant.parse()?;
@@ -401,6 +420,7 @@ Try it:
     -d '{{"merchant_order_no":"order-1","amount":1000,"currency":"CNY","subject":"Coffee","channel":"alipay","method":"qr"}}'
 
 Open the payment's action.code_url in a browser and press Pay, then GET {gw}/v1/payments/<id>.
+Or open {gw}/pay/<id>, paymux's own cashier: pick a channel, switch, pay.
 Ctrl-C stops everything; state and keys stay in {dir}.
 "#,
         key = m.api_key,

@@ -389,3 +389,60 @@ async fn killed_after_barcode_pay_calls_the_restarted_loop_settles_both() {
     assert_eq!(store.events(merchant, false, None, 100).await.unwrap().len(), 2);
     kill(gw);
 }
+
+#[tokio::test]
+async fn killed_between_a_duplicates_detection_and_its_refund_the_duplicate_is_refunded_once() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(Some(paymux_engine::failpoint::BEFORE_DUPLICATE_REFUND)).await;
+    let body = json!({"merchant_order_no": "o-dup", "amount": 1000, "currency": "CNY",
+                      "subject": "s", "channel": "alipay", "method": "qr"});
+    let p: Value = t.post("/v1/payments", body).await.unwrap().json().await.unwrap();
+    let alipay_no = p["channel_order_no"].as_str().unwrap().to_owned();
+    // The payer opens Alipay's code, switches to WeChat Pay, and pays both; Alipay's
+    // notification is lost, so paymux learns of that payment when it asks Alipay.
+    let code_url = p["action"]["code_url"].as_str().unwrap();
+    assert!(t.http.get(code_url).send().await.unwrap().status().is_success());
+    let path = format!("/v1/payments/{}/attempts", p["id"].as_str().unwrap());
+    let switched: Value = t
+        .post(&path, json!({"channel": "wechat", "method": "qr"}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let wechat_no = switched["channel_order_no"].as_str().unwrap().to_owned();
+    t.mock_post("/_sandbox/faults", json!({"drop_notifications": true})).await;
+    t.mock_post(&format!("/_sandbox/orders/{alipay_no}/pay"), json!({})).await;
+    let wechat = &t.sandbox.manifest.channels.wechat.mock_url;
+    let res = t.http.post(format!("{wechat}/_sandbox/orders/{wechat_no}/pay")).send().await;
+    assert!(res.unwrap().status().is_success());
+    // The duplicate is recorded with its refund; the gateway dies before sending it.
+    let duplicate_refund = async || {
+        let pid = p["id"].as_str().unwrap().parse().unwrap();
+        let attempts = store.attempts(pid).await.unwrap();
+        let dup =
+            attempts.iter().find(|a| a.status == paymux_core::AttemptStatus::DuplicatePaid)?;
+        store
+            .refund_by_merchant_refund_no(merchant, &format!("duplicate_{}", dup.id))
+            .await
+            .unwrap()
+    };
+    t.wait("the duplicate to be recorded", async || duplicate_refund().await.is_some()).await;
+    kill(gw);
+    let refund = duplicate_refund().await.unwrap();
+
+    let gw = t.serve(None).await;
+    t.wait("the duplicate's refund to succeed", async || {
+        store.refund(merchant, refund.id).await.unwrap().unwrap().status == RefundStatus::Succeeded
+    })
+    .await;
+    let order = t.mock(&format!("/_sandbox/orders/{alipay_no}")).await;
+    assert_eq!(order["refunds"].as_array().unwrap().len(), 1, "refunded once: {order}");
+    assert_eq!(order["refunded_amount"], "10.00");
+    let pid = p["id"].as_str().unwrap().parse().unwrap();
+    let paid = store.payment(merchant, pid).await.unwrap().unwrap();
+    assert_eq!((paid.status, paid.amount_refunded), (PaymentStatus::Succeeded, 0));
+    kill(gw);
+}

@@ -329,3 +329,37 @@ async fn a_public_key_mode_client_of_up_never_calls_v3_certificates() {
         .unwrap();
     assert_eq!(keys["certificate_downloads"], 0, "{keys}");
 }
+
+#[test]
+fn merchant_settings_turn_the_automatic_refund_of_duplicates_off_and_refuse_an_unknown_merchant() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("paymux.db");
+    let admin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_paymux"))
+            .arg("admin")
+            .args(args)
+            .arg("--database")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    let out = admin(&["create-merchant", "--name", "Shop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let merchant =
+        String::from_utf8(out.stdout).unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let out =
+        admin(&["merchant-settings", "--merchant", &merchant, "--duplicate-auto-refund", "false"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("duplicate_auto_refund false"));
+    let merchant_row = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use paymux_store::MerchantStore as _;
+        let store = paymux_store::SqliteStore::open(&db).await.unwrap();
+        store.merchant(merchant.parse().unwrap()).await.unwrap().unwrap()
+    });
+    assert!(!merchant_row.duplicate_auto_refund);
+    let unknown = "mch_0193a7c2e4f87b1d9c3e5a6b7c8d9e0f";
+    let out =
+        admin(&["merchant-settings", "--merchant", unknown, "--duplicate-auto-refund", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("merchant"), "names what is missing");
+}

@@ -4,60 +4,118 @@
 //! compare-and-set with its events; when it loses a race it reads the object again and asks again.
 //! Every rule about which report moves what lives here, so it is tested without a store.
 
-use crate::{ChannelPayment, ChannelRefund, EventType, Money, PaymentStatus, RefundStatus};
+use crate::{
+    AttemptStatus, ChannelPayment, ChannelRefund, EventType, Money, PaymentStatus, RefundStatus,
+};
 
-/// What a report does to a payment.
+/// Where a report about an attempt comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportSource {
+    /// The channel said it: a notification, a query, a create's answer.
+    Channel,
+    /// Our own close call went through. That stops the attempt at paymux but does not prove
+    /// the channel can no longer take money for it (Alipay accepts a close of a trade the payer
+    /// has not scanned yet, and the scan still creates it), so the attempt stays watched.
+    OurClose,
+}
+
+/// What deciding about one attempt needs to know of it and of its payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptView {
+    pub payment: PaymentStatus,
+    pub attempt: AttemptStatus,
+    /// The sweeper still asks the channel about this attempt.
+    pub watching: bool,
+    /// Another attempt of the payment is still pending: it could still be paid.
+    pub others_open: bool,
+    pub amount: Money,
+}
+
+/// What a report about one attempt does to it and to its payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PaymentDecision {
-    /// Nothing: the channel says "not yet", or the payment is already there (a duplicate), or the
-    /// state machine has no such edge (a success is final).
+pub enum AttemptDecision {
+    /// Nothing: "not yet", a duplicate report, or no such edge.
     Unchanged,
     /// The channel reports another amount paid than the payment's: nothing changes, an operator
     /// must look.
     AmountMismatch { reported: Money, expected: Money },
-    /// Move to `to` and raise `events`, in that order, in the same transaction.
-    Transition { to: PaymentStatus, events: Vec<EventType> },
+    /// The payment moves with this attempt, to `to`, raising `events` in the same transaction;
+    /// the attempt becomes `attempt` and stays watched if `watch`.
+    Payment { to: PaymentStatus, attempt: AttemptStatus, events: Vec<EventType>, watch: bool },
+    /// Only the attempt moves (no event): the payment has other attempts still open, or is
+    /// already settled by another.
+    Attempt { to: AttemptStatus, watch: bool },
+    /// The channel confirms an attempt we closed is closed: nothing more to watch.
+    StopWatching,
+    /// Another attempt already won and this one was paid too (the payer paid twice): recorded as
+    /// `duplicate_paid` with `payment.duplicate_paid`, and its money goes back.
+    Duplicate,
 }
 
-impl PaymentDecision {
+impl AttemptDecision {
     /// Whether this is a success arriving for a payment that was closed or failed: money moved
     /// after we said it would not, which an operator must hear of.
     pub fn is_paid_after_close(&self) -> bool {
-        matches!(self, PaymentDecision::Transition { events, .. } if events.contains(&EventType::PaymentPaidAfterClose))
+        matches!(self, AttemptDecision::Payment { events, .. } if events.contains(&EventType::PaymentPaidAfterClose))
     }
 }
 
-/// What `report` does to a payment of `amount` now in `status`.
+/// What `report` (from `source`) does to an attempt and its payment.
 ///
-/// A verified success for a closed or failed payment makes it succeeded with
-/// `payment.paid_after_close` too: money that moved is never hidden.
-pub fn decide_payment(
-    status: PaymentStatus,
-    amount: Money,
+/// The first success wins: it makes the payment succeeded. A success for a closed or failed
+/// payment still wins, with `payment.paid_after_close` (money that moved is never hidden). A
+/// success for another attempt once the payment has succeeded is a duplicate payment. A close or
+/// failure of one attempt moves the payment only when no other attempt is open.
+pub fn decide_attempt(
+    view: AttemptView,
     report: &ChannelPayment,
-) -> PaymentDecision {
-    let to = match report {
-        ChannelPayment::Pending => return PaymentDecision::Unchanged,
-        ChannelPayment::Succeeded { amount: reported, .. } if *reported != amount => {
-            return PaymentDecision::AmountMismatch { reported: *reported, expected: amount };
+    source: ReportSource,
+) -> AttemptDecision {
+    match report {
+        ChannelPayment::Pending => AttemptDecision::Unchanged,
+        ChannelPayment::Succeeded { amount: reported, .. } if *reported != view.amount => {
+            AttemptDecision::AmountMismatch { reported: *reported, expected: view.amount }
         }
-        ChannelPayment::Succeeded { .. } => PaymentStatus::Succeeded,
-        ChannelPayment::Closed => PaymentStatus::Closed,
-        ChannelPayment::Failed { .. } => PaymentStatus::Failed,
-    };
-    if !status.can_become(to) {
-        return PaymentDecision::Unchanged;
+        ChannelPayment::Succeeded { .. } if view.attempt.is_paid() => AttemptDecision::Unchanged,
+        ChannelPayment::Succeeded { .. } => match view.payment {
+            PaymentStatus::Pending => AttemptDecision::Payment {
+                to: PaymentStatus::Succeeded,
+                attempt: AttemptStatus::Succeeded,
+                events: vec![EventType::PaymentSucceeded],
+                watch: false,
+            },
+            PaymentStatus::Closed | PaymentStatus::Failed => AttemptDecision::Payment {
+                to: PaymentStatus::Succeeded,
+                attempt: AttemptStatus::Succeeded,
+                events: vec![EventType::PaymentSucceeded, EventType::PaymentPaidAfterClose],
+                watch: false,
+            },
+            PaymentStatus::Succeeded => AttemptDecision::Duplicate,
+        },
+        ChannelPayment::Closed | ChannelPayment::Failed { .. } => {
+            let (to, payment_to, event) = if matches!(report, ChannelPayment::Closed) {
+                (AttemptStatus::Closed, PaymentStatus::Closed, EventType::PaymentClosed)
+            } else {
+                (AttemptStatus::Failed, PaymentStatus::Failed, EventType::PaymentFailed)
+            };
+            let watch = source == ReportSource::OurClose;
+            if view.attempt != AttemptStatus::Pending {
+                return if view.watching
+                    && !view.attempt.is_paid()
+                    && source == ReportSource::Channel
+                {
+                    AttemptDecision::StopWatching
+                } else {
+                    AttemptDecision::Unchanged
+                };
+            }
+            if view.payment == PaymentStatus::Pending && !view.others_open {
+                AttemptDecision::Payment { to: payment_to, attempt: to, events: vec![event], watch }
+            } else {
+                AttemptDecision::Attempt { to, watch }
+            }
+        }
     }
-    let events = match to {
-        PaymentStatus::Succeeded if status != PaymentStatus::Pending => {
-            vec![EventType::PaymentSucceeded, EventType::PaymentPaidAfterClose]
-        }
-        PaymentStatus::Succeeded => vec![EventType::PaymentSucceeded],
-        PaymentStatus::Closed => vec![EventType::PaymentClosed],
-        PaymentStatus::Failed => vec![EventType::PaymentFailed],
-        PaymentStatus::Pending => return PaymentDecision::Unchanged,
-    };
-    PaymentDecision::Transition { to, events }
 }
 
 /// What a report does to a refund.
@@ -140,39 +198,61 @@ mod tests {
         ChannelPayment::Failed { code: "NOPE".into(), message: "declined".into() }
     }
 
-    #[test]
-    fn a_pending_payment_takes_success_close_and_failure_with_one_event_each() {
-        use PaymentStatus::*;
-        for (report, to, event) in [
-            (paid(1000), Succeeded, EventType::PaymentSucceeded),
-            (ChannelPayment::Closed, Closed, EventType::PaymentClosed),
-            (failed(), Failed, EventType::PaymentFailed),
-        ] {
-            let d = decide_payment(Pending, fen(1000), &report);
-            assert_eq!(d, PaymentDecision::Transition { to, events: vec![event] });
-            assert!(!d.is_paid_after_close());
-        }
+    fn view(payment: PaymentStatus, attempt: AttemptStatus, others_open: bool) -> AttemptView {
+        AttemptView { payment, attempt, watching: true, others_open, amount: fen(1000) }
+    }
+
+    fn decide(view: AttemptView, report: &ChannelPayment) -> AttemptDecision {
+        decide_attempt(view, report, ReportSource::Channel)
     }
 
     #[test]
-    fn not_yet_changes_nothing() {
-        for status in [PaymentStatus::Pending, PaymentStatus::Closed, PaymentStatus::Succeeded] {
+    fn the_first_success_wins_the_payment_with_one_event() {
+        let d = decide(view(PaymentStatus::Pending, AttemptStatus::Pending, true), &paid(1000));
+        assert_eq!(
+            d,
+            AttemptDecision::Payment {
+                to: PaymentStatus::Succeeded,
+                attempt: AttemptStatus::Succeeded,
+                events: vec![EventType::PaymentSucceeded],
+                watch: false,
+            }
+        );
+        assert!(!d.is_paid_after_close());
+    }
+
+    #[test]
+    fn a_second_attempt_paid_after_another_won_is_a_duplicate() {
+        for attempt in [AttemptStatus::Pending, AttemptStatus::Closed, AttemptStatus::Failed] {
             assert_eq!(
-                decide_payment(status, fen(1000), &ChannelPayment::Pending),
-                PaymentDecision::Unchanged
+                decide(view(PaymentStatus::Succeeded, attempt, false), &paid(1000)),
+                AttemptDecision::Duplicate,
+                "{attempt}"
             );
         }
     }
 
     #[test]
-    fn success_after_close_or_failure_is_taken_with_paid_after_close() {
+    fn a_paid_attempt_reported_paid_again_changes_nothing() {
+        for attempt in [AttemptStatus::Succeeded, AttemptStatus::DuplicatePaid] {
+            assert_eq!(
+                decide(view(PaymentStatus::Succeeded, attempt, false), &paid(1000)),
+                AttemptDecision::Unchanged
+            );
+        }
+    }
+
+    #[test]
+    fn success_after_close_or_failure_wins_with_paid_after_close() {
         for status in [PaymentStatus::Closed, PaymentStatus::Failed] {
-            let d = decide_payment(status, fen(1000), &paid(1000));
+            let d = decide(view(status, AttemptStatus::Closed, false), &paid(1000));
             assert_eq!(
                 d,
-                PaymentDecision::Transition {
+                AttemptDecision::Payment {
                     to: PaymentStatus::Succeeded,
+                    attempt: AttemptStatus::Succeeded,
                     events: vec![EventType::PaymentSucceeded, EventType::PaymentPaidAfterClose],
+                    watch: false,
                 }
             );
             assert!(d.is_paid_after_close());
@@ -180,36 +260,83 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_reports_change_nothing() {
-        use PaymentStatus::*;
-        assert_eq!(decide_payment(Succeeded, fen(1000), &paid(1000)), PaymentDecision::Unchanged);
-        assert_eq!(
-            decide_payment(Closed, fen(1000), &ChannelPayment::Closed),
-            PaymentDecision::Unchanged
-        );
-        assert_eq!(decide_payment(Failed, fen(1000), &failed()), PaymentDecision::Unchanged);
+    fn a_close_or_failure_moves_the_payment_only_when_no_other_attempt_is_open() {
+        use AttemptStatus as A;
+        for (report, a_to, p_to, event) in [
+            (ChannelPayment::Closed, A::Closed, PaymentStatus::Closed, EventType::PaymentClosed),
+            (failed(), A::Failed, PaymentStatus::Failed, EventType::PaymentFailed),
+        ] {
+            assert_eq!(
+                decide(view(PaymentStatus::Pending, A::Pending, false), &report),
+                AttemptDecision::Payment {
+                    to: p_to,
+                    attempt: a_to,
+                    events: vec![event],
+                    watch: false
+                }
+            );
+            assert_eq!(
+                decide(view(PaymentStatus::Pending, A::Pending, true), &report),
+                AttemptDecision::Attempt { to: a_to, watch: false }
+            );
+        }
     }
 
     #[test]
-    fn a_succeeded_payment_is_never_closed_or_failed() {
-        for report in [ChannelPayment::Closed, failed()] {
+    fn a_losing_attempt_the_channel_reports_closed_is_closed_and_no_longer_watched() {
+        assert_eq!(
+            decide(
+                view(PaymentStatus::Succeeded, AttemptStatus::Pending, false),
+                &ChannelPayment::Closed
+            ),
+            AttemptDecision::Attempt { to: AttemptStatus::Closed, watch: false }
+        );
+    }
+
+    #[test]
+    fn our_own_close_keeps_the_attempt_watched_until_the_channel_confirms_it() {
+        let d = decide_attempt(
+            view(PaymentStatus::Succeeded, AttemptStatus::Pending, false),
+            &ChannelPayment::Closed,
+            ReportSource::OurClose,
+        );
+        assert_eq!(d, AttemptDecision::Attempt { to: AttemptStatus::Closed, watch: true });
+        let closed = view(PaymentStatus::Succeeded, AttemptStatus::Closed, false);
+        assert_eq!(decide(closed, &ChannelPayment::Closed), AttemptDecision::StopWatching);
+        let done = AttemptView { watching: false, ..closed };
+        assert_eq!(decide(done, &ChannelPayment::Closed), AttemptDecision::Unchanged);
+        assert_eq!(
+            decide_attempt(closed, &ChannelPayment::Closed, ReportSource::OurClose),
+            AttemptDecision::Unchanged
+        );
+    }
+
+    #[test]
+    fn not_yet_changes_nothing() {
+        for status in [PaymentStatus::Pending, PaymentStatus::Closed, PaymentStatus::Succeeded] {
             assert_eq!(
-                decide_payment(PaymentStatus::Succeeded, fen(1000), &report),
-                PaymentDecision::Unchanged
+                decide(view(status, AttemptStatus::Pending, false), &ChannelPayment::Pending),
+                AttemptDecision::Unchanged
             );
         }
-        assert_eq!(
-            decide_payment(PaymentStatus::Closed, fen(1000), &failed()),
-            PaymentDecision::Unchanged
-        );
+    }
+
+    #[test]
+    fn a_won_attempt_is_never_closed_or_failed() {
+        for report in [ChannelPayment::Closed, failed()] {
+            assert_eq!(
+                decide(view(PaymentStatus::Succeeded, AttemptStatus::Succeeded, false), &report),
+                AttemptDecision::Unchanged
+            );
+        }
     }
 
     #[test]
     fn another_amount_paid_changes_nothing_in_any_state() {
         for status in [PaymentStatus::Pending, PaymentStatus::Closed, PaymentStatus::Succeeded] {
             assert_eq!(
-                decide_payment(status, fen(1000), &paid(999)),
-                PaymentDecision::AmountMismatch { reported: fen(999), expected: fen(1000) }
+                decide(view(status, AttemptStatus::Pending, false), &paid(999)),
+                AttemptDecision::AmountMismatch { reported: fen(999), expected: fen(1000) }
             );
         }
     }

@@ -87,6 +87,10 @@ prefixed_id!(
     RefundId, "re_", "refund"
 );
 prefixed_id!(
+    /// An attempt: one try at one channel to pay a payment, with its own channel order number.
+    AttemptId, "att_", "attempt"
+);
+prefixed_id!(
     /// An event written to the outbox with the state change that caused it.
     EventId, "evt_", "event"
 );
@@ -109,6 +113,11 @@ pub struct ChannelOrderNo(String);
 impl ChannelOrderNo {
     pub fn generate() -> Self {
         Self(Uuid::now_v7().simple().to_string().to_ascii_uppercase())
+    }
+
+    /// The number of an attempt: its id's body, so either names the other.
+    pub fn of_attempt(id: AttemptId) -> Self {
+        Self(id.uuid().simple().to_string().to_ascii_uppercase())
     }
 
     /// Accepts any number a channel might echo back: 1-64 characters, none of them control

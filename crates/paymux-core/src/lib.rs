@@ -29,8 +29,12 @@ pub use channel::{
     CreatedPayment, InboundRequest, Notification, NotificationAck, PaymentAction, PaymentMethod,
     PaymentRef, RefundRequest,
 };
-pub use decide::{PaymentDecision, RefundDecision, decide_payment, decide_refund};
+pub use decide::{
+    AttemptDecision, AttemptView, RefundDecision, ReportSource, decide_attempt, decide_refund,
+};
 pub use event::{Event, EventType};
-pub use ids::{AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId};
+pub use ids::{
+    AccountId, AttemptId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId,
+};
 pub use money::{Currency, Money, MoneyError};
-pub use state::{PaymentStatus, RefundStatus, TransitionError};
+pub use state::{AttemptStatus, PaymentStatus, RefundStatus, TransitionError};

@@ -142,6 +142,65 @@ impl FromStr for RefundStatus {
     }
 }
 
+/// An attempt's status: `pending -> succeeded | closed | failed | duplicate_paid`.
+///
+/// `succeeded` is the attempt its payment succeeded with (one per payment). `duplicate_paid` is
+/// an attempt the payer paid after another had already won: its money is refunded on its own.
+/// Like a payment, a closed or failed attempt can still learn that it was paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptStatus {
+    Pending,
+    Succeeded,
+    Closed,
+    Failed,
+    DuplicatePaid,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Pending => "pending",
+            AttemptStatus::Succeeded => "succeeded",
+            AttemptStatus::Closed => "closed",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::DuplicatePaid => "duplicate_paid",
+        }
+    }
+
+    pub fn can_become(self, to: AttemptStatus) -> bool {
+        use AttemptStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Succeeded | Closed | Failed | DuplicatePaid)
+                | (Closed | Failed, Succeeded | DuplicatePaid)
+        )
+    }
+
+    /// Whether money was taken through this attempt.
+    pub fn is_paid(self) -> bool {
+        matches!(self, AttemptStatus::Succeeded | AttemptStatus::DuplicatePaid)
+    }
+}
+
+impl fmt::Display for AttemptStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AttemptStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        use AttemptStatus::*;
+        [Pending, Succeeded, Closed, Failed, DuplicatePaid]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown attempt status {s:?}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +261,21 @@ mod tests {
             assert_eq!(s.parse::<RefundStatus>().unwrap().as_str(), s);
         }
         assert!("paid".parse::<PaymentStatus>().is_err());
+        for s in ["pending", "succeeded", "closed", "failed", "duplicate_paid"] {
+            assert_eq!(s.parse::<AttemptStatus>().unwrap().as_str(), s);
+        }
+    }
+
+    #[test]
+    fn a_paid_attempt_is_final_and_an_ended_one_can_still_learn_it_was_paid() {
+        use AttemptStatus::*;
+        for paid in [Succeeded, DuplicatePaid] {
+            for to in [Pending, Succeeded, Closed, Failed, DuplicatePaid] {
+                assert!(!paid.can_become(to), "{paid} -> {to}");
+            }
+        }
+        assert!(Closed.can_become(DuplicatePaid));
+        assert!(Failed.can_become(Succeeded));
+        assert!(!Closed.can_become(Failed));
     }
 }

@@ -16,7 +16,7 @@ use time::OffsetDateTime;
 use crate::endpoints::Caller;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::objects::{Payment, Refund};
+use crate::objects::Refund;
 
 impl Engine {
     /// The merchant and mode of a secret API key (`sk_test_...`, `sk_live_...`), if it is one.
@@ -81,8 +81,10 @@ impl Engine {
     ) -> Result<Value, EngineError> {
         let visible = |livemode: bool| caller.sees(livemode);
         let object = if let Ok(id) = object_id.parse::<PaymentId>() {
-            let p = self.store.payment(caller.merchant, id).await?.filter(|p| visible(p.livemode));
-            p.map(|p| serde_json::to_value(Payment::from(&p)))
+            match self.store.payment(caller.merchant, id).await?.filter(|p| visible(p.livemode)) {
+                Some(p) => Some(serde_json::to_value(self.payment_object(&p).await?)),
+                None => None,
+            }
         } else if let Ok(id) = object_id.parse::<RefundId>() {
             let r = self.store.refund(caller.merchant, id).await?.filter(|r| visible(r.livemode));
             r.map(|r| serde_json::to_value(Refund::from(&r)))

@@ -32,6 +32,19 @@ impl Engine {
         Ok((merchant, key))
     }
 
+    /// Sets whether the merchant's duplicate payments (a second attempt paid after another had
+    /// won) are refunded automatically; they are by default.
+    pub async fn set_duplicate_auto_refund(
+        &self,
+        merchant: MerchantId,
+        on: bool,
+    ) -> Result<(), EngineError> {
+        if !self.store.set_duplicate_auto_refund(merchant, on).await? {
+            return Err(EngineError::NotFound { what: "merchant" });
+        }
+        Ok(())
+    }
+
     /// Whether the merchant exists.
     pub async fn merchant_exists(&self, merchant: MerchantId) -> Result<bool, EngineError> {
         Ok(self.store.merchant(merchant).await?.is_some())

@@ -2,17 +2,18 @@
 //!
 //! One place applies every payment and refund state change, whoever learned of it: the notification
 //! handler, a merchant's sync, a create or refund answer, the sweeper. What a report does is
-//! decided by `paymux_core::{decide_payment, decide_refund}` (pure, tested without I/O); here it
+//! decided by `paymux_core::{decide_attempt, decide_refund}` (pure, tested without I/O); here it
 //! is written as a compare-and-set with its events in one transaction, so duplicates and races
 //! change state once.
 
 use paymux_core::{
-    ChannelPayment, ChannelRefund, EventId, EventType, PaymentDecision, PaymentStatus,
-    RefundDecision, RefundStatus, decide_payment, decide_refund,
+    AttemptDecision, AttemptStatus, AttemptView, ChannelOrderNo, ChannelPayment, ChannelRefund,
+    EventId, EventType, Money, PaymentStatus, RefundDecision, RefundId, RefundStatus, ReportSource,
+    decide_attempt, decide_refund,
 };
 use paymux_store::{
-    InboundRecord, NewEvent, PaymentRecord, PaymentTransition, RefundRecord, RefundTransition,
-    Store,
+    AttemptChange, AttemptRecord, DuplicatePaid, InboundRecord, NewEvent, PaymentRecord,
+    PaymentTransition, RefundRecord, RefundTransition, Store,
 };
 use time::OffsetDateTime;
 
@@ -20,10 +21,14 @@ use crate::objects::EventObject;
 use crate::telemetry::{self, Anomaly};
 
 /// What applying a report did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// The state changed (and its event was written).
     Changed,
+    /// A second attempt was found paid after another had won: recorded with
+    /// `payment.duplicate_paid`, and with the refund of it (pending, to be sent now) when the
+    /// merchant refunds duplicates automatically.
+    Duplicate(Option<Box<RefundRecord>>),
     /// Nothing to do: already in that state, or the report says "not yet".
     Unchanged,
     /// The report contradicts what we hold (amount, currency): nothing changed; an operator must look.
@@ -33,78 +38,170 @@ pub enum Applied {
 /// How many times a compare-and-set that lost a race is retried against the fresh row.
 const CAS_RETRIES: usize = 3;
 
+/// The reason on paymux's automatic refund of a duplicate payment.
+pub const DUPLICATE_REFUND_REASON: &str = "duplicate";
+
 fn event(kind: EventType, object_id: String, data: serde_json::Value) -> NewEvent {
     NewEvent { id: EventId::new(), kind, object_id, data }
 }
 
-/// Applies what the channel says about a payment.
-pub async fn apply_payment(
+/// Applies what the channel says about one attempt of a payment (`source`: the channel said
+/// it, or our own close went through). The decision is `paymux_core::decide_attempt`'s; here it
+/// is written as a compare-and-set with its events, retried against fresh rows when it loses a
+/// race.
+///
+/// `first_check` is when the sweeper first looks at the refund of a duplicate payment, should
+/// its send be lost (the sweeper's `first_check_after`).
+pub async fn apply_attempt(
     store: &dyn Store,
+    first_check: std::time::Duration,
     payment: &PaymentRecord,
+    attempt: &AttemptRecord,
     report: &ChannelPayment,
+    source: ReportSource,
 ) -> Result<Applied, paymux_store::StoreError> {
-    apply_payment_notified(store, payment, report, None).await
+    let (applied, _) =
+        apply_attempt_notified(store, first_check, payment, attempt, report, source, None).await?;
+    Ok(applied)
 }
 
-/// Applies a payment report that came in `inbound`, a channel notification: if the report changes
-/// the payment, the notification is logged in the same transaction as the change and its events
-/// (one commit for all three). Otherwise nothing of it is written here; the caller logs it with
-/// what became of it.
-pub(crate) async fn apply_payment_notified(
+/// [`apply_attempt`] for a report that came in `inbound`, a channel notification: if the report
+/// moves the payment, the notification is logged in the same transaction as the change and its
+/// events (one commit for all three). Says whether it was so logged; otherwise the caller logs
+/// it with what became of it.
+pub(crate) async fn apply_attempt_notified(
     store: &dyn Store,
+    first_check: std::time::Duration,
     payment: &PaymentRecord,
+    attempt: &AttemptRecord,
     report: &ChannelPayment,
+    source: ReportSource,
     inbound: Option<&InboundRecord>,
-) -> Result<Applied, paymux_store::StoreError> {
+) -> Result<(Applied, bool), paymux_store::StoreError> {
     let mut current = payment.clone();
     for _ in 0..CAS_RETRIES {
-        let decision = decide_payment(current.status, current.amount, report);
+        let attempts = store.attempts(current.id).await?;
+        let Some(a) = attempts.iter().find(|a| a.id == attempt.id) else {
+            return Ok((Applied::Unchanged, false));
+        };
+        let view = AttemptView {
+            payment: current.status,
+            attempt: a.status,
+            watching: a.watching,
+            others_open: attempts
+                .iter()
+                .any(|o| o.id != a.id && o.status == AttemptStatus::Pending),
+            amount: current.amount,
+        };
+        let decision = decide_attempt(view, report, source);
         let paid_after_close = decision.is_paid_after_close();
-        let (to, events) = match decision {
-            PaymentDecision::Unchanged => return Ok(Applied::Unchanged),
-            PaymentDecision::AmountMismatch { reported, expected } => {
+        let applied = match decision {
+            AttemptDecision::Unchanged => return Ok((Applied::Unchanged, false)),
+            AttemptDecision::AmountMismatch { reported, expected } => {
                 let why = format!(
-                    "channel reports {} paid for payment {} of {}",
-                    reported, payment.id, expected
+                    "channel reports {} paid for payment {} (attempt {}) of {}",
+                    reported, payment.id, a.id, expected
                 );
                 tracing::error!(alert = "amount_mismatch", payment = %payment.id, "{why}");
                 telemetry::anomaly(Anomaly::AmountMismatch);
-                return Ok(Applied::Mismatch(why));
+                return Ok((Applied::Mismatch(why), false));
             }
-            PaymentDecision::Transition { to, events } => (to, events),
-        };
-        let Some(mut change) = transition_for(&current, report, to, &events) else {
-            return Ok(Applied::Unchanged);
-        };
-        change.inbound = inbound.cloned();
-        if store.transition_payment(&change).await? {
-            // Counted here, where the compare-and-set applied: a duplicate report or the loser
-            // of a race never gets this far, so each transition counts once.
-            telemetry::payment_final(&current, change.to);
-            if paid_after_close {
-                telemetry::anomaly(Anomaly::PaidAfterClose);
-                tracing::error!(
-                    alert = "paid_after_close",
-                    payment = %payment.id,
-                    from = %change.from,
-                    "a verified payment arrived for a payment that was no longer pending"
-                );
+            AttemptDecision::Payment { to, attempt: attempt_to, events, watch } => {
+                let change = attempt_change(a, attempt_to, watch, report);
+                let Some(mut t) = transition_for(&current, &attempts, change, report, to, &events)
+                else {
+                    return Ok((Applied::Unchanged, false));
+                };
+                t.inbound = inbound.cloned();
+                if store.transition_payment(&t).await? {
+                    // Counted here, where the compare-and-set applied: a duplicate report or the
+                    // loser of a race never gets this far, so each transition counts once.
+                    telemetry::payment_final(a, t.to);
+                    if paid_after_close {
+                        telemetry::anomaly(Anomaly::PaidAfterClose);
+                        tracing::error!(
+                            alert = "paid_after_close",
+                            payment = %payment.id,
+                            from = %t.from,
+                            "a verified payment arrived for a payment that was no longer pending"
+                        );
+                    }
+                    return Ok((Applied::Changed, t.inbound.is_some()));
+                }
+                false
             }
-            return Ok(Applied::Changed);
+            AttemptDecision::Attempt { to, watch } => {
+                store.transition_attempt(&attempt_change(a, to, watch, report)).await?
+            }
+            AttemptDecision::StopWatching => {
+                store.transition_attempt(&attempt_change(a, a.status, false, report)).await?
+            }
+            AttemptDecision::Duplicate => {
+                let d = duplicate_for(store, first_check, &current, &attempts, a, report).await?;
+                if store.record_duplicate(&d).await? {
+                    telemetry::anomaly(Anomaly::DuplicatePaid);
+                    tracing::error!(
+                        alert = "duplicate_paid",
+                        payment = %payment.id,
+                        attempt = %a.id,
+                        refunded = d.refund.is_some(),
+                        "a second attempt of a succeeded payment was paid"
+                    );
+                    return Ok((Applied::Duplicate(d.refund.map(|(r, _)| Box::new(r))), false));
+                }
+                false
+            }
+        };
+        if applied {
+            return Ok((Applied::Changed, false));
         }
         // Lost a race: read the row again and decide against what is there now.
         match store.payment(payment.merchant_id, payment.id).await? {
             Some(fresh) => current = fresh,
-            None => return Ok(Applied::Unchanged),
+            None => return Ok((Applied::Unchanged, false)),
         }
     }
-    Ok(Applied::Unchanged)
+    Ok((Applied::Unchanged, false))
 }
 
-/// The store's compare-and-set for a decided transition of `p` to `to`, with `events`, each
-/// carrying the payment as it is after.
+/// The compare-and-set moving `a` to `to`, with the trade number a success reports.
+fn attempt_change(
+    a: &AttemptRecord,
+    to: AttemptStatus,
+    watching: bool,
+    report: &ChannelPayment,
+) -> AttemptChange {
+    let channel_trade_no = match report {
+        ChannelPayment::Succeeded { channel_trade_no, .. } => Some(channel_trade_no.clone()),
+        _ => None,
+    };
+    AttemptChange { attempt_id: a.id, from: a.status, to, watching, channel_trade_no }
+}
+
+/// The attempts as they are after `change`.
+fn attempts_after(attempts: &[AttemptRecord], change: &AttemptChange) -> Vec<AttemptRecord> {
+    attempts
+        .iter()
+        .map(|a| {
+            let mut a = a.clone();
+            if a.id == change.attempt_id {
+                a.status = change.to;
+                a.watching = change.watching;
+                if change.channel_trade_no.is_some() {
+                    a.channel_trade_no = change.channel_trade_no.clone();
+                }
+            }
+            a
+        })
+        .collect()
+}
+
+/// The store's compare-and-set for a decided transition of `p` to `to` with its attempt's
+/// `change`, with `events`, each carrying the payment as it is after.
 fn transition_for(
     p: &PaymentRecord,
+    attempts: &[AttemptRecord],
+    change: AttemptChange,
     report: &ChannelPayment,
     to: PaymentStatus,
     events: &[EventType],
@@ -120,8 +217,19 @@ fn transition_for(
             (None, None, Some((code.clone(), message.clone())))
         }
     };
+    let attempts = attempts_after(attempts, &change);
     let mut after = p.clone();
     after.status = to;
+    if to == PaymentStatus::Succeeded
+        && let Some(won) = attempts.iter().find(|a| a.id == change.attempt_id)
+    {
+        // The payment shows the attempt it succeeded with.
+        after.channel = won.channel;
+        after.method = won.method;
+        after.account_id = won.account_id;
+        after.channel_order_no = won.channel_order_no.clone();
+        after.action = won.action.clone().or(after.action);
+    }
     if trade_no.is_some() {
         after.channel_trade_no = trade_no.clone();
     }
@@ -133,7 +241,7 @@ fn transition_for(
         after.failure_message = Some(message.clone());
     }
     after.updated_at = now;
-    let data = EventObject::from(&after).to_value();
+    let data = EventObject::payment(&after, &attempts).to_value();
     let id = p.id.to_string();
     let events = events.iter().map(|kind| event(*kind, id.clone(), data.clone())).collect();
     Some(PaymentTransition {
@@ -147,8 +255,63 @@ fn transition_for(
         failure_message: failure.map(|f| f.1),
         at: now,
         events,
+        attempt: change,
         inbound: None,
     })
+}
+
+/// The record of attempt `a` paid after another attempt won `p`: its event and, when the
+/// merchant refunds duplicates automatically, the refund of all of it.
+async fn duplicate_for(
+    store: &dyn Store,
+    first_check: std::time::Duration,
+    p: &PaymentRecord,
+    attempts: &[AttemptRecord],
+    a: &AttemptRecord,
+    report: &ChannelPayment,
+) -> Result<DuplicatePaid, paymux_store::StoreError> {
+    let now = crate::engine::now_ms();
+    let change = attempt_change(a, AttemptStatus::DuplicatePaid, false, report);
+    let attempts = attempts_after(attempts, &change);
+    let mut after = p.clone();
+    after.updated_at = now;
+    let data = EventObject::payment(&after, &attempts).to_value();
+    let events = vec![event(EventType::PaymentDuplicatePaid, p.id.to_string(), data)];
+    let auto_refund = store.merchant(p.merchant_id).await?.is_none_or(|m| m.duplicate_auto_refund);
+    // Sent right after the commit; the sweeper's first look comes later, like any refund's.
+    let refund = auto_refund.then(|| (duplicate_refund(p, a, p.amount, now), now + first_check));
+    Ok(DuplicatePaid { change, merchant_id: p.merchant_id, at: now, events, refund })
+}
+
+/// paymux's own refund of a duplicate attempt, in full, pending. Its merchant refund number is
+/// made from the attempt, so the store's uniqueness makes one such refund per attempt at most.
+fn duplicate_refund(
+    p: &PaymentRecord,
+    a: &AttemptRecord,
+    amount: Money,
+    now: OffsetDateTime,
+) -> RefundRecord {
+    RefundRecord {
+        id: RefundId::new(),
+        merchant_id: p.merchant_id,
+        payment_id: p.id,
+        merchant_refund_no: format!("duplicate_{}", a.id),
+        channel_refund_no: ChannelOrderNo::generate(),
+        amount,
+        status: RefundStatus::Pending,
+        reason: Some(DUPLICATE_REFUND_REASON.to_owned()),
+        channel_refund_id: None,
+        failure_code: None,
+        failure_message: None,
+        created_at: now,
+        succeeded_at: None,
+        updated_at: now,
+        check_count: 0,
+        livemode: p.livemode,
+        resend_declined_code: None,
+        action_required_at: None,
+        attempt_id: Some(a.id),
+    }
 }
 
 /// Applies what the channel says about a refund.
@@ -266,6 +429,16 @@ async fn refund_mismatch(
     let ChannelRefund::Succeeded { refunded_total: Some(total), .. } = report else {
         return Ok(None);
     };
+    if refund.attempt_id.is_some() {
+        // A duplicate attempt's trade is refunded once, in full, by this refund alone.
+        return Ok((*total != refund.amount).then(|| {
+            format!(
+                "channel reports {} refunded in total on duplicate attempt of payment {} with \
+                 refund {} of {}",
+                total, refund.payment_id, refund.id, refund.amount
+            )
+        }));
+    }
     let Some(payment) = store.payment_by_id(refund.payment_id).await? else {
         return Ok(None);
     };
@@ -371,12 +544,13 @@ async fn refund_transition_for(
     if after_failure {
         // Written by the store only if re-reserving this refund takes the payment past its amount.
         if let Some(mut payment) = store.payment_by_id(refund.payment_id).await? {
+            let attempts = store.attempts(payment.id).await?;
             payment.amount_refunded += refund.amount.minor();
             payment.updated_at = now;
             over_refund_events.push(event(
                 EventType::PaymentOverRefunded,
                 payment.id.to_string(),
-                EventObject::from(&payment).to_value(),
+                EventObject::payment(&payment, &attempts).to_value(),
             ));
         }
     }
@@ -394,5 +568,6 @@ async fn refund_transition_for(
         at: now,
         events,
         over_refund_events,
+        of_duplicate: refund.attempt_id.is_some(),
     }))
 }

@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use paymux_core::{
     BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelPayment,
-    CreatePayment, PaymentRef, mask_auth_code,
+    CreatePayment, PaymentRef, ReportSource, mask_auth_code,
 };
-use paymux_store::{PaymentRecord, StoreError};
+use paymux_store::{AttemptRecord, PaymentRecord, StoreError};
 use time::OffsetDateTime;
 
-use crate::apply::{Applied, apply_payment};
+use crate::apply::Applied;
 use crate::engine::{Engine, payment_ref};
 use crate::error::EngineError;
 use crate::objects::Payment;
@@ -69,6 +69,7 @@ pub(crate) async fn pay(
     engine: &Engine,
     adapter: Arc<dyn Channel>,
     record: PaymentRecord,
+    attempt: AttemptRecord,
     call: CreatePayment,
 ) -> Result<Payment, EngineError> {
     let engine = engine.clone();
@@ -85,11 +86,11 @@ pub(crate) async fn pay(
             Ok(BarcodePaid { state, channel_data }) => {
                 engine
                     .store
-                    .record_created(payment_id, &serde_json::Value::Null, &channel_data)
+                    .record_created(attempt.id, &serde_json::Value::Null, &channel_data)
                     .await
                     .map_err(after_channel)?;
                 if let Applied::Mismatch(why) =
-                    apply_payment(&*engine.store, &record, &state).await.map_err(after_channel)?
+                    apply(&engine, &record, &attempt, &state).await.map_err(after_channel)?
                 {
                     return Err(EngineError::ChannelMismatch { why });
                 }
@@ -108,7 +109,7 @@ pub(crate) async fn pay(
                     .await
                     .map_err(after_channel)?
                     .ok_or(EngineError::NotFound { what: "payment" })?;
-                Ok(Payment::from(&now))
+                engine.payment_object(&now).await
             }
             Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
                 let (code, message) = match &e {
@@ -116,7 +117,7 @@ pub(crate) async fn pay(
                     other => ("invalid_request".to_owned(), other.to_string()),
                 };
                 let failed = ChannelPayment::Failed { code, message };
-                apply_payment(&*engine.store, &record, &failed).await.map_err(after_channel)?;
+                apply(&engine, &record, &attempt, &failed).await.map_err(after_channel)?;
                 Err(EngineError::ChannelCall { source: e, object })
             }
             Err(e) => {
@@ -134,6 +135,7 @@ pub(crate) async fn sweep(
     engine: &Engine,
     adapter: &dyn Channel,
     p: &PaymentRecord,
+    attempt: &AttemptRecord,
     reference: &PaymentRef,
 ) {
     let Some(sched) = schedule(engine, adapter) else {
@@ -147,11 +149,11 @@ pub(crate) async fn sweep(
     let pay_call_over = engine.config.channel_timeout + Duration::from_secs(1);
     let give_up_at = p.created_at + sched.give_up_after.max(pay_call_over);
     if now < give_up_at {
-        return poll(engine, adapter, p, reference, &sched, give_up_at).await;
+        return poll(engine, adapter, p, attempt, reference, &sched, give_up_at).await;
     }
     match adapter.cancel_barcode(reference).await {
         Ok(done) => {
-            if let Err(e) = record_cancel(engine, p, &done).await {
+            if let Err(e) = record_cancel(engine, p, attempt, &done).await {
                 tracing::warn!(payment = %p.id, error = %e, "could not record the cancel; it is sent again");
                 reschedule(engine, p, sched.cancel_every).await;
             }
@@ -179,6 +181,7 @@ pub(crate) async fn sweep(
 async fn record_cancel(
     engine: &Engine,
     p: &PaymentRecord,
+    attempt: &AttemptRecord,
     done: &BarcodeCancel,
 ) -> Result<(), StoreError> {
     if *done == BarcodeCancel::Refunded {
@@ -189,7 +192,8 @@ async fn record_cancel(
         );
     }
     tracing::info!(payment = %p.id, "barcode payment cancelled at the channel");
-    apply_payment(&*engine.store, p, &ChannelPayment::Closed).await?;
+    // The channel confirmed it: nobody can pay this order any more.
+    apply(engine, p, attempt, &ChannelPayment::Closed).await?;
     engine.store.stop_payment_checks(p.id).await
 }
 
@@ -204,7 +208,7 @@ pub(crate) async fn close(
     let (adapter, attempt) = engine.adapter_and_attempt(p).await?;
     let reference = payment_ref(p, &attempt);
     if let Ok(report @ ChannelPayment::Succeeded { .. }) = adapter.query(&reference).await
-        && apply_payment(&*engine.store, p, &report).await? == Applied::Changed
+        && apply(engine, p, &attempt, &report).await? == Applied::Changed
     {
         return Err(EngineError::PaidBeforeClose { payment: p.id, at_channel: true });
     }
@@ -212,7 +216,7 @@ pub(crate) async fn close(
         .cancel_barcode(&reference)
         .await
         .map_err(|source| EngineError::ChannelCall { source, object: p.id.to_string() })?;
-    record_cancel(engine, p, &done).await?;
+    record_cancel(engine, p, &attempt, &done).await?;
     let after = engine
         .store
         .payment(p.merchant_id, p.id)
@@ -231,12 +235,13 @@ async fn poll(
     engine: &Engine,
     adapter: &dyn Channel,
     p: &PaymentRecord,
+    attempt: &AttemptRecord,
     reference: &PaymentRef,
     sched: &BarcodeSchedule,
     give_up_at: OffsetDateTime,
 ) {
     match adapter.query(reference).await {
-        Ok(report) => match apply_payment(&*engine.store, p, &report).await {
+        Ok(report) => match apply(engine, p, attempt, &report).await {
             Ok(Applied::Changed) if matches!(report, ChannelPayment::Failed { .. }) => {
                 // WeChat asks for a reverse of a failed code payment too; it changes nothing
                 // here, so its answer is only logged.
@@ -264,6 +269,16 @@ async fn poll(
     let until_limit = (give_up_at - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
     let wait = sched.poll_every.min(Duration::try_from(until_limit).unwrap_or(Duration::ZERO));
     reschedule(engine, p, wait).await;
+}
+
+/// What the channel said about the barcode payment's one attempt, applied.
+async fn apply(
+    engine: &Engine,
+    p: &PaymentRecord,
+    attempt: &AttemptRecord,
+    report: &ChannelPayment,
+) -> Result<Applied, StoreError> {
+    engine.apply_report(p, attempt, report, ReportSource::Channel).await
 }
 
 async fn reschedule(engine: &Engine, p: &PaymentRecord, wait: Duration) {

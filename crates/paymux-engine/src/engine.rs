@@ -8,7 +8,6 @@ use paymux_store::{AttemptRecord, PaymentRecord, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applied, apply_payment};
 use crate::config::GatewayConfig;
 use crate::error::EngineError;
 use crate::outbound::{self, OutboundError};
@@ -62,19 +61,33 @@ impl Engine {
         })
     }
 
-    /// The adapter of the payment's account, and the payment's attempt.
+    /// The adapter and the attempt the payment shows: its latest, or the one it succeeded
+    /// with.
     pub async fn adapter_and_attempt(
         &self,
         p: &PaymentRecord,
     ) -> Result<(Arc<dyn Channel>, AttemptRecord), EngineError> {
+        let attempt = self
+            .store
+            .attempts(p.id)
+            .await?
+            .into_iter()
+            .find(|a| a.channel_order_no == p.channel_order_no && a.account_id == p.account_id)
+            .ok_or(EngineError::NoAttempt(p.id))?;
+        Ok((self.attempt_adapter(&attempt).await?, attempt))
+    }
+
+    /// The adapter of the attempt's account.
+    pub async fn attempt_adapter(
+        &self,
+        a: &AttemptRecord,
+    ) -> Result<Arc<dyn Channel>, EngineError> {
         let account = self
             .store
-            .channel_account(p.account_id)
+            .channel_account(a.account_id)
             .await?
-            .ok_or(EngineError::AccountGone(p.account_id))?;
-        let attempt =
-            self.store.attempt_for_payment(p.id).await?.ok_or(EngineError::NoAttempt(p.id))?;
-        Ok((self.adapter(&account)?, attempt))
+            .ok_or(EngineError::AccountGone(a.account_id))?;
+        self.adapter(&account)
     }
 
     /// The account's adapter.
@@ -87,13 +100,10 @@ impl Engine {
             .map_err(|source| EngineError::Misconfigured { account: account.id, source })
     }
 
-    /// Asks the channel now and applies its truth; returns the payment as it is after.
+    /// Asks the channel about every attempt of the payment it still watches, applies its truth
+    /// (closing the attempts that lost to another), and returns the payment as it is after.
     pub async fn sync_payment(&self, p: &PaymentRecord) -> Result<PaymentRecord, EngineError> {
-        let (adapter, attempt) = self.adapter_and_attempt(p).await?;
-        let report = adapter.query(&payment_ref(p, &attempt)).await?;
-        if let Applied::Mismatch(why) = apply_payment(&*self.store, p, &report).await? {
-            return Err(EngineError::ChannelMismatch { why });
-        }
+        self.check_payment(p, false).await?;
         self.store
             .payment(p.merchant_id, p.id)
             .await?
@@ -108,13 +118,14 @@ pub fn now_ms() -> time::OffsetDateTime {
     now.replace_nanosecond(now.millisecond() as u32 * 1_000_000).unwrap_or(now)
 }
 
-/// How a channel finds a payment: its attempt's numbers and channel state.
+/// How a channel finds one attempt of a payment: its numbers and channel state.
 pub fn payment_ref(p: &PaymentRecord, attempt: &AttemptRecord) -> PaymentRef {
     PaymentRef {
         channel_order_no: attempt.channel_order_no.clone(),
-        channel_trade_no: p.channel_trade_no.clone(),
+        channel_trade_no: attempt.channel_trade_no.clone(),
         amount: p.amount,
-        created_at: p.created_at,
+        // The attempt's own time: what its create sent (UnionPay's txnTime, Alipay's QR timeout).
+        created_at: attempt.created_at,
         expires_at: p.expires_at,
         channel_data: attempt.channel_data.clone(),
     }

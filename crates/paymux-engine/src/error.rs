@@ -64,6 +64,9 @@ pub enum EngineError {
     /// A close of a payment that has succeeded.
     #[error("the payment has succeeded; refund it instead")]
     PaymentSucceeded,
+    /// An attempt for a payment that is no longer pending.
+    #[error("the payment is {status}; only a pending payment takes another attempt")]
+    PaymentNotPending { status: paymux_core::PaymentStatus },
     /// A close of a payment that has failed.
     #[error("the payment has failed; there is nothing to close")]
     PaymentFailed,

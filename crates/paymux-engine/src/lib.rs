@@ -1,8 +1,8 @@
 //! The paymux engine: the application's use cases with no HTTP in them.
 //!
 //! It holds the store, the channel registry and the configuration ([`Engine`]); applies a
-//! channel's report to a payment or refund, each change a compare-and-set with its event in one
-//! transaction ([`apply_payment`], [`apply_refund`]); handles a channel's notification from the
+//! channel's report about one attempt of a payment, or about a refund, each change a
+//! compare-and-set with its event in one transaction ([`apply_attempt`], [`apply_refund`]); handles a channel's notification from the
 //! raw request to the channel's reply ([`Engine::handle_notification`]); and runs the background
 //! workers: the sweeper, which settles what the channels never told us, and the webhook
 //! dispatcher, which delivers the outbox; and it holds the operators' use cases behind the admin
@@ -28,6 +28,7 @@
 mod access;
 pub mod admin;
 mod apply;
+mod attempts;
 mod barcode;
 mod close;
 mod config;
@@ -50,7 +51,8 @@ pub mod telemetry;
 mod testdata;
 
 pub use admin::new_api_key;
-pub use apply::{Applied, apply_payment, apply_refund};
+pub use apply::{Applied, DUPLICATE_REFUND_REASON, apply_attempt, apply_refund};
+pub use attempts::{Cashier, CreateAttemptRequest};
 pub use config::{BarcodeConfig, GatewayConfig, SweeperConfig, WebhookConfig};
 pub use endpoints::Caller;
 pub use engine::{Engine, Workers, payment_ref};

@@ -6,11 +6,12 @@
 
 use paymux_core::{
     AccountId, ChannelKind, ChannelOrderNo, InboundRequest, Notification, NotificationAck,
+    ReportSource,
 };
 use paymux_store::{AccountRecord, InboundRecord, StoreError};
 use time::OffsetDateTime;
 
-use crate::apply::{Applied, apply_payment_notified, apply_refund};
+use crate::apply::{Applied, apply_refund};
 use crate::engine::Engine;
 use crate::telemetry::{self, NotificationResult};
 
@@ -110,6 +111,9 @@ impl Engine {
             Ok(Processed { applied: Applied::Changed, logged }) => {
                 (NotificationResult::Applied, "applied".to_owned(), *logged)
             }
+            Ok(Processed { applied: Applied::Duplicate(_), .. }) => {
+                (NotificationResult::Applied, "duplicate_paid".to_owned(), false)
+            }
             Ok(Processed { applied: Applied::Unchanged, .. }) => {
                 (NotificationResult::Duplicate, "unchanged".to_owned(), false)
             }
@@ -160,13 +164,19 @@ impl Engine {
         let inbound = &*inbound;
         match n {
             Notification::Payment { state: report, .. } => {
-                let applied =
-                    apply_payment_notified(store, &payment, report, Some(inbound)).await?;
+                let (applied, logged) = self
+                    .apply_report_notified(
+                        &payment,
+                        &attempt,
+                        report,
+                        ReportSource::Channel,
+                        Some(inbound),
+                    )
+                    .await?;
                 if applied == Applied::Changed {
-                    telemetry::notification_lag(&payment);
+                    telemetry::notification_lag(&attempt);
                 }
-                // A change was written with its notification.
-                Ok(Processed { logged: applied == Applied::Changed, applied })
+                Ok(Processed { applied, logged })
             }
             Notification::Refund { channel_refund_no, state: report, .. } => {
                 let refund = store

@@ -3,7 +3,7 @@
 //! exactly the object the API would have shown at that moment.
 
 use paymux_store::{
-    DeliveryRecord, EventRecord, PaymentRecord, RefundRecord, WebhookEndpointRecord,
+    AttemptRecord, DeliveryRecord, EventRecord, PaymentRecord, RefundRecord, WebhookEndpointRecord,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -60,10 +60,48 @@ pub struct Payment {
     pub livemode: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Every try at a channel to pay it, oldest first. The payment's `channel`, `method`,
+    /// `channel_order_no` and `action` are its latest attempt's, or the one it succeeded with.
+    pub attempts: Vec<Attempt>,
 }
 
-impl From<&PaymentRecord> for Payment {
-    fn from(p: &PaymentRecord) -> Self {
+/// One try at one channel to pay a payment, with its own channel order number.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Attempt {
+    pub id: String,
+    #[schema(schema_with = crate::schema::channel)]
+    pub channel: &'static str,
+    #[schema(schema_with = crate::schema::method)]
+    pub method: &'static str,
+    pub channel_order_no: String,
+    /// `succeeded`: the payment succeeded with it. `duplicate_paid`: paid after another attempt
+    /// had won; its money is refunded by a refund of its own (`attempt_id`).
+    #[schema(schema_with = crate::schema::attempt_status)]
+    pub status: &'static str,
+    #[schema(schema_with = crate::schema::action_or_null)]
+    pub action: Option<Value>,
+    pub channel_trade_no: Option<String>,
+    pub created_at: String,
+}
+
+impl From<&AttemptRecord> for Attempt {
+    fn from(a: &AttemptRecord) -> Self {
+        Self {
+            id: a.id.to_string(),
+            channel: a.channel.as_str(),
+            method: a.method.as_str(),
+            channel_order_no: a.channel_order_no.as_str().to_owned(),
+            status: a.status.as_str(),
+            action: a.action.clone(),
+            channel_trade_no: a.channel_trade_no.clone(),
+            created_at: rfc3339(a.created_at),
+        }
+    }
+}
+
+impl Payment {
+    /// The payment with its attempts (all of them, as read with it).
+    pub fn new(p: &PaymentRecord, attempts: &[AttemptRecord]) -> Self {
         Self {
             id: p.id.to_string(),
             object: "payment",
@@ -84,6 +122,7 @@ impl From<&PaymentRecord> for Payment {
             metadata: p.metadata.clone(),
             livemode: p.livemode,
             failure: failure(&p.failure_code, &p.failure_message),
+            attempts: attempts.iter().map(Attempt::from).collect(),
         }
     }
 }
@@ -111,6 +150,10 @@ pub struct Refund {
     pub livemode: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// Set on paymux's automatic refund of a duplicate payment: the attempt it returns in full
+    /// (`reason` is `duplicate`). Such a refund is not the merchant's and never counts against
+    /// the payment's `amount_refunded`.
+    pub attempt_id: Option<String>,
 }
 
 impl From<&RefundRecord> for Refund {
@@ -130,6 +173,7 @@ impl From<&RefundRecord> for Refund {
             succeeded_at: r.succeeded_at.map(rfc3339),
             livemode: r.livemode,
             failure: failure(&r.failure_code, &r.failure_message),
+            attempt_id: r.attempt_id.map(|a| a.to_string()),
         }
     }
 }
@@ -152,9 +196,10 @@ impl EventObject {
     }
 }
 
-impl From<&PaymentRecord> for EventObject {
-    fn from(p: &PaymentRecord) -> Self {
-        Self::Payment(p.into())
+impl EventObject {
+    /// A payment with its attempts.
+    pub fn payment(p: &PaymentRecord, attempts: &[AttemptRecord]) -> Self {
+        Self::Payment(Payment::new(p, attempts))
     }
 }
 
@@ -310,11 +355,16 @@ mod tests {
     #[test]
     fn an_event_payload_is_the_object_the_api_shows() {
         let p = crate::testdata::payment_record();
-        let api = serde_json::to_value(Payment::from(&p)).expect("payment serialises");
-        assert_eq!(EventObject::from(&p).to_value(), api);
+        let a = crate::testdata::attempt_record(&p);
+        let api = serde_json::to_value(Payment::new(&p, std::slice::from_ref(&a)))
+            .expect("payment serialises");
+        assert_eq!(EventObject::payment(&p, std::slice::from_ref(&a)).to_value(), api);
         assert_eq!(api["object"], "payment");
         assert_eq!(api["amount"], 1234);
         assert!(api.get("failure").is_none(), "no failure key on a pending payment");
+        assert_eq!(api["attempts"][0]["id"], a.id.to_string());
+        assert_eq!(api["attempts"][0]["channel_order_no"], api["channel_order_no"]);
+        assert_eq!(api["attempts"][0]["status"], "pending");
     }
 
     #[test]
@@ -322,7 +372,7 @@ mod tests {
         let mut p = crate::testdata::payment_record();
         p.failure_code = Some("TRADE_CLOSED".into());
         p.failure_message = Some("closed".into());
-        let v = serde_json::to_value(Payment::from(&p)).expect("payment serialises");
+        let v = serde_json::to_value(Payment::new(&p, &[])).expect("payment serialises");
         assert_eq!(v["failure"]["code"], "TRADE_CLOSED");
         assert_eq!(v["failure"]["message"], "closed");
     }

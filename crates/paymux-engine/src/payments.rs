@@ -1,14 +1,15 @@
 //! Payments: create one at a channel, read and list them, sync one with its channel, close one.
 //!
-//! A create writes the payment and its attempt before the channel is called (so a crash after
-//! the call leaves a row for the sweeper to settle by query), and takes only a definite refusal
-//! from the channel as a failure: an unknown outcome leaves the payment pending.
+//! A create writes the payment and its first attempt before the channel is called (so a crash
+//! after the call leaves a row for the sweeper to settle by query), and takes only a definite
+//! refusal from the channel as a failure: an unknown outcome leaves the payment pending. The
+//! channel call and its answer are the attempt's (`attempts.rs`), as for every later attempt.
 
 use std::sync::Arc;
 
 use paymux_core::{
-    Channel, ChannelError, ChannelKind, ChannelOrderNo, ChannelPayment, CreatePayment, Currency,
-    Money, PaymentId, PaymentMethod, PaymentStatus,
+    AttemptId, AttemptStatus, Channel, ChannelKind, ChannelOrderNo, CreatePayment, Currency, Money,
+    PaymentId, PaymentMethod, PaymentStatus,
 };
 use paymux_store::{AccountRecord, AttemptRecord, PaymentFilter, PaymentRecord, StoreError};
 use serde::Deserialize;
@@ -16,7 +17,6 @@ use serde_json::{Value, json};
 use time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::apply::apply_payment;
 use crate::endpoints::Caller;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -76,11 +76,53 @@ struct NewPayment {
     channel: Option<ChannelKind>,
     method: PaymentMethod,
     expires_in: i64,
-    openid: Option<String>,
-    auth_code: Option<String>,
-    client_ip: Option<String>,
+    payer: PayerInputs,
     return_url: Option<String>,
     metadata: Value,
+}
+
+/// Who pays and from where, checked against what the method needs.
+#[derive(Debug, Default)]
+pub(crate) struct PayerInputs {
+    pub openid: Option<String>,
+    pub auth_code: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+/// The payer's fields of a create or attempt request, checked for `method`.
+pub(crate) fn payer_inputs(
+    payer: Option<Payer>,
+    client_ip: Option<String>,
+    method: PaymentMethod,
+) -> Result<PayerInputs, EngineError> {
+    let (openid, auth_code) = match payer {
+        Some(p) => {
+            (text(p.openid, "payer.openid", 128)?, text(p.auth_code, "payer.auth_code", 64)?)
+        }
+        None => (None, None),
+    };
+    let client_ip = text(client_ip, "client_ip", 45)?;
+    if let Some(ip) = &client_ip
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(invalid("client_ip", "client_ip must be an IPv4 or IPv6 address"));
+    }
+    match method {
+        PaymentMethod::Jsapi | PaymentMethod::MiniProgram if openid.is_none() => {
+            return Err(invalid(
+                "payer.openid",
+                "payer.openid is required for jsapi and mini_program",
+            ));
+        }
+        PaymentMethod::H5 if client_ip.is_none() => {
+            return Err(invalid("client_ip", "client_ip is required for h5"));
+        }
+        PaymentMethod::Barcode if auth_code.is_none() => {
+            return Err(invalid("payer.auth_code", "payer.auth_code is required for barcode"));
+        }
+        _ => {}
+    }
+    Ok(PayerInputs { openid, auth_code, client_ip })
 }
 
 /// Which payments to list (`GET /v1/payments`).
@@ -98,7 +140,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> EngineError {
     EngineError::InvalidInput { field, message: message.into() }
 }
 
-fn required<T>(v: Option<T>, field: &'static str) -> Result<T, EngineError> {
+pub(crate) fn required<T>(v: Option<T>, field: &'static str) -> Result<T, EngineError> {
     v.ok_or_else(|| invalid(field, format!("{field} is required")))
 }
 
@@ -165,38 +207,12 @@ impl CreatePaymentRequest {
                     )
                 })?,
         };
-        let (openid, auth_code) = match self.payer {
-            Some(p) => {
-                (text(p.openid, "payer.openid", 128)?, text(p.auth_code, "payer.auth_code", 64)?)
-            }
-            None => (None, None),
-        };
-        let client_ip = text(self.client_ip, "client_ip", 45)?;
-        if let Some(ip) = &client_ip
-            && ip.parse::<std::net::IpAddr>().is_err()
-        {
-            return Err(invalid("client_ip", "client_ip must be an IPv4 or IPv6 address"));
-        }
+        let payer = payer_inputs(self.payer, self.client_ip, method)?;
         let return_url = text(self.return_url, "return_url", 256)?;
         if let Some(u) = &return_url
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
             return Err(invalid("return_url", "return_url must be an http(s) URL"));
-        }
-        match method {
-            PaymentMethod::Jsapi | PaymentMethod::MiniProgram if openid.is_none() => {
-                return Err(invalid(
-                    "payer.openid",
-                    "payer.openid is required for jsapi and mini_program",
-                ));
-            }
-            PaymentMethod::H5 if client_ip.is_none() => {
-                return Err(invalid("client_ip", "client_ip is required for h5"));
-            }
-            PaymentMethod::Barcode if auth_code.is_none() => {
-                return Err(invalid("payer.auth_code", "payer.auth_code is required for barcode"));
-            }
-            _ => {}
         }
         let metadata = match self.metadata {
             None => json!({}),
@@ -219,9 +235,7 @@ impl CreatePaymentRequest {
             channel,
             method,
             expires_in,
-            openid,
-            auth_code,
-            client_ip,
+            payer,
             return_url,
             metadata,
         })
@@ -242,17 +256,18 @@ impl Engine {
         let req = request.validate()?;
         let (account, adapter) = self.route(caller, req.channel, req.method).await?;
         if let Some(code) =
-            req.auth_code.as_deref().filter(|_| req.method == PaymentMethod::Barcode)
+            req.payer.auth_code.as_deref().filter(|_| req.method == PaymentMethod::Barcode)
         {
             crate::barcode::check_auth_code(&*adapter, code)?;
         }
         let now = crate::engine::now_ms();
         let payment_id = PaymentId::new();
-        let channel_order_no = ChannelOrderNo::generate();
-        let payer = (req.openid.is_some() || req.auth_code.is_some()).then(
-            || json!({"openid": req.openid, "auth_code": req.auth_code.as_deref().map(crate::barcode::stored_auth_code)}),
-        );
-        let mut record = PaymentRecord {
+        let attempt_id = AttemptId::new();
+        let channel_order_no = ChannelOrderNo::of_attempt(attempt_id);
+        let p = &req.payer;
+        let payer = (p.openid.is_some() || p.auth_code.is_some())
+            .then(|| json!({"openid": p.openid, "auth_code": p.auth_code.as_deref().map(crate::barcode::stored_auth_code)}));
+        let record = PaymentRecord {
             id: payment_id,
             merchant_id: caller.merchant,
             merchant_order_no: req.merchant_order_no.clone(),
@@ -269,7 +284,7 @@ impl Engine {
             amount_reserved: 0,
             failure_code: None,
             failure_message: None,
-            client_ip: req.client_ip.clone(),
+            client_ip: req.payer.client_ip.clone(),
             return_url: req.return_url.clone(),
             payer,
             metadata: req.metadata,
@@ -281,12 +296,17 @@ impl Engine {
             livemode: account.livemode,
         };
         let attempt = AttemptRecord {
-            id: format!("att_{}", channel_order_no.as_str().to_ascii_lowercase()),
+            id: attempt_id,
             payment_id,
             account_id: account.id,
             channel: account.channel,
+            method: req.method,
             channel_order_no: channel_order_no.clone(),
+            status: AttemptStatus::Pending,
+            action: None,
+            channel_trade_no: None,
             channel_data: json!({}),
+            watching: true,
             created_at: now,
         };
         // Rule 1: the payment and its attempt are committed before the channel is called.
@@ -318,56 +338,18 @@ impl Engine {
             expires_at: record.expires_at,
             notify_url: self.notify_url(account.channel, account.id),
             return_url: req.return_url,
-            client_ip: req.client_ip,
-            payer_openid: req.openid,
-            auth_code: req.auth_code,
+            client_ip: req.payer.client_ip,
+            payer_openid: req.payer.openid,
+            auth_code: req.payer.auth_code,
         };
         if req.method == PaymentMethod::Barcode {
-            return crate::barcode::pay(self, adapter, record, call).await;
+            return crate::barcode::pay(self, adapter, record, attempt, call).await;
         }
-        // From the channel call to the commit of its answer runs on its own task: a caller that
-        // goes away (an HTTP client hanging up) cannot cut it in the middle.
-        let engine = self.clone();
-        let task = tokio::spawn(async move {
-            let outcome = adapter.create(&call).await;
-            crate::failpoint::hit(crate::failpoint::AFTER_CHANNEL_CREATE).await;
-            let object = payment_id.to_string();
-            match outcome {
-                Ok(created) => {
-                    let action = serde_json::to_value(&created.action)
-                        .map_err(|source| EngineError::Encode { what: "action", source })?;
-                    engine
-                        .store
-                        .record_created(payment_id, &action, &created.channel_data)
-                        .await
-                        .map_err(|source| EngineError::StoreAfterChannel { source, object })?;
-                    record.action = Some(action);
-                    Ok(Payment::from(&record))
-                }
-                Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
-                    // A definite refusal: nothing exists at the channel, so the payment failed.
-                    let (code, message) = match &e {
-                        ChannelError::Declined { code, message } => (code.clone(), message.clone()),
-                        other => ("invalid_request".to_owned(), other.to_string()),
-                    };
-                    let failed = ChannelPayment::Failed { code, message };
-                    if let Err(source) = apply_payment(&*engine.store, &record, &failed).await {
-                        return Err(EngineError::StoreAfterChannel { source, object });
-                    }
-                    Err(EngineError::ChannelCall { source: e, object })
-                }
-                Err(e) => {
-                    // Unknown: the payment stays pending; the sweeper (or a sync) settles it.
-                    tracing::warn!(payment = %payment_id, error = %e, "create outcome unknown; payment stays pending");
-                    Err(EngineError::ChannelCall { source: e, object })
-                }
-            }
-        });
-        task.await.map_err(|_| EngineError::Interrupted { object: payment_id.to_string() })?
+        self.start_attempt(adapter, record, attempt, Vec::new(), call).await
     }
 
     /// Picks the channel account: the one asked for, or the first that supports the method.
-    async fn route(
+    pub(crate) async fn route(
         &self,
         caller: Caller,
         channel: Option<ChannelKind>,
@@ -433,7 +415,7 @@ impl Engine {
 
     /// The caller's payment of its mode.
     pub async fn payment(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
-        Ok(Payment::from(&self.payment_record(caller, id).await?))
+        self.payment_object(&self.payment_record(caller, id).await?).await
     }
 
     /// The caller's payments of its mode, newest first.
@@ -460,19 +442,25 @@ impl Engine {
             limit,
         };
         let rows = self.store.list_payments(caller.merchant, &filter).await?;
-        Ok(page(rows.iter().map(Payment::from).collect(), limit, |p| p.id.clone()))
+        let mut data = Vec::with_capacity(rows.len());
+        for p in &rows {
+            data.push(self.payment_object(p).await?);
+        }
+        Ok(page(data, limit, |p| p.id.clone()))
     }
 
     /// Asks the payment's channel now and applies its truth.
     pub async fn sync(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
         let p = self.payment_record(caller, id).await?;
-        Ok(Payment::from(&self.sync_payment(&p).await?))
+        let after = self.sync_payment(&p).await?;
+        self.payment_object(&after).await
     }
 
     /// Closes a pending payment at its channel.
     pub async fn close(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
         let p = self.payment_record(caller, id).await?;
-        Ok(Payment::from(&self.close_payment(&p).await?))
+        let after = self.close_payment(&p).await?;
+        self.payment_object(&after).await
     }
 }
 

@@ -106,6 +106,7 @@ impl Engine {
             livemode: payment.livemode,
             resend_declined_code: None,
             action_required_at: None,
+            attempt_id: None,
         };
         // A misconfigured account is found before anything is reserved.
         let (adapter, attempt) = self.adapter_and_attempt(&payment).await?;

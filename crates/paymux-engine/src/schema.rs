@@ -3,7 +3,9 @@
 //! drift), and the payer's action, kept as JSON on the payment. The objects derive the rest
 //! (`utoipa::ToSchema`).
 
-use paymux_core::{ChannelKind, EventType, PaymentMethod, PaymentStatus, RefundStatus};
+use paymux_core::{
+    AttemptStatus, ChannelKind, EventType, PaymentMethod, PaymentStatus, RefundStatus,
+};
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, SchemaType, Type};
 
@@ -52,6 +54,17 @@ pub(crate) fn payment_status() -> Schema {
         PaymentStatus::Closed,
     ];
     Schema::Object(strings(all.map(PaymentStatus::as_str)).build())
+}
+
+pub(crate) fn attempt_status() -> Schema {
+    let all = [
+        AttemptStatus::Pending,
+        AttemptStatus::Succeeded,
+        AttemptStatus::Closed,
+        AttemptStatus::Failed,
+        AttemptStatus::DuplicatePaid,
+    ];
+    Schema::Object(strings(all.map(AttemptStatus::as_str)).build())
 }
 
 pub(crate) fn refund_status() -> Schema {

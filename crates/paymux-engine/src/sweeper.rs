@@ -2,20 +2,18 @@
 //!
 //! A payment or refund still pending some time after it was made is queried at its channel, on an
 //! exponential backoff, until the channel's truth is final; a payment past its expiry is closed
-//! at the channel. Its work lives in the store (`next_check_at`), not in memory, so it survives
+//! at the channel; the attempts that lost to another are closed and watched; a refund whose
+//! answer never came (a duplicate payment's among them) is asked about and sent again. Its work lives in the store (`next_check_at`), not in memory, so it survives
 //! restarts, and rows are claimed with a lease so several gateway instances can sweep at once.
 
 use std::time::Duration;
 
-use paymux_core::{
-    ALREADY_PAID, ChannelError, ChannelPayment, ChannelRefund, PaymentMethod, PaymentStatus,
-    RefundRequest,
-};
+use paymux_core::{ChannelError, ChannelRefund, PaymentMethod, PaymentStatus, RefundRequest};
 use paymux_store::{PaymentRecord, RefundRecord, StoreError};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{Applied, apply_payment, apply_refund};
+use crate::apply::{Applied, apply_refund};
 use crate::engine::{Engine, payment_ref};
 
 const BATCH: u32 = 50;
@@ -154,84 +152,38 @@ async fn reschedule_payment(state: &Engine, p: &PaymentRecord) {
     }
 }
 
+/// Looks at every attempt of the payment still watched (see [`Engine::check_payment`]): a
+/// pending payment's attempts are queried, and closed at the channel once it is past its expiry;
+/// a settled payment's other attempts are closed and queried until their channels can no longer
+/// take money for them (a QR code can outlive the payment's expiry: see
+/// [`paymux_core::Channel::payable_until`]). A payer who paid one of those anyway is money that
+/// moved, even if the notification was lost: a success after the close (`payment.paid_after_close`)
+/// or a duplicate payment (`payment.duplicate_paid`, refunded).
 async fn sweep_payment(state: &Engine, p: &PaymentRecord) {
-    let (adapter, attempt) = match state.adapter_and_attempt(p).await {
-        Ok(x) => x,
-        Err(e) => {
-            tracing::warn!(payment = %p.id, error = %e, "sweeper cannot reach the payment's channel");
-            return reschedule_payment(state, p).await;
-        }
-    };
-    let reference = payment_ref(p, &attempt);
-    if p.status == PaymentStatus::Closed {
-        return watch_closed(state, &*adapter, p, &reference).await;
+    if p.method == PaymentMethod::Barcode && p.status == PaymentStatus::Pending {
+        // Its own loop: poll on the channel's schedule, then cancel until confirmed.
+        return match state.adapter_and_attempt(p).await {
+            Ok((adapter, attempt)) => {
+                let reference = payment_ref(p, &attempt);
+                crate::barcode::sweep(state, &*adapter, p, &attempt, &reference).await
+            }
+            Err(e) => {
+                tracing::warn!(payment = %p.id, error = %e, "sweeper cannot reach the payment's channel");
+                reschedule_payment(state, p).await
+            }
+        };
     }
-    if p.method == PaymentMethod::Barcode {
-        return crate::barcode::sweep(state, &*adapter, p, &reference).await;
-    }
-    let report = match adapter.query(&reference).await {
-        Ok(report) => report,
-        Err(e) => {
-            tracing::info!(payment = %p.id, error = %e, "sweeper query gave no answer; will retry");
-            return reschedule_payment(state, p).await;
-        }
-    };
-    match apply_payment(&*state.store, p, &report).await {
-        Ok(Applied::Changed) => {
-            tracing::info!(payment = %p.id, "sweeper settled the payment from the channel's truth");
-            return;
-        }
-        Ok(Applied::Mismatch(_)) | Err(_) => return reschedule_payment(state, p).await,
-        Ok(Applied::Unchanged) => {}
-    }
-    if report != ChannelPayment::Pending || OffsetDateTime::now_utc() < p.expires_at {
-        return reschedule_payment(state, p).await;
-    }
-    // Still unpaid past its expiry: close it at the channel so nobody can pay it any more.
-    match adapter.close(&reference).await {
-        Ok(()) => {
-            if let Err(e) = apply_payment(&*state.store, p, &ChannelPayment::Closed).await {
-                tracing::warn!(payment = %p.id, error = %e, "could not record the close");
-                reschedule_payment(state, p).await;
+    match state.check_payment(p, true).await {
+        Ok(true) => reschedule_payment(state, p).await,
+        Ok(false) => {
+            if let Err(e) = state.store.stop_payment_checks(p.id).await {
+                tracing::warn!(payment = %p.id, error = %e, "could not stop checking a settled payment");
             }
         }
-        Err(ChannelError::Declined { code, .. }) if code == ALREADY_PAID => {
-            // Paid at the last moment: the next query takes the success.
-            reschedule_payment(state, p).await;
-        }
         Err(e) => {
-            tracing::info!(payment = %p.id, error = %e, "close of an expired payment did not go through");
+            tracing::info!(payment = %p.id, error = %e, "sweeper check gave no answer; will retry");
             reschedule_payment(state, p).await;
         }
-    }
-}
-
-/// How long after the channel's last moment to take money a closed payment is still asked
-/// about: clocks differ, and a payer who confirmed at that moment takes a while to be settled.
-const CLOSED_WATCH: Duration = Duration::from_secs(10 * 60);
-
-/// A closed payment is queried until the channel can no longer take money for it (a QR code can
-/// outlive the payment's expiry: see [`paymux_core::Channel::payable_until`]): a payer who paid a
-/// QR code after it was closed (Alipay cannot close a trade the buyer has not scanned yet) is
-/// money that moved, and becomes a success with a `payment.paid_after_close` event even if the
-/// notification was lost.
-async fn watch_closed(
-    state: &Engine,
-    adapter: &dyn paymux_core::Channel,
-    p: &PaymentRecord,
-    reference: &paymux_core::PaymentRef,
-) {
-    if let Ok(report @ ChannelPayment::Succeeded { .. }) = adapter.query(reference).await
-        && matches!(apply_payment(&*state.store, p, &report).await, Ok(Applied::Changed))
-    {
-        return;
-    }
-    if OffsetDateTime::now_utc() > adapter.payable_until(reference) + CLOSED_WATCH {
-        if let Err(e) = state.store.stop_payment_checks(p.id).await {
-            tracing::warn!(payment = %p.id, error = %e, "could not stop checking a closed payment");
-        }
-    } else {
-        reschedule_payment(state, p).await;
     }
 }
 
@@ -258,7 +210,7 @@ async fn settle_refund(state: &Engine, r: &RefundRecord) -> bool {
     let Ok(Some(p)) = state.store.payment_by_id(r.payment_id).await else {
         return false;
     };
-    let Ok((adapter, attempt)) = state.adapter_and_attempt(&p).await else {
+    let Ok((adapter, attempt)) = state.refund_target(&p, r).await else {
         return false;
     };
     let call = RefundRequest {
@@ -266,7 +218,7 @@ async fn settle_refund(state: &Engine, r: &RefundRecord) -> bool {
         channel_refund_no: r.channel_refund_no.clone(),
         amount: r.amount,
         reason: r.reason.clone(),
-        notify_url: state.notify_url(p.channel, p.account_id),
+        notify_url: state.notify_url(attempt.channel, attempt.account_id),
         created_at: r.created_at,
     };
     let report = match adapter.query_refund(&call).await {

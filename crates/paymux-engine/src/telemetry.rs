@@ -14,7 +14,7 @@ use paymux_core::{
     ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Notification,
     NotificationAck, PaymentMethod, PaymentRef, PaymentStatus, RefundRequest,
 };
-use paymux_store::PaymentRecord;
+use paymux_store::AttemptRecord;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +36,7 @@ pub const ANOMALIES: &str = "paymux_anomalies_total";
 pub enum Anomaly {
     /// A verified payment arrived for a payment already closed or failed.
     PaidAfterClose,
-    /// A second attempt of one payment was paid (declared now; attempts do not exist yet).
+    /// A second attempt of one payment was paid after another had won.
     DuplicatePaid,
     /// A refund that succeeded after all took the payment's refunds past its amount.
     OverRefunded,
@@ -102,11 +102,11 @@ pub(crate) fn anomaly(a: Anomaly) {
 /// closed or failed payment that was paid after all). Called only where the store's
 /// compare-and-set applied the transition, so each transition is counted once, whoever learned
 /// of it.
-pub(crate) fn payment_final(p: &PaymentRecord, to: PaymentStatus) {
+pub(crate) fn payment_final(through: &AttemptRecord, to: PaymentStatus) {
     counter!(
         PAYMENTS,
-        "channel" => p.channel.as_str(),
-        "method" => p.method.as_str(),
+        "channel" => through.channel.as_str(),
+        "method" => through.method.as_str(),
         "status" => to.as_str(),
     )
     .increment(1);
@@ -133,9 +133,9 @@ pub(crate) fn notification(channel: ChannelKind, result: NotificationResult) {
 }
 
 /// The lag from `p`'s creation to the notification that settled it.
-pub(crate) fn notification_lag(p: &PaymentRecord) {
-    let lag = (OffsetDateTime::now_utc() - p.created_at).as_seconds_f64().max(0.0);
-    histogram!(NOTIFICATION_LAG, "channel" => p.channel.as_str()).record(lag);
+pub(crate) fn notification_lag(a: &AttemptRecord) {
+    let lag = (OffsetDateTime::now_utc() - a.created_at).as_seconds_f64().max(0.0);
+    histogram!(NOTIFICATION_LAG, "channel" => a.channel.as_str()).record(lag);
 }
 
 /// What became of one try at a webhook delivery.

@@ -1,10 +1,10 @@
 //! Records for unit tests.
 
 use paymux_core::{
-    AccountId, ChannelKind, ChannelOrderNo, Currency, MerchantId, Money, PaymentId, PaymentMethod,
-    PaymentStatus,
+    AccountId, AttemptId, AttemptStatus, ChannelKind, ChannelOrderNo, Currency, MerchantId, Money,
+    PaymentId, PaymentMethod, PaymentStatus,
 };
-use paymux_store::PaymentRecord;
+use paymux_store::{AttemptRecord, PaymentRecord};
 use time::OffsetDateTime;
 
 /// A pending 12.34 CNY Alipay QR payment.
@@ -20,7 +20,7 @@ pub fn payment_record() -> PaymentRecord {
         channel: ChannelKind::Alipay,
         method: PaymentMethod::Qr,
         account_id: AccountId::new(),
-        channel_order_no: ChannelOrderNo::generate(),
+        channel_order_no: ChannelOrderNo::of_attempt(AttemptId::new()),
         channel_trade_no: None,
         action: None,
         amount_refunded: 0,
@@ -37,5 +37,25 @@ pub fn payment_record() -> PaymentRecord {
         updated_at: now,
         check_count: 0,
         livemode: false,
+    }
+}
+
+/// The payment's one attempt, pending.
+pub fn attempt_record(p: &PaymentRecord) -> AttemptRecord {
+    AttemptRecord {
+        id: format!("att_{}", p.channel_order_no.as_str().to_ascii_lowercase())
+            .parse()
+            .expect("an attempt id"),
+        payment_id: p.id,
+        account_id: p.account_id,
+        channel: p.channel,
+        method: p.method,
+        channel_order_no: p.channel_order_no.clone(),
+        status: AttemptStatus::Pending,
+        action: None,
+        channel_trade_no: None,
+        channel_data: serde_json::json!({}),
+        watching: true,
+        created_at: p.created_at,
     }
 }

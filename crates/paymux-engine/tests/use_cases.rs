@@ -160,7 +160,22 @@ async fn pay(w: &World, id: &str) {
         amount: p.amount,
         paid_at: None,
     };
-    paymux_engine::apply_payment(&*w.engine.store, &p, &report).await.expect("applied");
+    apply(w, &p, &report).await;
+}
+
+/// Applies a verified report about the payment's (one) attempt.
+async fn apply(w: &World, p: &paymux_store::PaymentRecord, report: &ChannelPayment) {
+    let attempt = w.engine.store.attempts(p.id).await.expect("attempts").remove(0);
+    paymux_engine::apply_attempt(
+        &*w.engine.store,
+        std::time::Duration::from_secs(60),
+        p,
+        &attempt,
+        report,
+        paymux_core::ReportSource::Channel,
+    )
+    .await
+    .expect("applied");
 }
 
 #[tokio::test]
@@ -274,7 +289,7 @@ async fn a_declined_refund_fails_and_its_amount_can_be_refunded_again() {
         paid_at: None,
     };
     // A verified success for a payment held as failed (paid after a refused create) applies.
-    paymux_engine::apply_payment(&*w.engine.store, &p, &report).await.expect("applied");
+    apply(&w, &p, &report).await;
     let req =
         CreateRefundRequest { amount: None, merchant_refund_no: Some("r-1".into()), reason: None };
     let err = w.engine.create_refund(w.caller, &id, req, None).await.unwrap_err();

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::{admin, callbacks, idempotency, metrics, openapi};
+use crate::{admin, callbacks, cashier, idempotency, metrics, openapi};
 use paymux_engine::Engine;
 
 /// Bodies larger than this are refused before they are read.
@@ -31,6 +31,7 @@ pub fn router(state: Engine) -> Router {
     let doc = Arc::new(openapi::finish(doc));
     v1.route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
         .route("/callbacks/{channel}/{account_id}", post(callbacks::receive))
+        .route("/pay/{payment_id}", get(cashier::show).post(cashier::pick))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))

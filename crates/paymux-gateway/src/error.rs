@@ -196,6 +196,9 @@ impl From<EngineError> for ApiError {
                 ApiError::conflict("payment_succeeded", e.to_string())
             }
             e @ EngineError::PaymentFailed => ApiError::conflict("payment_failed", e.to_string()),
+            e @ EngineError::PaymentNotPending { .. } => {
+                ApiError::conflict("payment_not_pending", e.to_string())
+            }
             e @ EngineError::PaidBeforeClose { payment, .. } => {
                 ApiError::conflict("payment_succeeded", e.to_string()).with_object(payment)
             }

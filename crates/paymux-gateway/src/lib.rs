@@ -23,6 +23,7 @@ mod admin;
 mod app;
 mod auth;
 mod callbacks;
+mod cashier;
 mod error;
 mod events;
 mod extract;

@@ -47,6 +47,7 @@ pub(crate) fn v1() -> OpenApiRouter<Engine> {
         .routes(routes!(payments::get))
         .routes(routes!(payments::sync))
         .routes(routes!(payments::close))
+        .routes(routes!(payments::create_attempt))
         .routes(routes!(refunds::create, refunds::list_for_payment))
         .routes(routes!(refunds::list))
         .routes(routes!(refunds::get))

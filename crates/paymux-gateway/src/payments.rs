@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use paymux_engine::objects::{Page, Payment};
-use paymux_engine::{CreatePaymentRequest, Engine, PaymentListQuery};
+use paymux_engine::{CreateAttemptRequest, CreatePaymentRequest, Engine, PaymentListQuery};
 
 use crate::auth::Merchant;
 use crate::error::{ApiError, ErrorResponse};
@@ -87,4 +87,28 @@ pub async fn close(
     Path(id): Path<String>,
 ) -> Result<Json<Payment>, ApiError> {
     Ok(Json(engine.close(merchant.caller(), &id).await?))
+}
+
+/// Adds another way to pay a pending payment (the payer switched channels): a new attempt with
+/// its own channel order number. The payment then shows it; the first attempt the payer pays
+/// wins, and the others are closed at their channels.
+#[utoipa::path(post, path = "/v1/payments/{id}/attempts", operation_id = "create_attempt", tag = "payments",
+    params(("id" = String, Path, description = "The payment's id (`pay_...`).")),
+    request_body = CreateAttemptRequest,
+    responses(
+        (status = 201, description = "The payment, showing the new attempt and its action.", body = Payment),
+        (status = 422, description = "channel_declined: the channel refused the attempt; nothing moved (`channel_code` is its code).", body = ErrorResponse),
+        (status = 502, description = "channel_unavailable: the channel's answer could not be used; the attempt's outcome is unknown and is settled later (`object_id`).", body = ErrorResponse),
+        (status = 504, description = "channel_timeout: the channel did not answer in time; the attempt's outcome is unknown and is settled later (`object_id`).", body = ErrorResponse),
+    ))]
+pub async fn create_attempt(
+    State(engine): State<Engine>,
+    merchant: Merchant,
+    Path(id): Path<String>,
+    idempotency_key: Option<Extension<IdempotencyKey>>,
+    ApiJson(body): ApiJson<CreateAttemptRequest>,
+) -> Result<(StatusCode, Json<Payment>), ApiError> {
+    let key = IdempotencyKey::of(&idempotency_key);
+    let payment = engine.create_attempt(merchant.caller(), &id, body, key).await?;
+    Ok((StatusCode::CREATED, Json(payment)))
 }

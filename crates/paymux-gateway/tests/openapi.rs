@@ -54,6 +54,7 @@ async fn the_served_document_is_openapi_3_1_and_lists_exactly_the_merchant_api()
         ("GET", "/v1/payments/{id}"),
         ("POST", "/v1/payments/{id}/sync"),
         ("POST", "/v1/payments/{id}/close"),
+        ("POST", "/v1/payments/{id}/attempts"),
         ("POST", "/v1/payments/{id}/refunds"),
         ("GET", "/v1/payments/{id}/refunds"),
         ("GET", "/v1/refunds"),

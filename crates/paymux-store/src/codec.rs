@@ -127,7 +127,7 @@ pub(crate) fn payment<R: Columns>(row: &R) -> StoreResult<PaymentRecord> {
 pub(crate) const REFUND_COLUMNS: &str = "id, merchant_id, payment_id, merchant_refund_no, \
      channel_refund_no, amount, currency, status, reason, channel_refund_id, failure_code, \
      failure_message, created_at, succeeded_at, updated_at, check_count, livemode, \
-     resend_declined_code, action_required_at";
+     resend_declined_code, action_required_at, attempt_id";
 
 pub(crate) fn refund<R: Columns>(row: &R) -> StoreResult<RefundRecord> {
     Ok(RefundRecord {
@@ -149,20 +149,26 @@ pub(crate) fn refund<R: Columns>(row: &R) -> StoreResult<RefundRecord> {
         livemode: row.flag("livemode")?,
         resend_declined_code: row.opt_text("resend_declined_code")?,
         action_required_at: opt_from_ms(row.opt_int("action_required_at")?)?,
+        attempt_id: row.opt_text("attempt_id")?.map(|a| parse(a, "attempt id")).transpose()?,
     })
 }
 
-pub(crate) const ATTEMPT_COLUMNS: &str =
-    "id, payment_id, account_id, channel, channel_order_no, channel_data, created_at";
+pub(crate) const ATTEMPT_COLUMNS: &str = "id, payment_id, account_id, channel, method, \
+     channel_order_no, status, action, channel_trade_no, channel_data, watching, created_at";
 
 pub(crate) fn attempt<R: Columns>(row: &R) -> StoreResult<AttemptRecord> {
     Ok(AttemptRecord {
-        id: row.text("id")?,
+        id: parse(row.text("id")?, "attempt id")?,
         payment_id: parse(row.text("payment_id")?, "payment id")?,
         account_id: parse(row.text("account_id")?, "account id")?,
         channel: parse(row.text("channel")?, "channel")?,
+        method: parse(row.text("method")?, "method")?,
         channel_order_no: order_no(row.text("channel_order_no")?, "channel_order_no")?,
+        status: parse(row.text("status")?, "attempt status")?,
+        action: row.opt_text("action")?.map(|v| json(&v, "action")).transpose()?,
+        channel_trade_no: row.opt_text("channel_trade_no")?,
         channel_data: json(&row.text("channel_data")?, "channel_data")?,
+        watching: row.flag("watching")?,
         created_at: from_ms(row.int("created_at")?)?,
     })
 }
@@ -172,6 +178,7 @@ pub(crate) fn merchant<R: Columns>(row: &R) -> StoreResult<MerchantRecord> {
         id: parse(row.text("id")?, "merchant id")?,
         name: row.text("name")?,
         created_at: from_ms(row.int("created_at")?)?,
+        duplicate_auto_refund: row.flag("duplicate_auto_refund")?,
     })
 }
 

@@ -14,6 +14,9 @@ pub enum StoreError {
     RefundExceedsAmount { requested: i64, available: i64 },
     #[error("payment is {0}, only a succeeded payment can be refunded")]
     PaymentNotRefundable(PaymentStatus),
+    /// Attempts are added only to a pending payment.
+    #[error("payment is {0}, only a pending payment takes another attempt")]
+    PaymentNotPending(PaymentStatus),
     /// A row held something the code cannot read back (a bug or a hand edit).
     #[error("corrupt row: {0}")]
     Corrupt(#[source] Corruption),

@@ -1,8 +1,8 @@
 //! Rows as the store reads and writes them.
 
 use paymux_core::{
-    AccountId, ChannelKind, ChannelOrderNo, Currency, EventId, EventType, MerchantId, Money,
-    PaymentId, PaymentMethod, PaymentStatus, RefundId, RefundStatus,
+    AccountId, AttemptId, AttemptStatus, ChannelKind, ChannelOrderNo, Currency, EventId, EventType,
+    MerchantId, Money, PaymentId, PaymentMethod, PaymentStatus, RefundId, RefundStatus,
 };
 use time::OffsetDateTime;
 
@@ -11,6 +11,8 @@ pub struct MerchantRecord {
     pub id: MerchantId,
     pub name: String,
     pub created_at: OffsetDateTime,
+    /// Refund a duplicate payment (a second attempt paid) automatically; on by default.
+    pub duplicate_auto_refund: bool,
 }
 
 /// Who an API key belongs to, and which mode it works in.
@@ -103,15 +105,49 @@ impl PaymentRecord {
     }
 }
 
+/// One try at one channel to pay a payment. The payment's `channel`, `method`, `account_id`,
+/// `channel_order_no` and `action` are those of its latest attempt, or of the one it succeeded
+/// with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
-    pub id: String,
+    pub id: AttemptId,
     pub payment_id: PaymentId,
     pub account_id: AccountId,
     pub channel: ChannelKind,
+    pub method: PaymentMethod,
     pub channel_order_no: ChannelOrderNo,
+    pub status: AttemptStatus,
+    pub action: Option<serde_json::Value>,
+    pub channel_trade_no: Option<String>,
+    /// The small state the channel's adapter needs later (UnionPay's txnTime, ...).
     pub channel_data: serde_json::Value,
+    /// The sweeper still asks the channel about it: it could still take money.
+    pub watching: bool,
     pub created_at: OffsetDateTime,
+}
+
+/// A compare-and-set on an attempt, written with its payment's change (or alone).
+#[derive(Debug, Clone)]
+pub struct AttemptChange {
+    pub attempt_id: AttemptId,
+    pub from: AttemptStatus,
+    pub to: AttemptStatus,
+    /// Whether the sweeper keeps asking the channel about it.
+    pub watching: bool,
+    pub channel_trade_no: Option<String>,
+}
+
+/// An attempt found paid after another had won: recorded with its event and, if the merchant
+/// refunds duplicates automatically, the refund of it, in one transaction.
+#[derive(Debug, Clone)]
+pub struct DuplicatePaid {
+    pub change: AttemptChange,
+    pub merchant_id: MerchantId,
+    pub at: OffsetDateTime,
+    pub events: Vec<NewEvent>,
+    /// The refund of the whole attempt, pending, to be sent after the commit (its sweeper check
+    /// at `first_check_at`). It reserves nothing on the payment.
+    pub refund: Option<(RefundRecord, OffsetDateTime)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -170,6 +206,9 @@ pub struct PaymentTransition {
     pub failure_message: Option<String>,
     pub at: OffsetDateTime,
     pub events: Vec<NewEvent>,
+    /// The attempt that moves with the payment (the one the report is about). On a success the
+    /// payment then shows that attempt's channel, method and numbers.
+    pub attempt: AttemptChange,
     /// The channel notification that brought this change, logged in the same transaction (one
     /// commit for the notification, the state change and its events).
     pub inbound: Option<InboundRecord>,
@@ -199,6 +238,10 @@ pub struct RefundRecord {
     pub resend_declined_code: Option<String>,
     /// When the channel said the refund needs someone to act (`refund.action_required`).
     pub action_required_at: Option<OffsetDateTime>,
+    /// The duplicate attempt this refund returns, for paymux's automatic refund of a payment
+    /// made twice; `None` for the merchant's refunds. Such a refund never counts against the
+    /// payment's refundable amount.
+    pub attempt_id: Option<AttemptId>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +261,8 @@ pub struct RefundTransition {
     /// Written too, in the same transaction, if this change takes the payment's non-failed
     /// refunds past its amount (a refund held as failed that succeeded after all).
     pub over_refund_events: Vec<NewEvent>,
+    /// The refund of a duplicate attempt: the payment's totals do not move.
+    pub of_duplicate: bool,
 }
 
 /// A pending refund the channel says needs someone to act; applied once.

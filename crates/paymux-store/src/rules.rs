@@ -1,7 +1,8 @@
 //! The store's rules that are not SQL, the same for every backend: which endpoints receive an
 //! event, what a claim of an idempotency key finds, how a refund reserves and releases its
-//! payment's amount, and where a payment's checks and a delivery's attempts go next. A backend
-//! reads the rows, asks these functions, and writes what they answer, in one transaction.
+//! payment's amount, and where a delivery's attempts go next. A backend reads the rows, asks
+//! these functions, and writes what they answer, in one transaction. (Whether a payment stays
+//! due for the sweeper is the SQL itself: while it is pending or an attempt is watched.)
 
 use paymux_core::{EventType, PaymentStatus, RefundStatus};
 use time::OffsetDateTime;
@@ -160,12 +161,6 @@ pub(crate) fn reservations(
         amount_over_reserved: (total - amount).max(0),
         over_refunded: settlement.reserve > 0 && total > amount,
     }
-}
-
-/// Whether the sweeper keeps checking a payment that has just become `to`. A closed one is, until
-/// its expiry: a payer may still pay a QR code that was shown.
-pub(crate) fn checks_continue(to: PaymentStatus) -> bool {
-    to == PaymentStatus::Closed
 }
 
 /// A delivery's columns after an attempt at `at`.
@@ -355,13 +350,6 @@ mod tests {
             reservations(100, 130, release),
             Reservations { amount_reserved: 80, amount_over_reserved: 0, over_refunded: false }
         );
-    }
-
-    #[test]
-    fn only_a_closed_payment_keeps_being_checked() {
-        assert!(checks_continue(PaymentStatus::Closed));
-        assert!(!checks_continue(PaymentStatus::Succeeded));
-        assert!(!checks_continue(PaymentStatus::Failed));
     }
 
     #[test]

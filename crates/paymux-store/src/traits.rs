@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use paymux_core::{
-    AccountId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId, RefundId,
+    AccountId, AttemptId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId, RefundId,
 };
 use time::OffsetDateTime;
 
@@ -20,6 +20,9 @@ pub trait MerchantStore: Send + Sync {
     async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()>;
     /// The merchant owning the key whose SHA-256 hash is `key_hash`, and the key's mode.
     async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>>;
+    /// Sets whether the merchant's duplicate payments are refunded automatically. Returns
+    /// whether the merchant exists.
+    async fn set_duplicate_auto_refund(&self, id: MerchantId, on: bool) -> StoreResult<bool>;
 }
 
 /// A merchant's credentials at each channel.
@@ -44,10 +47,21 @@ pub trait PaymentStore: Send + Sync {
         first_check_at: OffsetDateTime,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()>;
-    /// Stores what the channel's create answered: the payer's action and the attempt's state.
+    /// Adds an attempt to a pending payment, which then shows it (its channel, method, account
+    /// and number, no action yet), in one transaction, before the channel call. Fails with
+    /// [`StoreError::PaymentNotPending`](crate::StoreError::PaymentNotPending) if the payment is
+    /// no longer pending. `idempotency_key` is bound to the payment as in
+    /// [`PaymentStore::insert_payment`].
+    async fn insert_attempt(
+        &self,
+        attempt: &AttemptRecord,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Stores what the channel's create answered for an attempt: the payer's action and the
+    /// attempt's state; the payment shows the action too while the attempt is its latest.
     async fn record_created(
         &self,
-        payment: PaymentId,
+        attempt: AttemptId,
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
     ) -> StoreResult<()>;
@@ -67,15 +81,25 @@ pub trait PaymentStore: Send + Sync {
         merchant: MerchantId,
         filter: &PaymentFilter,
     ) -> StoreResult<Vec<PaymentRecord>>;
-    async fn attempt_for_payment(&self, payment: PaymentId) -> StoreResult<Option<AttemptRecord>>;
+    /// The payment's attempts, oldest first.
+    async fn attempts(&self, payment: PaymentId) -> StoreResult<Vec<AttemptRecord>>;
     async fn attempt_by_channel_order_no(
         &self,
         account: AccountId,
         channel_order_no: &ChannelOrderNo,
     ) -> StoreResult<Option<AttemptRecord>>;
-    /// Compare-and-set: applies the change only if the payment is still in `change.from`.
-    /// Returns whether it was applied. The event is written in the same transaction.
+    /// Compare-and-set: applies the change only if the payment is still in `change.from` (and
+    /// its attempt, if it names one, in its own `from`). Returns whether it was applied. The
+    /// event is written in the same transaction. A payment with an attempt still watched stays
+    /// due for the sweeper.
     async fn transition_payment(&self, change: &PaymentTransition) -> StoreResult<bool>;
+    /// Compare-and-set on an attempt alone (its payment does not move). Returns whether it was
+    /// applied.
+    async fn transition_attempt(&self, change: &AttemptChange) -> StoreResult<bool>;
+    /// Records a duplicate payment: the attempt's change, its events, and the refund of it if
+    /// one is given, in one transaction. Returns whether it was applied (the attempt was still
+    /// in `change.from`).
+    async fn record_duplicate(&self, duplicate: &DuplicatePaid) -> StoreResult<bool>;
     /// A payment by id alone, for background work that has no merchant at hand.
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>>;
 }
@@ -226,8 +250,9 @@ pub trait InboundStore: Send + Sync {
 /// and a lease that ends (its holder died) lets another instance take the row over.
 #[async_trait]
 pub trait WorkQueue: Send + Sync {
-    /// Pending payments, and closed ones not yet past their expiry, whose next check is due,
-    /// leased to the caller until `lease_until`.
+    /// Pending payments, and settled ones with an attempt still watched (a closed payment's QR
+    /// code, the other attempts of a succeeded one), whose next check is due, leased to the
+    /// caller until `lease_until`.
     async fn claim_due_payments(
         &self,
         now: OffsetDateTime,

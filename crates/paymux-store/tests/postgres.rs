@@ -46,7 +46,8 @@ impl Pair {
     async fn payment(&self, order_no: &str, amount: i64, check_at: OffsetDateTime) -> PaymentId {
         let now = OffsetDateTime::now_utc();
         let id = PaymentId::new();
-        let no = ChannelOrderNo::generate();
+        let attempt = AttemptId::new();
+        let no = ChannelOrderNo::of_attempt(attempt);
         let p = PaymentRecord {
             id,
             merchant_id: self.merchant,
@@ -76,12 +77,17 @@ impl Pair {
             livemode: false,
         };
         let a = AttemptRecord {
-            id: format!("att_{}", ChannelOrderNo::generate().as_str()),
+            id: attempt,
             payment_id: id,
             account_id: self.account,
             channel: ChannelKind::Wechat,
+            method: PaymentMethod::Qr,
             channel_order_no: no,
+            status: AttemptStatus::Pending,
+            action: None,
+            channel_trade_no: None,
             channel_data: serde_json::json!({}),
+            watching: true,
             created_at: now,
         };
         self.a.insert_payment(&p, &a, check_at, None).await.unwrap();
@@ -91,6 +97,7 @@ impl Pair {
     /// A succeeded payment (with its `payment.succeeded` event).
     async fn paid(&self, order_no: &str, amount: i64) -> PaymentId {
         let id = self.payment(order_no, amount, OffsetDateTime::now_utc()).await;
+        let attempt = self.a.attempts(id).await.unwrap()[0].id;
         let at = OffsetDateTime::now_utc();
         let change = PaymentTransition {
             payment_id: id,
@@ -108,6 +115,13 @@ impl Pair {
                 object_id: id.to_string(),
                 data: serde_json::json!({}),
             }],
+            attempt: AttemptChange {
+                attempt_id: attempt,
+                from: AttemptStatus::Pending,
+                to: AttemptStatus::Succeeded,
+                watching: false,
+                channel_trade_no: Some("T".into()),
+            },
             inbound: None,
         };
         assert!(self.a.transition_payment(&change).await.unwrap());
@@ -135,6 +149,7 @@ impl Pair {
             livemode: false,
             resend_declined_code: None,
             action_required_at: None,
+            attempt_id: None,
         }
     }
 }
@@ -154,6 +169,7 @@ fn fail(r: &RefundRecord) -> RefundTransition {
         at: OffsetDateTime::now_utc(),
         events: vec![],
         over_refund_events: vec![],
+        of_duplicate: false,
     }
 }
 
@@ -208,6 +224,68 @@ async fn concurrent_refunds_from_two_instances_never_reserve_past_the_amount() {
         let got = pair.b.payment(pair.merchant, payment).await.unwrap().unwrap();
         assert!(reserved_again <= 5);
         assert_eq!(got.amount_reserved, 15 + reserved_again);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_attempt_added_while_another_wins_is_refused_or_stays_watched_never_lost() {
+    support::on_postgres_database(|url| async move {
+        let pair = Pair::new(&url).await;
+        for i in 0..20 {
+            let t = OffsetDateTime::now_utc();
+            let payment = pair.payment(&format!("o-race-{i}"), 100, t).await;
+            let winner = pair.a.attempts(payment).await.unwrap()[0].id;
+            let win = PaymentTransition {
+                payment_id: payment,
+                merchant_id: pair.merchant,
+                from: PaymentStatus::Pending,
+                to: PaymentStatus::Succeeded,
+                channel_trade_no: Some("T".into()),
+                paid_at: Some(t),
+                failure_code: None,
+                failure_message: None,
+                at: t,
+                events: vec![],
+                attempt: AttemptChange {
+                    attempt_id: winner,
+                    from: AttemptStatus::Pending,
+                    to: AttemptStatus::Succeeded,
+                    watching: false,
+                    channel_trade_no: Some("T".into()),
+                },
+                inbound: None,
+            };
+            let id = AttemptId::new();
+            let other = AttemptRecord {
+                id,
+                payment_id: payment,
+                account_id: pair.account,
+                channel: ChannelKind::Wechat,
+                method: PaymentMethod::Qr,
+                channel_order_no: ChannelOrderNo::of_attempt(id),
+                status: AttemptStatus::Pending,
+                action: None,
+                channel_trade_no: None,
+                channel_data: serde_json::json!({}),
+                watching: true,
+                created_at: t,
+            };
+            let (a, b) = (pair.a.clone(), pair.b.clone());
+            let won = tokio::spawn(async move { a.transition_payment(&win).await.unwrap() });
+            let add = tokio::spawn(async move { b.insert_attempt(&other, None).await });
+            assert!(won.await.unwrap());
+            let added = match add.await.unwrap() {
+                Ok(()) => true,
+                Err(StoreError::PaymentNotPending(PaymentStatus::Succeeded)) => false,
+                Err(e) => panic!("unexpected {e}"),
+            };
+            // The payment stays due for the sweeper exactly when an attempt is still watched:
+            // an attempt that got in is closed and watched, never forgotten.
+            let later = t + Duration::days(1);
+            let due = pair.a.claim_due_payments(later, later + Duration::hours(1), 100).await;
+            assert_eq!(due.unwrap().iter().any(|p| p.id == payment), added, "race {i}");
+        }
     })
     .await
 }

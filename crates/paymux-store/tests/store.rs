@@ -59,7 +59,134 @@ on_every_backend!(
     operator_tokens_are_found_by_hash_and_sessions_expire,
     operator_actions_and_a_payments_notifications_read_back_in_order,
     admin_payments_filter_across_merchants_and_count_outcomes,
+    an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it,
+    a_success_shows_its_attempt_and_keeps_the_payment_due_while_another_is_watched,
+    a_duplicate_is_recorded_once_with_a_refund_that_never_counts_against_the_payment,
+    the_duplicate_auto_refund_setting_reads_back,
 );
+
+async fn an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "o-att", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    let b = another_attempt(&f, &p);
+    f.store.insert_attempt(&b, None).await.unwrap();
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.method, &got.channel_order_no, got.action),
+        (b.method, &b.channel_order_no, None)
+    );
+    let attempts = f.store.attempts(p.id).await.unwrap();
+    assert_eq!(attempts.iter().map(|x| x.id).collect::<Vec<_>>(), [a.id, b.id]);
+    // The action of an attempt the payment no longer shows stays on that attempt only.
+    let old = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/a"});
+    f.store.record_created(a.id, &old, &serde_json::json!({})).await.unwrap();
+    assert_eq!(f.store.payment(f.merchant, p.id).await.unwrap().unwrap().action, None);
+    assert_eq!(f.store.attempts(p.id).await.unwrap()[0].action, Some(old));
+    let q = paid(&f, "o-att-paid", 100).await;
+    assert!(matches!(
+        f.store.insert_attempt(&another_attempt(&f, &q), None).await,
+        Err(StoreError::PaymentNotPending(PaymentStatus::Succeeded))
+    ));
+    assert_eq!(f.store.attempts(q.id).await.unwrap().len(), 1, "nothing written");
+}
+
+async fn a_success_shows_its_attempt_and_keeps_the_payment_due_while_another_is_watched(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "o-win", 100);
+    let t = OffsetDateTime::now_utc();
+    f.store.insert_payment(&p, &a, t, None).await.unwrap();
+    let b = another_attempt(&f, &p);
+    f.store.insert_attempt(&b, None).await.unwrap();
+    // The first attempt wins although the payment shows the second.
+    assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.status, &got.channel_order_no),
+        (PaymentStatus::Succeeded, &a.channel_order_no)
+    );
+    let attempts = f.store.attempts(p.id).await.unwrap();
+    assert_eq!((attempts[0].status, attempts[0].watching), (AttemptStatus::Succeeded, false));
+    assert_eq!(attempts[0].channel_trade_no.as_deref(), Some("T1"));
+    assert_eq!((attempts[1].status, attempts[1].watching), (AttemptStatus::Pending, true));
+    let due =
+        f.store.claim_due_payments(t + time::Duration::hours(1), t + time::Duration::hours(2), 10);
+    assert_eq!(due.await.unwrap().len(), 1, "the other attempt is still watched");
+    // The loser is closed but still watched, then confirmed closed.
+    let close = AttemptChange {
+        attempt_id: b.id,
+        from: AttemptStatus::Pending,
+        to: AttemptStatus::Closed,
+        watching: true,
+        channel_trade_no: None,
+    };
+    assert!(f.store.transition_attempt(&close).await.unwrap());
+    assert!(!f.store.transition_attempt(&close).await.unwrap(), "a compare-and-set");
+    let done = AttemptChange { from: AttemptStatus::Closed, watching: false, ..close };
+    assert!(f.store.transition_attempt(&done).await.unwrap());
+    assert!(!f.store.attempts(p.id).await.unwrap()[1].watching);
+    // A lone attempt's success leaves nothing to watch.
+    let q = paid(&f, "o-win-alone", 100).await;
+    let later = t + time::Duration::hours(3);
+    let due = f.store.claim_due_payments(later, later + time::Duration::hours(1), 10).await;
+    assert!(due.unwrap().iter().all(|d| d.id != q.id));
+}
+
+async fn a_duplicate_is_recorded_once_with_a_refund_that_never_counts_against_the_payment(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "o-dup", 100);
+    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    let b = another_attempt(&f, &p);
+    f.store.insert_attempt(&b, None).await.unwrap();
+    assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
+    let mut r = refund(&p, "duplicate_b", 100);
+    r.attempt_id = Some(b.id);
+    r.reason = Some("duplicate".into());
+    let now = OffsetDateTime::now_utc();
+    let d = DuplicatePaid {
+        change: AttemptChange {
+            attempt_id: b.id,
+            from: AttemptStatus::Pending,
+            to: AttemptStatus::DuplicatePaid,
+            watching: false,
+            channel_trade_no: Some("T2".into()),
+        },
+        merchant_id: f.merchant,
+        at: now,
+        events: vec![NewEvent {
+            id: EventId::new(),
+            kind: EventType::PaymentDuplicatePaid,
+            object_id: p.id.to_string(),
+            data: serde_json::json!({}),
+        }],
+        refund: Some((r.clone(), now)),
+    };
+    assert!(f.store.record_duplicate(&d).await.unwrap());
+    assert!(!f.store.record_duplicate(&d).await.unwrap(), "recorded once");
+    let kinds = event_kinds(&f).await;
+    assert_eq!(kinds.iter().filter(|k| **k == EventType::PaymentDuplicatePaid).count(), 1);
+    let stored = f.store.refund(f.merchant, r.id).await.unwrap().unwrap();
+    assert_eq!((stored.attempt_id, stored.status), (Some(b.id), RefundStatus::Pending));
+    // The merchant can still refund all of the payment: the duplicate's refund reserved nothing.
+    let mut ok = refund_change(&r, RefundStatus::Pending, RefundStatus::Succeeded);
+    ok.of_duplicate = true;
+    assert!(f.store.transition_refund(&ok).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!((got.amount_refunded, got.amount_reserved), (0, 0));
+    f.store.insert_refund(&refund(&p, "r-all", 100), now, None).await.unwrap();
+}
+
+async fn the_duplicate_auto_refund_setting_reads_back(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    assert!(f.store.merchant(f.merchant).await.unwrap().unwrap().duplicate_auto_refund);
+    assert!(f.store.set_duplicate_auto_refund(f.merchant, false).await.unwrap());
+    assert!(!f.store.merchant(f.merchant).await.unwrap().unwrap().duplicate_auto_refund);
+    assert!(!f.store.set_duplicate_auto_refund(MerchantId::new(), false).await.unwrap());
+}
 
 struct Fixture {
     store: Arc<dyn Store>,
@@ -87,7 +214,8 @@ async fn fixture(store: Arc<dyn Store>) -> Fixture {
 fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptRecord) {
     let now = OffsetDateTime::now_utc();
     let id = PaymentId::new();
-    let no = ChannelOrderNo::generate();
+    let attempt = AttemptId::new();
+    let no = ChannelOrderNo::of_attempt(attempt);
     let p = PaymentRecord {
         id,
         merchant_id: f.merchant,
@@ -117,19 +245,44 @@ fn payment(f: &Fixture, order_no: &str, amount: i64) -> (PaymentRecord, AttemptR
         livemode: false,
     };
     let a = AttemptRecord {
-        id: format!("att_{}", uuid_like()),
+        id: attempt,
         payment_id: id,
         account_id: f.account,
         channel: ChannelKind::Alipay,
+        method: PaymentMethod::Qr,
         channel_order_no: no,
+        status: AttemptStatus::Pending,
+        action: None,
+        channel_trade_no: None,
         channel_data: serde_json::json!({}),
+        watching: true,
         created_at: now,
     };
     (p, a)
 }
 
-fn uuid_like() -> String {
-    ChannelOrderNo::generate().as_str().to_owned()
+/// The id of the attempt `payment` made with `p` (its number is the attempt id's body).
+fn attempt_of(p: &PaymentRecord) -> AttemptId {
+    format!("att_{}", p.channel_order_no.as_str().to_ascii_lowercase()).parse().unwrap()
+}
+
+/// Another attempt of `p`, pending, at the fixture's account.
+fn another_attempt(f: &Fixture, p: &PaymentRecord) -> AttemptRecord {
+    let id = AttemptId::new();
+    AttemptRecord {
+        id,
+        payment_id: p.id,
+        account_id: f.account,
+        channel: ChannelKind::Alipay,
+        method: PaymentMethod::Page,
+        channel_order_no: ChannelOrderNo::of_attempt(id),
+        status: AttemptStatus::Pending,
+        action: None,
+        channel_trade_no: None,
+        channel_data: serde_json::json!({}),
+        watching: true,
+        created_at: OffsetDateTime::now_utc(),
+    }
 }
 
 fn succeed(p: &PaymentRecord) -> PaymentTransition {
@@ -149,6 +302,13 @@ fn succeed(p: &PaymentRecord) -> PaymentTransition {
             object_id: p.id.to_string(),
             data: serde_json::json!({"id": p.id.to_string()}),
         }],
+        attempt: AttemptChange {
+            attempt_id: attempt_of(p),
+            from: AttemptStatus::Pending,
+            to: AttemptStatus::Succeeded,
+            watching: false,
+            channel_trade_no: Some("T1".into()),
+        },
         inbound: None,
     }
 }
@@ -174,6 +334,7 @@ fn refund(p: &PaymentRecord, no: &str, amount: i64) -> RefundRecord {
         livemode: p.livemode,
         resend_declined_code: None,
         action_required_at: None,
+        attempt_id: None,
     }
 }
 
@@ -197,6 +358,7 @@ fn refund_change(r: &RefundRecord, from: RefundStatus, to: RefundStatus) -> Refu
             object_id: r.payment_id.to_string(),
             data: serde_json::json!({}),
         }],
+        of_duplicate: false,
     }
 }
 
@@ -416,6 +578,7 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded(
         at: OffsetDateTime::now_utc(),
         events: vec![],
         over_refund_events: vec![],
+        of_duplicate: false,
     };
     assert!(f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());
     assert!(!f.store.transition_refund(&change(&r1, RefundStatus::Succeeded)).await.unwrap());
@@ -908,7 +1071,7 @@ async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
     let (p, a) = payment(&f, "o-1", 100);
     f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
     let action = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/1"});
-    f.store.record_created(p.id, &action, &serde_json::json!({"tn": "1"})).await.unwrap();
+    f.store.record_created(a.id, &action, &serde_json::json!({"tn": "1"})).await.unwrap();
     let got = f.store.payment_by_order_no(f.merchant, "o-1").await.unwrap().unwrap();
     assert_eq!(got.action, Some(action));
     let attempt = f.store.attempt_by_channel_order_no(f.account, &a.channel_order_no).await;
@@ -1164,4 +1327,9 @@ async fn existing_rows_migrate_to_the_mode_of_their_account() {
     );
     // The merchant has a live account: its endpoint keeps the live events.
     assert_eq!(store.webhook_endpoints(merchant, true).await.unwrap().len(), 1);
+    // Payments written without their attempt got the one they describe.
+    let attempts = store.attempts(test_pay).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!((attempts[0].status, attempts[0].watching), (AttemptStatus::Succeeded, false));
+    assert!(store.merchant(merchant).await.unwrap().unwrap().duplicate_auto_refund);
 }

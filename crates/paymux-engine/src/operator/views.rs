@@ -253,8 +253,7 @@ impl Engine {
         let not_found = || EngineError::NotFound { what: "payment" };
         let id: PaymentId = id.parse().map_err(|_| not_found())?;
         let payment = self.store.payment_by_id(id).await?.ok_or_else(not_found)?;
-        let attempts: Vec<AttemptRecord> =
-            self.store.attempt_for_payment(id).await?.into_iter().collect();
+        let attempts: Vec<AttemptRecord> = self.store.attempts(id).await?;
         let refunds = self.payment_refunds(&payment).await?;
         let mut events = Vec::new();
         let objects =

@@ -24,11 +24,13 @@ impl MerchantStore for PgStore {
     }
 
     async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM merchants WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let row = sqlx::query(
+            "SELECT id, name, created_at, duplicate_auto_refund FROM merchants WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
         row.as_ref().map(codec::merchant).transpose()
     }
 
@@ -55,6 +57,17 @@ impl MerchantStore for PgStore {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(codec::key_owner).transpose()
+    }
+
+    async fn set_duplicate_auto_refund(&self, id: MerchantId, on: bool) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE merchants SET duplicate_auto_refund = $1 WHERE id = $2")
+            .bind(on)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        Ok(done == 1)
     }
 }
 

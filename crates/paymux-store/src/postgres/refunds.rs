@@ -61,32 +61,7 @@ impl RefundStore for PgStore {
                 available: (payment.amount - payment.reserved).max(0),
             });
         }
-        sqlx::query(
-            "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
-             amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
-             created_at, succeeded_at, updated_at, next_check_at, livemode) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(r.id.to_string())
-        .bind(r.merchant_id.to_string())
-        .bind(r.payment_id.to_string())
-        .bind(&r.merchant_refund_no)
-        .bind(r.channel_refund_no.as_str())
-        .bind(r.amount.minor())
-        .bind(r.amount.currency().code())
-        .bind(r.status.as_str())
-        .bind(&r.reason)
-        .bind(&r.channel_refund_id)
-        .bind(&r.failure_code)
-        .bind(&r.failure_message)
-        .bind(ms(r.created_at))
-        .bind(r.succeeded_at.map(ms))
-        .bind(ms(r.updated_at))
-        .bind(ms(first_check_at))
-        .bind(r.livemode)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+        insert_refund_row(&mut tx, r, first_check_at).await?;
         bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
@@ -195,6 +170,12 @@ impl RefundStore for PgStore {
             return Ok(false);
         };
         let livemode = changed.flag("livemode")?;
+        if c.of_duplicate {
+            // The refund of a duplicate payment: the payment's own totals do not move.
+            insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(true);
+        }
         let payment = refundable(&mut tx, c.payment_id).await?;
         let next = rules::reservations(payment.amount, payment.reserved, settlement);
         sqlx::query(
@@ -248,4 +229,41 @@ impl RefundStore for PgStore {
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
     }
+}
+
+/// Writes a refund row, due for its first sweeper check at `first_check_at`, in the caller's
+/// transaction. Reserving its amount on the payment (or not) is the caller's part.
+pub(super) async fn insert_refund_row(
+    tx: &mut Tx,
+    r: &RefundRecord,
+    first_check_at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
+         amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
+         created_at, succeeded_at, updated_at, next_check_at, livemode, attempt_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+    )
+    .bind(r.id.to_string())
+    .bind(r.merchant_id.to_string())
+    .bind(r.payment_id.to_string())
+    .bind(&r.merchant_refund_no)
+    .bind(r.channel_refund_no.as_str())
+    .bind(r.amount.minor())
+    .bind(r.amount.currency().code())
+    .bind(r.status.as_str())
+    .bind(&r.reason)
+    .bind(&r.channel_refund_id)
+    .bind(&r.failure_code)
+    .bind(&r.failure_message)
+    .bind(ms(r.created_at))
+    .bind(r.succeeded_at.map(ms))
+    .bind(ms(r.updated_at))
+    .bind(ms(first_check_at))
+    .bind(r.livemode)
+    .bind(r.attempt_id.map(|a| a.to_string()))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+    Ok(())
 }

@@ -25,11 +25,13 @@ impl MerchantStore for SqliteStore {
     }
 
     async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>> {
-        let row = sqlx::query("SELECT id, name, created_at FROM merchants WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
+        let row = sqlx::query(
+            "SELECT id, name, created_at, duplicate_auto_refund FROM merchants WHERE id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(unavailable)?;
         row.as_ref().map(codec::merchant).transpose()
     }
 
@@ -56,6 +58,17 @@ impl MerchantStore for SqliteStore {
             .await
             .map_err(unavailable)?;
         row.as_ref().map(codec::key_owner).transpose()
+    }
+
+    async fn set_duplicate_auto_refund(&self, id: MerchantId, on: bool) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE merchants SET duplicate_auto_refund = ? WHERE id = ?")
+            .bind(on)
+            .bind(id.to_string())
+            .execute_alone(&self.writer)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        Ok(done == 1)
     }
 }
 

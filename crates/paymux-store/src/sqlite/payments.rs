@@ -1,16 +1,16 @@
 //! Payments and their attempts.
 
 use async_trait::async_trait;
-use paymux_core::{AccountId, ChannelOrderNo, MerchantId, PaymentId};
+use paymux_core::{AccountId, AttemptId, ChannelOrderNo, MerchantId, PaymentId, PaymentStatus};
 use time::OffsetDateTime;
 
-use super::SqliteStore;
 use super::idempotency::bind_idempotency_key;
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
-use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms};
+use super::refunds::insert_refund_row;
+use super::{SqliteStore, Tx};
+use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms, parse};
 use crate::error::{unavailable, unique_or};
-use crate::rules;
 use crate::*;
 
 #[async_trait]
@@ -60,44 +60,80 @@ impl PaymentStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_or(e, "merchant_order_no"))?;
-        sqlx::query(
-            "INSERT INTO attempts (id, payment_id, account_id, channel, channel_order_no, \
-             channel_data, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.id)
-        .bind(a.payment_id.to_string())
-        .bind(a.account_id.to_string())
-        .bind(a.channel.as_str())
-        .bind(a.channel_order_no.as_str())
-        .bind(a.channel_data.to_string())
-        .bind(ms(a.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_or(e, "channel_order_no"))?;
+        insert_attempt_row(&mut tx, a).await?;
         bind_idempotency_key(&mut tx, p.merchant_id, idempotency_key, &p.id.to_string()).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn insert_attempt(
+        &self,
+        a: &AttemptRecord,
+        idempotency_key: Option<&str>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        let shown = sqlx::query(
+            "UPDATE payments SET channel = ?, method = ?, account_id = ?, channel_order_no = ?, \
+             action = NULL, updated_at = ? WHERE id = ? AND status = 'pending' \
+             RETURNING merchant_id",
+        )
+        .bind(a.channel.as_str())
+        .bind(a.method.as_str())
+        .bind(a.account_id.to_string())
+        .bind(a.channel_order_no.as_str())
+        .bind(ms(a.created_at))
+        .bind(a.payment_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(shown) = shown else {
+            let status = sqlx::query("SELECT status FROM payments WHERE id = ?")
+                .bind(a.payment_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .ok_or(StoreError::NotFound)?;
+            return Err(StoreError::PaymentNotPending(parse(
+                status.text("status")?,
+                "payment status",
+            )?));
+        };
+        let merchant = parse(shown.text("merchant_id")?, "merchant id")?;
+        insert_attempt_row(&mut tx, a).await?;
+        bind_idempotency_key(&mut tx, merchant, idempotency_key, &a.payment_id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
 
     async fn record_created(
         &self,
-        payment: PaymentId,
+        attempt: AttemptId,
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
-        sqlx::query("UPDATE payments SET action = ?, updated_at = ? WHERE id = ?")
-            .bind(action.to_string())
-            .bind(ms(OffsetDateTime::now_utc()))
-            .bind(payment.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query("UPDATE attempts SET channel_data = ? WHERE payment_id = ?")
-            .bind(channel_data.to_string())
-            .bind(payment.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
+        let row = sqlx::query(
+            "UPDATE attempts SET action = ?, channel_data = ? WHERE id = ? \
+             RETURNING payment_id, account_id, channel_order_no",
+        )
+        .bind(action.to_string())
+        .bind(channel_data.to_string())
+        .bind(attempt.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?;
+        // The payment shows the action only while this attempt is the one it shows.
+        sqlx::query(
+            "UPDATE payments SET action = ?, updated_at = ? \
+             WHERE id = ? AND account_id = ? AND channel_order_no = ?",
+        )
+        .bind(action.to_string())
+        .bind(ms(OffsetDateTime::now_utc()))
+        .bind(row.text("payment_id")?)
+        .bind(row.text("account_id")?)
+        .bind(row.text("channel_order_no")?)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         tx.commit().await.map_err(unavailable)
     }
 
@@ -164,16 +200,15 @@ impl PaymentStore for SqliteStore {
         rows.iter().map(codec::payment).collect()
     }
 
-    async fn attempt_for_payment(&self, payment: PaymentId) -> StoreResult<Option<AttemptRecord>> {
-        let sql = format!(
-            "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE payment_id = ? ORDER BY id DESC LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    async fn attempts(&self, payment: PaymentId) -> StoreResult<Vec<AttemptRecord>> {
+        let sql =
+            format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE payment_id = ? ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(payment.to_string())
-            .fetch_optional(&self.reader)
+            .fetch_all(&self.reader)
             .await
             .map_err(unavailable)?;
-        row.as_ref().map(codec::attempt).transpose()
+        rows.iter().map(codec::attempt).collect()
     }
 
     async fn attempt_by_channel_order_no(
@@ -202,8 +237,7 @@ impl PaymentStore for SqliteStore {
             "UPDATE payments SET status = ?, \
                channel_trade_no = COALESCE(?, channel_trade_no), \
                paid_at = COALESCE(?, paid_at), \
-               failure_code = ?, failure_message = ?, updated_at = ?, \
-               next_check_at = CASE WHEN ? THEN next_check_at ELSE NULL END \
+               failure_code = ?, failure_message = ?, updated_at = ? \
              WHERE id = ? AND status = ? RETURNING livemode",
         )
         .bind(c.to.as_str())
@@ -212,7 +246,6 @@ impl PaymentStore for SqliteStore {
         .bind(&c.failure_code)
         .bind(&c.failure_message)
         .bind(ms(c.at))
-        .bind(rules::checks_continue(c.to))
         .bind(c.payment_id.to_string())
         .bind(c.from.as_str())
         .fetch_optional(&mut *tx)
@@ -221,9 +254,80 @@ impl PaymentStore for SqliteStore {
         let Some(changed) = done else {
             return Ok(false);
         };
+        if !change_attempt(&mut tx, c.payment_id, &c.attempt).await? {
+            // Dropping the transaction rolls the payment's change back.
+            return Ok(false);
+        }
+        if c.to == PaymentStatus::Succeeded {
+            // The payment shows the attempt it succeeded with.
+            sqlx::query(
+                "UPDATE payments SET (channel, method, account_id, channel_order_no, action) = \
+                 (SELECT a.channel, a.method, a.account_id, a.channel_order_no, \
+                         COALESCE(a.action, payments.action) \
+                  FROM attempts a WHERE a.id = ?) WHERE id = ?",
+            )
+            .bind(c.attempt.attempt_id.to_string())
+            .bind(c.payment_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        // Read after the attempts were written in this transaction: an attempt added before it
+        // began is seen (SQLite's one writer; PostgreSQL's row lock on the payment).
+        sqlx::query(
+            "UPDATE payments SET next_check_at = CASE WHEN EXISTS \
+               (SELECT 1 FROM attempts WHERE payment_id = ? AND watching) \
+             THEN COALESCE(next_check_at, ?) ELSE NULL END WHERE id = ?",
+        )
+        .bind(c.payment_id.to_string())
+        .bind(ms(c.at))
+        .bind(c.payment_id.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
         insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
         if let Some(inbound) = &c.inbound {
             insert_inbound(&mut tx, inbound).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn transition_attempt(&self, c: &AttemptChange) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let payment = sqlx::query("SELECT payment_id FROM attempts WHERE id = ?")
+            .bind(c.attempt_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .ok_or(StoreError::NotFound)?;
+        let payment = parse(payment.text("payment_id")?, "payment id")?;
+        if !change_attempt(&mut tx, payment, c).await? {
+            return Ok(false);
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn record_duplicate(&self, d: &DuplicatePaid) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT p.id, p.livemode FROM attempts a JOIN payments p ON p.id = a.payment_id \
+             WHERE a.id = ?",
+        )
+        .bind(d.change.attempt_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .ok_or(StoreError::NotFound)?;
+        let payment = parse(row.text("id")?, "payment id")?;
+        if !change_attempt(&mut tx, payment, &d.change).await? {
+            return Ok(false);
+        }
+        insert_events(&mut tx, d.merchant_id, row.flag("livemode")?, &d.events, d.at).await?;
+        if let Some((refund, first_check_at)) = &d.refund {
+            // Nothing is reserved: the money refunded is the duplicate's, not the payment's.
+            insert_refund_row(&mut tx, refund, *first_check_at).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
@@ -238,4 +342,52 @@ impl PaymentStore for SqliteStore {
             .map_err(unavailable)?;
         row.as_ref().map(codec::payment).transpose()
     }
+}
+
+async fn insert_attempt_row(tx: &mut Tx, a: &AttemptRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO attempts (id, payment_id, account_id, channel, method, channel_order_no, \
+         status, action, channel_trade_no, channel_data, watching, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(a.id.to_string())
+    .bind(a.payment_id.to_string())
+    .bind(a.account_id.to_string())
+    .bind(a.channel.as_str())
+    .bind(a.method.as_str())
+    .bind(a.channel_order_no.as_str())
+    .bind(a.status.as_str())
+    .bind(a.action.as_ref().map(|v| v.to_string()))
+    .bind(&a.channel_trade_no)
+    .bind(a.channel_data.to_string())
+    .bind(a.watching)
+    .bind(ms(a.created_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| unique_or(e, "channel_order_no"))?;
+    Ok(())
+}
+
+/// The compare-and-set on one attempt of `payment`, in the caller's transaction. Returns whether
+/// it applied.
+async fn change_attempt(tx: &mut Tx, payment: PaymentId, c: &AttemptChange) -> StoreResult<bool> {
+    if c.from != c.to && !c.from.can_become(c.to) {
+        return Ok(false);
+    }
+    let done = sqlx::query(
+        "UPDATE attempts SET status = ?, watching = ?, \
+           channel_trade_no = COALESCE(?, channel_trade_no) \
+         WHERE id = ? AND payment_id = ? AND status = ?",
+    )
+    .bind(c.to.as_str())
+    .bind(c.watching)
+    .bind(&c.channel_trade_no)
+    .bind(c.attempt_id.to_string())
+    .bind(payment.to_string())
+    .bind(c.from.as_str())
+    .execute(&mut **tx)
+    .await
+    .map_err(unavailable)?
+    .rows_affected();
+    Ok(done == 1)
 }

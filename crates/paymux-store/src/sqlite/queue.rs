@@ -103,7 +103,7 @@ impl WorkQueue for SqliteStore {
             .claim_due_rows(
                 "payments",
                 PAYMENT_COLUMNS,
-                "'pending', 'closed'",
+                "'pending', 'closed', 'succeeded', 'failed'",
                 now,
                 lease_until,
                 limit,
@@ -254,7 +254,7 @@ impl WorkQueue for SqliteStore {
         let (payments, refunds): (i64, i64) = sqlx::query_as(
             "SELECT \
                (SELECT COUNT(*) FROM payments WHERE next_check_at <= ? \
-                  AND status IN ('pending', 'closed')), \
+                  AND status IN ('pending', 'closed', 'succeeded', 'failed')), \
                (SELECT COUNT(*) FROM refunds WHERE next_check_at <= ? AND status = 'pending')",
         )
         .bind(ms(now))
