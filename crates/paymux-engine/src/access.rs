@@ -7,6 +7,10 @@
 //! how long a claim and an answer live, what a retry of a lost request gets) are here and in the
 //! store.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
 use paymux_core::{PaymentId, RefundId};
 use paymux_crypto::sha256_hex;
 use paymux_store::IdempotencyBegin;
@@ -18,6 +22,37 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::objects::Refund;
 
+/// API keys already looked up, by the SHA-256 of the key: the merchant and mode they name.
+///
+/// Every request authenticates, and the store lookup is a round trip to a reader connection's
+/// thread; an issued key never changes owner, so the answer is kept. Only keys that exist are
+/// kept (an attacker's guesses cost memory nowhere), each for [`CallerCache::TTL`] (so a key
+/// revoked in the store, if paymux ever revokes one, stops working within that time on every
+/// instance), and the whole map is dropped if it ever holds [`CallerCache::MAX`] keys.
+#[derive(Debug, Default)]
+pub struct CallerCache {
+    keys: RwLock<HashMap<String, (Caller, Instant)>>,
+}
+
+impl CallerCache {
+    pub const TTL: Duration = Duration::from_secs(60);
+    pub const MAX: usize = 10_000;
+
+    fn get(&self, hash: &str, now: Instant) -> Option<Caller> {
+        let keys = self.keys.read().ok()?;
+        keys.get(hash).filter(|(_, at)| now.duration_since(*at) < Self::TTL).map(|(c, _)| *c)
+    }
+
+    fn put(&self, hash: String, caller: Caller, now: Instant) {
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= Self::MAX {
+                keys.clear();
+            }
+            keys.insert(hash, (caller, now));
+        }
+    }
+}
+
 impl Engine {
     /// The merchant and mode of a secret API key (`sk_test_...`, `sk_live_...`), if it is one.
     /// The lookup is by the key's hash: the key is never compared against a stored secret.
@@ -25,8 +60,17 @@ impl Engine {
         if !(api_key.starts_with("sk_test_") || api_key.starts_with("sk_live_")) {
             return Ok(None);
         }
-        let owner = self.store.merchant_for_key(&sha256_hex(api_key.as_bytes())).await?;
-        Ok(owner.map(|o| Caller { merchant: o.merchant_id, livemode: o.livemode }))
+        let hash = sha256_hex(api_key.as_bytes());
+        let now = Instant::now();
+        if let Some(caller) = self.callers.get(&hash, now) {
+            return Ok(Some(caller));
+        }
+        let owner = self.store.merchant_for_key(&hash).await?;
+        let caller = owner.map(|o| Caller { merchant: o.merchant_id, livemode: o.livemode });
+        if let Some(c) = caller {
+            self.callers.put(hash, c, now);
+        }
+        Ok(caller)
     }
 
     /// Whether the store answers (readiness).
@@ -101,5 +145,40 @@ impl Engine {
                 Err(EngineError::BoundObjectGone { object: object_id.to_owned() })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use paymux_core::MerchantId;
+
+    use super::*;
+
+    fn caller() -> Caller {
+        Caller { merchant: MerchantId::new(), livemode: false }
+    }
+
+    #[test]
+    fn a_key_is_kept_for_its_ttl_only() {
+        let cache = CallerCache::default();
+        let t0 = Instant::now();
+        let c = caller();
+        cache.put("h".into(), c, t0);
+        assert_eq!(cache.get("h", t0).map(|c| c.merchant), Some(c.merchant));
+        assert!(cache.get("h", t0 + CallerCache::TTL).is_none(), "expired");
+        assert!(cache.get("other", t0).is_none());
+    }
+
+    #[test]
+    fn a_full_cache_starts_over() {
+        let cache = CallerCache::default();
+        let t0 = Instant::now();
+        for i in 0..CallerCache::MAX {
+            cache.put(format!("k{i}"), caller(), t0);
+        }
+        cache.put("last".into(), caller(), t0);
+        assert!(cache.get("k0", t0).is_none());
+        assert!(cache.get("last", t0).is_some());
+        assert_eq!(cache.keys.read().map(|k| k.len()).unwrap_or(0), 1);
     }
 }

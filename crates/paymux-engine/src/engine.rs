@@ -8,6 +8,7 @@ use paymux_store::{AttemptRecord, PaymentRecord, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::CallerCache;
 use crate::config::GatewayConfig;
 use crate::error::EngineError;
 use crate::outbound::{self, OutboundError};
@@ -19,12 +20,14 @@ pub struct Engine {
     pub store: Arc<dyn Store>,
     pub channels: Arc<ChannelRegistry>,
     pub config: Arc<GatewayConfig>,
+    /// API keys already authenticated.
+    pub callers: Arc<CallerCache>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, config: GatewayConfig) -> Self {
         let channels = Arc::new(ChannelRegistry::new(config.channel_timeout));
-        Self { store, channels, config: Arc::new(config) }
+        Self { store, channels, config: Arc::new(config), callers: Arc::default() }
     }
 
     /// Where `channel` sends this account's notifications.

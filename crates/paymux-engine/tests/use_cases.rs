@@ -125,6 +125,7 @@ async fn world(script: &str) -> World {
         store: store.clone(),
         channels: Arc::new(registry),
         config: Arc::new(GatewayConfig::new("http://127.0.0.1:1")),
+        callers: Arc::default(),
     };
     let (merchant, _key) = engine.create_merchant("Tea shop", false).await.expect("merchant");
     store
