@@ -18,6 +18,7 @@ mod decide;
 mod event;
 mod ids;
 mod money;
+mod settlement;
 mod state;
 
 pub use channel::{
@@ -27,6 +28,12 @@ pub use channel::{
 };
 pub use decide::{PaymentDecision, RefundDecision, decide_payment, decide_refund};
 pub use event::{Event, EventType};
-pub use ids::{AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId};
+pub use ids::{
+    AccountId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, ReceiverId, RefundId,
+};
 pub use money::{Currency, Money, MoneyError};
+pub use settlement::{
+    LedgerKind, SettlementError, SettlementStatus, SplitPlan, SplitRequest, SplitStatus,
+    default_ratio_cap_bps, held_amount, plan_splits, validate_splits,
+};
 pub use state::{PaymentStatus, RefundStatus, TransitionError};
