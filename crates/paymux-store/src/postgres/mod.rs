@@ -24,6 +24,7 @@ mod outbox;
 mod payments;
 mod queue;
 mod refunds;
+mod settlement;
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@ mod outbox;
 mod payments;
 mod queue;
 mod refunds;
+mod settlement;
 mod writer;
 
 use std::path::Path;
