@@ -1,13 +1,14 @@
 //! Payments and their attempts.
 
 use async_trait::async_trait;
-use paymux_core::{AccountId, ChannelOrderNo, MerchantId, PaymentId};
+use paymux_core::{AccountId, ChannelOrderNo, MerchantId, PaymentId, PaymentStatus};
 use time::OffsetDateTime;
 
 use super::SqliteStore;
 use super::idempotency::bind_idempotency_key;
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
+use super::settlement::{Movement, record_movement};
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms};
 use crate::error::{unavailable, unique_or};
 use crate::rules;
@@ -224,6 +225,9 @@ impl PaymentStore for SqliteStore {
         insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
         if let Some(inbound) = &c.inbound {
             insert_inbound(&mut tx, inbound).await?;
+        }
+        if c.to == PaymentStatus::Succeeded {
+            record_movement(&mut tx, c.payment_id, Movement::Paid, c.at).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
