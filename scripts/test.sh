@@ -15,4 +15,4 @@ cargo test --workspace --locked "$@"
 # The browser tests drive pages, not the store, and run once.
 PAYMUX_E2E_DATABASE=postgres cargo test --locked -p paymux-e2e \
     --test alipay --test wechat --test unionpay --test reliability --test recovery \
-    --test livemode --test shutdown --test metrics
+    --test livemode --test shutdown --test metrics --test settlement

@@ -60,6 +60,9 @@ pub struct Payment {
     pub livemode: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// A held payment's settlement (`settlement.hold` at create); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::settlement::Settlement>,
 }
 
 impl From<&PaymentRecord> for Payment {
@@ -84,6 +87,7 @@ impl From<&PaymentRecord> for Payment {
             metadata: p.metadata.clone(),
             livemode: p.livemode,
             failure: failure(&p.failure_code, &p.failure_message),
+            settlement: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct CreatePaymentRequest {
     /// The merchant's own key-value data, handed back on the payment.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Hold the funds and split them later (docs/settlement.md).
+    pub settlement: Option<crate::settlement::SettlementRequest>,
 }
 
 /// Who pays: the payer's id at the channel (JSAPI, mini programs) or the code they show
@@ -236,11 +238,16 @@ impl Engine {
     pub async fn create_payment(
         &self,
         caller: Caller,
-        request: CreatePaymentRequest,
+        mut request: CreatePaymentRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Payment, EngineError> {
+        let hold = request.settlement.take();
         let req = request.validate()?;
         let (account, adapter) = self.route(caller, req.channel, req.method).await?;
+        let hold = match hold {
+            Some(h) => Some(self.prepare_hold(caller, account.channel, h).await?),
+            None => None,
+        };
         let now = crate::engine::now_ms();
         let payment_id = PaymentId::new();
         let channel_order_no = ChannelOrderNo::generate();
@@ -300,6 +307,10 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
+        // The settlement too is committed before the channel is called.
+        if let Some(hold) = &hold {
+            self.store.insert_settlement(&hold.record(&record), None, &[]).await?;
+        }
         let call = CreatePayment {
             channel_order_no,
             amount: req.amount,
@@ -330,7 +341,7 @@ impl Engine {
                         .await
                         .map_err(|source| EngineError::StoreAfterChannel { source, object })?;
                     record.action = Some(action);
-                    Ok(Payment::from(&record))
+                    engine.payment_object(&record).await
                 }
                 Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
                     // A definite refusal: nothing exists at the channel, so the payment failed.
@@ -421,7 +432,7 @@ impl Engine {
 
     /// The caller's payment of its mode.
     pub async fn payment(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
-        Ok(Payment::from(&self.payment_record(caller, id).await?))
+        self.payment_object(&self.payment_record(caller, id).await?).await
     }
 
     /// The caller's payments of its mode, newest first.
