@@ -159,6 +159,7 @@ fn create_request(method: PaymentMethod) -> CreatePayment {
         client_ip: None,
         payer_openid: None,
         auth_code: None,
+        hold: false,
     }
 }
 

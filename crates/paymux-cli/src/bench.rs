@@ -360,6 +360,7 @@ async fn direct_run(
                 client_ip: None,
                 payer_openid: None,
                 auth_code: None,
+                hold: false,
             };
             adapter.create(&call).await.is_ok()
         }

@@ -310,6 +310,7 @@ async fn a_public_key_mode_client_of_up_never_calls_v3_certificates() {
         client_ip: None,
         payer_openid: None,
         auth_code: None,
+        hold: false,
     };
     client.create(&order).await.expect("the answer verifies with the public key");
     let payment = PaymentRef {

@@ -5,6 +5,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use async_trait::async_trait;
+
+use crate::sharing::{ReceiverAccount, ReleaseRequest, Released, ShareRequest, ShareResult};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -158,6 +160,7 @@ impl fmt::Debug for CreatePayment {
             .field("client_ip", &self.client_ip)
             .field("payer_openid", &self.payer_openid)
             .field("auth_code", &self.auth_code.as_deref().map(crate::mask_auth_code))
+            .field("hold", &self.hold)
             .finish()
     }
 }
@@ -412,6 +415,53 @@ pub trait Channel: Send + Sync + fmt::Debug {
     async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
         let _ = payment;
         Err(ChannelError::invalid(format!("{} does not take barcode payments", self.kind())))
+    }
+
+    // Profit sharing (see the `sharing` module). An adapter whose channel freezes and splits
+    // funds implements all of these; the defaults say it does not, and paymux holds a held
+    // payment's money in its own ledger instead.
+
+    /// Whether a held payment's funds are frozen, and split, at this channel.
+    fn holds_funds(&self) -> bool {
+        false
+    }
+
+    /// The most of a payment's amount its splits may take together, in basis points (WeChat's
+    /// "订单分账最大比例", Alipay's `max_ratio`, as configured for the account).
+    fn max_share_bps(&self) -> u32 {
+        10_000
+    }
+
+    /// Registers a receiver with the channel (WeChat add receiver, Alipay relation bind).
+    /// Registering one that is already registered succeeds. `Declined`: the channel refused the
+    /// account; `Unknown`: try again later.
+    async fn add_receiver(&self, receiver: &ReceiverAccount) -> Result<(), ChannelError> {
+        let _ = receiver;
+        Err(ChannelError::invalid(format!("{} does not split payments", self.kind())))
+    }
+
+    /// Sends a share call. Sending the same request again (same `share_no`, same lines) moves
+    /// nothing twice and reports the call's state. `Declined`: the whole call was refused and
+    /// nothing moved; `Unknown` (no answer, throttled, "too early after the payment"): send it
+    /// again later.
+    async fn share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        let _ = req;
+        Err(ChannelError::invalid(format!("{} does not split payments", self.kind())))
+    }
+
+    /// Reads a share call's state. A number the channel does not know (yet) is `Unknown`, never
+    /// `Declined`: the caller re-sends the call with the same number.
+    async fn query_share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        let _ = req;
+        Err(ChannelError::invalid(format!("{} does not split payments", self.kind())))
+    }
+
+    /// Releases what is still frozen to the merchant; afterwards nothing more can be shared.
+    /// Sending it again with the same `release_no` is safe and reports its state (`Done` also
+    /// when the channel says nothing is left to release).
+    async fn release(&self, req: &ReleaseRequest) -> Result<Released, ChannelError> {
+        let _ = req;
+        Err(ChannelError::invalid(format!("{} does not split payments", self.kind())))
     }
 }
 

@@ -19,6 +19,7 @@ mod decide;
 mod event;
 mod ids;
 mod money;
+mod sharing;
 mod state;
 
 pub use barcode::{
@@ -37,4 +38,8 @@ pub use ids::{
     AccountId, AttemptId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use sharing::{
+    ReceiverAccount, ReleaseRequest, Released, ShareLine, ShareLineResult, ShareLineState, ShareRequest,
+    ShareResult,
+};
 pub use state::{AttemptStatus, PaymentStatus, RefundStatus, TransitionError};

@@ -141,6 +141,7 @@ impl Engine {
             client_ip: req.payer.client_ip.or_else(|| payment.client_ip.clone()),
             payer_openid: req.payer.openid,
             auth_code: req.payer.auth_code,
+            hold: false,
         };
         let payment_id = payment.id;
         let created = self.start_attempt(adapter, payment, attempt, others, call).await?;

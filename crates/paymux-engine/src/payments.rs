@@ -341,6 +341,7 @@ impl Engine {
             client_ip: req.payer.client_ip,
             payer_openid: req.payer.openid,
             auth_code: req.payer.auth_code,
+            hold: false,
         };
         if req.method == PaymentMethod::Barcode {
             return crate::barcode::pay(self, adapter, record, attempt, call).await;

@@ -319,6 +319,7 @@ fn create(method: PaymentMethod) -> CreatePayment {
         client_ip: None,
         payer_openid: None,
         auth_code: None,
+        hold: false,
     }
 }
 
