@@ -102,6 +102,10 @@ prefixed_id!(
     /// A channel account: one merchant's credentials at one channel.
     AccountId, "acct_", "account"
 );
+prefixed_id!(
+    /// A receiver of profit-sharing splits, registered by a merchant.
+    ReceiverId, "rcv_", "receiver"
+);
 
 /// The order number paymux sends to a channel (`out_trade_no`, `orderId`, `out_request_no`,
 /// `out_refund_no`): 32 upper-case hex digits of a UUIDv7, which fits every channel's rules

@@ -19,6 +19,7 @@ mod decide;
 mod event;
 mod ids;
 mod money;
+mod settlement;
 mod sharing;
 mod state;
 
@@ -35,9 +36,14 @@ pub use decide::{
 };
 pub use event::{Event, EventType};
 pub use ids::{
-    AccountId, AttemptId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, RefundId,
+    AccountId, AttemptId, ChannelOrderNo, EventId, IdError, MerchantId, PaymentId, ReceiverId,
+    RefundId,
 };
 pub use money::{Currency, Money, MoneyError};
+pub use settlement::{
+    LedgerKind, SettlementError, SettlementStatus, SplitPlan, SplitRequest, SplitStatus,
+    default_ratio_cap_bps, held_amount, plan_splits, validate_splits,
+};
 pub use sharing::{
     ReceiverAccount, ReleaseRequest, Released, ShareLine, ShareLineResult, ShareLineState, ShareRequest,
     ShareResult,
