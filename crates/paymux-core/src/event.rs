@@ -39,10 +39,19 @@ pub enum EventType {
     /// truth is recorded; an operator must look.
     #[serde(rename = "payment.over_refunded")]
     PaymentOverRefunded,
+    /// A held payment's settlement finished: every split was paid and the rest released.
+    #[serde(rename = "settlement.succeeded")]
+    SettlementSucceeded,
+    /// A held payment's settlement was refused as a whole; nothing was split.
+    #[serde(rename = "settlement.failed")]
+    SettlementFailed,
+    /// One receiver's split was refused while the others settled; settling again retries it.
+    #[serde(rename = "settlement.split_failed")]
+    SettlementSplitFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 13] = [
         EventType::PaymentSucceeded,
         EventType::PaymentFailed,
         EventType::PaymentClosed,
@@ -53,6 +62,9 @@ impl EventType {
         EventType::RefundActionRequired,
         EventType::RefundSucceededAfterFailure,
         EventType::PaymentOverRefunded,
+        EventType::SettlementSucceeded,
+        EventType::SettlementFailed,
+        EventType::SettlementSplitFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +79,9 @@ impl EventType {
             EventType::RefundActionRequired => "refund.action_required",
             EventType::RefundSucceededAfterFailure => "refund.succeeded_after_failure",
             EventType::PaymentOverRefunded => "payment.over_refunded",
+            EventType::SettlementSucceeded => "settlement.succeeded",
+            EventType::SettlementFailed => "settlement.failed",
+            EventType::SettlementSplitFailed => "settlement.split_failed",
         }
     }
 }

@@ -332,6 +332,17 @@ pub(crate) fn operator_token<R: Columns>(row: &R) -> StoreResult<OperatorTokenRe
         id: row.text("id")?,
         token_hash: row.text("token_hash")?,
         label: row.text("label")?,
+pub(crate) const RECEIVER_COLUMNS: &str =
+    "id, merchant_id, livemode, name, accounts, registrations, created_at";
+
+pub(crate) fn receiver<R: Columns>(row: &R) -> StoreResult<ReceiverRecord> {
+    Ok(ReceiverRecord {
+        id: parse(row.text("id")?, "receiver id")?,
+        merchant_id: parse(row.text("merchant_id")?, "merchant id")?,
+        livemode: row.flag("livemode")?,
+        name: row.text("name")?,
+        accounts: json(&row.text("accounts")?, "receiver accounts")?,
+        registrations: json(&row.text("registrations")?, "receiver registrations")?,
         created_at: from_ms(row.int("created_at")?)?,
     })
 }
@@ -402,5 +413,59 @@ pub(crate) fn failure_reason<R: Columns>(row: &R) -> StoreResult<FailureReason> 
         code: row.text("code")?,
         message: row.text("message")?,
         count: count(row, "n")?,
+pub(crate) const SETTLEMENT_COLUMNS: &str = "payment_id, merchant_id, livemode, status, splits, \
+     auto_settle_at, settled_at, created_at, updated_at";
+
+pub(crate) fn splits_json(splits: &[SplitRecord]) -> String {
+    serde_json::Value::from(
+        splits.iter().filter_map(|s| serde_json::to_value(s).ok()).collect::<Vec<_>>(),
+    )
+    .to_string()
+}
+
+pub(crate) fn settlement<R: Columns>(row: &R) -> StoreResult<SettlementRecord> {
+    let splits = row.text("splits")?;
+    Ok(SettlementRecord {
+        payment_id: parse(row.text("payment_id")?, "payment id")?,
+        merchant_id: parse(row.text("merchant_id")?, "merchant id")?,
+        livemode: row.flag("livemode")?,
+        status: parse(row.text("status")?, "settlement status")?,
+        splits: serde_json::from_str(&splits)
+            .map_err(|source| Corruption::Json { what: "settlement splits", source })?,
+        auto_settle_at: opt_from_ms(row.opt_int("auto_settle_at")?)?,
+        settled_at: opt_from_ms(row.opt_int("settled_at")?)?,
+        created_at: from_ms(row.int("created_at")?)?,
+        updated_at: from_ms(row.int("updated_at")?)?,
+    })
+}
+
+pub(crate) const LEDGER_COLUMNS: &str = "id, payment_id, account, bucket, kind, amount, created_at";
+
+pub(crate) fn ledger_entry<R: Columns>(row: &R) -> StoreResult<LedgerEntryRecord> {
+    Ok(LedgerEntryRecord {
+        id: row.text("id")?,
+        payment_id: parse(row.text("payment_id")?, "payment id")?,
+        account: row.text("account")?,
+        bucket: parse(row.text("bucket")?, "ledger bucket")?,
+        kind: parse(row.text("kind")?, "ledger kind")?,
+        amount: row.int("amount")?,
+        created_at: from_ms(row.int("created_at")?)?,
+    })
+}
+
+pub(crate) fn balance<R: Columns>(row: &R) -> StoreResult<BalanceRecord> {
+    Ok(BalanceRecord {
+        account: row.text("account")?,
+        held: row.int("held")?,
+        settled: row.int("settled")?,
+    })
+}
+
+pub(crate) fn imbalance<R: Columns>(row: &R) -> StoreResult<LedgerImbalance> {
+    Ok(LedgerImbalance {
+        payment_id: parse(row.text("payment_id")?, "payment id")?,
+        amount: row.int("amount")?,
+        paid: row.int("paid")?,
+        sum: row.int("total")?,
     })
 }

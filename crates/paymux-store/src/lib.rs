@@ -41,7 +41,7 @@ pub use traits::*;
 pub mod prelude {
     pub use crate::traits::{
         AccountStore, Health, IdempotencyStore, InboundStore, MerchantStore, OperatorStore,
-        OutboxStore, PaymentStore, RefundStore, Store, WorkQueue,
+        OutboxStore, PaymentStore, RefundStore, SettlementStore, Store, WorkQueue,
     };
 }
 

@@ -530,4 +530,163 @@ pub struct FailureReason {
     pub code: String,
     pub message: String,
     pub count: u64,
+/// A merchant's receiver of profit-sharing splits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiverRecord {
+    pub id: paymux_core::ReceiverId,
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub name: String,
+    /// The receiver's account per channel, as the merchant gave it (`{"wechat": {...}}`).
+    pub accounts: serde_json::Value,
+    /// What each channel answered when paymux registered the receiver there.
+    pub registrations: serde_json::Value,
+    pub created_at: OffsetDateTime,
+}
+
+/// One receiver's part of a settlement.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitRecord {
+    pub receiver: paymux_core::ReceiverId,
+    pub ratio_bps: u32,
+    /// Fixed when the settlement starts (`settling`); `None` while held.
+    pub amount: Option<i64>,
+    pub status: paymux_core::SplitStatus,
+    /// The channel's idempotency key for this split, kept across retries so a receiver is never
+    /// paid twice.
+    pub out_order_no: Option<String>,
+    pub failure: Option<String>,
+}
+
+/// A held payment's settlement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettlementRecord {
+    pub payment_id: PaymentId,
+    pub merchant_id: MerchantId,
+    pub livemode: bool,
+    pub status: paymux_core::SettlementStatus,
+    pub splits: Vec<SplitRecord>,
+    /// When the sweeper settles it if the merchant has not.
+    pub auto_settle_at: Option<OffsetDateTime>,
+    pub settled_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+/// Which balance of an account a ledger entry moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LedgerBucket {
+    /// Money held for a payment, not yet settled.
+    Held,
+    /// Money settled to the account.
+    Settled,
+    /// Money outside paymux's books: the payer's side of a payment or a refund.
+    External,
+}
+
+impl LedgerBucket {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerBucket::Held => "held",
+            LedgerBucket::Settled => "settled",
+            LedgerBucket::External => "external",
+        }
+    }
+}
+
+impl std::str::FromStr for LedgerBucket {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "held" => Ok(LedgerBucket::Held),
+            "settled" => Ok(LedgerBucket::Settled),
+            "external" => Ok(LedgerBucket::External),
+            other => Err(format!("unknown ledger bucket {other:?}")),
+        }
+    }
+}
+
+/// The account of the money entering or leaving through the channel (the payer's side).
+pub const CHANNEL_ACCOUNT: &str = "channel";
+/// The merchant's own account in the ledger.
+pub const MERCHANT_ACCOUNT: &str = "merchant";
+
+/// A movement of money: `amount` fen (signed) on `account`'s `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntryRecord {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub account: String,
+    pub bucket: LedgerBucket,
+    pub kind: paymux_core::LedgerKind,
+    pub amount: i64,
+    pub created_at: OffsetDateTime,
+}
+
+impl LedgerEntryRecord {
+    /// A new entry, its id time-ordered.
+    pub fn new(
+        payment_id: PaymentId,
+        account: impl Into<String>,
+        bucket: LedgerBucket,
+        kind: paymux_core::LedgerKind,
+        amount: i64,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: format!("le_{}", uuid::Uuid::now_v7().simple()),
+            payment_id,
+            account: account.into(),
+            bucket,
+            kind,
+            amount,
+            created_at: at,
+        }
+    }
+}
+
+/// Which ledger entries to list: all optional filters, newest last.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFilter {
+    pub livemode: bool,
+    pub payment_id: Option<PaymentId>,
+    pub account: Option<String>,
+    pub from: Option<OffsetDateTime>,
+    pub to: Option<OffsetDateTime>,
+    pub limit: u32,
+}
+
+/// One account's balances, fen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceRecord {
+    pub account: String,
+    pub held: i64,
+    pub settled: i64,
+}
+
+/// A payment whose ledger does not balance: its entries do not sum to zero, or what they say was
+/// paid is not the payment's amount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerImbalance {
+    pub payment_id: PaymentId,
+    pub amount: i64,
+    pub paid: i64,
+    pub sum: i64,
+}
+
+/// A compare-and-set change of a settlement: applied only if it is still `from`; the splits are
+/// replaced, and the ledger entries and events written, in the same transaction.
+#[derive(Debug, Clone)]
+pub struct SettlementChange {
+    pub payment_id: PaymentId,
+    pub merchant_id: MerchantId,
+    pub from: paymux_core::SettlementStatus,
+    pub to: paymux_core::SettlementStatus,
+    pub splits: Vec<SplitRecord>,
+    pub settled_at: Option<OffsetDateTime>,
+    /// When the sweeper looks next; `None` stops its checks.
+    pub next_check_at: Option<OffsetDateTime>,
+    pub entries: Vec<LedgerEntryRecord>,
+    pub events: Vec<NewEvent>,
+    pub at: OffsetDateTime,
 }

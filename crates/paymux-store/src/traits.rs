@@ -5,7 +5,8 @@
 
 use async_trait::async_trait;
 use paymux_core::{
-    AccountId, AttemptId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId, RefundId,
+    AccountId, AttemptId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId,
+    ReceiverId, RefundId,
 };
 use time::OffsetDateTime;
 
@@ -354,6 +355,63 @@ pub trait OperatorStore: Send + Sync {
         to: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<FailureReason>>;
+/// Escrow and profit sharing: receivers, held payments' settlements, and the ledger.
+#[async_trait]
+pub trait SettlementStore: Send + Sync {
+    async fn insert_receiver(&self, receiver: &ReceiverRecord) -> StoreResult<()>;
+    /// A receiver of `merchant` that is not deleted.
+    async fn receiver(
+        &self,
+        merchant: MerchantId,
+        id: ReceiverId,
+    ) -> StoreResult<Option<ReceiverRecord>>;
+    /// A merchant's receivers of one mode that are not deleted, oldest first.
+    async fn list_receivers(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+    ) -> StoreResult<Vec<ReceiverRecord>>;
+    /// Marks a receiver deleted (its row stays, for the splits that name it). Returns whether it
+    /// existed and was not deleted yet.
+    async fn delete_receiver(
+        &self,
+        merchant: MerchantId,
+        id: ReceiverId,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool>;
+    /// Writes a held payment's settlement, with the ledger entries that go with it, in one
+    /// transaction. The sweeper first looks at it at `next_check_at`.
+    async fn insert_settlement(
+        &self,
+        settlement: &SettlementRecord,
+        next_check_at: Option<OffsetDateTime>,
+        entries: &[LedgerEntryRecord],
+    ) -> StoreResult<()>;
+    async fn settlement(&self, payment: PaymentId) -> StoreResult<Option<SettlementRecord>>;
+    /// Compare-and-set on the settlement's status (`from` may equal `to`: a change of splits
+    /// only, as long as nobody changed the status meanwhile). Returns whether it was applied.
+    async fn transition_settlement(&self, change: &SettlementChange) -> StoreResult<bool>;
+    /// Writes ledger entries of one payment on their own, in one transaction.
+    async fn insert_ledger_entries(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+        entries: &[LedgerEntryRecord],
+    ) -> StoreResult<()>;
+    /// A merchant's ledger entries, oldest first.
+    async fn ledger_entries(
+        &self,
+        merchant: MerchantId,
+        filter: &LedgerFilter,
+    ) -> StoreResult<Vec<LedgerEntryRecord>>;
+    /// Each account's held and settled balance (`merchant` and each receiver; not `channel`).
+    async fn balances(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+    ) -> StoreResult<Vec<BalanceRecord>>;
+    /// Every payment, across merchants, whose entries do not balance.
+    async fn ledger_imbalances(&self) -> StoreResult<Vec<LedgerImbalance>>;
 }
 
 /// Whether the database answers.
@@ -375,6 +433,7 @@ pub trait Store:
     + InboundStore
     + WorkQueue
     + OperatorStore
+    + SettlementStore
     + Health
     + Send
     + Sync
@@ -392,6 +451,7 @@ impl<T> Store for T where
         + InboundStore
         + WorkQueue
         + OperatorStore
+        + SettlementStore
         + Health
         + Send
         + Sync

@@ -63,6 +63,8 @@ on_every_backend!(
     a_success_shows_its_attempt_and_keeps_the_payment_due_while_another_is_watched,
     a_duplicate_is_recorded_once_with_a_refund_that_never_counts_against_the_payment,
     the_duplicate_auto_refund_setting_reads_back,
+    receivers_are_scoped_listed_and_deleted,
+    a_settlement_moves_once_with_its_ledger_entries_and_events,
 );
 
 async fn an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it(store: Arc<dyn Store>) {
@@ -1332,4 +1334,149 @@ async fn existing_rows_migrate_to_the_mode_of_their_account() {
     assert_eq!(attempts.len(), 1);
     assert_eq!((attempts[0].status, attempts[0].watching), (AttemptStatus::Succeeded, false));
     assert!(store.merchant(merchant).await.unwrap().unwrap().duplicate_auto_refund);
+}
+
+/// Now, to the millisecond the store keeps.
+fn now_ms() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_millisecond(now.millisecond()).unwrap()
+}
+
+fn receiver(f: &Fixture, name: &str) -> ReceiverRecord {
+    ReceiverRecord {
+        id: ReceiverId::new(),
+        merchant_id: f.merchant,
+        livemode: false,
+        name: name.into(),
+        accounts: serde_json::json!({"alipay": {"type": "loginName", "account": "a@example.com"}}),
+        registrations: serde_json::json!({"alipay": {"result_code": "SUCCESS"}}),
+        created_at: now_ms(),
+    }
+}
+
+async fn receivers_are_scoped_listed_and_deleted(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let other = f.store.create_merchant("other").await.unwrap();
+    let r1 = receiver(&f, "one");
+    let r2 = receiver(&f, "two");
+    f.store.insert_receiver(&r1).await.unwrap();
+    f.store.insert_receiver(&r2).await.unwrap();
+    assert_eq!(f.store.receiver(f.merchant, r1.id).await.unwrap(), Some(r1.clone()));
+    assert_eq!(f.store.receiver(other, r1.id).await.unwrap(), None, "another merchant's");
+    let listed = f.store.list_receivers(f.merchant, false).await.unwrap();
+    assert_eq!(listed, vec![r1.clone(), r2.clone()]);
+    assert!(f.store.list_receivers(f.merchant, true).await.unwrap().is_empty(), "live mode");
+    let now = now_ms();
+    assert!(!f.store.delete_receiver(other, r1.id, now).await.unwrap());
+    assert!(f.store.delete_receiver(f.merchant, r1.id, now).await.unwrap());
+    assert!(!f.store.delete_receiver(f.merchant, r1.id, now).await.unwrap(), "once");
+    assert_eq!(f.store.receiver(f.merchant, r1.id).await.unwrap(), None);
+    assert_eq!(f.store.list_receivers(f.merchant, false).await.unwrap(), vec![r2]);
+}
+
+async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let r = receiver(&f, "platform");
+    f.store.insert_receiver(&r).await.unwrap();
+    let (p, a) = payment(&f, "order-1", 10_000);
+    f.store.insert_payment(&p, &a, now_ms(), None).await.unwrap();
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let now = now_ms();
+    let split = SplitRecord {
+        receiver: r.id,
+        ratio_bps: 1_500,
+        amount: None,
+        status: SplitStatus::Pending,
+        out_order_no: None,
+        failure: None,
+    };
+    let s = SettlementRecord {
+        payment_id: p.id,
+        merchant_id: f.merchant,
+        livemode: false,
+        status: SettlementStatus::Held,
+        splits: vec![split.clone()],
+        auto_settle_at: Some(now),
+        settled_at: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let entry = |account: &str, bucket, kind, amount| {
+        LedgerEntryRecord::new(p.id, account, bucket, kind, amount, now)
+    };
+    let held = [
+        entry(CHANNEL_ACCOUNT, LedgerBucket::External, LedgerKind::Paid, -10_000),
+        entry(MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Held, 10_000),
+    ];
+    f.store.insert_settlement(&s, Some(now), &held).await.unwrap();
+    assert!(matches!(
+        f.store.insert_settlement(&s, None, &[]).await,
+        Err(StoreError::Duplicate(_))
+    ));
+    assert_eq!(f.store.settlement(p.id).await.unwrap(), Some(s.clone()));
+    assert!(f.store.ledger_imbalances().await.unwrap().is_empty());
+
+    let rid = r.id.to_string();
+    let settled = SettlementChange {
+        payment_id: p.id,
+        merchant_id: f.merchant,
+        from: SettlementStatus::Held,
+        to: SettlementStatus::Settled,
+        splits: vec![SplitRecord {
+            amount: Some(1_500),
+            status: SplitStatus::Succeeded,
+            out_order_no: Some("S1".into()),
+            ..split
+        }],
+        settled_at: Some(now),
+        next_check_at: None,
+        entries: vec![
+            entry(MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Split, -1_500),
+            entry(&rid, LedgerBucket::Settled, LedgerKind::Split, 1_500),
+            entry(MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Released, -8_500),
+            entry(MERCHANT_ACCOUNT, LedgerBucket::Settled, LedgerKind::Released, 8_500),
+        ],
+        events: vec![NewEvent {
+            id: EventId::new(),
+            kind: EventType::SettlementSucceeded,
+            object_id: p.id.to_string(),
+            data: serde_json::json!({}),
+        }],
+        at: now,
+    };
+    assert!(f.store.transition_settlement(&settled).await.unwrap());
+    assert!(!f.store.transition_settlement(&settled).await.unwrap(), "second is a no-op");
+    let got = f.store.settlement(p.id).await.unwrap().unwrap();
+    assert_eq!(got.status, SettlementStatus::Settled);
+    assert_eq!(got.splits, settled.splits);
+    assert!(got.settled_at.is_some());
+    assert_eq!(
+        event_kinds(&f).await,
+        vec![EventType::PaymentSucceeded, EventType::SettlementSucceeded]
+    );
+
+    let all = LedgerFilter { limit: 100, ..Default::default() };
+    assert_eq!(f.store.ledger_entries(f.merchant, &all).await.unwrap().len(), 6, "once");
+    let to_receiver = LedgerFilter { account: Some(rid.clone()), ..all.clone() };
+    let got = f.store.ledger_entries(f.merchant, &to_receiver).await.unwrap();
+    assert_eq!(got.iter().map(|e| e.amount).collect::<Vec<_>>(), vec![1_500]);
+    let later = LedgerFilter { from: Some(now + time::Duration::seconds(1)), ..all.clone() };
+    assert!(f.store.ledger_entries(f.merchant, &later).await.unwrap().is_empty());
+    let balances = f.store.balances(f.merchant, false).await.unwrap();
+    let mut want = vec![
+        BalanceRecord { account: MERCHANT_ACCOUNT.into(), held: 0, settled: 8_500 },
+        BalanceRecord { account: rid, held: 0, settled: 1_500 },
+    ];
+    want.sort_by(|a, b| a.account.cmp(&b.account));
+    assert_eq!(balances, want);
+    assert!(f.store.ledger_imbalances().await.unwrap().is_empty());
+
+    // An entry that breaks the balance is found by the check.
+    let stray = [entry(MERCHANT_ACCOUNT, LedgerBucket::Settled, LedgerKind::Released, 1)];
+    f.store.insert_ledger_entries(f.merchant, false, &stray).await.unwrap();
+    let bad = f.store.ledger_imbalances().await.unwrap();
+    assert_eq!(
+        bad,
+        vec![LedgerImbalance { payment_id: p.id, amount: 10_000, paid: 10_000, sum: 1 }]
+    );
 }

@@ -25,6 +25,7 @@ mod outbox;
 mod payments;
 mod queue;
 mod refunds;
+mod settlement;
 
 use std::time::Duration;
 

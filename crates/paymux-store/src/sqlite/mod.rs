@@ -14,6 +14,7 @@ mod outbox;
 mod payments;
 mod queue;
 mod refunds;
+mod settlement;
 mod writer;
 
 use std::path::Path;

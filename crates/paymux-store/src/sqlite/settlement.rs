@@ -1,0 +1,259 @@
+//! Receivers, settlements and the ledger.
+
+use async_trait::async_trait;
+use paymux_core::{MerchantId, PaymentId, ReceiverId};
+use time::OffsetDateTime;
+
+use super::outbox::insert_events;
+use super::{SqliteStore, Tx};
+use crate::codec::{self, LEDGER_COLUMNS, RECEIVER_COLUMNS, SETTLEMENT_COLUMNS, ms, splits_json};
+use crate::error::{unavailable, unique_or};
+use crate::*;
+
+async fn insert_entries(
+    tx: &mut Tx,
+    merchant: MerchantId,
+    livemode: bool,
+    entries: &[LedgerEntryRecord],
+) -> StoreResult<()> {
+    for e in entries {
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, merchant_id, livemode, payment_id, account, bucket, \
+             kind, amount, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&e.id)
+        .bind(merchant.to_string())
+        .bind(livemode)
+        .bind(e.payment_id.to_string())
+        .bind(&e.account)
+        .bind(e.bucket.as_str())
+        .bind(e.kind.as_str())
+        .bind(e.amount)
+        .bind(ms(e.created_at))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| unique_or(e, "ledger entry"))?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SettlementStore for SqliteStore {
+    async fn insert_receiver(&self, r: &ReceiverRecord) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO receivers (id, merchant_id, livemode, name, accounts, registrations, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(r.id.to_string())
+        .bind(r.merchant_id.to_string())
+        .bind(r.livemode)
+        .bind(&r.name)
+        .bind(r.accounts.to_string())
+        .bind(r.registrations.to_string())
+        .bind(ms(r.created_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_or(e, "receiver"))?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn receiver(
+        &self,
+        merchant: MerchantId,
+        id: ReceiverId,
+    ) -> StoreResult<Option<ReceiverRecord>> {
+        let sql = format!(
+            "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = ? AND merchant_id = ? AND deleted_at IS NULL"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id.to_string())
+            .bind(merchant.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(codec::receiver).transpose()
+    }
+
+    async fn list_receivers(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+    ) -> StoreResult<Vec<ReceiverRecord>> {
+        let sql = format!(
+            "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE merchant_id = ? AND livemode = ? AND deleted_at IS NULL ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(livemode)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(codec::receiver).collect()
+    }
+
+    async fn delete_receiver(
+        &self,
+        merchant: MerchantId,
+        id: ReceiverId,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE receivers SET deleted_at = ? WHERE id = ? AND merchant_id = ? AND deleted_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(id.to_string())
+        .bind(merchant.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        tx.commit().await.map_err(unavailable)?;
+        Ok(done == 1)
+    }
+
+    async fn insert_settlement(
+        &self,
+        s: &SettlementRecord,
+        next_check_at: Option<OffsetDateTime>,
+        entries: &[LedgerEntryRecord],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO settlements (payment_id, merchant_id, livemode, status, splits, \
+             auto_settle_at, settled_at, next_check_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.payment_id.to_string())
+        .bind(s.merchant_id.to_string())
+        .bind(s.livemode)
+        .bind(s.status.as_str())
+        .bind(splits_json(&s.splits))
+        .bind(s.auto_settle_at.map(ms))
+        .bind(s.settled_at.map(ms))
+        .bind(next_check_at.map(ms))
+        .bind(ms(s.created_at))
+        .bind(ms(s.updated_at))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_or(e, "settlement"))?;
+        insert_entries(&mut tx, s.merchant_id, s.livemode, entries).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn settlement(&self, payment: PaymentId) -> StoreResult<Option<SettlementRecord>> {
+        let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE payment_id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(payment.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(codec::settlement).transpose()
+    }
+
+    async fn transition_settlement(&self, c: &SettlementChange) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
+             next_check_at = ?, lease_until = NULL, updated_at = ? \
+             WHERE payment_id = ? AND merchant_id = ? AND status = ? RETURNING livemode",
+        )
+        .bind(c.to.as_str())
+        .bind(splits_json(&c.splits))
+        .bind(c.settled_at.map(ms))
+        .bind(c.next_check_at.map(ms))
+        .bind(ms(c.at))
+        .bind(c.payment_id.to_string())
+        .bind(c.merchant_id.to_string())
+        .bind(c.from.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(changed) = done else {
+            return Ok(false);
+        };
+        let livemode = codec::Columns::flag(&changed, "livemode")?;
+        insert_entries(&mut tx, c.merchant_id, livemode, &c.entries).await?;
+        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(true)
+    }
+
+    async fn insert_ledger_entries(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+        entries: &[LedgerEntryRecord],
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        insert_entries(&mut tx, merchant, livemode, entries).await?;
+        tx.commit().await.map_err(unavailable)
+    }
+
+    async fn ledger_entries(
+        &self,
+        merchant: MerchantId,
+        f: &LedgerFilter,
+    ) -> StoreResult<Vec<LedgerEntryRecord>> {
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE merchant_id = ? AND livemode = ? AND (? IS NULL OR payment_id = ?) AND (? IS NULL OR account = ?) AND (? IS NULL OR created_at >= ?) AND (? IS NULL OR created_at < ?) ORDER BY created_at, id LIMIT ?"
+        );
+        let payment = f.payment_id.map(|p| p.to_string());
+        let from = f.from.map(ms);
+        let to = f.to.map(ms);
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(merchant.to_string())
+            .bind(f.livemode)
+            .bind(payment.clone())
+            .bind(payment)
+            .bind(f.account.clone())
+            .bind(f.account.clone())
+            .bind(from)
+            .bind(from)
+            .bind(to)
+            .bind(to)
+            .bind(i64::from(f.limit.clamp(1, 1000)))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(codec::ledger_entry).collect()
+    }
+
+    async fn balances(
+        &self,
+        merchant: MerchantId,
+        livemode: bool,
+    ) -> StoreResult<Vec<BalanceRecord>> {
+        let rows = sqlx::query(
+            "SELECT account, \
+             COALESCE(SUM(CASE WHEN bucket = 'held' THEN amount ELSE 0 END), 0) AS held, \
+             COALESCE(SUM(CASE WHEN bucket = 'settled' THEN amount ELSE 0 END), 0) AS settled \
+             FROM ledger_entries WHERE merchant_id = ? AND livemode = ? AND bucket <> 'external' \
+             GROUP BY account ORDER BY account",
+        )
+        .bind(merchant.to_string())
+        .bind(livemode)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(codec::balance).collect()
+    }
+
+    async fn ledger_imbalances(&self) -> StoreResult<Vec<LedgerImbalance>> {
+        let rows = sqlx::query(
+            "SELECT l.payment_id AS payment_id, p.amount AS amount, \
+             COALESCE(SUM(CASE WHEN l.kind = 'paid' THEN -l.amount ELSE 0 END), 0) AS paid, \
+             COALESCE(SUM(l.amount), 0) AS total \
+             FROM ledger_entries l JOIN payments p ON p.id = l.payment_id \
+             GROUP BY l.payment_id, p.amount \
+             HAVING COALESCE(SUM(l.amount), 0) <> 0 \
+             OR COALESCE(SUM(CASE WHEN l.kind = 'paid' THEN -l.amount ELSE 0 END), 0) <> p.amount \
+             ORDER BY l.payment_id",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(codec::imbalance).collect()
+    }
+}
