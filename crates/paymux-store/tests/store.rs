@@ -65,6 +65,7 @@ on_every_backend!(
     the_duplicate_auto_refund_setting_reads_back,
     receivers_are_scoped_listed_and_deleted,
     a_settlement_moves_once_with_its_ledger_entries_and_events,
+    payments_and_refunds_write_balanced_ledger_entries,
 );
 
 async fn an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it(store: Arc<dyn Store>) {
@@ -1380,7 +1381,6 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
     f.store.insert_receiver(&r).await.unwrap();
     let (p, a) = payment(&f, "order-1", 10_000);
     f.store.insert_payment(&p, &a, now_ms(), None).await.unwrap();
-    f.store.transition_payment(&succeed(&p)).await.unwrap();
     let now = now_ms();
     let split = SplitRecord {
         receiver: r.id,
@@ -1404,11 +1404,20 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
     let entry = |account: &str, bucket, kind, amount| {
         LedgerEntryRecord::new(p.id, account, bucket, kind, amount, now)
     };
-    let held = [
-        entry(CHANNEL_ACCOUNT, LedgerBucket::External, LedgerKind::Paid, -10_000),
-        entry(MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Held, 10_000),
-    ];
-    f.store.insert_settlement(&s, Some(now), &held).await.unwrap();
+    f.store.insert_settlement(&s, Some(now), &[]).await.unwrap();
+    // The payment's success writes what came in, held for the settlement.
+    f.store.transition_payment(&succeed(&p)).await.unwrap();
+    let all = LedgerFilter { limit: 100, ..Default::default() };
+    let got = f.store.ledger_entries(f.merchant, &all).await.unwrap();
+    let moves: Vec<_> =
+        got.iter().map(|e| (e.account.as_str(), e.bucket, e.kind, e.amount)).collect();
+    assert_eq!(
+        moves,
+        vec![
+            (CHANNEL_ACCOUNT, LedgerBucket::External, LedgerKind::Paid, -10_000),
+            (MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Held, 10_000),
+        ]
+    );
     assert!(matches!(
         f.store.insert_settlement(&s, None, &[]).await,
         Err(StoreError::Duplicate(_))
@@ -1455,7 +1464,6 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         vec![EventType::PaymentSucceeded, EventType::SettlementSucceeded]
     );
 
-    let all = LedgerFilter { limit: 100, ..Default::default() };
     assert_eq!(f.store.ledger_entries(f.merchant, &all).await.unwrap().len(), 6, "once");
     let to_receiver = LedgerFilter { account: Some(rid.clone()), ..all.clone() };
     let got = f.store.ledger_entries(f.merchant, &to_receiver).await.unwrap();
@@ -1479,4 +1487,35 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         bad,
         vec![LedgerImbalance { payment_id: p.id, amount: 10_000, paid: 10_000, sum: 1 }]
     );
+}
+
+async fn payments_and_refunds_write_balanced_ledger_entries(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let p = paid(&f, "order-1", 1_000).await;
+    let r = refund(&p, "r1", 300);
+    f.store.insert_refund(&r, OffsetDateTime::now_utc(), None).await.unwrap();
+    assert!(
+        f.store
+            .transition_refund(&refund_change(&r, RefundStatus::Pending, RefundStatus::Succeeded))
+            .await
+            .unwrap()
+    );
+    let filter = LedgerFilter { payment_id: Some(p.id), limit: 100, ..Default::default() };
+    let got = f.store.ledger_entries(f.merchant, &filter).await.unwrap();
+    let moves: Vec<_> =
+        got.iter().map(|e| (e.account.as_str(), e.bucket, e.kind, e.amount)).collect();
+    assert_eq!(
+        moves,
+        vec![
+            (CHANNEL_ACCOUNT, LedgerBucket::External, LedgerKind::Paid, -1_000),
+            (MERCHANT_ACCOUNT, LedgerBucket::Settled, LedgerKind::Paid, 1_000),
+            (CHANNEL_ACCOUNT, LedgerBucket::External, LedgerKind::Refunded, 300),
+            (MERCHANT_ACCOUNT, LedgerBucket::Settled, LedgerKind::Refunded, -300),
+        ]
+    );
+    assert_eq!(
+        f.store.balances(f.merchant, false).await.unwrap(),
+        vec![BalanceRecord { account: MERCHANT_ACCOUNT.into(), held: 0, settled: 700 }]
+    );
+    assert!(f.store.ledger_imbalances().await.unwrap().is_empty());
 }

@@ -10,6 +10,7 @@ use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
 use super::{PgStore, Tx};
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms, parse};
+use super::settlement::{Movement, record_movement};
 use crate::error::{unavailable, unique_or};
 use crate::*;
 
@@ -288,6 +289,9 @@ impl PaymentStore for PgStore {
         insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
         if let Some(inbound) = &c.inbound {
             insert_inbound(&mut *tx, inbound).await?;
+        }
+        if c.to == PaymentStatus::Succeeded {
+            record_movement(&mut tx, c.payment_id, Movement::Paid, c.at).await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(true)

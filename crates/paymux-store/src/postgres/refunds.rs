@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::idempotency::bind_idempotency_key;
 use super::outbox::insert_events;
+use super::settlement::{Movement, record_movement};
 use super::{PgStore, Tx};
 use crate::codec::{self, Columns, REFUND_COLUMNS, ms, parse};
 use crate::error::{unavailable, unique_or};
@@ -190,6 +191,8 @@ impl RefundStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
+        record_movement(&mut tx, c.payment_id, Movement::Refunded(settlement.refunded), c.at)
+            .await?;
         insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
         if next.over_refunded {
             insert_events(&mut tx, c.merchant_id, livemode, &c.over_refund_events, c.at).await?;

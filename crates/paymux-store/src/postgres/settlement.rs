@@ -2,12 +2,14 @@
 //! and sums cast back to BIGINT).
 
 use async_trait::async_trait;
-use paymux_core::{MerchantId, PaymentId, ReceiverId};
+use paymux_core::{LedgerKind, MerchantId, PaymentId, ReceiverId};
 use time::OffsetDateTime;
 
 use super::outbox::insert_events;
 use super::{PgStore, Tx};
-use crate::codec::{self, LEDGER_COLUMNS, RECEIVER_COLUMNS, SETTLEMENT_COLUMNS, ms, splits_json};
+use crate::codec::{
+    self, Columns, LEDGER_COLUMNS, RECEIVER_COLUMNS, SETTLEMENT_COLUMNS, ms, splits_json,
+};
 use crate::error::{unavailable, unique_or};
 use crate::*;
 
@@ -244,12 +246,12 @@ impl SettlementStore for PgStore {
     async fn ledger_imbalances(&self) -> StoreResult<Vec<LedgerImbalance>> {
         let rows = sqlx::query(
             "SELECT l.payment_id AS payment_id, p.amount AS amount, \
-             COALESCE(SUM(CASE WHEN l.kind = 'paid' THEN -l.amount ELSE 0 END), 0)::BIGINT AS paid, \
+             COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0)::BIGINT AS paid, \
              COALESCE(SUM(l.amount), 0)::BIGINT AS total \
              FROM ledger_entries l JOIN payments p ON p.id = l.payment_id \
              GROUP BY l.payment_id, p.amount \
              HAVING COALESCE(SUM(l.amount), 0) <> 0 \
-             OR COALESCE(SUM(CASE WHEN l.kind = 'paid' THEN -l.amount ELSE 0 END), 0) <> p.amount \
+             OR COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) <> p.amount \
              ORDER BY l.payment_id",
         )
         .fetch_all(&self.pool)
@@ -257,4 +259,51 @@ impl SettlementStore for PgStore {
         .map_err(unavailable)?;
         rows.iter().map(codec::imbalance).collect()
     }
+}
+
+/// What a payment's money did, for its ledger entries written in the caller's transaction.
+pub(super) enum Movement {
+    /// The payment succeeded: its amount came in.
+    Paid,
+    /// Refunds took this much (negative: gave it back) out of the payment.
+    Refunded(i64),
+}
+
+/// Writes the ledger entries of a payment's movement: what comes in from or goes back through the
+/// channel, against the merchant's held balance while the payment is held (a settlement that has
+/// not settled), else its settled balance.
+pub(super) async fn record_movement(
+    tx: &mut Tx,
+    payment: PaymentId,
+    movement: Movement,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    let row = sqlx::query(
+        "SELECT p.merchant_id AS merchant_id, p.livemode AS livemode, p.amount AS amount, \
+         s.status AS settlement FROM payments p LEFT JOIN settlements s ON s.payment_id = p.id \
+         WHERE p.id = $1",
+    )
+    .bind(payment.to_string())
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(unavailable)?;
+    let merchant: MerchantId = codec::parse(row.text("merchant_id")?, "merchant id")?;
+    let livemode = row.flag("livemode")?;
+    let held = row.opt_text("settlement")?.is_some_and(|s| s != "settled");
+    let bucket = if held { LedgerBucket::Held } else { LedgerBucket::Settled };
+    let (kind, amount, merchant_kind) = match movement {
+        Movement::Paid => {
+            let k = if held { LedgerKind::Held } else { LedgerKind::Paid };
+            (LedgerKind::Paid, row.int("amount")?, k)
+        }
+        Movement::Refunded(delta) => (LedgerKind::Refunded, -delta, LedgerKind::Refunded),
+    };
+    if amount == 0 {
+        return Ok(());
+    }
+    let entries = [
+        LedgerEntryRecord::new(payment, CHANNEL_ACCOUNT, LedgerBucket::External, kind, -amount, at),
+        LedgerEntryRecord::new(payment, MERCHANT_ACCOUNT, bucket, merchant_kind, amount, at),
+    ];
+    insert_entries(tx, merchant, livemode, &entries).await
 }
