@@ -16,4 +16,5 @@ cargo test --workspace --locked "$@"
 # the store across merchants (its own queries on each backend), so it runs here too.
 PAYMUX_E2E_DATABASE=postgres cargo test --locked -p paymux-e2e \
     --test alipay --test wechat --test unionpay --test reliability --test recovery \
-    --test livemode --test shutdown --test metrics --test admin --test barcode --test attempts
+    --test livemode --test shutdown --test metrics --test admin --test barcode --test attempts \
+    --test settlement

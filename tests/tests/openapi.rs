@@ -139,7 +139,29 @@ async fn every_operation_answers_for_the_schema_check() {
         Some(json!({})),
     )
     .await;
-    a.call(&app, delete, "/v1/webhook_endpoints/{id}", &[&id(&ep)], None).await;
+    a.call(&app, delete.clone(), "/v1/webhook_endpoints/{id}", &[&id(&ep)], None).await;
+
+    let rcv = json!({"name": "platform", "accounts": {"unionpay": {"account": "p-1"}}});
+    let (s, r) = a.call(&app, post.clone(), "/v1/receivers", &[], Some(rcv)).await;
+    assert_eq!(s, 201, "{r}");
+    a.call(&app, post.clone(), "/v1/receivers", &[], Some(json!({"name": "x"}))).await;
+    a.call(&app, get.clone(), "/v1/receivers", &[], None).await;
+    a.call(&app, get.clone(), "/v1/receivers/{id}", &[&id(&r)], None).await;
+    let mut held = create("oa-5", "unionpay", "qr");
+    held["settlement"] = json!({"hold": true, "splits": [{"receiver": id(&r), "ratio_bps": 1000}]});
+    let (s, h) = a.call(&app, post.clone(), "/v1/payments", &[], Some(held)).await;
+    assert_eq!(s, 201, "{h}");
+    let (s, _) =
+        a.call(&app, post.clone(), "/v1/payments/{id}/settle", &[&id(&h)], Some(json!({}))).await;
+    assert_eq!(s, 400, "not paid yet");
+    app.pay_at_mock("unionpay", h["channel_order_no"].as_str().unwrap()).await;
+    app.wait_payment(&id(&h), "succeeded").await;
+    let (s, _) =
+        a.call(&app, post.clone(), "/v1/payments/{id}/settle", &[&id(&h)], Some(json!({}))).await;
+    assert_eq!(s, 200);
+    a.call(&app, get.clone(), "/v1/ledger?payment_id={id}", &[&id(&h)], None).await;
+    a.call(&app, get.clone(), "/v1/balances", &[], None).await;
+    a.call(&app, delete, "/v1/receivers/{id}", &[&id(&r)], None).await;
     let unauthenticated = app.call_as("sk_test_wrong", get, "/v1/payments", None).await;
     assert_eq!(unauthenticated.0, 401);
     a.0.push(

@@ -78,9 +78,12 @@ impl CreateAttemptRequest {
 }
 
 impl Engine {
-    /// The payment with its attempts, as the API shows it.
+    /// The payment with its attempts, and its settlement if it is held, as the API shows it.
     pub async fn payment_object(&self, p: &PaymentRecord) -> Result<Payment, EngineError> {
-        Ok(Payment::new(p, &self.store.attempts(p.id).await?))
+        let mut object = Payment::new(p, &self.store.attempts(p.id).await?);
+        object.settlement =
+            self.store.settlement(p.id).await?.as_ref().map(crate::settlement::Settlement::from);
+        Ok(object)
     }
 
     /// Adds an attempt to the caller's pending payment `payment_id` and creates it at its

@@ -45,6 +45,7 @@ mod payments;
 mod refunds;
 mod registry;
 mod schema;
+pub mod settlement;
 pub mod sweeper;
 pub mod telemetry;
 #[cfg(test)]

@@ -63,6 +63,9 @@ pub struct Payment {
     /// Every try at a channel to pay it, oldest first. The payment's `channel`, `method`,
     /// `channel_order_no` and `action` are its latest attempt's, or the one it succeeded with.
     pub attempts: Vec<Attempt>,
+    /// A held payment's settlement (`settlement.hold` at create); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::settlement::Settlement>,
 }
 
 /// One try at one channel to pay a payment, with its own channel order number.
@@ -123,6 +126,7 @@ impl Payment {
             livemode: p.livemode,
             failure: failure(&p.failure_code, &p.failure_message),
             attempts: attempts.iter().map(Attempt::from).collect(),
+            settlement: None,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct CreatePaymentRequest {
     /// The merchant's own key-value data, handed back on the payment.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Hold the funds and split them later (docs/settlement.md).
+    pub settlement: Option<crate::settlement::SettlementRequest>,
 }
 
 /// Who pays: the payer's id at the channel (JSAPI, mini programs) or the code they show
@@ -250,9 +252,10 @@ impl Engine {
     pub async fn create_payment(
         &self,
         caller: Caller,
-        request: CreatePaymentRequest,
+        mut request: CreatePaymentRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Payment, EngineError> {
+        let hold = request.settlement.take();
         let req = request.validate()?;
         let (account, adapter) = self.route(caller, req.channel, req.method).await?;
         if let Some(code) =
@@ -260,6 +263,10 @@ impl Engine {
         {
             crate::barcode::check_auth_code(&*adapter, code)?;
         }
+        let hold = match hold {
+            Some(h) => Some(self.prepare_hold(caller, account.channel, h).await?),
+            None => None,
+        };
         let now = crate::engine::now_ms();
         let payment_id = PaymentId::new();
         let attempt_id = AttemptId::new();
@@ -328,6 +335,10 @@ impl Engine {
                 ));
             }
             Err(e) => return Err(e.into()),
+        }
+        // The settlement too is committed before the channel is called.
+        if let Some(hold) = &hold {
+            self.store.insert_settlement(&hold.record(&record), None, &[]).await?;
         }
         let call = CreatePayment {
             channel_order_no,

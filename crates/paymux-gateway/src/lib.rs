@@ -32,6 +32,7 @@ mod metrics;
 mod openapi;
 mod payments;
 mod refunds;
+mod settlement;
 mod webhooks;
 
 pub use app::{router, serve};

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ErrorResponse;
-use crate::{events, payments, refunds, webhooks};
+use crate::{events, payments, refunds, settlement, webhooks};
 use paymux_engine::Engine;
 
 #[derive(utoipa::OpenApi)]
@@ -32,7 +32,8 @@ use paymux_engine::Engine;
         (name = "payments", description = "A merchant's orders and what the payer does to pay them."),
         (name = "refunds", description = "Money going back to the payer, each refund its own object."),
         (name = "events", description = "What changed, in commit order; also delivered as webhooks."),
-        (name = "webhook_endpoints", description = "Where events are delivered, signed.")
+        (name = "webhook_endpoints", description = "Where events are delivered, signed."),
+        (name = "settlement", description = "Held payments split between receivers, and the ledger of every movement.")
     )
 )]
 struct ApiDoc;
@@ -57,6 +58,11 @@ pub(crate) fn v1() -> OpenApiRouter<Engine> {
         .routes(routes!(webhooks::create_endpoint, webhooks::list_endpoints))
         .routes(routes!(webhooks::delete_endpoint))
         .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(settlement::create_receiver, settlement::list_receivers))
+        .routes(routes!(settlement::get_receiver, settlement::delete_receiver))
+        .routes(routes!(settlement::settle))
+        .routes(routes!(settlement::ledger))
+        .routes(routes!(settlement::balances))
 }
 
 /// The whole document, as `GET /openapi.json` serves it.

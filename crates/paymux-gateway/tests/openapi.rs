@@ -66,6 +66,13 @@ async fn the_served_document_is_openapi_3_1_and_lists_exactly_the_merchant_api()
         ("GET", "/v1/webhook_endpoints"),
         ("DELETE", "/v1/webhook_endpoints/{id}"),
         ("POST", "/v1/webhook_endpoints/{id}/rotate_secret"),
+        ("POST", "/v1/receivers"),
+        ("GET", "/v1/receivers"),
+        ("GET", "/v1/receivers/{id}"),
+        ("DELETE", "/v1/receivers/{id}"),
+        ("POST", "/v1/payments/{id}/settle"),
+        ("GET", "/v1/ledger"),
+        ("GET", "/v1/balances"),
     ]
     .into_iter()
     .map(|(m, p)| (m.to_owned(), p.to_owned()))

@@ -1,0 +1,694 @@
+//! Escrow and profit sharing: receivers, held payments, settling them, and the ledger.
+//!
+//! A held payment's settlement is written with the payment, before the channel is called. Settling
+//! fixes each split's amount from what is still held (`paymux_core::plan_splits`) and moves the
+//! money in the ledger in the same transaction as the settlement's new state and its event.
+//!
+//! Where the money is held depends on the channel (docs/settlement.md). This module implements the
+//! paymux-side hold (UnionPay's ledger path: the channel takes the payment as usual and paymux
+//! keeps it as held in its ledger until it settles). A hold at WeChat (profit sharing) or Alipay
+//! (freeze) needs the channel's split calls, which their adapters do not make yet: a held
+//! payment on those channels is refused with `settlement_unsupported`, nothing created.
+
+use paymux_core::{
+    ChannelKind, EventId, EventType, LedgerKind, PaymentId, PaymentStatus, ReceiverId,
+    SettlementError, SettlementStatus, SplitRequest, SplitStatus, default_ratio_cap_bps,
+    held_amount, plan_splits, validate_splits,
+};
+use paymux_store::{
+    BalanceRecord, LedgerBucket, LedgerEntryRecord, LedgerFilter, LedgerImbalance,
+    MERCHANT_ACCOUNT, NewEvent, PaymentRecord, ReceiverRecord, SettlementChange, SettlementRecord,
+    SplitRecord,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::endpoints::Caller;
+use crate::engine::{Engine, now_ms};
+use crate::error::EngineError;
+use crate::objects::{EventObject, Payment, rfc3339};
+use crate::payments::text;
+
+/// The longest `auto_settle_after`: WeChat's freeze lasts at most 30 days.
+const MAX_AUTO_SETTLE_AFTER: i64 = 30 * 24 * 60 * 60;
+
+fn invalid(field: &'static str, message: impl Into<String>) -> EngineError {
+    EngineError::InvalidInput { field, message: message.into() }
+}
+
+fn rejected(code: &'static str, field: Option<&'static str>, message: String) -> EngineError {
+    EngineError::Rejected { code, field, message }
+}
+
+/// `POST /v1/receivers`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReceiverRequest {
+    /// The receiver's name (for WeChat `MERCHANT_ID` receivers: the merchant's registered name).
+    #[schema(value_type = String, required = true)]
+    pub name: Option<String>,
+    /// The receiver's account on each channel it receives on; at least one.
+    #[schema(value_type = ReceiverAccounts, required = true)]
+    pub accounts: Option<ReceiverAccounts>,
+}
+
+/// A receiver's account per channel.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverAccounts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wechat: Option<ChannelReceiverAccount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alipay: Option<ChannelReceiverAccount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unionpay: Option<ChannelReceiverAccount>,
+}
+
+/// One channel's account of a receiver: WeChat `type` `MERCHANT_ID` or `PERSONAL_OPENID` with a
+/// `relation_type`; Alipay `type` `userId`, `loginName` or `openId`; UnionPay any label of the
+/// account paymux's ledger pays (the payout is outside the channel).
+#[derive(Debug, Default, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelReceiverAccount {
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relation_type: Option<String>,
+}
+
+const WECHAT_RELATIONS: [&str; 11] = [
+    "SERVICE_PROVIDER",
+    "STORE",
+    "STAFF",
+    "STORE_OWNER",
+    "PARTNER",
+    "HEADQUARTER",
+    "BRAND",
+    "DISTRIBUTOR",
+    "USER",
+    "SUPPLIER",
+    "CUSTOM",
+];
+
+impl ReceiverAccounts {
+    fn get(&self, channel: ChannelKind) -> Option<&ChannelReceiverAccount> {
+        match channel {
+            ChannelKind::Wechat => self.wechat.as_ref(),
+            ChannelKind::Alipay => self.alipay.as_ref(),
+            ChannelKind::Unionpay => self.unionpay.as_ref(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), EngineError> {
+        if self.wechat.is_none() && self.alipay.is_none() && self.unionpay.is_none() {
+            return Err(invalid(
+                "accounts",
+                "accounts needs at least one of wechat, alipay, unionpay",
+            ));
+        }
+        if let Some(w) = &self.wechat {
+            text(w.account.clone(), "accounts.wechat.account", 64)?.ok_or_else(|| {
+                invalid("accounts.wechat.account", "accounts.wechat.account is required")
+            })?;
+            match w.kind.as_deref() {
+                Some("MERCHANT_ID" | "PERSONAL_OPENID") => {}
+                _ => {
+                    return Err(invalid(
+                        "accounts.wechat.type",
+                        "accounts.wechat.type must be MERCHANT_ID or PERSONAL_OPENID",
+                    ));
+                }
+            }
+            if !w.relation_type.as_deref().is_some_and(|r| WECHAT_RELATIONS.contains(&r)) {
+                return Err(invalid(
+                    "accounts.wechat.relation_type",
+                    format!(
+                        "accounts.wechat.relation_type must be one of {}",
+                        WECHAT_RELATIONS.join(", ")
+                    ),
+                ));
+            }
+        }
+        if let Some(a) = &self.alipay {
+            text(a.account.clone(), "accounts.alipay.account", 100)?.ok_or_else(|| {
+                invalid("accounts.alipay.account", "accounts.alipay.account is required")
+            })?;
+            if !matches!(a.kind.as_deref(), Some("userId" | "loginName" | "openId")) {
+                return Err(invalid(
+                    "accounts.alipay.type",
+                    "accounts.alipay.type must be userId, loginName or openId",
+                ));
+            }
+            if a.relation_type.is_some() {
+                return Err(invalid(
+                    "accounts.alipay.relation_type",
+                    "alipay accounts take no relation_type",
+                ));
+            }
+        }
+        if let Some(u) = &self.unionpay {
+            text(u.account.clone(), "accounts.unionpay.account", 64)?.ok_or_else(|| {
+                invalid("accounts.unionpay.account", "accounts.unionpay.account is required")
+            })?;
+            if u.kind.is_some() || u.relation_type.is_some() {
+                return Err(invalid("accounts.unionpay", "unionpay accounts take only account"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A receiver as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Receiver {
+    pub id: String,
+    /// Always `"receiver"`.
+    pub object: &'static str,
+    pub name: String,
+    #[schema(value_type = Object)]
+    pub accounts: Value,
+    /// What each channel answered when paymux registered the receiver there (empty where the
+    /// channel needs no registration).
+    #[schema(value_type = Object)]
+    pub registrations: Value,
+    pub created_at: String,
+    pub livemode: bool,
+}
+
+impl From<&ReceiverRecord> for Receiver {
+    fn from(r: &ReceiverRecord) -> Self {
+        Self {
+            id: r.id.to_string(),
+            object: "receiver",
+            name: r.name.clone(),
+            accounts: r.accounts.clone(),
+            registrations: r.registrations.clone(),
+            created_at: rfc3339(r.created_at),
+            livemode: r.livemode,
+        }
+    }
+}
+
+/// `settlement` on `POST /v1/payments`: hold the funds for splitting later.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementRequest {
+    /// Must be `true`.
+    #[schema(value_type = bool, required = true)]
+    pub hold: Option<bool>,
+    #[schema(value_type = Vec<SplitInput>, required = true)]
+    pub splits: Option<Vec<SplitInput>>,
+    /// Seconds after the payment is created at which the sweeper settles it if the merchant has
+    /// not (1 to 30 days' worth).
+    #[schema(value_type = Option<i64>)]
+    pub auto_settle_after: Option<Value>,
+}
+
+/// One split: a receiver and its commission in basis points of the amount held at settlement.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitInput {
+    #[schema(value_type = String, required = true)]
+    pub receiver: Option<String>,
+    #[schema(value_type = u32, required = true, minimum = 1, maximum = 10000)]
+    pub ratio_bps: Option<Value>,
+}
+
+/// A held payment's settlement as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Settlement {
+    /// `held`, `settling`, `settled` or `failed`.
+    pub status: &'static str,
+    pub splits: Vec<Split>,
+    pub auto_settle_at: Option<String>,
+    pub settled_at: Option<String>,
+}
+
+/// One receiver's split.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Split {
+    pub receiver: String,
+    pub ratio_bps: u32,
+    /// Fen, fixed when the settlement starts; `null` while held.
+    pub amount: Option<i64>,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: &'static str,
+}
+
+impl From<&SettlementRecord> for Settlement {
+    fn from(s: &SettlementRecord) -> Self {
+        Self {
+            status: s.status.as_str(),
+            splits: s
+                .splits
+                .iter()
+                .map(|x| Split {
+                    receiver: x.receiver.to_string(),
+                    ratio_bps: x.ratio_bps,
+                    amount: x.amount,
+                    status: x.status.as_str(),
+                })
+                .collect(),
+            auto_settle_at: s.auto_settle_at.map(rfc3339),
+            settled_at: s.settled_at.map(rfc3339),
+        }
+    }
+}
+
+/// A held payment's settlement, checked and ready to be written with its payment.
+#[derive(Debug)]
+pub(crate) struct Hold {
+    splits: Vec<SplitRecord>,
+    auto_settle_after: Option<i64>,
+}
+
+impl Hold {
+    /// The settlement row of `payment`, written in the payment's transaction.
+    pub(crate) fn record(&self, payment: &PaymentRecord) -> SettlementRecord {
+        SettlementRecord {
+            payment_id: payment.id,
+            merchant_id: payment.merchant_id,
+            livemode: payment.livemode,
+            status: SettlementStatus::Held,
+            splits: self.splits.clone(),
+            auto_settle_at: self
+                .auto_settle_after
+                .map(|s| payment.created_at + time::Duration::seconds(s)),
+            settled_at: None,
+            created_at: payment.created_at,
+            updated_at: payment.created_at,
+        }
+    }
+}
+
+/// `GET /v1/ledger`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LedgerQuery {
+    pub payment_id: Option<String>,
+    /// A receiver's id, or `merchant`.
+    pub receiver: Option<String>,
+    /// RFC 3339; entries at or after.
+    pub from: Option<String>,
+    /// RFC 3339; entries before.
+    pub to: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// A ledger entry as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: String,
+    pub payment_id: String,
+    /// `merchant`, a receiver's id, or `channel` (money entering or leaving through the channel).
+    pub account: String,
+    /// `held`, `settled` or `external`.
+    pub bucket: &'static str,
+    /// `paid`, `held`, `refunded`, `split`, `released`, `returned` or `duplicate_refund`.
+    pub kind: &'static str,
+    /// Fen, signed.
+    pub amount: i64,
+    pub created_at: String,
+}
+
+/// One account's balance.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Balance {
+    /// `merchant` or a receiver's id.
+    pub account: String,
+    pub held: i64,
+    pub settled: i64,
+}
+
+/// The list answers of the ledger routes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct List<T> {
+    pub data: Vec<T>,
+}
+
+fn time_param(
+    v: Option<String>,
+    field: &'static str,
+) -> Result<Option<OffsetDateTime>, EngineError> {
+    v.map(|s| {
+        OffsetDateTime::parse(&s, &Rfc3339)
+            .map_err(|_| invalid(field, format!("{field} must be an RFC 3339 time")))
+    })
+    .transpose()
+}
+
+impl Engine {
+    /// Registers a receiver.
+    pub async fn create_receiver(
+        &self,
+        caller: Caller,
+        req: CreateReceiverRequest,
+    ) -> Result<Receiver, EngineError> {
+        let name =
+            text(req.name, "name", 128)?.ok_or_else(|| invalid("name", "name is required"))?;
+        let accounts = req.accounts.ok_or_else(|| invalid("accounts", "accounts is required"))?;
+        accounts.validate()?;
+        if accounts.wechat.is_some() || accounts.alipay.is_some() {
+            // WeChat (receivers/add) and Alipay (relation.bind) need the receiver registered
+            // at the channel first; their adapters do not make that call yet.
+            return Err(rejected(
+                "settlement_unsupported",
+                Some("accounts"),
+                "receivers on wechat and alipay are not supported yet: only unionpay \
+                 (paymux-side hold) settles today"
+                    .into(),
+            ));
+        }
+        let record = ReceiverRecord {
+            id: ReceiverId::new(),
+            merchant_id: caller.merchant,
+            livemode: caller.livemode,
+            name,
+            accounts: serde_json::to_value(&accounts)
+                .map_err(|source| EngineError::Encode { what: "receiver accounts", source })?,
+            registrations: json!({}),
+            created_at: now_ms(),
+        };
+        self.store.insert_receiver(&record).await?;
+        Ok(Receiver::from(&record))
+    }
+
+    async fn receiver_record(
+        &self,
+        caller: Caller,
+        id: &str,
+    ) -> Result<ReceiverRecord, EngineError> {
+        let not_found = || EngineError::NotFound { what: "receiver" };
+        let id: ReceiverId = id.parse().map_err(|_| not_found())?;
+        self.store
+            .receiver(caller.merchant, id)
+            .await?
+            .filter(|r| caller.sees(r.livemode))
+            .ok_or_else(not_found)
+    }
+
+    pub async fn receiver(&self, caller: Caller, id: &str) -> Result<Receiver, EngineError> {
+        Ok(Receiver::from(&self.receiver_record(caller, id).await?))
+    }
+
+    pub async fn list_receivers(&self, caller: Caller) -> Result<List<Receiver>, EngineError> {
+        let rows = self.store.list_receivers(caller.merchant, caller.livemode).await?;
+        Ok(List { data: rows.iter().map(Receiver::from).collect() })
+    }
+
+    /// Deletes a receiver; the splits that name it keep it.
+    pub async fn delete_receiver(&self, caller: Caller, id: &str) -> Result<Receiver, EngineError> {
+        let r = self.receiver_record(caller, id).await?;
+        if !self.store.delete_receiver(caller.merchant, r.id, now_ms()).await? {
+            return Err(EngineError::NotFound { what: "receiver" });
+        }
+        Ok(Receiver::from(&r))
+    }
+
+    /// Checks a create request's `settlement` for a payment on `channel`.
+    pub(crate) async fn prepare_hold(
+        &self,
+        caller: Caller,
+        channel: ChannelKind,
+        req: SettlementRequest,
+    ) -> Result<Hold, EngineError> {
+        if req.hold != Some(true) {
+            return Err(invalid("settlement.hold", "settlement.hold must be true"));
+        }
+        if channel != ChannelKind::Unionpay {
+            return Err(rejected(
+                "settlement_unsupported",
+                Some("settlement"),
+                format!(
+                    "held payments are not supported on {channel} yet: only unionpay \
+                     (paymux-side hold) settles today"
+                ),
+            ));
+        }
+        let auto_settle_after = req
+            .auto_settle_after
+            .map(|v| {
+                v.as_i64().filter(|s| (1..=MAX_AUTO_SETTLE_AFTER).contains(s)).ok_or_else(|| {
+                    invalid(
+                        "settlement.auto_settle_after",
+                        format!(
+                            "settlement.auto_settle_after must be whole seconds from 1 to \
+                             {MAX_AUTO_SETTLE_AFTER}"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let inputs = req
+            .splits
+            .ok_or_else(|| invalid("settlement.splits", "settlement.splits is required"))?;
+        let mut splits = Vec::with_capacity(inputs.len());
+        for s in inputs {
+            let id = s
+                .receiver
+                .ok_or_else(|| invalid("settlement.splits.receiver", "receiver is required"))?;
+            let ratio_bps = s
+                .ratio_bps
+                .as_ref()
+                .and_then(Value::as_u64)
+                .and_then(|r| u32::try_from(r).ok())
+                .filter(|r| (1..=10_000).contains(r))
+                .ok_or_else(|| {
+                    invalid(
+                        "settlement.splits.ratio_bps",
+                        "ratio_bps must be an integer from 1 to 10000 (basis points)",
+                    )
+                })?;
+            let receiver = match self.receiver_record(caller, &id).await {
+                Ok(r) => r,
+                Err(EngineError::NotFound { .. }) => {
+                    return Err(rejected(
+                        "unknown_receiver",
+                        Some("settlement.splits.receiver"),
+                        format!("no such receiver {id:?}"),
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            let accounts: ReceiverAccounts =
+                serde_json::from_value(receiver.accounts.clone()).unwrap_or_default();
+            if accounts.get(channel).is_none() {
+                return Err(rejected(
+                    "receiver_without_account",
+                    Some("settlement.splits.receiver"),
+                    format!("receiver {id} has no {channel} account"),
+                ));
+            }
+            splits.push(SplitRequest { receiver: receiver.id, ratio_bps });
+        }
+        validate_splits(&splits, channel, default_ratio_cap_bps(channel)).map_err(|e| {
+            let code = match e {
+                SettlementError::OverCap { .. } => "ratio_over_cap",
+                _ => "invalid_splits",
+            };
+            rejected(code, Some("settlement.splits"), e.to_string())
+        })?;
+        Ok(Hold {
+            splits: splits
+                .into_iter()
+                .map(|s| SplitRecord {
+                    receiver: s.receiver,
+                    ratio_bps: s.ratio_bps,
+                    amount: None,
+                    status: SplitStatus::Pending,
+                    out_order_no: None,
+                    failure: None,
+                })
+                .collect(),
+            auto_settle_after,
+        })
+    }
+
+    /// Settles a held payment (idempotent: a settled payment is answered as it is).
+    pub async fn settle(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
+        let p = self.payment_record(caller, id).await?;
+        self.settle_payment(&p).await?;
+        let p = self.payment_record(caller, id).await?;
+        self.payment_object(&p).await
+    }
+
+    /// Settles a held payment on the paymux-side hold: the splits and the release are ledger
+    /// movements, written with the settlement's new state and its event.
+    pub(crate) async fn settle_payment(&self, p: &PaymentRecord) -> Result<(), EngineError> {
+        let Some(s) = self.store.settlement(p.id).await? else {
+            return Err(rejected(
+                "payment_not_held",
+                None,
+                "the payment was not created with settlement.hold".into(),
+            ));
+        };
+        if s.status == SettlementStatus::Settled {
+            return Ok(());
+        }
+        if p.status != PaymentStatus::Succeeded {
+            return Err(rejected(
+                "payment_not_paid",
+                None,
+                format!("the payment is {}; only a succeeded payment settles", p.status),
+            ));
+        }
+        // `amount_reserved` counts every refund not failed; past `amount_refunded`, one is pending.
+        if p.amount_reserved > p.amount_refunded {
+            return Err(rejected(
+                "refund_pending",
+                None,
+                "a refund of this payment is still pending; settle once it is final".into(),
+            ));
+        }
+        let held = held_amount(p.amount.minor(), p.amount_refunded);
+        let requests: Vec<SplitRequest> = s
+            .splits
+            .iter()
+            .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
+            .collect();
+        let plan = plan_splits(held, &requests);
+        let at = now_ms();
+        let mut entries = Vec::new();
+        let mut splits = Vec::with_capacity(s.splits.len());
+        for (split, amount) in s.splits.iter().zip(&plan.amounts) {
+            if *amount > 0 {
+                let to = split.receiver.to_string();
+                entries.push(ledger(
+                    p.id,
+                    MERCHANT_ACCOUNT,
+                    LedgerBucket::Held,
+                    LedgerKind::Split,
+                    -amount,
+                    at,
+                ));
+                entries.push(ledger(
+                    p.id,
+                    &to,
+                    LedgerBucket::Settled,
+                    LedgerKind::Split,
+                    *amount,
+                    at,
+                ));
+            }
+            splits.push(SplitRecord {
+                amount: Some(*amount),
+                status: SplitStatus::Succeeded,
+                ..split.clone()
+            });
+        }
+        if plan.merchant > 0 {
+            entries.push(ledger(
+                p.id,
+                MERCHANT_ACCOUNT,
+                LedgerBucket::Held,
+                LedgerKind::Released,
+                -plan.merchant,
+                at,
+            ));
+            entries.push(ledger(
+                p.id,
+                MERCHANT_ACCOUNT,
+                LedgerBucket::Settled,
+                LedgerKind::Released,
+                plan.merchant,
+                at,
+            ));
+        }
+        let settled = SettlementRecord {
+            status: SettlementStatus::Settled,
+            splits: splits.clone(),
+            settled_at: Some(at),
+            updated_at: at,
+            ..s.clone()
+        };
+        let mut data = EventObject::from(p).to_value();
+        data["settlement"] = serde_json::to_value(Settlement::from(&settled))
+            .map_err(|source| EngineError::Encode { what: "settlement", source })?;
+        let change = SettlementChange {
+            payment_id: p.id,
+            merchant_id: p.merchant_id,
+            from: s.status,
+            to: SettlementStatus::Settled,
+            splits,
+            settled_at: Some(at),
+            next_check_at: None,
+            entries,
+            events: vec![NewEvent {
+                id: EventId::new(),
+                kind: EventType::SettlementSucceeded,
+                object_id: p.id.to_string(),
+                data,
+            }],
+            at,
+        };
+        // Lost a race with another settle: whoever won settled it.
+        self.store.transition_settlement(&change).await?;
+        Ok(())
+    }
+
+    pub async fn ledger(
+        &self,
+        caller: Caller,
+        q: LedgerQuery,
+    ) -> Result<List<LedgerEntry>, EngineError> {
+        let payment_id = q
+            .payment_id
+            .map(|s| s.parse::<PaymentId>())
+            .transpose()
+            .map_err(|_| invalid("payment_id", "payment_id must be a payment id (pay_...)"))?;
+        let filter = LedgerFilter {
+            livemode: caller.livemode,
+            payment_id,
+            account: q.receiver,
+            from: time_param(q.from, "from")?,
+            to: time_param(q.to, "to")?,
+            limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        };
+        let rows = self.store.ledger_entries(caller.merchant, &filter).await?;
+        Ok(List {
+            data: rows
+                .iter()
+                .map(|e| LedgerEntry {
+                    id: e.id.clone(),
+                    payment_id: e.payment_id.to_string(),
+                    account: e.account.clone(),
+                    bucket: e.bucket.as_str(),
+                    kind: e.kind.as_str(),
+                    amount: e.amount,
+                    created_at: rfc3339(e.created_at),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn balances(&self, caller: Caller) -> Result<List<Balance>, EngineError> {
+        let rows: Vec<BalanceRecord> =
+            self.store.balances(caller.merchant, caller.livemode).await?;
+        Ok(List {
+            data: rows
+                .into_iter()
+                .map(|b| Balance { account: b.account, held: b.held, settled: b.settled })
+                .collect(),
+        })
+    }
+
+    /// Every payment whose ledger entries do not balance (`paymux ledger check`).
+    pub async fn ledger_imbalances(&self) -> Result<Vec<LedgerImbalance>, EngineError> {
+        Ok(self.store.ledger_imbalances().await?)
+    }
+}
+
+fn ledger(
+    payment: PaymentId,
+    account: &str,
+    bucket: LedgerBucket,
+    kind: LedgerKind,
+    amount: i64,
+    at: OffsetDateTime,
+) -> LedgerEntryRecord {
+    LedgerEntryRecord::new(payment, account, bucket, kind, amount, at)
+}
