@@ -7,7 +7,10 @@
 
 use axum::http::StatusCode;
 use axum::routing::post;
+use std::time::Duration;
+
 use paymux_e2e::TestApp;
+use paymux_engine::SweeperConfig;
 use serde_json::{Value, json};
 
 fn id(v: &Value) -> String {
@@ -29,13 +32,26 @@ async fn held_payment(
     amount: i64,
     splits: &[(&str, u32)],
 ) -> (u16, Value) {
+    held_payment_with(app, order, amount, splits, None).await
+}
+
+async fn held_payment_with(
+    app: &TestApp,
+    order: &str,
+    amount: i64,
+    splits: &[(&str, u32)],
+    auto_settle_after: Option<i64>,
+) -> (u16, Value) {
     let splits: Vec<Value> =
         splits.iter().map(|(r, bps)| json!({"receiver": r, "ratio_bps": bps})).collect();
+    let mut settlement = json!({"hold": true, "splits": splits});
+    if let Some(after) = auto_settle_after {
+        settlement["auto_settle_after"] = json!(after);
+    }
     app.post(
         "/v1/payments",
         json!({"merchant_order_no": order, "amount": amount, "currency": "CNY", "subject": "s",
-               "channel": "unionpay", "method": "qr",
-               "settlement": {"hold": true, "splits": splits}}),
+               "channel": "unionpay", "method": "qr", "settlement": settlement}),
     )
     .await
 }
@@ -202,4 +218,39 @@ async fn bad_settlement_input_is_refused_and_changes_nothing() {
     assert_eq!(s, 404);
     let (s, e) = held_payment(&app, "bad-6", 10_000, &[(&agent, 100)]).await;
     assert_eq!((s, code(&e)), (400, "unknown_receiver".into()), "{e}");
+}
+
+#[tokio::test]
+async fn the_sweeper_settles_a_held_payment_once_its_auto_settle_after_has_passed() {
+    let app = TestApp::spawn_with(|o| {
+        o.sweeper = SweeperConfig {
+            interval: Duration::from_millis(100),
+            first_check_after: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(60),
+            lease: Duration::from_secs(5),
+        };
+    })
+    .await;
+    let platform = receiver(&app, "platform").await;
+    // Not paid when its time comes: the sweeper waits for the payment.
+    let (s, p) = held_payment_with(&app, "auto-1", 10_000, &[(&platform, 1_000)], Some(1)).await;
+    assert_eq!(s, 201, "{p}");
+    assert!(p["settlement"]["auto_settle_at"].is_string(), "{p}");
+    let pid = id(&p);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, still) = app.get(&format!("/v1/payments/{pid}")).await;
+    assert_eq!(still["settlement"]["status"], "held", "unpaid stays held: {still}");
+    app.pay_at_mock("unionpay", p["channel_order_no"].as_str().unwrap()).await;
+    let settled = app
+        .wait_for(&format!("/v1/payments/{pid}"), 15, |v| v["settlement"]["status"] == "settled")
+        .await;
+    assert_eq!(settled["settlement"]["splits"][0]["amount"], 1_000);
+    // Once: one event, one split in the ledger, however many sweeps ran since.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let events: Vec<Value> =
+        app.events().await.into_iter().filter(|e| e["type"] == "settlement.succeeded").collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let (sum, entries) = ledger_sum(&app, &pid).await;
+    assert_eq!(sum, 0);
+    assert_eq!(entries.iter().filter(|e| e["kind"] == "split").count(), 2, "{entries:?}");
 }

@@ -338,7 +338,8 @@ impl Engine {
         }
         // The settlement too is committed before the channel is called.
         if let Some(hold) = &hold {
-            self.store.insert_settlement(&hold.record(&record), None, &[]).await?;
+            let settlement = hold.record(&record);
+            self.store.insert_settlement(&settlement, settlement.auto_settle_at, &[]).await?;
         }
         let call = CreatePayment {
             channel_order_no,

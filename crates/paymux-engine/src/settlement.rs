@@ -630,6 +630,31 @@ impl Engine {
         Ok(())
     }
 
+    /// The sweeper's look at a settlement whose `auto_settle_at` came: settles it once its
+    /// payment has succeeded; waits while the payment is pending or a refund of it is; stops for a
+    /// payment that will never be paid.
+    pub(crate) async fn auto_settle(&self, s: &SettlementRecord, retry_in: time::Duration) {
+        let again = |why: &str| {
+            tracing::info!(payment = %s.payment_id, why, "auto-settle postponed");
+            Some(now_ms() + retry_in)
+        };
+        let next = match self.store.payment_by_id(s.payment_id).await {
+            Ok(Some(p)) if p.status == PaymentStatus::Succeeded => {
+                match self.settle_payment(&p).await {
+                    // A settled settlement is off the queue (its transition cleared the check).
+                    Ok(()) => return,
+                    Err(e) => again(&e.to_string()),
+                }
+            }
+            Ok(Some(p)) if p.status == PaymentStatus::Pending => again("payment pending"),
+            Ok(Some(_)) | Ok(None) => None,
+            Err(e) => again(&e.to_string()),
+        };
+        if let Err(e) = self.store.schedule_settlement_check(s.payment_id, next).await {
+            tracing::warn!(payment = %s.payment_id, error = %e, "could not schedule the settlement check");
+        }
+    }
+
     pub async fn ledger(
         &self,
         caller: Caller,

@@ -48,6 +48,7 @@ pub async fn run(state: Engine, stop: CancellationToken) {
 pub async fn sweep_once(state: &Engine, stop: &CancellationToken) -> Result<usize, StoreError> {
     let payments = sweep_payments(state, stop).await;
     let refunds = sweep_refunds(state, stop).await;
+    let settlements = sweep_settlements(state, stop).await;
     // Stored idempotent answers are replayed for the retention period only; then they go.
     let purged = if stop.is_cancelled() {
         Ok(0)
@@ -55,7 +56,7 @@ pub async fn sweep_once(state: &Engine, stop: &CancellationToken) -> Result<usiz
         let now = OffsetDateTime::now_utc();
         state.store.purge_idempotency_keys(now - state.config.idempotency_retention).await
     };
-    let seen = payments? + refunds?;
+    let seen = payments? + refunds? + settlements?;
     purged?;
     Ok(seen)
 }
@@ -110,6 +111,27 @@ async fn sweep_refunds(state: &Engine, stop: &CancellationToken) -> Result<usize
         }
     }
     Ok(refunds.len())
+}
+
+/// Settles held payments whose `auto_settle_after` has come. A claimed settlement not reached
+/// before `stop` stays leased until its lease runs out, then is due again.
+async fn sweep_settlements(state: &Engine, stop: &CancellationToken) -> Result<usize, StoreError> {
+    if stop.is_cancelled() {
+        return Ok(0);
+    }
+    let lease = state.config.sweeper.lease;
+    let now = OffsetDateTime::now_utc();
+    let due = state.store.claim_due_settlements(now, now + lease, BATCH).await?;
+    let retry_in =
+        time::Duration::try_from(state.config.sweeper.interval.max(Duration::from_secs(1)))
+            .unwrap_or(time::Duration::SECOND);
+    for s in &due {
+        if stop.is_cancelled() {
+            break;
+        }
+        state.auto_settle(s, retry_in).await;
+    }
+    Ok(due.len())
 }
 
 /// Gives back claimed payments that were not swept: renewing a lease we still hold to now makes

@@ -391,6 +391,20 @@ pub trait SettlementStore: Send + Sync {
     /// Compare-and-set on the settlement's status (`from` may equal `to`: a change of splits
     /// only, as long as nobody changed the status meanwhile). Returns whether it was applied.
     async fn transition_settlement(&self, change: &SettlementChange) -> StoreResult<bool>;
+    /// Held or settling settlements whose next check is due, leased to the caller until
+    /// `lease_until` (their next check moves there, as for payments).
+    async fn claim_due_settlements(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SettlementRecord>>;
+    /// When the sweeper looks at this settlement next; `None`: never.
+    async fn schedule_settlement_check(
+        &self,
+        payment: PaymentId,
+        at: Option<OffsetDateTime>,
+    ) -> StoreResult<()>;
     /// Writes ledger entries of one payment on their own, in one transaction.
     async fn insert_ledger_entries(
         &self,

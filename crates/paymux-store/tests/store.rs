@@ -1425,6 +1425,14 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
     assert_eq!(f.store.settlement(p.id).await.unwrap(), Some(s.clone()));
     assert!(f.store.ledger_imbalances().await.unwrap().is_empty());
 
+    // Due at its auto-settle time, claimed once while the lease lasts.
+    let lease = now + time::Duration::minutes(1);
+    let due = f.store.claim_due_settlements(now, lease, 10).await.unwrap();
+    assert_eq!(due.iter().map(|d| d.payment_id).collect::<Vec<_>>(), vec![p.id]);
+    assert!(f.store.claim_due_settlements(now, lease, 10).await.unwrap().is_empty());
+    f.store.schedule_settlement_check(p.id, Some(now)).await.unwrap();
+    assert_eq!(f.store.claim_due_settlements(now, lease, 10).await.unwrap().len(), 1);
+
     let rid = r.id.to_string();
     let settled = SettlementChange {
         payment_id: p.id,

@@ -18,7 +18,7 @@ CREATE INDEX receivers_by_merchant ON receivers (merchant_id, livemode, id);
 
 -- One row per held payment. `splits` is the JSON list of {receiver, ratio_bps, amount, status,
 -- out_order_no, failure}; `next_check_at` is when the sweeper looks at it next (auto-settle, or an
--- unknown split outcome to query), leased like payments.
+-- unknown split outcome to query); a claim leases it by moving next_check_at, as for payments.
 CREATE TABLE settlements (
     payment_id     TEXT PRIMARY KEY REFERENCES payments(id),
     merchant_id    TEXT NOT NULL REFERENCES merchants(id),
@@ -28,7 +28,6 @@ CREATE TABLE settlements (
     auto_settle_at BIGINT,
     settled_at     BIGINT,
     next_check_at  BIGINT,
-    lease_until    BIGINT,
     created_at     BIGINT NOT NULL,
     updated_at     BIGINT NOT NULL
 );

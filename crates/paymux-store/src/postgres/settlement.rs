@@ -159,7 +159,7 @@ impl SettlementStore for PgStore {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE settlements SET status = $1, splits = $2, settled_at = COALESCE($3, settled_at), \
-             next_check_at = $4, lease_until = NULL, updated_at = $5 \
+             next_check_at = $4, updated_at = $5 \
              WHERE payment_id = $6 AND merchant_id = $7 AND status = $8 RETURNING livemode",
         )
         .bind(c.to.as_str())
@@ -181,6 +181,49 @@ impl SettlementStore for PgStore {
         insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
+    }
+
+    async fn claim_due_settlements(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SettlementRecord>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE next_check_at IS NOT NULL \
+             AND next_check_at <= $1 AND status IN ('held', 'settling') ORDER BY next_check_at \
+             LIMIT $2 FOR UPDATE SKIP LOCKED"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        let ids = rows.iter().map(|r| r.text("payment_id")).collect::<StoreResult<Vec<_>>>()?;
+        sqlx::query("UPDATE settlements SET next_check_at = $1 WHERE payment_id = ANY($2)")
+            .bind(ms(lease_until))
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        rows.iter().map(codec::settlement).collect()
+    }
+
+    async fn schedule_settlement_check(
+        &self,
+        payment: PaymentId,
+        at: Option<OffsetDateTime>,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE settlements SET next_check_at = $1 WHERE payment_id = $2")
+            .bind(at.map(ms))
+            .bind(payment.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn insert_ledger_entries(

@@ -158,7 +158,7 @@ impl SettlementStore for SqliteStore {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
-             next_check_at = ?, lease_until = NULL, updated_at = ? \
+             next_check_at = ?, updated_at = ? \
              WHERE payment_id = ? AND merchant_id = ? AND status = ? RETURNING livemode",
         )
         .bind(c.to.as_str())
@@ -180,6 +180,50 @@ impl SettlementStore for SqliteStore {
         insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
         tx.commit().await.map_err(unavailable)?;
         Ok(true)
+    }
+
+    async fn claim_due_settlements(
+        &self,
+        now: OffsetDateTime,
+        lease_until: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SettlementRecord>> {
+        let mut tx = self.begin().await?;
+        let sql = format!(
+            "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE next_check_at IS NOT NULL \
+             AND next_check_at <= ? AND status IN ('held', 'settling') ORDER BY next_check_at LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ms(now))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        for row in &rows {
+            sqlx::query("UPDATE settlements SET next_check_at = ? WHERE payment_id = ?")
+                .bind(ms(lease_until))
+                .bind(row.text("payment_id")?)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        rows.iter().map(codec::settlement).collect()
+    }
+
+    async fn schedule_settlement_check(
+        &self,
+        payment: PaymentId,
+        at: Option<OffsetDateTime>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE settlements SET next_check_at = ? WHERE payment_id = ?")
+            .bind(at.map(ms))
+            .bind(payment.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn insert_ledger_entries(
