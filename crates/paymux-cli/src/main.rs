@@ -74,6 +74,9 @@ enum Command {
     /// Create merchants, API keys, channel accounts and operator tokens in a store.
     #[command(subcommand)]
     Admin(Admin),
+    /// Audit the ledger of escrow and profit sharing.
+    #[command(subcommand)]
+    Ledger(Ledger),
     /// Measure the gateway with its sandbox channels (creates, callbacks, a slow channel, an
     /// open loop) against floors measured in the same run; build with --release.
     Bench {
@@ -108,6 +111,16 @@ enum Command {
     },
     /// Prints the merchant API's OpenAPI 3.1 document (what `GET /openapi.json` serves).
     Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+enum Ledger {
+    /// Checks that every payment's ledger entries sum to zero and record its amount as paid;
+    /// lists each one that does not and exits non-zero if any.
+    Check {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -311,6 +324,21 @@ async fn run(cli: Cli) -> Result<()> {
                 "operator token {id}\ntoken  {token}  (shown once; paymux keeps only its hash)\n\
                  sign in at <public-url>/admin/login?token={token}"
             );
+            Ok(())
+        }
+        Command::Ledger(Ledger::Check { database }) => {
+            let engine = admin_engine(&database).await?;
+            let bad = engine.ledger_imbalances().await?;
+            for b in &bad {
+                println!(
+                    "{}: entries sum to {} fen; {} fen recorded as paid of an amount of {} fen",
+                    b.payment_id, b.sum, b.paid, b.amount
+                );
+            }
+            if !bad.is_empty() {
+                anyhow::bail!("{} payment(s) whose ledger does not balance", bad.len());
+            }
+            println!("the ledger balances: every payment's entries sum to zero");
             Ok(())
         }
         Command::Admin(Admin::CreateMerchant { database, name, live }) => {
