@@ -37,7 +37,8 @@ async fn the_ledger_check_finds_a_payment_whose_entries_do_not_balance() {
         })
         .await
         .unwrap();
-    let no = ChannelOrderNo::generate();
+    let attempt = AttemptId::new();
+    let no = ChannelOrderNo::of_attempt(attempt);
     let p = PaymentRecord {
         id: PaymentId::new(),
         merchant_id: merchant,
@@ -67,15 +68,20 @@ async fn the_ledger_check_finds_a_payment_whose_entries_do_not_balance() {
         livemode: false,
     };
     let a = AttemptRecord {
-        id: format!("att_{}", no.as_str().to_ascii_lowercase()),
+        id: attempt,
         payment_id: p.id,
         account_id: account,
         channel: ChannelKind::Unionpay,
+        method: PaymentMethod::Qr,
         channel_order_no: no,
+        status: AttemptStatus::Pending,
+        action: None,
+        channel_trade_no: None,
         channel_data: serde_json::json!({}),
+        watching: true,
         created_at: now,
     };
-    store.insert_payment(&p, &a, now, None).await.unwrap();
+    store.insert_payment(&p, &a, None, now, None).await.unwrap();
     let paid = PaymentTransition {
         payment_id: p.id,
         merchant_id: merchant,
@@ -87,6 +93,13 @@ async fn the_ledger_check_finds_a_payment_whose_entries_do_not_balance() {
         failure_message: None,
         at: now,
         events: vec![],
+        attempt: AttemptChange {
+            attempt_id: attempt,
+            from: AttemptStatus::Pending,
+            to: AttemptStatus::Succeeded,
+            watching: false,
+            channel_trade_no: Some("T1".into()),
+        },
         inbound: None,
     };
     assert!(store.transition_payment(&paid).await.unwrap());

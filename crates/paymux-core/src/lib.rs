@@ -45,7 +45,7 @@ pub use settlement::{
     default_ratio_cap_bps, held_amount, plan_splits, validate_splits,
 };
 pub use sharing::{
-    ReceiverAccount, ReleaseRequest, Released, ShareLine, ShareLineResult, ShareLineState, ShareRequest,
-    ShareResult,
+    ReceiverAccount, ReleaseRequest, Released, ShareLine, ShareLineResult, ShareLineState,
+    ShareRequest, ShareResult,
 };
 pub use state::{AttemptStatus, PaymentStatus, RefundStatus, TransitionError};

@@ -168,6 +168,7 @@ text_enum!(
         Split => "split",
         Released => "released",
         Returned => "returned",
+        DuplicatePaid => "duplicate_paid",
         DuplicateRefund => "duplicate_refund",
     }
 );

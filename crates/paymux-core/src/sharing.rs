@@ -71,7 +71,10 @@ pub enum ShareLineState {
     Succeeded,
     /// Final refusal of this line (WeChat `CLOSED` with its `fail_reason`, Alipay `FAIL` with its
     /// `error_code`): the money stays with the merchant.
-    Failed { code: String, message: String },
+    Failed {
+        code: String,
+        message: String,
+    },
 }
 
 /// What the channel says about one receiver line.

@@ -101,6 +101,11 @@ impl Engine {
             return Err(EngineError::PaymentNotPending { status: payment.status });
         }
         let (account, adapter) = self.route(caller, Some(req.channel), req.method).await?;
+        // A held payment stays held whichever channel the payer switches to.
+        let held = self.store.settlement(payment.id).await?;
+        if let Some(s) = &held {
+            self.check_hold_on(caller, &*adapter, s).await?;
+        }
         let now = crate::engine::now_ms();
         let id = AttemptId::new();
         let attempt = AttemptRecord {
@@ -144,7 +149,7 @@ impl Engine {
             client_ip: req.payer.client_ip.or_else(|| payment.client_ip.clone()),
             payer_openid: req.payer.openid,
             auth_code: req.payer.auth_code,
-            hold: false,
+            hold: held.is_some() && adapter.holds_funds(),
         };
         let payment_id = payment.id;
         let created = self.start_attempt(adapter, payment, attempt, others, call).await?;

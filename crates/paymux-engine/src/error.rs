@@ -36,6 +36,9 @@ pub enum EngineError {
     /// edit): the retry cannot be answered with it.
     #[error("the object {object} this Idempotency-Key created cannot be read")]
     BoundObjectGone { object: String },
+    /// A value paymux stored cannot be read back (a bug or a hand edit): nothing was changed.
+    #[error("the stored {what} cannot be read")]
+    Corrupt { what: &'static str },
     /// A value the engine made could not be encoded as JSON (a bug).
     #[error("could not encode the {what}: {source}")]
     Encode {

@@ -6,6 +6,8 @@
 pub const AFTER_CHANNEL_CREATE: &str = "after_channel_create";
 /// After a duplicate payment was recorded with its refund, before the refund is sent.
 pub const BEFORE_DUPLICATE_REFUND: &str = "before_duplicate_refund";
+/// After the channel answered a share call (profit sharing), before the answer is stored.
+pub const AFTER_CHANNEL_SHARE: &str = "after_channel_share";
 /// After the channel answered a refund, before the answer is stored.
 pub const AFTER_CHANNEL_REFUND: &str = "after_channel_refund";
 

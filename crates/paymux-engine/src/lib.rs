@@ -46,6 +46,7 @@ mod refunds;
 mod registry;
 mod schema;
 pub mod settlement;
+mod sharing;
 pub mod sweeper;
 pub mod telemetry;
 #[cfg(test)]

@@ -264,7 +264,7 @@ impl Engine {
             crate::barcode::check_auth_code(&*adapter, code)?;
         }
         let hold = match hold {
-            Some(h) => Some(self.prepare_hold(caller, account.channel, h).await?),
+            Some(h) => Some(self.prepare_hold(caller, &*adapter, h).await?),
             None => None,
         };
         let now = crate::engine::now_ms();
@@ -316,13 +316,19 @@ impl Engine {
             watching: true,
             created_at: now,
         };
-        // Rule 1: the payment and its attempt are committed before the channel is called.
+        // Rule 1: the payment and its attempt (and a held payment's settlement) are committed
+        // before the channel is called, in one transaction.
+        let settlement = hold.as_ref().map(|h| h.record(&record));
         let first_check = if req.method == PaymentMethod::Barcode {
             crate::barcode::first_check(self, &*adapter, now)
         } else {
             now + self.config.sweeper.first_check_after
         };
-        match self.store.insert_payment(&record, &attempt, first_check, idempotency_key).await {
+        match self
+            .store
+            .insert_payment(&record, &attempt, settlement.as_ref(), first_check, idempotency_key)
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Duplicate("merchant_order_no")) => {
                 let existing =
@@ -336,11 +342,6 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        // The settlement too is committed before the channel is called.
-        if let Some(hold) = &hold {
-            let settlement = hold.record(&record);
-            self.store.insert_settlement(&settlement, settlement.auto_settle_at, &[]).await?;
-        }
         let call = CreatePayment {
             channel_order_no,
             amount: req.amount,
@@ -353,7 +354,7 @@ impl Engine {
             client_ip: req.payer.client_ip,
             payer_openid: req.payer.openid,
             auth_code: req.payer.auth_code,
-            hold: false,
+            hold: settlement.is_some() && adapter.holds_funds(),
         };
         if req.method == PaymentMethod::Barcode {
             return crate::barcode::pay(self, adapter, record, attempt, call).await;

@@ -58,6 +58,22 @@ impl Engine {
         idempotency_key: Option<&str>,
     ) -> Result<Refund, EngineError> {
         let payment = self.payment_record(caller, payment_id).await?;
+        if self
+            .store
+            .settlement(payment.id)
+            .await?
+            .is_some_and(|s| s.status == paymux_core::SettlementStatus::Settling)
+        {
+            // The held amount is being split at the channel: a refund now could take money a
+            // share call is moving. Refund once the settlement is settled or failed.
+            return Err(EngineError::Rejected {
+                code: "settlement_in_progress",
+                field: None,
+                message: "the payment's settlement is in progress; refund it once it has \
+                          settled or failed"
+                    .into(),
+            });
+        }
         let merchant_refund_no = match request.merchant_refund_no {
             Some(n)
                 if !n.trim().is_empty() && n.len() <= 64 && !n.chars().any(char::is_control) =>

@@ -4,15 +4,15 @@
 //! fixes each split's amount from what is still held (`paymux_core::plan_splits`) and moves the
 //! money in the ledger in the same transaction as the settlement's new state and its event.
 //!
-//! Where the money is held depends on the channel (docs/settlement.md). This module implements the
-//! paymux-side hold (UnionPay's ledger path: the channel takes the payment as usual and paymux
-//! keeps it as held in its ledger until it settles). A hold at WeChat (profit sharing) or Alipay
-//! (freeze) needs the channel's split calls, which their adapters do not make yet: a held
-//! payment on those channels is refused with `settlement_unsupported`, nothing created.
+//! Where the money is held depends on the channel (docs/settlement.md). At a channel that freezes
+//! the funds itself (WeChat profit sharing, Alipay royalty: `Channel::holds_funds`), the payment
+//! is created with the hold and settled by the channel's share and release calls (`sharing.rs`).
+//! Elsewhere (UnionPay) paymux holds it: the channel takes the payment as usual and paymux keeps it
+//! as held in its ledger until it settles, in one transaction here.
 
 use paymux_core::{
-    ChannelKind, EventId, EventType, LedgerKind, PaymentId, PaymentStatus, ReceiverId,
-    SettlementError, SettlementStatus, SplitRequest, SplitStatus, default_ratio_cap_bps,
+    Channel, ChannelError, ChannelKind, EventId, EventType, LedgerKind, PaymentId, PaymentStatus,
+    ReceiverAccount, ReceiverId, SettlementError, SettlementStatus, SplitRequest, SplitStatus,
     held_amount, plan_splits, validate_splits,
 };
 use paymux_store::{
@@ -101,6 +101,22 @@ impl ReceiverAccounts {
             ChannelKind::Alipay => self.alipay.as_ref(),
             ChannelKind::Unionpay => self.unionpay.as_ref(),
         }
+    }
+
+    /// The receiver's account on `channel` as its adapter takes it; `name` is the receiver's
+    /// (WeChat and Alipay check it against the account holder).
+    pub(crate) fn channel_account(
+        &self,
+        channel: ChannelKind,
+        name: &str,
+    ) -> Option<ReceiverAccount> {
+        let a = self.get(channel)?;
+        Some(ReceiverAccount {
+            kind: a.kind.clone().unwrap_or_default(),
+            account: a.account.clone()?,
+            name: Some(name.to_owned()),
+            relation_type: a.relation_type.clone(),
+        })
     }
 
     fn validate(&self) -> Result<(), EngineError> {
@@ -237,6 +253,9 @@ pub struct Split {
     pub amount: Option<i64>,
     /// `pending`, `succeeded` or `failed`.
     pub status: &'static str,
+    /// Why the channel refused this split (`code: message`), when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl From<&SettlementRecord> for Settlement {
@@ -251,6 +270,7 @@ impl From<&SettlementRecord> for Settlement {
                     ratio_bps: x.ratio_bps,
                     amount: x.amount,
                     status: x.status.as_str(),
+                    failure: x.failure.clone(),
                 })
                 .collect(),
             auto_settle_at: s.auto_settle_at.map(rfc3339),
@@ -279,6 +299,7 @@ impl Hold {
                 .auto_settle_after
                 .map(|s| payment.created_at + time::Duration::seconds(s)),
             settled_at: None,
+            release_no: None,
             created_at: payment.created_at,
             updated_at: payment.created_at,
         }
@@ -352,17 +373,7 @@ impl Engine {
             text(req.name, "name", 128)?.ok_or_else(|| invalid("name", "name is required"))?;
         let accounts = req.accounts.ok_or_else(|| invalid("accounts", "accounts is required"))?;
         accounts.validate()?;
-        if accounts.wechat.is_some() || accounts.alipay.is_some() {
-            // WeChat (receivers/add) and Alipay (relation.bind) need the receiver registered
-            // at the channel first; their adapters do not make that call yet.
-            return Err(rejected(
-                "settlement_unsupported",
-                Some("accounts"),
-                "receivers on wechat and alipay are not supported yet: only unionpay \
-                 (paymux-side hold) settles today"
-                    .into(),
-            ));
-        }
+        let registrations = self.register_receiver(caller, &name, &accounts).await?;
         let record = ReceiverRecord {
             id: ReceiverId::new(),
             merchant_id: caller.merchant,
@@ -370,11 +381,60 @@ impl Engine {
             name,
             accounts: serde_json::to_value(&accounts)
                 .map_err(|source| EngineError::Encode { what: "receiver accounts", source })?,
-            registrations: json!({}),
+            registrations,
             created_at: now_ms(),
         };
         self.store.insert_receiver(&record).await?;
         Ok(Receiver::from(&record))
+    }
+
+    /// Registers the receiver with each of the merchant's channel accounts (of the caller's mode)
+    /// whose channel needs it (WeChat add receiver, Alipay relation bind), before anything is
+    /// stored: a refusal is the merchant's error (`receiver_refused`) and an unknown outcome asks
+    /// for a retry (registering again is harmless), with nothing created either way. Returns
+    /// what each account answered, `{"wechat": {"<account id>": "registered"}}`.
+    async fn register_receiver(
+        &self,
+        caller: Caller,
+        name: &str,
+        accounts: &ReceiverAccounts,
+    ) -> Result<Value, EngineError> {
+        let mut registrations = serde_json::Map::new();
+        for account in self.store.channel_accounts(caller.merchant).await? {
+            if account.livemode != caller.livemode {
+                continue;
+            }
+            let Some(receiver) = accounts.channel_account(account.channel, name) else {
+                continue;
+            };
+            let adapter = self.adapter(&account)?;
+            if !adapter.holds_funds() {
+                continue;
+            }
+            match adapter.add_receiver(&receiver).await {
+                Ok(()) => {}
+                Err(ChannelError::Declined { code, message }) => {
+                    return Err(rejected(
+                        "receiver_refused",
+                        Some("accounts"),
+                        format!("{} refused the receiver: {code}: {message}", account.channel),
+                    ));
+                }
+                Err(source) => {
+                    return Err(EngineError::ChannelCall {
+                        source,
+                        object: format!("receiver registration at {}", account.channel),
+                    });
+                }
+            }
+            let entry = registrations
+                .entry(account.channel.as_str())
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Value::Object(m) = entry {
+                m.insert(account.id.to_string(), json!("registered"));
+            }
+        }
+        Ok(Value::Object(registrations))
     }
 
     async fn receiver_record(
@@ -413,22 +473,13 @@ impl Engine {
     pub(crate) async fn prepare_hold(
         &self,
         caller: Caller,
-        channel: ChannelKind,
+        adapter: &dyn Channel,
         req: SettlementRequest,
     ) -> Result<Hold, EngineError> {
         if req.hold != Some(true) {
             return Err(invalid("settlement.hold", "settlement.hold must be true"));
         }
-        if channel != ChannelKind::Unionpay {
-            return Err(rejected(
-                "settlement_unsupported",
-                Some("settlement"),
-                format!(
-                    "held payments are not supported on {channel} yet: only unionpay \
-                     (paymux-side hold) settles today"
-                ),
-            ));
-        }
+        let channel = adapter.kind();
         let auto_settle_after = req
             .auto_settle_after
             .map(|v| {
@@ -485,7 +536,7 @@ impl Engine {
             }
             splits.push(SplitRequest { receiver: receiver.id, ratio_bps });
         }
-        validate_splits(&splits, channel, default_ratio_cap_bps(channel)).map_err(|e| {
+        validate_splits(&splits, channel, adapter.max_share_bps()).map_err(|e| {
             let code = match e {
                 SettlementError::OverCap { .. } => "ratio_over_cap",
                 _ => "invalid_splits",
@@ -508,6 +559,41 @@ impl Engine {
         })
     }
 
+    /// Checks that a held payment can be held on `adapter`'s channel too (a new attempt there):
+    /// every receiver has an account on it, and the splits fit its cap.
+    pub(crate) async fn check_hold_on(
+        &self,
+        caller: Caller,
+        adapter: &dyn Channel,
+        s: &SettlementRecord,
+    ) -> Result<(), EngineError> {
+        let channel = adapter.kind();
+        for split in &s.splits {
+            let accounts = self
+                .store
+                .receiver(caller.merchant, split.receiver)
+                .await?
+                .and_then(|r| serde_json::from_value::<ReceiverAccounts>(r.accounts).ok());
+            if accounts.is_none_or(|a| a.get(channel).is_none()) {
+                return Err(rejected(
+                    "receiver_without_account",
+                    Some("channel"),
+                    format!(
+                        "the payment is held and its receiver {} has no {channel} account",
+                        split.receiver
+                    ),
+                ));
+            }
+        }
+        let requests: Vec<SplitRequest> = s
+            .splits
+            .iter()
+            .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
+            .collect();
+        validate_splits(&requests, channel, adapter.max_share_bps())
+            .map_err(|e| rejected("ratio_over_cap", Some("channel"), e.to_string()))
+    }
+
     /// Settles a held payment (idempotent: a settled payment is answered as it is).
     pub async fn settle(&self, caller: Caller, id: &str) -> Result<Payment, EngineError> {
         let p = self.payment_record(caller, id).await?;
@@ -516,8 +602,8 @@ impl Engine {
         self.payment_object(&p).await
     }
 
-    /// Settles a held payment on the paymux-side hold: the splits and the release are ledger
-    /// movements, written with the settlement's new state and its event.
+    /// Settles a held payment: at its channel when the channel holds the funds, else in paymux's
+    /// ledger. A settled payment is left as it is.
     pub(crate) async fn settle_payment(&self, p: &PaymentRecord) -> Result<(), EngineError> {
         let Some(s) = self.store.settlement(p.id).await? else {
             return Err(rejected(
@@ -544,6 +630,20 @@ impl Engine {
                 "a refund of this payment is still pending; settle once it is final".into(),
             ));
         }
+        let (adapter, attempt) = self.adapter_and_attempt(p).await?;
+        if adapter.holds_funds() {
+            return crate::sharing::settle_at_channel(self, p, s, &*adapter, &attempt).await;
+        }
+        self.settle_in_ledger(p, &s).await
+    }
+
+    /// Settles a payment on the paymux-side hold: the splits and the release are ledger
+    /// movements, written with the settlement's new state and its event in one transaction.
+    async fn settle_in_ledger(
+        &self,
+        p: &PaymentRecord,
+        s: &SettlementRecord,
+    ) -> Result<(), EngineError> {
         let held = held_amount(p.amount.minor(), p.amount_refunded);
         let requests: Vec<SplitRequest> = s
             .splits
@@ -551,53 +651,18 @@ impl Engine {
             .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
             .collect();
         let plan = plan_splits(held, &requests);
-        let at = now_ms();
+        let at = strictly_after(s.updated_at);
         let mut entries = Vec::new();
         let mut splits = Vec::with_capacity(s.splits.len());
         for (split, amount) in s.splits.iter().zip(&plan.amounts) {
-            if *amount > 0 {
-                let to = split.receiver.to_string();
-                entries.push(ledger(
-                    p.id,
-                    MERCHANT_ACCOUNT,
-                    LedgerBucket::Held,
-                    LedgerKind::Split,
-                    -amount,
-                    at,
-                ));
-                entries.push(ledger(
-                    p.id,
-                    &to,
-                    LedgerBucket::Settled,
-                    LedgerKind::Split,
-                    *amount,
-                    at,
-                ));
-            }
+            entries.extend(receiver_entries(p.id, split.receiver, *amount, at));
             splits.push(SplitRecord {
                 amount: Some(*amount),
                 status: SplitStatus::Succeeded,
                 ..split.clone()
             });
         }
-        if plan.merchant > 0 {
-            entries.push(ledger(
-                p.id,
-                MERCHANT_ACCOUNT,
-                LedgerBucket::Held,
-                LedgerKind::Released,
-                -plan.merchant,
-                at,
-            ));
-            entries.push(ledger(
-                p.id,
-                MERCHANT_ACCOUNT,
-                LedgerBucket::Settled,
-                LedgerKind::Released,
-                plan.merchant,
-                at,
-            ));
-        }
+        entries.extend(release_entries(p.id, plan.merchant, at));
         let settled = SettlementRecord {
             status: SettlementStatus::Settled,
             splits: splits.clone(),
@@ -605,24 +670,20 @@ impl Engine {
             updated_at: at,
             ..s.clone()
         };
-        let mut data = EventObject::from(p).to_value();
-        data["settlement"] = serde_json::to_value(Settlement::from(&settled))
-            .map_err(|source| EngineError::Encode { what: "settlement", source })?;
+        let (kind, data) =
+            settlement_event(self, p, &settled, EventType::SettlementSucceeded).await?;
         let change = SettlementChange {
             payment_id: p.id,
             merchant_id: p.merchant_id,
             from: s.status,
+            from_updated_at: s.updated_at,
             to: SettlementStatus::Settled,
+            release_no: None,
             splits,
             settled_at: Some(at),
             next_check_at: None,
             entries,
-            events: vec![NewEvent {
-                id: EventId::new(),
-                kind: EventType::SettlementSucceeded,
-                object_id: p.id.to_string(),
-                data,
-            }],
+            events: vec![NewEvent { id: EventId::new(), kind, object_id: p.id.to_string(), data }],
             at,
         };
         // Lost a race with another settle: whoever won settled it.
@@ -707,13 +768,75 @@ impl Engine {
     }
 }
 
-fn ledger(
+/// A receiver's share leaving the merchant's held balance for the receiver's settled one.
+pub(crate) fn receiver_entries(
     payment: PaymentId,
-    account: &str,
-    bucket: LedgerBucket,
-    kind: LedgerKind,
+    receiver: ReceiverId,
     amount: i64,
     at: OffsetDateTime,
-) -> LedgerEntryRecord {
-    LedgerEntryRecord::new(payment, account, bucket, kind, amount, at)
+) -> Vec<LedgerEntryRecord> {
+    if amount <= 0 {
+        return Vec::new();
+    }
+    let to = receiver.to_string();
+    vec![
+        LedgerEntryRecord::new(
+            payment,
+            MERCHANT_ACCOUNT,
+            LedgerBucket::Held,
+            LedgerKind::Split,
+            -amount,
+            at,
+        ),
+        LedgerEntryRecord::new(payment, to, LedgerBucket::Settled, LedgerKind::Split, amount, at),
+    ]
+}
+
+/// The rest of a held payment released to the merchant: from its held balance to its settled one.
+pub(crate) fn release_entries(
+    payment: PaymentId,
+    amount: i64,
+    at: OffsetDateTime,
+) -> Vec<LedgerEntryRecord> {
+    if amount <= 0 {
+        return Vec::new();
+    }
+    vec![
+        LedgerEntryRecord::new(
+            payment,
+            MERCHANT_ACCOUNT,
+            LedgerBucket::Held,
+            LedgerKind::Released,
+            -amount,
+            at,
+        ),
+        LedgerEntryRecord::new(
+            payment,
+            MERCHANT_ACCOUNT,
+            LedgerBucket::Settled,
+            LedgerKind::Released,
+            amount,
+            at,
+        ),
+    ]
+}
+
+/// A settlement event's type and data: the payment with the settlement as it now is.
+pub(crate) async fn settlement_event(
+    engine: &Engine,
+    p: &PaymentRecord,
+    s: &SettlementRecord,
+    kind: EventType,
+) -> Result<(EventType, Value), EngineError> {
+    let attempts = engine.store.attempts(p.id).await?;
+    let mut data = EventObject::payment(p, &attempts).to_value();
+    data["settlement"] = serde_json::to_value(Settlement::from(s))
+        .map_err(|source| EngineError::Encode { what: "settlement", source })?;
+    Ok((kind, data))
+}
+
+/// The time of a settlement change made now, strictly after the last one (`before`): changes
+/// are compared on it.
+pub(crate) fn strictly_after(before: OffsetDateTime) -> OffsetDateTime {
+    now_ms().max(before + time::Duration::milliseconds(1))
 }

@@ -226,6 +226,7 @@ impl From<EngineError> for ApiError {
             | EngineError::AccountGone(_)
             | EngineError::NoAttempt(_)
             | EngineError::BoundObjectGone { .. }
+            | EngineError::Corrupt { .. }
             | EngineError::Encode { .. }) => ApiError::internal(e.to_string()),
         }
     }

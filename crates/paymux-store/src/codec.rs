@@ -332,6 +332,10 @@ pub(crate) fn operator_token<R: Columns>(row: &R) -> StoreResult<OperatorTokenRe
         id: row.text("id")?,
         token_hash: row.text("token_hash")?,
         label: row.text("label")?,
+        created_at: from_ms(row.int("created_at")?)?,
+    })
+}
+
 pub(crate) const RECEIVER_COLUMNS: &str =
     "id, merchant_id, livemode, name, accounts, registrations, created_at";
 
@@ -413,8 +417,11 @@ pub(crate) fn failure_reason<R: Columns>(row: &R) -> StoreResult<FailureReason> 
         code: row.text("code")?,
         message: row.text("message")?,
         count: count(row, "n")?,
+    })
+}
+
 pub(crate) const SETTLEMENT_COLUMNS: &str = "payment_id, merchant_id, livemode, status, splits, \
-     auto_settle_at, settled_at, created_at, updated_at";
+     auto_settle_at, settled_at, release_no, created_at, updated_at";
 
 pub(crate) fn splits_json(splits: &[SplitRecord]) -> String {
     serde_json::Value::from(
@@ -434,6 +441,7 @@ pub(crate) fn settlement<R: Columns>(row: &R) -> StoreResult<SettlementRecord> {
             .map_err(|source| Corruption::Json { what: "settlement splits", source })?,
         auto_settle_at: opt_from_ms(row.opt_int("auto_settle_at")?)?,
         settled_at: opt_from_ms(row.opt_int("settled_at")?)?,
+        release_no: row.opt_text("release_no")?,
         created_at: from_ms(row.int("created_at")?)?,
         updated_at: from_ms(row.int("updated_at")?)?,
     })

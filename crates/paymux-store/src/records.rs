@@ -530,6 +530,8 @@ pub struct FailureReason {
     pub code: String,
     pub message: String,
     pub count: u64,
+}
+
 /// A merchant's receiver of profit-sharing splits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiverRecord {
@@ -552,8 +554,10 @@ pub struct SplitRecord {
     /// Fixed when the settlement starts (`settling`); `None` while held.
     pub amount: Option<i64>,
     pub status: paymux_core::SplitStatus,
-    /// The channel's idempotency key for this split, kept across retries so a receiver is never
-    /// paid twice.
+    /// paymux's number of the share call that carries this split at a channel that holds the
+    /// funds (WeChat `out_order_no`, Alipay `out_request_no`), written before the call: sending
+    /// the call again reuses it, so a receiver is never paid twice; a retry after a refusal gets
+    /// a new one.
     pub out_order_no: Option<String>,
     pub failure: Option<String>,
 }
@@ -569,7 +573,12 @@ pub struct SettlementRecord {
     /// When the sweeper settles it if the merchant has not.
     pub auto_settle_at: Option<OffsetDateTime>,
     pub settled_at: Option<OffsetDateTime>,
+    /// paymux's number for releasing the rest to the merchant, at a channel that holds the funds:
+    /// chosen when settling starts and kept across retries, so the release happens once.
+    pub release_no: Option<String>,
     pub created_at: OffsetDateTime,
+    /// Changes are compared against it ([`SettlementChange::from_updated_at`]), so two writers
+    /// that read the same settlement cannot both apply a change.
     pub updated_at: OffsetDateTime,
 }
 
@@ -681,7 +690,12 @@ pub struct SettlementChange {
     pub payment_id: PaymentId,
     pub merchant_id: MerchantId,
     pub from: paymux_core::SettlementStatus,
+    /// The `updated_at` of the settlement the change was computed from: applied only if nothing
+    /// changed it since. `at` must be later than it.
+    pub from_updated_at: OffsetDateTime,
     pub to: paymux_core::SettlementStatus,
+    /// Set the release number (only ever from none to one).
+    pub release_no: Option<String>,
     pub splits: Vec<SplitRecord>,
     pub settled_at: Option<OffsetDateTime>,
     /// When the sweeper looks next; `None` stops its checks.

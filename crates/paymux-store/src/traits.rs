@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use paymux_core::{
-    AccountId, AttemptId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId,
-    ReceiverId, RefundId,
+    AccountId, AttemptId, ChannelKind, ChannelOrderNo, EventId, MerchantId, PaymentId, ReceiverId,
+    RefundId,
 };
 use time::OffsetDateTime;
 
@@ -37,7 +37,8 @@ pub trait AccountStore: Send + Sync {
 /// Payments and their attempts.
 #[async_trait]
 pub trait PaymentStore: Send + Sync {
-    /// Writes a new payment and its first attempt in one transaction (before the channel call).
+    /// Writes a new payment and its first attempt, and a held payment's settlement (its
+    /// auto-settle time is its first check), in one transaction (before the channel call).
     /// The sweeper looks at it first at `first_check_at` if it is still pending then. With
     /// `idempotency_key`, the merchant's in-flight claim of that key is bound to the payment in the
     /// same transaction, so a retry after a crash finds it ([`IdempotencyBegin::Recover`]).
@@ -45,6 +46,7 @@ pub trait PaymentStore: Send + Sync {
         &self,
         payment: &PaymentRecord,
         attempt: &AttemptRecord,
+        settlement: Option<&SettlementRecord>,
         first_check_at: OffsetDateTime,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()>;
@@ -355,6 +357,8 @@ pub trait OperatorStore: Send + Sync {
         to: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<FailureReason>>;
+}
+
 /// Escrow and profit sharing: receivers, held payments' settlements, and the ledger.
 #[async_trait]
 pub trait SettlementStore: Send + Sync {
@@ -379,14 +383,6 @@ pub trait SettlementStore: Send + Sync {
         id: ReceiverId,
         at: OffsetDateTime,
     ) -> StoreResult<bool>;
-    /// Writes a held payment's settlement, with the ledger entries that go with it, in one
-    /// transaction. The sweeper first looks at it at `next_check_at`.
-    async fn insert_settlement(
-        &self,
-        settlement: &SettlementRecord,
-        next_check_at: Option<OffsetDateTime>,
-        entries: &[LedgerEntryRecord],
-    ) -> StoreResult<()>;
     async fn settlement(&self, payment: PaymentId) -> StoreResult<Option<SettlementRecord>>;
     /// Compare-and-set on the settlement's status (`from` may equal `to`: a change of splits
     /// only, as long as nobody changed the status meanwhile). Returns whether it was applied.

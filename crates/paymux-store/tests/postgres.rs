@@ -90,7 +90,7 @@ impl Pair {
             watching: true,
             created_at: now,
         };
-        self.a.insert_payment(&p, &a, check_at, None).await.unwrap();
+        self.a.insert_payment(&p, &a, None, check_at, None).await.unwrap();
         id
     }
 

@@ -71,7 +71,7 @@ on_every_backend!(
 async fn an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-att", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let b = another_attempt(&f, &p);
     f.store.insert_attempt(&b, None).await.unwrap();
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
@@ -100,7 +100,7 @@ async fn a_success_shows_its_attempt_and_keeps_the_payment_due_while_another_is_
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-win", 100);
     let t = OffsetDateTime::now_utc();
-    f.store.insert_payment(&p, &a, t, None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, t, None).await.unwrap();
     let b = another_attempt(&f, &p);
     f.store.insert_attempt(&b, None).await.unwrap();
     // The first attempt wins although the payment shows the second.
@@ -142,7 +142,7 @@ async fn a_duplicate_is_recorded_once_with_a_refund_that_never_counts_against_th
 ) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-dup", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let b = another_attempt(&f, &p);
     f.store.insert_attempt(&b, None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
@@ -372,7 +372,7 @@ async fn event_kinds(f: &Fixture) -> Vec<EventType> {
 /// A succeeded payment of `amount`, in the store.
 async fn paid(f: &Fixture, order_no: &str, amount: i64) -> PaymentRecord {
     let (p, a) = payment(f, order_no, amount);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
     p
 }
@@ -463,7 +463,7 @@ async fn a_lease_another_sweeper_took_over_cannot_be_renewed(store: Arc<dyn Stor
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-lease", 100);
     let t = OffsetDateTime::now_utc();
-    f.store.insert_payment(&p, &a, t, None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, t, None).await.unwrap();
     let s = time::Duration::seconds;
     // Sweeper A claims it for a second, and takes longer than that to reach it.
     let a_lease = t + s(1);
@@ -487,10 +487,10 @@ async fn a_lease_another_sweeper_took_over_cannot_be_renewed(store: Arc<dyn Stor
 async fn merchant_order_no_is_unique_per_merchant(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let (p2, a2) = payment(&f, "order-1", 100);
     assert!(matches!(
-        f.store.insert_payment(&p2, &a2, OffsetDateTime::now_utc(), None).await,
+        f.store.insert_payment(&p2, &a2, None, OffsetDateTime::now_utc(), None).await,
         Err(StoreError::Duplicate("merchant_order_no"))
     ));
     assert!(f.store.payment(f.merchant, p2.id).await.unwrap().is_none());
@@ -501,7 +501,7 @@ async fn merchant_order_no_is_unique_per_merchant(store: Arc<dyn Store>) {
 async fn transition_applies_once_and_writes_its_event(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
     assert!(!f.store.transition_payment(&succeed(&p)).await.unwrap(), "second is a no-op");
     let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
@@ -515,7 +515,7 @@ async fn transition_applies_once_and_writes_its_event(store: Arc<dyn Store>) {
 async fn refund_needs_a_succeeded_payment(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(matches!(
         f.store.insert_refund(&refund(&p, "r1", 10), OffsetDateTime::now_utc(), None).await,
         Err(StoreError::PaymentNotRefundable(PaymentStatus::Pending))
@@ -525,7 +525,7 @@ async fn refund_needs_a_succeeded_payment(store: Arc<dyn Store>) {
 async fn concurrent_refunds_never_exceed_the_amount(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 20);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -553,7 +553,7 @@ async fn failed_refund_releases_its_reservation_and_success_counts_as_refunded(
 ) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "order-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let r1 = refund(&p, "r1", 60);
     let r2 = refund(&p, "r2", 40);
@@ -678,7 +678,7 @@ async fn an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment(
         IdempotencyBegin::Started
     );
     let (p, a) = payment(&f, "o-1", 100);
-    f.store.insert_payment(&p, &a, now, Some("k")).await.unwrap();
+    f.store.insert_payment(&p, &a, None, now, Some("k")).await.unwrap();
     // The process dies here: no answer is stored. While the claim's lease runs, it is in flight.
     assert_eq!(begin("k", "h1", now).await, IdempotencyBegin::InFlight);
     // Past the lease, the same request recovers the payment instead of running again.
@@ -717,9 +717,9 @@ async fn a_claim_whose_object_was_never_written_runs_again(store: Arc<dyn Store>
     f.store.idempotency_begin(f.merchant, "k", "h1", now, lock, keep).await.unwrap();
     // A write that failed on its order number binds nothing.
     let (p, a) = payment(&f, "o-1", 100);
-    f.store.insert_payment(&p, &a, now, None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, now, None).await.unwrap();
     let (p2, a2) = payment(&f, "o-1", 100);
-    assert!(f.store.insert_payment(&p2, &a2, now, Some("k")).await.is_err());
+    assert!(f.store.insert_payment(&p2, &a2, None, now, Some("k")).await.is_err());
     let later = now + time::Duration::minutes(3);
     assert_eq!(
         f.store
@@ -740,10 +740,10 @@ async fn a_claim_whose_object_was_never_written_runs_again(store: Arc<dyn Store>
 async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let (q, b) = payment(&f, "o-2", 100);
-    f.store.insert_payment(&q, &b, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&q, &b, None, OffsetDateTime::now_utc(), None).await.unwrap();
     f.store.transition_payment(&succeed(&q)).await.unwrap();
     let mut made = Vec::new();
     for (pay, no) in [(&p, "r-1"), (&q, "r-2"), (&p, "r-3")] {
@@ -815,7 +815,7 @@ async fn events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode(
     p.account_id = live_account;
     a.account_id = live_account;
     p.livemode = true;
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     assert!(f.store.transition_payment(&succeed(&p)).await.unwrap());
 
     assert!(f.store.events(f.merchant, false, None, 10).await.unwrap().is_empty());
@@ -952,7 +952,7 @@ async fn backlogs_count_the_undelivered_and_the_due_until_they_are_done(store: A
 
     // A pending payment and a pending refund, first checked at t + 10 s.
     let (pending, attempt) = payment(&f, "o-2", 100);
-    f.store.insert_payment(&pending, &attempt, t + s(10), None).await.unwrap();
+    f.store.insert_payment(&pending, &attempt, None, t + s(10), None).await.unwrap();
     f.store.insert_refund(&refund(&p, "r-1", 30), t + s(10), None).await.unwrap();
     assert_eq!(f.store.sweeper_backlog(t).await.unwrap(), SweeperBacklog::default());
     let due = SweeperBacklog { payments_due: 1, refunds_due: 1 };
@@ -1034,7 +1034,7 @@ async fn a_notification_counts_as_applied_once_logged_so(store: Arc<dyn Store>) 
 async fn a_transition_logs_its_notification_only_if_it_applies(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "ord-in", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let logged =
         |n: &'static str| f.store.inbound_already_applied(ChannelKind::Alipay, f.account, n);
     let first = PaymentTransition {
@@ -1072,7 +1072,7 @@ async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
     let accounts = f.store.channel_accounts(f.merchant).await.unwrap();
     assert_eq!(accounts.iter().map(|a| a.id).collect::<Vec<_>>(), [f.account]);
     let (p, a) = payment(&f, "o-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let action = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/1"});
     f.store.record_created(a.id, &action, &serde_json::json!({"tn": "1"})).await.unwrap();
     let got = f.store.payment_by_order_no(f.merchant, "o-1").await.unwrap().unwrap();
@@ -1127,7 +1127,7 @@ async fn operator_tokens_are_found_by_hash_and_sessions_expire(store: Arc<dyn St
 async fn operator_actions_and_a_payments_notifications_read_back_in_order(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-1", 100);
-    f.store.insert_payment(&p, &a, OffsetDateTime::now_utc(), None).await.unwrap();
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let now = OffsetDateTime::now_utc();
     let token = OperatorTokenRecord {
         id: "opt_1".into(),
@@ -1185,7 +1185,7 @@ async fn admin_payments_filter_across_merchants_and_count_outcomes(store: Arc<dy
     let (mut p2, a2) = payment(&g, "o-2", 200);
     p2.livemode = true;
     for (p, a) in [(&p1, &a1), (&p2, &a2)] {
-        f.store.insert_payment(p, a, OffsetDateTime::now_utc(), None).await.unwrap();
+        f.store.insert_payment(p, a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     }
     f.store.transition_payment(&succeed(&p1)).await.unwrap();
     let mut fail = succeed(&p2);
@@ -1380,7 +1380,6 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
     let r = receiver(&f, "platform");
     f.store.insert_receiver(&r).await.unwrap();
     let (p, a) = payment(&f, "order-1", 10_000);
-    f.store.insert_payment(&p, &a, now_ms(), None).await.unwrap();
     let now = now_ms();
     let split = SplitRecord {
         receiver: r.id,
@@ -1398,13 +1397,15 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         splits: vec![split.clone()],
         auto_settle_at: Some(now),
         settled_at: None,
+        release_no: None,
         created_at: now,
         updated_at: now,
     };
     let entry = |account: &str, bucket, kind, amount| {
         LedgerEntryRecord::new(p.id, account, bucket, kind, amount, now)
     };
-    f.store.insert_settlement(&s, Some(now), &[]).await.unwrap();
+    // The settlement is written with its payment, in one transaction.
+    f.store.insert_payment(&p, &a, Some(&s), now, None).await.unwrap();
     // The payment's success writes what came in, held for the settlement.
     f.store.transition_payment(&succeed(&p)).await.unwrap();
     let all = LedgerFilter { limit: 100, ..Default::default() };
@@ -1418,10 +1419,6 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
             (MERCHANT_ACCOUNT, LedgerBucket::Held, LedgerKind::Held, 10_000),
         ]
     );
-    assert!(matches!(
-        f.store.insert_settlement(&s, None, &[]).await,
-        Err(StoreError::Duplicate(_))
-    ));
     assert_eq!(f.store.settlement(p.id).await.unwrap(), Some(s.clone()));
     assert!(f.store.ledger_imbalances().await.unwrap().is_empty());
 
@@ -1438,7 +1435,9 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         payment_id: p.id,
         merchant_id: f.merchant,
         from: SettlementStatus::Held,
+        from_updated_at: now,
         to: SettlementStatus::Settled,
+        release_no: Some("R1".into()),
         splits: vec![SplitRecord {
             amount: Some(1_500),
             status: SplitStatus::Succeeded,
@@ -1459,14 +1458,21 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
             object_id: p.id.to_string(),
             data: serde_json::json!({}),
         }],
-        at: now,
+        at: now + time::Duration::milliseconds(1),
     };
+    // A change computed from a settlement someone else has changed since is refused.
+    let stale = SettlementChange {
+        from_updated_at: now - time::Duration::milliseconds(1),
+        ..settled.clone()
+    };
+    assert!(!f.store.transition_settlement(&stale).await.unwrap());
     assert!(f.store.transition_settlement(&settled).await.unwrap());
     assert!(!f.store.transition_settlement(&settled).await.unwrap(), "second is a no-op");
     let got = f.store.settlement(p.id).await.unwrap().unwrap();
     assert_eq!(got.status, SettlementStatus::Settled);
     assert_eq!(got.splits, settled.splits);
     assert!(got.settled_at.is_some());
+    assert_eq!(got.release_no.as_deref(), Some("R1"));
     assert_eq!(
         event_kinds(&f).await,
         vec![EventType::PaymentSucceeded, EventType::SettlementSucceeded]

@@ -19,6 +19,8 @@ CREATE INDEX receivers_by_merchant ON receivers (merchant_id, livemode, id);
 -- One row per held payment. `splits` is the JSON list of {receiver, ratio_bps, amount, status,
 -- out_order_no, failure}; `next_check_at` is when the sweeper looks at it next (auto-settle, or an
 -- unknown split outcome to query); a claim leases it by moving next_check_at, as for payments.
+-- `release_no` is paymux's number for releasing the rest to the merchant at a channel that holds
+-- the funds (set when settling starts, kept across retries).
 CREATE TABLE settlements (
     payment_id     TEXT PRIMARY KEY REFERENCES payments(id),
     merchant_id    TEXT NOT NULL REFERENCES merchants(id),
@@ -28,6 +30,7 @@ CREATE TABLE settlements (
     auto_settle_at BIGINT,
     settled_at     BIGINT,
     next_check_at  BIGINT,
+    release_no     TEXT,
     created_at     BIGINT NOT NULL,
     updated_at     BIGINT NOT NULL
 );

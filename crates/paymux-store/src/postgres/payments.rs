@@ -8,9 +8,9 @@ use super::idempotency::bind_idempotency_key;
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
+use super::settlement::{Movement, insert_settlement_row, record_movement};
 use super::{PgStore, Tx};
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms, parse};
-use super::settlement::{Movement, record_movement};
 use crate::error::{unavailable, unique_or};
 use crate::*;
 
@@ -20,6 +20,7 @@ impl PaymentStore for PgStore {
         &self,
         p: &PaymentRecord,
         a: &AttemptRecord,
+        settlement: Option<&SettlementRecord>,
         first_check_at: OffsetDateTime,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
@@ -62,6 +63,9 @@ impl PaymentStore for PgStore {
         .await
         .map_err(|e| unique_or(e, "merchant_order_no"))?;
         insert_attempt_row(&mut tx, a).await?;
+        if let Some(s) = settlement {
+            insert_settlement_row(&mut tx, s).await?;
+        }
         bind_idempotency_key(&mut tx, p.merchant_id, idempotency_key, &p.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)
     }
@@ -316,8 +320,8 @@ impl PaymentStore for PgStore {
     async fn record_duplicate(&self, d: &DuplicatePaid) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
-            "SELECT p.id, p.livemode FROM attempts a JOIN payments p ON p.id = a.payment_id \
-             WHERE a.id = $1",
+            "SELECT p.id, p.livemode, p.amount FROM attempts a \
+             JOIN payments p ON p.id = a.payment_id WHERE a.id = $1",
         )
         .bind(d.change.attempt_id.to_string())
         .fetch_optional(&mut *tx)
@@ -329,6 +333,9 @@ impl PaymentStore for PgStore {
             return Ok(false);
         }
         insert_events(&mut tx, d.merchant_id, row.flag("livemode")?, &d.events, d.at).await?;
+        // A duplicate attempt pays the payment's amount again.
+        record_movement(&mut tx, payment, Movement::DuplicatePaid(row.int("amount")?), d.at)
+            .await?;
         if let Some((refund, first_check_at)) = &d.refund {
             // Nothing is reserved: the money refunded is the duplicate's, not the payment's.
             insert_refund_row(&mut tx, refund, *first_check_at).await?;

@@ -172,7 +172,15 @@ impl RefundStore for SqliteStore {
         };
         let livemode = changed.flag("livemode")?;
         if c.of_duplicate {
-            // The refund of a duplicate payment: the payment's own totals do not move.
+            // The refund of a duplicate payment: the payment's own totals do not move; the
+            // ledger gives the duplicate's money back.
+            record_movement(
+                &mut tx,
+                c.payment_id,
+                Movement::DuplicateRefunded(settlement.refunded),
+                c.at,
+            )
+            .await?;
             insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
             tx.commit().await.map_err(unavailable)?;
             return Ok(true);

@@ -115,35 +115,6 @@ impl SettlementStore for SqliteStore {
         Ok(done == 1)
     }
 
-    async fn insert_settlement(
-        &self,
-        s: &SettlementRecord,
-        next_check_at: Option<OffsetDateTime>,
-        entries: &[LedgerEntryRecord],
-    ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO settlements (payment_id, merchant_id, livemode, status, splits, \
-             auto_settle_at, settled_at, next_check_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(s.payment_id.to_string())
-        .bind(s.merchant_id.to_string())
-        .bind(s.livemode)
-        .bind(s.status.as_str())
-        .bind(splits_json(&s.splits))
-        .bind(s.auto_settle_at.map(ms))
-        .bind(s.settled_at.map(ms))
-        .bind(next_check_at.map(ms))
-        .bind(ms(s.created_at))
-        .bind(ms(s.updated_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| unique_or(e, "settlement"))?;
-        insert_entries(&mut tx, s.merchant_id, s.livemode, entries).await?;
-        tx.commit().await.map_err(unavailable)
-    }
-
     async fn settlement(&self, payment: PaymentId) -> StoreResult<Option<SettlementRecord>> {
         let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE payment_id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -158,17 +129,20 @@ impl SettlementStore for SqliteStore {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
-             next_check_at = ?, updated_at = ? \
-             WHERE payment_id = ? AND merchant_id = ? AND status = ? RETURNING livemode",
+             next_check_at = ?, release_no = COALESCE(release_no, ?), updated_at = ? \
+             WHERE payment_id = ? AND merchant_id = ? AND status = ? AND updated_at = ? \
+             RETURNING livemode",
         )
         .bind(c.to.as_str())
         .bind(splits_json(&c.splits))
         .bind(c.settled_at.map(ms))
         .bind(c.next_check_at.map(ms))
+        .bind(&c.release_no)
         .bind(ms(c.at))
         .bind(c.payment_id.to_string())
         .bind(c.merchant_id.to_string())
         .bind(c.from.as_str())
+        .bind(ms(c.from_updated_at))
         .fetch_optional(&mut *tx)
         .await
         .map_err(unavailable)?;
@@ -304,12 +278,42 @@ impl SettlementStore for SqliteStore {
     }
 }
 
+/// Writes a held payment's settlement row, in the caller's transaction.
+/// The sweeper first looks at it at its auto-settle time.
+pub(super) async fn insert_settlement_row(tx: &mut Tx, s: &SettlementRecord) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO settlements (payment_id, merchant_id, livemode, status, splits, \
+         auto_settle_at, settled_at, next_check_at, release_no, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(s.payment_id.to_string())
+    .bind(s.merchant_id.to_string())
+    .bind(s.livemode)
+    .bind(s.status.as_str())
+    .bind(splits_json(&s.splits))
+    .bind(s.auto_settle_at.map(ms))
+    .bind(s.settled_at.map(ms))
+    .bind(s.auto_settle_at.map(ms))
+    .bind(&s.release_no)
+    .bind(ms(s.created_at))
+    .bind(ms(s.updated_at))
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| unique_or(e, "settlement"))?;
+    Ok(())
+}
+
 /// What a payment's money did, for its ledger entries written in the caller's transaction.
 pub(super) enum Movement {
     /// The payment succeeded: its amount came in.
     Paid,
     /// Refunds took this much (negative: gave it back) out of the payment.
     Refunded(i64),
+    /// A second attempt paid this much after the payment had succeeded (a duplicate payment):
+    /// it is the merchant's, settled, until it is refunded; never held.
+    DuplicatePaid(i64),
+    /// The refund of a duplicate payment gave this much back.
+    DuplicateRefunded(i64),
 }
 
 /// Writes the ledger entries of a payment's movement: what comes in from or goes back through the
@@ -333,13 +337,21 @@ pub(super) async fn record_movement(
     let merchant: MerchantId = codec::parse(row.text("merchant_id")?, "merchant id")?;
     let livemode = row.flag("livemode")?;
     let held = row.opt_text("settlement")?.is_some_and(|s| s != "settled");
-    let bucket = if held { LedgerBucket::Held } else { LedgerBucket::Settled };
+    let mut bucket = if held { LedgerBucket::Held } else { LedgerBucket::Settled };
     let (kind, amount, merchant_kind) = match movement {
         Movement::Paid => {
             let k = if held { LedgerKind::Held } else { LedgerKind::Paid };
             (LedgerKind::Paid, row.int("amount")?, k)
         }
         Movement::Refunded(delta) => (LedgerKind::Refunded, -delta, LedgerKind::Refunded),
+        Movement::DuplicatePaid(amount) => {
+            bucket = LedgerBucket::Settled;
+            (LedgerKind::DuplicatePaid, amount, LedgerKind::DuplicatePaid)
+        }
+        Movement::DuplicateRefunded(amount) => {
+            bucket = LedgerBucket::Settled;
+            (LedgerKind::DuplicateRefund, -amount, LedgerKind::DuplicateRefund)
+        }
     };
     if amount == 0 {
         return Ok(());
