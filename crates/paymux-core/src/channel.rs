@@ -144,6 +144,9 @@ pub struct CreatePayment {
     /// The code the payer shows (barcode payments). Never logged nor stored in full: it is good
     /// for the one pay call only (the Debug form masks it).
     pub auth_code: Option<String>,
+    /// Freeze the paid funds at the channel for a later split ([`Channel::holds_funds`]):
+    /// WeChat `settle_info.profit_sharing`, Alipay `extend_params.royalty_freeze`.
+    pub hold: bool,
 }
 
 impl fmt::Debug for CreatePayment {
