@@ -343,14 +343,22 @@ async fn a_share_whose_answer_is_lost_or_untrusted_is_unknown_and_a_resend_moves
 #[tokio::test]
 async fn too_early_and_system_errors_are_unknown_for_every_sharing_call() {
     let sb = support::start().await;
-    // The mock's default: no settle within 30 s of the payment (ACQ.TRADE_SETTLE_ERROR).
+    // Too soon after the payment (about 30 s at Alipay; an hour here, so that no slow machine
+    // gets past it): ACQ.TRADE_SETTLE_ERROR, "send the same request again later".
+    sb.royalty_settings(json!({"min_wait_ms": 3_600_000})).await;
     let channel = sb.channel();
     let payment = sb.paid_payment(&channel, 10_000, true).await;
     channel.add_receiver(&receiver(RECEIVER_A)).await.unwrap();
     let req = share(&payment, &[(RECEIVER_A, 200)]);
-    assert_unknown(channel.share(&req).await, false);
     let rel = release(&payment);
-    assert_unknown(channel.release(&rel).await, false);
+    for outcome in [channel.share(&req).await.map(drop), channel.release(&rel).await.map(drop)] {
+        match outcome {
+            Err(ChannelError::Unknown { reason, timed_out: false }) => {
+                assert!(reason.contains("ACQ.TRADE_SETTLE_ERROR"), "{reason}");
+            }
+            other => panic!("expected Unknown, got {other:?}"),
+        }
+    }
     sb.royalty_settings(json!({"min_wait_ms": 0, "processing_ms": 50})).await;
 
     // Signed ACQ.SYSTEM_ERROR before the mock sees the call.
