@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use paymux_core::{
     ALREADY_PAID, BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
     ChannelOrderNo, ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest,
-    Notification, NotificationAck, PaymentAction, PaymentMethod, PaymentRef, RefundRequest,
+    Notification, NotificationAck, PaymentAction, PaymentMethod, PaymentRef, ReceiverAccount,
+    RefundRequest, ReleaseRequest, Released, ShareRequest, ShareResult,
 };
 use paymux_crypto::{Certificate, RsaPrivateKey, RsaPublicKey};
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -23,6 +24,7 @@ use time::OffsetDateTime;
 use crate::AlipayAccountConfig;
 
 mod barcode;
+mod sharing;
 use crate::protocol::response::{
     CloseAnswer, PrecreateAnswer, QueryAnswer, RefundAnswer, RefundQueryAnswer,
 };
@@ -47,6 +49,7 @@ pub struct AlipayChannel {
     private_key: RsaPrivateKey,
     alipay_public_key: RsaPublicKey,
     cert_mode: Option<CertMode>,
+    max_share_bps: u32,
     http: reqwest::Client,
     clock: Clock,
 }
@@ -126,6 +129,7 @@ impl AlipayChannel {
             return Err(ChannelError::invalid("alipay: gateway_url must not carry a query"));
         }
         let cert_mode = CertMode::from_config(config, &private_key)?;
+        let max_share_bps = sharing::max_share_bps(config.max_share_bps)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -137,6 +141,7 @@ impl AlipayChannel {
             private_key,
             alipay_public_key,
             cert_mode,
+            max_share_bps,
             http,
             clock: Arc::new(OffsetDateTime::now_utc),
         })
@@ -400,6 +405,7 @@ impl Channel for AlipayChannel {
             "product_code": product_code,
             "time_expire": protocol::format_beijing(req.expires_at),
         });
+        sharing::add_hold(&mut biz, req.hold);
         let mut channel_data = json!({ "method": method });
         if req.method == PaymentMethod::Qr {
             // time_expire bounds the trade, which exists only once the code is scanned; the
@@ -682,6 +688,33 @@ impl Channel for AlipayChannel {
 
     async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
         self.barcode_cancel(payment).await
+    }
+
+    /// 商家分账: a held payment is created with `royalty_freeze`, and Alipay keeps its funds
+    /// frozen until they are split or released (see the `sharing` module).
+    fn holds_funds(&self) -> bool {
+        true
+    }
+
+    /// The account's `max_share_bps`, 3000 (30 %) when not configured.
+    fn max_share_bps(&self) -> u32 {
+        self.max_share_bps
+    }
+
+    async fn add_receiver(&self, receiver: &ReceiverAccount) -> Result<(), ChannelError> {
+        self.bind_receiver(receiver).await
+    }
+
+    async fn share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        self.settle(req).await
+    }
+
+    async fn query_share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        self.settle_query(req).await
+    }
+
+    async fn release(&self, req: &ReleaseRequest) -> Result<Released, ChannelError> {
+        self.settle_finish(req).await
     }
 
     /// Alipay re-sends until it reads exactly `success`. The refusal is `fail` with status 200:

@@ -31,6 +31,11 @@ pub struct AlipayAccountConfig {
     /// Certificate mode: Alipay's root bundle (`alipayRootCert.crt`, PEM).
     #[serde(default)]
     pub alipay_root_cert: Option<String>,
+    /// 商家分账: the most of a payment its splits may take together, in basis points (1..=10000).
+    /// Alipay's `max_ratio` for the merchant, as agreed in its contract (the default, 3000, is
+    /// 30 %). The gateway keeps a payment's splits within it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_share_bps: Option<u32>,
 }
 
 impl fmt::Debug for AlipayAccountConfig {
@@ -42,6 +47,7 @@ impl fmt::Debug for AlipayAccountConfig {
             .field("gateway_url", &self.gateway_url)
             .field("seller_id", &self.seller_id)
             .field("cert_mode", &(self.app_cert.is_some() || self.alipay_root_cert.is_some()))
+            .field("max_share_bps", &self.max_share_bps)
             .finish()
     }
 }
@@ -61,6 +67,7 @@ mod tests {
             seller_id: None,
             app_cert: None,
             alipay_root_cert: None,
+            max_share_bps: None,
         };
         let printed = format!("{c:?}");
         assert!(!printed.contains("MIIEpAIBAAKCAQEA") && !printed.contains("MIIBIjANBgkq"));
@@ -74,5 +81,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.seller_id, None);
+        assert_eq!(c.max_share_bps, None);
+    }
+
+    #[test]
+    fn max_share_bps_is_read_and_written_only_when_set() {
+        let c: AlipayAccountConfig = serde_json::from_str(
+            r#"{"app_id":"1","app_private_key":"k","alipay_public_key":"p","gateway_url":"u","max_share_bps":2000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.max_share_bps, Some(2000));
+        let unset = AlipayAccountConfig { max_share_bps: None, ..c };
+        assert!(serde_json::to_value(&unset).unwrap().get("max_share_bps").is_none());
     }
 }

@@ -4,8 +4,10 @@
 //! notification handlers can depend on it): request signing, the answer node cut from the raw
 //! body and its verification, notification and `return_url` verification, yuan/fen and Beijing
 //! time conversion. [`AlipayChannel`] is the [`paymux_core::Channel`] adapter on top of it:
-//! precreate (QR), page/wap pay (a signed form), app pay (the order string), query, close,
-//! refund, refund query and notifications. Nothing settles on an answer that does not verify.
+//! precreate (QR), page/wap pay (a signed form), app pay (the order string), barcode pay, query,
+//! close, refund, refund query, notifications, and 商家分账 (a held payment's funds frozen at
+//! create, split to bound receivers, the rest released). Nothing settles on an answer that does
+//! not verify.
 //!
 //! ```
 //! use paymux_alipay::protocol::{self, SignedRequest};
@@ -31,6 +33,7 @@
 //!     seller_id: None,
 //!     app_cert: None,
 //!     alipay_root_cert: None,
+//!     max_share_bps: None,
 //! };
 //! let channel = AlipayChannel::new(&config, std::time::Duration::from_secs(10)).unwrap();
 //! assert_eq!(channel.app_id(), "2021000000000000");

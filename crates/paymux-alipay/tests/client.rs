@@ -129,6 +129,7 @@ async fn harness_with(timeout: Duration, seller_id: Option<&str>) -> Harness {
         seller_id: seller_id.map(str::to_owned),
         app_cert: None,
         alipay_root_cert: None,
+        max_share_bps: None,
     };
     let channel = AlipayChannel::new(&config, timeout).unwrap().with_clock(|| NOW);
     Harness { channel, gateway, alipay_key, app_public: app_key.public_key() }
@@ -378,6 +379,7 @@ async fn http_errors_and_refused_connections_are_unknown() {
         seller_id: None,
         app_cert: None,
         alipay_root_cert: None,
+        max_share_bps: None,
     };
     let channel = AlipayChannel::new(&config, Duration::from_secs(5)).unwrap();
     assert_unknown(channel.close(&payment_ref()).await, false);
@@ -694,6 +696,7 @@ async fn bad_keys_are_refused_when_the_adapter_is_built() {
         seller_id: None,
         app_cert: None,
         alipay_root_cert: None,
+        max_share_bps: None,
     };
     let err = AlipayChannel::new(&config, Duration::from_secs(1)).unwrap_err();
     assert!(matches!(err, ChannelError::Invalid { .. }));
@@ -724,6 +727,7 @@ fn cert_mode_config() -> AlipayAccountConfig {
         seller_id: None,
         app_cert: Some(vector_file("yansongda-alipayAppPublicCert.crt")),
         alipay_root_cert: Some(vector_file("yansongda-alipayRootCert.crt")),
+        max_share_bps: None,
     }
 }
 

@@ -288,6 +288,8 @@ pub struct AlipaySettings {
     /// Certificate mode: the app's public-key certificate, with `alipay_root_cert_file`.
     pub app_cert_file: Option<PathBuf>,
     pub alipay_root_cert_file: Option<PathBuf>,
+    /// 商家分账: the most of a payment its splits may take, in basis points (default 3000).
+    pub max_share_bps: Option<u32>,
 }
 
 /// A WeChat Pay merchant (see docs/channels/wechat.md).
@@ -557,6 +559,7 @@ impl AccountSettings {
                     .as_deref()
                     .map(|p| read("alipay_root_cert_file", p))
                     .transpose()?,
+                max_share_bps: a.max_share_bps,
             }),
             ChannelSettings::Wechat(w) => ChannelConfig::Wechat(WechatAccountConfig {
                 mchid: w.mchid.clone(),

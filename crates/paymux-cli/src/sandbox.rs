@@ -396,6 +396,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         seller_id: Some(ALIPAY_SELLER_ID.into()),
         app_cert: None,
         alipay_root_cert: None,
+        max_share_bps: None,
     };
     let config = serde_json::to_value(&alipay_config)?;
     state.put_account(alipay_account, merchant_id, ChannelKind::Alipay, config, false).await?;

@@ -44,7 +44,7 @@ impl AlipayChannel {
         })?;
         check_auth_code(auth_code).map_err(|e| ChannelError::invalid(format!("alipay: {e}")))?;
         let out_trade_no = req.channel_order_no.as_str();
-        let biz = json!({
+        let mut biz = json!({
             "out_trade_no": out_trade_no,
             "scene": "bar_code",
             "auth_code": auth_code,
@@ -52,6 +52,7 @@ impl AlipayChannel {
             "total_amount": protocol::money_to_yuan(req.amount),
             "product_code": "FACE_TO_FACE_PAYMENT",
         });
+        super::sharing::add_hold(&mut biz, req.hold);
         let signed =
             self.sign(METHOD_PAY, &biz, &[("notify_url", Some(req.notify_url.as_str()))])?;
         let answer: Answer<PayAnswer> = self.call(METHOD_PAY, &signed).await?;
