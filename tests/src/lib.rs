@@ -268,6 +268,21 @@ impl TestApp {
         assert!(res.status().is_success(), "setting faults: {}", res.status());
     }
 
+    /// POSTs `body` to a mock's control API (`/_sandbox/...`).
+    pub async fn mock_post(&self, channel: &str, path: &str, body: Value) {
+        let base = self.mock_url(channel);
+        let res = self.http.post(format!("{base}{path}")).json(&body).send().await.unwrap();
+        assert!(res.status().is_success(), "POST {path} at the {channel} mock: {}", res.status());
+    }
+
+    /// GETs a mock's control API (`/_sandbox/...`).
+    pub async fn mock_get(&self, channel: &str, path: &str) -> Value {
+        let base = self.mock_url(channel);
+        let res = self.http.get(format!("{base}{path}")).send().await.unwrap();
+        assert!(res.status().is_success(), "GET {path} at the {channel} mock: {}", res.status());
+        res.json().await.unwrap()
+    }
+
     pub async fn clear_faults(&self, channel: &str) {
         let base = self.mock_url(channel);
         self.http.delete(format!("{base}/_sandbox/faults")).send().await.unwrap();

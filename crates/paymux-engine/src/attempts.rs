@@ -152,7 +152,8 @@ impl Engine {
             hold: held.is_some() && adapter.holds_funds(),
         };
         let payment_id = payment.id;
-        let created = self.start_attempt(adapter, payment, attempt, others, call).await?;
+        let mut created = self.start_attempt(adapter, payment, attempt, others, call).await?;
+        created.settlement = held.as_ref().map(crate::settlement::Settlement::from);
         if req.close_others {
             self.close_other_attempts_soon(payment_id, id);
         }

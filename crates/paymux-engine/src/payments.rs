@@ -356,10 +356,13 @@ impl Engine {
             auth_code: req.payer.auth_code,
             hold: settlement.is_some() && adapter.holds_funds(),
         };
-        if req.method == PaymentMethod::Barcode {
-            return crate::barcode::pay(self, adapter, record, attempt, call).await;
-        }
-        self.start_attempt(adapter, record, attempt, Vec::new(), call).await
+        let mut object = if req.method == PaymentMethod::Barcode {
+            crate::barcode::pay(self, adapter, record, attempt, call).await?
+        } else {
+            self.start_attempt(adapter, record, attempt, Vec::new(), call).await?
+        };
+        object.settlement = settlement.as_ref().map(crate::settlement::Settlement::from);
+        Ok(object)
     }
 
     /// Picks the channel account: the one asked for, or the first that supports the method.

@@ -12,7 +12,8 @@ use metrics::{counter, gauge, histogram};
 use paymux_core::{
     BarcodeCancel, BarcodePaid, BarcodeSchedule, Channel, ChannelError, ChannelKind,
     ChannelPayment, ChannelRefund, CreatePayment, CreatedPayment, InboundRequest, Notification,
-    NotificationAck, PaymentMethod, PaymentRef, PaymentStatus, RefundRequest,
+    NotificationAck, PaymentMethod, PaymentRef, PaymentStatus, ReceiverAccount, RefundRequest,
+    ReleaseRequest, Released, ShareRequest, ShareResult,
 };
 use paymux_store::AttemptRecord;
 use time::OffsetDateTime;
@@ -230,6 +231,30 @@ impl Channel for Metered {
     async fn cancel_barcode(&self, payment: &PaymentRef) -> Result<BarcodeCancel, ChannelError> {
         self.measure("barcode_cancel", self.0.cancel_barcode(payment)).await
     }
+
+    fn holds_funds(&self) -> bool {
+        self.0.holds_funds()
+    }
+
+    fn max_share_bps(&self) -> u32 {
+        self.0.max_share_bps()
+    }
+
+    async fn add_receiver(&self, receiver: &ReceiverAccount) -> Result<(), ChannelError> {
+        self.measure("add_receiver", self.0.add_receiver(receiver)).await
+    }
+
+    async fn share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        self.measure("share", self.0.share(req)).await
+    }
+
+    async fn query_share(&self, req: &ShareRequest) -> Result<ShareResult, ChannelError> {
+        self.measure("query_share", self.0.query_share(req)).await
+    }
+
+    async fn release(&self, req: &ReleaseRequest) -> Result<Released, ChannelError> {
+        self.measure("release", self.0.release(req)).await
+    }
 }
 
 /// Refreshes the backlog gauges from the store every `every` until `stop` is cancelled: several
@@ -264,5 +289,73 @@ pub async fn refresh_gauges(state: &Engine) {
             gauge!(SWEEPER_DUE, "kind" => "refund").set(b.refunds_due as f64);
         }
         Err(e) => tracing::warn!(error = %e, "could not read the sweeper backlog"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel that only says what it holds; every call is refused.
+    #[derive(Debug)]
+    struct Holding;
+
+    #[async_trait]
+    impl Channel for Holding {
+        fn kind(&self) -> ChannelKind {
+            ChannelKind::Wechat
+        }
+        fn supports(&self, _: PaymentMethod) -> bool {
+            true
+        }
+        async fn create(&self, _: &CreatePayment) -> Result<CreatedPayment, ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        async fn query(&self, _: &PaymentRef) -> Result<ChannelPayment, ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        async fn close(&self, _: &PaymentRef) -> Result<(), ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        async fn refund(&self, _: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        async fn query_refund(&self, _: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        async fn parse_notification(&self, _: &InboundRequest) -> Result<Notification, ChannelError> {
+            Err(ChannelError::invalid("test"))
+        }
+        fn ack(&self, _: bool) -> NotificationAck {
+            NotificationAck { status: 200, content_type: "text/plain", body: Vec::new() }
+        }
+        fn holds_funds(&self) -> bool {
+            true
+        }
+        fn max_share_bps(&self) -> u32 {
+            1_234
+        }
+        async fn add_receiver(&self, _: &ReceiverAccount) -> Result<(), ChannelError> {
+            Ok(())
+        }
+        async fn release(&self, _: &ReleaseRequest) -> Result<Released, ChannelError> {
+            Ok(Released::Done)
+        }
+    }
+
+    /// The metering wrapper passes the profit-sharing answers through instead of the trait's
+    /// defaults (which would make every held payment a paymux-side hold).
+    #[tokio::test]
+    async fn metering_keeps_what_the_channel_says_about_holding_funds() {
+        let metered = Metered(Arc::new(Holding));
+        assert!(metered.holds_funds());
+        assert_eq!(metered.max_share_bps(), 1_234);
+        let who = ReceiverAccount {
+            kind: "MERCHANT_ID".into(),
+            account: "1900000109".into(),
+            name: None,
+            relation_type: None,
+        };
+        assert_eq!(metered.add_receiver(&who).await, Ok(()));
     }
 }
