@@ -307,6 +307,8 @@ pub struct WechatSettings {
     /// Public-key mode: `PUB_KEY_ID_...`, with `platform_public_key_file`.
     pub platform_public_key_id: Option<String>,
     pub platform_public_key_file: Option<PathBuf>,
+    /// The most a payment's profit-sharing splits may take, in 1/10000 (default 3000).
+    pub max_share_bps: Option<u32>,
 }
 
 /// A UnionPay merchant (see docs/channels/unionpay.md).
@@ -577,6 +579,7 @@ impl AccountSettings {
                     .as_deref()
                     .map(|p| read("platform_public_key_file", p))
                     .transpose()?,
+                max_share_bps: w.max_share_bps,
             }),
             ChannelSettings::Unionpay(u) => ChannelConfig::Unionpay(UnionpayAccountConfig {
                 mer_id: u.mer_id.clone(),

@@ -410,6 +410,7 @@ pub async fn start(opts: SandboxOptions) -> Result<Sandbox> {
         base_url: wechat_url.clone(),
         platform_public_key_id: with_public_key.then(|| platform.public_key_id()),
         platform_public_key: with_public_key.then(|| platform.public_key_pem()),
+        max_share_bps: None,
     };
     let config = serde_json::to_value(&wechat_config)?;
     state.put_account(wechat_account, merchant_id, ChannelKind::Wechat, config, false).await?;

@@ -295,6 +295,7 @@ async fn a_public_key_mode_client_of_up_never_calls_v3_certificates() {
         base_url: text("mock_url"),
         platform_public_key_id: Some(text("platform_public_key_id")),
         platform_public_key: Some(file("platform_public_key")),
+        max_share_bps: None,
     };
     let client = paymux_wechat::WechatChannel::new(&config, Duration::from_secs(20)).unwrap();
     let now = time::OffsetDateTime::now_utc();

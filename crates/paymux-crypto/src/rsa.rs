@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::rsa::{
-    KeyPair, KeySize, Pkcs1PrivateDecryptingKey, Pkcs1PublicEncryptingKey, PrivateDecryptingKey,
-    PublicEncryptingKey,
+    KeyPair, KeySize, OAEP_SHA1_MGF1SHA1, OaepPublicEncryptingKey, Pkcs1PrivateDecryptingKey,
+    Pkcs1PublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
 };
 use aws_lc_rs::signature::{
     KeyPair as _, ParsedPublicKey, RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_SHA256,
@@ -189,6 +189,20 @@ impl RsaPublicKey {
         Ok(sealed.to_vec())
     }
 
+    /// RSAES-OAEP with SHA-1 and MGF1-SHA-1 (what WeChat Pay v3 asks for its sensitive fields,
+    /// such as a profit-sharing receiver's name). Randomised: each call gives a new ciphertext.
+    pub fn encrypt_oaep_sha1(&self, plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let key = PublicEncryptingKey::from_der(&self.spki_der)
+            .map_err(|e| CryptoError::Key(format!("not an RSA encryption key: {e}")))?;
+        let key = OaepPublicEncryptingKey::new(key)
+            .map_err(|_| CryptoError::Key("not an RSA encryption key".into()))?;
+        let mut out = vec![0u8; key.ciphertext_size()];
+        let sealed = key
+            .encrypt(&OAEP_SHA1_MGF1SHA1, plaintext, &mut out, None)
+            .map_err(|_| CryptoError::Encrypt)?;
+        Ok(sealed.to_vec())
+    }
+
     /// SPKI PEM (`BEGIN PUBLIC KEY`).
     pub fn to_spki_pem(&self) -> String {
         pem_encode("PUBLIC KEY", &self.spki_der)
@@ -254,6 +268,22 @@ mod tests {
         let other = RsaPrivateKey::generate().unwrap();
         assert_eq!(other.decrypt_pkcs1v15(&sealed), Err(CryptoError::Decrypt));
         assert_eq!(key.decrypt_pkcs1v15(b"short"), Err(CryptoError::Decrypt));
+    }
+
+    #[test]
+    fn oaep_sha1_encryption_is_randomised_and_opens_with_the_private_key() {
+        use aws_lc_rs::rsa::OaepPrivateDecryptingKey;
+
+        let key = RsaPrivateKey::generate().unwrap();
+        let a = key.public_key().encrypt_oaep_sha1("示例商户全称".as_bytes()).unwrap();
+        let b = key.public_key().encrypt_oaep_sha1("示例商户全称".as_bytes()).unwrap();
+        assert_eq!(a.len(), 256);
+        assert_ne!(a, b);
+        let private = PrivateDecryptingKey::from_pkcs8(&key.to_pkcs8_der().unwrap()).unwrap();
+        let private = OaepPrivateDecryptingKey::new(private).unwrap();
+        let mut out = vec![0u8; private.min_output_size()];
+        let plain = private.decrypt(&OAEP_SHA1_MGF1SHA1, &a, &mut out, None).unwrap();
+        assert_eq!(plain, "示例商户全称".as_bytes());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! five-minute window and probe refusal, platform certificates and the WeChat Pay public key chosen
 //! by serial, AEAD_AES_256_GCM resources, client-side payment parameters), pinned by the official
 //! vectors W1-W8. [`client`] is [`WechatChannel`], the [`paymux_core::Channel`] over HTTPS, which
-//! downloads and rotates platform certificates by itself.
+//! downloads and rotates platform certificates by itself, and holds and splits payments through
+//! WeChat's profit sharing (分账).
 //!
 //! ```
 //! use paymux_crypto::RsaPrivateKey;

@@ -750,6 +750,22 @@ pub struct CreateTransactionRequest {
     pub payer: Option<Payer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scene_info: Option<SceneInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_info: Option<SettleInfo>,
+}
+
+/// `settle_info` of a create body: `profit_sharing: true` freezes the paid funds for profit
+/// sharing. Left out entirely for an ordinary payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettleInfo {
+    pub profit_sharing: bool,
+}
+
+impl SettleInfo {
+    /// The `settle_info` a create body carries: present only for a held payment.
+    pub fn for_hold(hold: bool) -> Option<Self> {
+        hold.then_some(Self { profit_sharing: true })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use paymux_wechat::protocol::{
 };
 use paymux_wechat::{WechatAccountConfig, WechatChannel};
 use serde_json::{Value, json};
+use support::{WECHAT_CODE, barcode, create};
 use time::OffsetDateTime;
 
 const APIV3: &str = "0123456789abcdefghijABCDEFGHIJ01";
@@ -282,6 +285,7 @@ async fn start(
         base_url: format!("http://{addr}"),
         platform_public_key_id: public_key.as_ref().map(|_| PUB_ID.to_owned()),
         platform_public_key: public_key.as_ref().map(|k| k.public_key().to_spki_pem()),
+        max_share_bps: None,
     };
     let channel = WechatChannel::new(&config, timeout).unwrap();
     Harness { stand, channel, merchant }
@@ -302,24 +306,6 @@ fn payment_ref() -> PaymentRef {
         created_at: now,
         expires_at: now + time::Duration::minutes(30),
         channel_data: json!({}),
-    }
-}
-
-fn create(method: PaymentMethod) -> CreatePayment {
-    let now = OffsetDateTime::now_utc();
-    CreatePayment {
-        channel_order_no: ChannelOrderNo::generate(),
-        amount: Money::new(100, Currency::Cny).unwrap(),
-        subject: "Image形象店-深圳腾大-QQ公仔".into(),
-        method,
-        created_at: now,
-        expires_at: now + time::Duration::minutes(30),
-        notify_url: "https://merchant.example/callbacks/wechat/1".into(),
-        return_url: None,
-        client_ip: None,
-        payer_openid: None,
-        auth_code: None,
-        hold: false,
     }
 }
 
@@ -774,10 +760,16 @@ async fn configuration_is_checked_and_secrets_are_not_printed() {
         base_url: "http://127.0.0.1:9".into(),
         platform_public_key_id: None,
         platform_public_key: None,
+        max_share_bps: None,
     };
     let shown = format!("{config:?}");
     assert!(!shown.contains(APIV3) && !shown.contains("PRIVATE KEY"), "{shown}");
-    assert!(WechatChannel::new(&config, T).is_ok());
+    assert_eq!(WechatChannel::new(&config, T).unwrap().max_share_bps(), 3000);
+    config.max_share_bps = Some(2000);
+    assert_eq!(WechatChannel::new(&config, T).unwrap().max_share_bps(), 2000);
+    config.max_share_bps = Some(10_001);
+    assert!(matches!(WechatChannel::new(&config, T), Err(ChannelError::Invalid { .. })));
+    config.max_share_bps = None;
     config.apiv3_key = "testAPIv3Key0000".into();
     assert!(matches!(WechatChannel::new(&config, T), Err(ChannelError::Invalid { .. })));
     config.apiv3_key = APIV3.into();
@@ -798,16 +790,6 @@ async fn answers_outside_the_window_of_the_injected_clock_are_unknown() {
     let channel = h.channel.with_clock(Arc::new(move || ahead));
     let r = channel.query(&payment_ref()).await;
     assert!(matches!(r, Err(ChannelError::Unknown { timed_out: false, .. })), "{r:?}");
-}
-
-const WECHAT_CODE: &str = "134567890123456789";
-
-fn barcode() -> CreatePayment {
-    CreatePayment {
-        auth_code: Some(WECHAT_CODE.into()),
-        client_ip: Some("203.0.113.9".into()),
-        ..create(PaymentMethod::Barcode)
-    }
 }
 
 #[tokio::test]
@@ -892,4 +874,18 @@ async fn reverse_is_confirmed_by_a_signed_answer_and_sent_again_otherwise() {
     }
     h.world().bad_signature = true;
     assert!(matches!(h.channel.cancel_barcode(&p).await, Err(ChannelError::Unknown { .. })));
+}
+
+#[tokio::test]
+async fn the_create_body_carries_settle_info_only_for_a_held_payment() {
+    let h = start(vec![platform(0x1A20)], None, T).await;
+    assert!(h.channel.holds_funds());
+    h.channel.create(&create(PaymentMethod::Qr)).await.unwrap();
+    assert_eq!(h.world().last_body.get("settle_info"), None);
+    h.channel.create(&CreatePayment { hold: true, ..create(PaymentMethod::Qr) }).await.unwrap();
+    assert_eq!(h.world().last_body["settle_info"], json!({"profit_sharing": true}));
+    h.channel.pay_barcode(&barcode()).await.unwrap();
+    assert_eq!(h.world().last_body.get("settle_info"), None);
+    h.channel.pay_barcode(&CreatePayment { hold: true, ..barcode() }).await.unwrap();
+    assert_eq!(h.world().last_body["settle_info"], json!({"profit_sharing": true}));
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{WechatChannel, encode, error_outcome, payment_state, valid_out_trade_no};
-use crate::protocol::Transaction;
+use crate::protocol::{SettleInfo, Transaction};
 
 /// WeChat's loop, with the staff variant's pace: a query every 5 s while the payer enters a
 /// password, a reverse after 30 s (never within 15 s of the pay call), re-sent every 5 s until
@@ -68,7 +68,7 @@ impl WechatChannel {
             Some(ip) => json!({ "device_ip": ip }),
             None => json!({ "device_id": "paymux" }),
         };
-        let body = json!({
+        let mut body = json!({
             "appid": self.appid,
             "mchid": self.mchid(),
             "description": req.subject,
@@ -77,6 +77,9 @@ impl WechatChannel {
             "amount": { "total": req.amount.minor(), "currency": req.amount.currency().code() },
             "scene_info": scene_info,
         });
+        if let Some(settle_info) = SettleInfo::for_hold(req.hold) {
+            body["settle_info"] = json!(settle_info);
+        }
         let body = serde_json::to_vec(&body)
             .map_err(|e| ChannelError::invalid(format!("wechat: codepay body: {e}")))?;
         let answer = self.call(Method::POST, "/v3/pay/transactions/codepay", Some(body)).await?;
