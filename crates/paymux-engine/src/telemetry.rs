@@ -323,7 +323,10 @@ mod tests {
         async fn query_refund(&self, _: &RefundRequest) -> Result<ChannelRefund, ChannelError> {
             Err(ChannelError::invalid("test"))
         }
-        async fn parse_notification(&self, _: &InboundRequest) -> Result<Notification, ChannelError> {
+        async fn parse_notification(
+            &self,
+            _: &InboundRequest,
+        ) -> Result<Notification, ChannelError> {
             Err(ChannelError::invalid("test"))
         }
         fn ack(&self, _: bool) -> NotificationAck {
