@@ -174,6 +174,26 @@ async fn paying_both_attempts_refunds_the_duplicate_in_full_and_tells_the_mercha
     let (_, p) = app.get(&format!("/v1/payments/{pid}")).await;
     assert_eq!(refund["attempt_id"], p["attempts"][0]["id"]);
     assert_eq!(p["amount_refunded"], 0, "the merchant's refundable amount is untouched: {p}");
+    // The ledger has the duplicate coming in and going back, and still balances.
+    let (_, ledger) = app.get(&format!("/v1/ledger?payment_id={pid}")).await;
+    let entries = ledger["data"].as_array().unwrap();
+    let sum_of = |kind: &str| -> i64 {
+        entries.iter().filter(|e| e["kind"] == kind).map(|e| e["amount"].as_i64().unwrap()).sum()
+    };
+    assert_eq!(entries.iter().map(|e| e["amount"].as_i64().unwrap()).sum::<i64>(), 0, "{ledger}");
+    let merchant = |kind: &str| -> i64 {
+        entries
+            .iter()
+            .filter(|e| e["kind"] == kind && e["account"] == "merchant")
+            .map(|e| e["amount"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (merchant("duplicate_paid"), merchant("duplicate_refund")),
+        (1000, -1000),
+        "{ledger}"
+    );
+    assert_eq!(sum_of("paid"), 0, "the payment itself came in once: {ledger}");
     // The merchant can still refund all of its payment (at WeChat, where it was paid).
     let (s, r) = app
         .post(&format!("/v1/payments/{pid}/refunds"), json!({"merchant_refund_no": "att-both-r"}))

@@ -446,3 +446,63 @@ async fn killed_between_a_duplicates_detection_and_its_refund_the_duplicate_is_r
     assert_eq!((paid.status, paid.amount_refunded), (PaymentStatus::Succeeded, 0));
     kill(gw);
 }
+
+#[tokio::test]
+async fn killed_between_a_split_at_the_channel_and_its_commit_the_settlement_completes_once() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let gw = t.serve(None).await;
+    t.mock_post("/_sandbox/royalty/settings", json!({"min_wait_ms": 0, "processing_ms": 200}))
+        .await;
+    let account = "2088000000000777";
+    let body = json!({"name": "platform",
+                      "accounts": {"alipay": {"type": "userId", "account": account}}});
+    let r: Value = t.post("/v1/receivers", body).await.unwrap().json().await.unwrap();
+    let body = json!({"merchant_order_no": "held-1", "amount": 10000, "currency": "CNY",
+                      "subject": "s", "channel": "alipay", "method": "qr",
+                      "settlement": {"hold": true,
+                                     "splits": [{"receiver": r["id"], "ratio_bps": 1500}]}});
+    let p: Value = t.post("/v1/payments", body).await.unwrap().json().await.unwrap();
+    let no = p["channel_order_no"].as_str().unwrap().to_owned();
+    t.mock_post(&format!("/_sandbox/orders/{no}/pay"), json!({})).await;
+    let pid: paymux_core::PaymentId = p["id"].as_str().unwrap().parse().unwrap();
+    let merchant = t.sandbox.merchant_id;
+    t.wait("the payment to succeed", async || {
+        store.payment(merchant, pid).await.unwrap().unwrap().status == PaymentStatus::Succeeded
+    })
+    .await;
+    kill(gw);
+
+    // The split reaches Alipay; the gateway dies before it records the answer.
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_SHARE)).await;
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments/{pid}/settle", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        async move { http.post(url).bearer_auth(key).json(&json!({})).send().await }
+    });
+    let receiver = format!("/_sandbox/receivers/{account}");
+    t.wait("the split at the channel", async || {
+        t.mock(&receiver).await["lines"].as_array().is_some_and(|l| l.len() == 1)
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err());
+    let s = store.settlement(pid).await.unwrap().expect("written with the payment");
+    assert_eq!(s.status, paymux_core::SettlementStatus::Settling, "written before the call");
+
+    // Restarted, the sweeper asks Alipay about the same split number and finishes the settlement.
+    let gw = t.serve(None).await;
+    t.wait("the settlement to settle", async || {
+        store.settlement(pid).await.unwrap().unwrap().status
+            == paymux_core::SettlementStatus::Settled
+    })
+    .await;
+    let paid = t.mock(&receiver).await;
+    assert_eq!(paid["lines"].as_array().unwrap().len(), 1, "split once: {paid}");
+    assert_eq!(paid["balance_fen"], 1500, "{paid}");
+    assert!(store.ledger_imbalances().await.unwrap().is_empty());
+    let settled = store.settlement(pid).await.unwrap().unwrap();
+    assert_eq!(settled.splits[0].amount, Some(1500));
+    kill(gw);
+}
