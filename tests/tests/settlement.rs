@@ -302,6 +302,14 @@ async fn one_receiver_refused(channel: &str, wechat_refused: Value, alipay_refus
     let (_, b) = app.get("/v1/balances").await;
     assert_eq!(balance(&b, &platform), (0, 1_500), "{b}");
     assert_eq!(balance(&b, "merchant"), (10_000 - 1_500, 0), "the rest stays held: {b}");
+    // No refund while part of the held funds is paid out and the rest waits for a retry.
+    let (s, e) = app
+        .post(
+            &format!("/v1/payments/{pid}/refunds"),
+            json!({"amount": 100, "merchant_refund_no": "rf"}),
+        )
+        .await;
+    assert_eq!((s, e["error"]["code"].as_str()), (400, Some("settlement_in_progress")), "{e}");
 
     quick_channels(&app, json!({}), json!({})).await;
     let settled = settle_until(&app, &pid, "settled").await;

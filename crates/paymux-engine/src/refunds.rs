@@ -58,21 +58,13 @@ impl Engine {
         idempotency_key: Option<&str>,
     ) -> Result<Refund, EngineError> {
         let payment = self.payment_record(caller, payment_id).await?;
-        if self
-            .store
-            .settlement(payment.id)
-            .await?
-            .is_some_and(|s| s.status == paymux_core::SettlementStatus::Settling)
-        {
-            // The held amount is being split at the channel: a refund now could take money a
-            // share call is moving. Refund once the settlement is settled or failed.
-            return Err(EngineError::Rejected {
-                code: "settlement_in_progress",
-                field: None,
-                message: "the payment's settlement is in progress; refund it once it has \
-                          settled or failed"
-                    .into(),
-            });
+        if self.store.settlement(payment.id).await?.is_some_and(|s| {
+            matches!(
+                s.status,
+                paymux_core::SettlementStatus::Settling | paymux_core::SettlementStatus::Failed
+            )
+        }) {
+            return Err(settlement_busy());
         }
         let merchant_refund_no = match request.merchant_refund_no {
             Some(n)
@@ -150,6 +142,7 @@ impl Engine {
                     ),
                 });
             }
+            Err(StoreError::SettlementBusy(_)) => return Err(settlement_busy()),
             Err(StoreError::PaymentNotRefundable(status)) => {
                 return Err(EngineError::Rejected {
                     code: "payment_not_refundable",
@@ -249,5 +242,18 @@ impl Engine {
         };
         let rows = self.store.list_refunds(caller.merchant, &filter).await?;
         Ok(page(rows.iter().map(Refund::from).collect(), limit, |r| r.id.clone()))
+    }
+}
+
+/// The held amount is being split (a settlement `settling`, or `failed` with part of it paid
+/// out): a refund now could take money a share call moves, or leave the splits planned on an
+/// amount no longer held. The store checks it again in the refund's own transaction.
+fn settlement_busy() -> EngineError {
+    EngineError::Rejected {
+        code: "settlement_in_progress",
+        field: None,
+        message: "the payment's held funds are being split (its settlement is settling or \
+                  failed); settle it to the end before refunding"
+            .into(),
     }
 }

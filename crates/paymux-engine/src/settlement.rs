@@ -80,7 +80,8 @@ pub struct ChannelReceiverAccount {
     pub relation_type: Option<String>,
 }
 
-const WECHAT_RELATIONS: [&str; 11] = [
+/// WeChat's relation types, less `CUSTOM` (it needs a `custom_relation` paymux does not take).
+const WECHAT_RELATIONS: [&str; 10] = [
     "SERVICE_PROVIDER",
     "STORE",
     "STAFF",
@@ -91,7 +92,6 @@ const WECHAT_RELATIONS: [&str; 11] = [
     "DISTRIBUTOR",
     "USER",
     "SUPPLIER",
-    "CUSTOM",
 ];
 
 impl ReceiverAccounts {
@@ -383,6 +383,7 @@ impl Engine {
                 .map_err(|source| EngineError::Encode { what: "receiver accounts", source })?,
             registrations,
             created_at: now_ms(),
+            deleted_at: None,
         };
         self.store.insert_receiver(&record).await?;
         Ok(Receiver::from(&record))
@@ -447,7 +448,7 @@ impl Engine {
         self.store
             .receiver(caller.merchant, id)
             .await?
-            .filter(|r| caller.sees(r.livemode))
+            .filter(|r| caller.sees(r.livemode) && r.deleted_at.is_none())
             .ok_or_else(not_found)
     }
 
@@ -498,6 +499,7 @@ impl Engine {
             .splits
             .ok_or_else(|| invalid("settlement.splits", "settlement.splits is required"))?;
         let mut splits = Vec::with_capacity(inputs.len());
+        let mut accounts_seen: Vec<String> = Vec::with_capacity(inputs.len());
         for s in inputs {
             let id = s
                 .receiver
@@ -527,13 +529,23 @@ impl Engine {
             };
             let accounts: ReceiverAccounts =
                 serde_json::from_value(receiver.accounts.clone()).unwrap_or_default();
-            if accounts.get(channel).is_none() {
+            let Some(account) = accounts.get(channel).and_then(|a| a.account.clone()) else {
                 return Err(rejected(
                     "receiver_without_account",
                     Some("settlement.splits.receiver"),
                     format!("receiver {id} has no {channel} account"),
                 ));
+            };
+            // Two receivers paid into one account could not be told apart in the channel's
+            // answer.
+            if accounts_seen.contains(&account) {
+                return Err(rejected(
+                    "invalid_splits",
+                    Some("settlement.splits.receiver"),
+                    format!("two receivers of these splits share the {channel} account {account}"),
+                ));
             }
+            accounts_seen.push(account);
             splits.push(SplitRequest { receiver: receiver.id, ratio_bps });
         }
         validate_splits(&splits, channel, adapter.max_share_bps()).map_err(|e| {
@@ -551,6 +563,7 @@ impl Engine {
                     ratio_bps: s.ratio_bps,
                     amount: None,
                     status: SplitStatus::Pending,
+                    account: None,
                     out_order_no: None,
                     failure: None,
                 })
@@ -679,6 +692,7 @@ impl Engine {
             from_updated_at: s.updated_at,
             to: SettlementStatus::Settled,
             release_no: None,
+            expect_refunds: Some((p.amount_reserved, p.amount_refunded)),
             splits,
             settled_at: Some(at),
             next_check_at: None,

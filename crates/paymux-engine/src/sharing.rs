@@ -50,12 +50,13 @@ pub(crate) async fn settle_at_channel(
     let (s, fresh) = match s.status {
         SettlementStatus::Settled => return Ok(()),
         SettlementStatus::Settling => (s, false),
-        SettlementStatus::Held | SettlementStatus::Failed => match start_round(engine, p, s).await?
-        {
-            Some(s) => (s, true),
-            // Another settle (the merchant's, or the sweeper's) started it first and drives it.
-            None => return Ok(()),
-        },
+        SettlementStatus::Held | SettlementStatus::Failed => {
+            match start_round(engine, p, s, adapter).await? {
+                Some(s) => (s, true),
+                // Another settle (the merchant's, or the sweeper's) started it first and drives it.
+                None => return Ok(()),
+            }
+        }
     };
     drive(engine, p, s, adapter, attempt, fresh).await
 }
@@ -66,6 +67,7 @@ async fn start_round(
     engine: &Engine,
     p: &PaymentRecord,
     s: SettlementRecord,
+    adapter: &dyn Channel,
 ) -> Result<Option<SettlementRecord>, EngineError> {
     let at = strictly_after(s.updated_at);
     let share_no = ChannelOrderNo::generate().to_string();
@@ -103,6 +105,22 @@ async fn start_round(
             })
             .collect()
     };
+    // Each split about to be sent carries its receiver's account from now on, so every later
+    // send under its number is the same call. One without an account fails before any send.
+    let mut splits = splits;
+    for split in &mut splits {
+        if split.status != SplitStatus::Pending {
+            continue;
+        }
+        match receiver_account(engine, p, split, adapter).await? {
+            Ok(account) => split.account = Some(account),
+            Err(why) => {
+                split.status = SplitStatus::Failed;
+                split.out_order_no = None;
+                split.failure = Some(why);
+            }
+        }
+    }
     let release_no = s.release_no.clone().or_else(|| Some(ChannelOrderNo::generate().to_string()));
     let change = SettlementChange {
         payment_id: p.id,
@@ -111,6 +129,7 @@ async fn start_round(
         from_updated_at: s.updated_at,
         to: SettlementStatus::Settling,
         release_no: release_no.clone(),
+        expect_refunds: Some((p.amount_reserved, p.amount_refunded)),
         splits: splits.clone(),
         settled_at: None,
         // If this process dies before the round is driven, the sweeper drives it.
@@ -158,16 +177,12 @@ async fn drive(
         if split.status != SplitStatus::Pending {
             continue;
         }
-        match receiver_account(engine, p, split, adapter).await? {
-            Ok(account) => {
-                let no = split.out_order_no.clone().unwrap_or_default();
-                calls.entry(no).or_default().push(Line { split: i, account });
-            }
-            Err(why) => {
-                splits[i].status = SplitStatus::Failed;
-                splits[i].failure = Some(why);
-            }
-        }
+        let (Some(no), Some(account)) = (split.out_order_no.clone(), split.account.clone()) else {
+            return Err(EngineError::Corrupt {
+                what: "pending split without its number or account",
+            });
+        };
+        calls.entry(no).or_default().push(Line { split: i, account });
     }
 
     for (no, lines) in calls {
@@ -182,7 +197,8 @@ async fn drive(
             request_lines.push(ShareLine {
                 receiver: l.account.clone(),
                 amount,
-                description: format!("paymux settlement of {}", p.merchant_order_no),
+                // Fixed by the payment alone: a call sent again is the same call.
+                description: format!("settlement {}", p.id),
             });
         }
         let req = ShareRequest { payment: payment.clone(), share_no, lines: request_lines };
@@ -220,8 +236,8 @@ async fn drive(
                     }
                 }
             }
-            Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
-                // The whole call was refused: nothing moved for any of its lines.
+            Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) if fresh => {
+                // The first send of this number was refused: nothing moved for any of its lines.
                 tracing::warn!(payment = %p.id, share = %no, error = %e, "share call refused");
                 let why = match &e {
                     ChannelError::Declined { code, message } => format!("{code}: {message}"),
@@ -231,6 +247,12 @@ async fn drive(
                     splits[l.split].status = SplitStatus::Failed;
                     splits[l.split].failure = Some(why.clone());
                 }
+            }
+            Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
+                // A refusal of a query or of a call sent again: the first send may have moved
+                // the money, so this is not an answer about it. Asked again later; an operator
+                // must look if it persists.
+                tracing::error!(payment = %p.id, share = %no, error = %e, "share call refused after it was sent; its outcome stays unknown");
             }
             Err(e) => {
                 tracing::warn!(payment = %p.id, share = %no, error = %e, "share outcome unknown; asking again later");
@@ -285,6 +307,7 @@ async fn drive(
         from_updated_at: s.updated_at,
         to,
         release_no: None,
+        expect_refunds: None,
         splits,
         settled_at,
         next_check_at,
@@ -341,8 +364,9 @@ async fn receiver_account(
     split: &SplitRecord,
     adapter: &dyn Channel,
 ) -> Result<Result<ReceiverAccount, String>, EngineError> {
+    // A receiver deleted since the payment was made is still paid: its split was agreed.
     let Some(r) = engine.store.receiver(p.merchant_id, split.receiver).await? else {
-        return Ok(Err("receiver_deleted: the receiver was deleted before it was paid".into()));
+        return Ok(Err("receiver_missing: no such receiver".into()));
     };
     let accounts: ReceiverAccounts = serde_json::from_value(r.accounts.clone())
         .map_err(|_| EngineError::Corrupt { what: "receiver accounts" })?;

@@ -337,7 +337,7 @@ pub(crate) fn operator_token<R: Columns>(row: &R) -> StoreResult<OperatorTokenRe
 }
 
 pub(crate) const RECEIVER_COLUMNS: &str =
-    "id, merchant_id, livemode, name, accounts, registrations, created_at";
+    "id, merchant_id, livemode, name, accounts, registrations, created_at, deleted_at";
 
 pub(crate) fn receiver<R: Columns>(row: &R) -> StoreResult<ReceiverRecord> {
     Ok(ReceiverRecord {
@@ -348,6 +348,7 @@ pub(crate) fn receiver<R: Columns>(row: &R) -> StoreResult<ReceiverRecord> {
         accounts: json(&row.text("accounts")?, "receiver accounts")?,
         registrations: json(&row.text("registrations")?, "receiver registrations")?,
         created_at: from_ms(row.int("created_at")?)?,
+        deleted_at: opt_from_ms(row.opt_int("deleted_at")?)?,
     })
 }
 

@@ -14,6 +14,10 @@ pub enum StoreError {
     RefundExceedsAmount { requested: i64, available: i64 },
     #[error("payment is {0}, only a succeeded payment can be refunded")]
     PaymentNotRefundable(PaymentStatus),
+    /// The payment's held funds are being split (its settlement is settling or failed): no
+    /// refund now.
+    #[error("the payment's settlement is {0}; no refund while its held funds are being split")]
+    SettlementBusy(paymux_core::SettlementStatus),
     /// Attempts are added only to a pending payment.
     #[error("payment is {0}, only a pending payment takes another attempt")]
     PaymentNotPending(PaymentStatus),

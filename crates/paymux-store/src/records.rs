@@ -544,6 +544,9 @@ pub struct ReceiverRecord {
     /// What each channel answered when paymux registered the receiver there.
     pub registrations: serde_json::Value,
     pub created_at: OffsetDateTime,
+    /// Set when the merchant deleted it: it can no longer be named in new splits, and the splits
+    /// already made still pay it.
+    pub deleted_at: Option<OffsetDateTime>,
 }
 
 /// One receiver's part of a settlement.
@@ -554,6 +557,10 @@ pub struct SplitRecord {
     /// Fixed when the settlement starts (`settling`); `None` while held.
     pub amount: Option<i64>,
     pub status: paymux_core::SplitStatus,
+    /// The receiver's account at the channel, fixed when the split is first sent: a call sent
+    /// again under the same number carries exactly the same lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<paymux_core::ReceiverAccount>,
     /// paymux's number of the share call that carries this split at a channel that holds the
     /// funds (WeChat `out_order_no`, Alipay `out_request_no`), written before the call: sending
     /// the call again reuses it, so a receiver is never paid twice; a retry after a refusal gets
@@ -696,6 +703,10 @@ pub struct SettlementChange {
     pub to: paymux_core::SettlementStatus,
     /// Set the release number (only ever from none to one).
     pub release_no: Option<String>,
+    /// Applied only if the payment's `(amount_reserved, amount_refunded)` are still these: the
+    /// amounts were planned on them, and a refund reserved since would change what is held.
+    /// The payment's row is locked for the check, as a refund's reservation locks it.
+    pub expect_refunds: Option<(i64, i64)>,
     pub splits: Vec<SplitRecord>,
     pub settled_at: Option<OffsetDateTime>,
     /// When the sweeper looks next; `None` stops its checks.

@@ -363,7 +363,7 @@ pub trait OperatorStore: Send + Sync {
 #[async_trait]
 pub trait SettlementStore: Send + Sync {
     async fn insert_receiver(&self, receiver: &ReceiverRecord) -> StoreResult<()>;
-    /// A receiver of `merchant` that is not deleted.
+    /// A receiver of `merchant`, deleted or not (`deleted_at`).
     async fn receiver(
         &self,
         merchant: MerchantId,

@@ -1352,6 +1352,7 @@ fn receiver(f: &Fixture, name: &str) -> ReceiverRecord {
         accounts: serde_json::json!({"alipay": {"type": "loginName", "account": "a@example.com"}}),
         registrations: serde_json::json!({"alipay": {"result_code": "SUCCESS"}}),
         created_at: now_ms(),
+        deleted_at: None,
     }
 }
 
@@ -1371,7 +1372,8 @@ async fn receivers_are_scoped_listed_and_deleted(store: Arc<dyn Store>) {
     assert!(!f.store.delete_receiver(other, r1.id, now).await.unwrap());
     assert!(f.store.delete_receiver(f.merchant, r1.id, now).await.unwrap());
     assert!(!f.store.delete_receiver(f.merchant, r1.id, now).await.unwrap(), "once");
-    assert_eq!(f.store.receiver(f.merchant, r1.id).await.unwrap(), None);
+    let gone = f.store.receiver(f.merchant, r1.id).await.unwrap().unwrap();
+    assert!(gone.deleted_at.is_some(), "kept for the splits that name it");
     assert_eq!(f.store.list_receivers(f.merchant, false).await.unwrap(), vec![r2]);
 }
 
@@ -1386,6 +1388,7 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         ratio_bps: 1_500,
         amount: None,
         status: SplitStatus::Pending,
+        account: None,
         out_order_no: None,
         failure: None,
     };
@@ -1438,6 +1441,7 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         from_updated_at: now,
         to: SettlementStatus::Settled,
         release_no: Some("R1".into()),
+        expect_refunds: Some((0, 0)),
         splits: vec![SplitRecord {
             amount: Some(1_500),
             status: SplitStatus::Succeeded,
@@ -1466,6 +1470,9 @@ async fn a_settlement_moves_once_with_its_ledger_entries_and_events(store: Arc<d
         ..settled.clone()
     };
     assert!(!f.store.transition_settlement(&stale).await.unwrap());
+    // Nor one planned on refunds the payment no longer has.
+    let replanned = SettlementChange { expect_refunds: Some((100, 0)), ..settled.clone() };
+    assert!(!f.store.transition_settlement(&replanned).await.unwrap());
     assert!(f.store.transition_settlement(&settled).await.unwrap());
     assert!(!f.store.transition_settlement(&settled).await.unwrap(), "second is a no-op");
     let got = f.store.settlement(p.id).await.unwrap().unwrap();

@@ -62,6 +62,23 @@ impl RefundStore for PgStore {
                 available: (payment.amount - payment.reserved).max(0),
             });
         }
+        // Read after the reservation locked the payment's row: a settle that started a split
+        // commits before this read or waits for this transaction (it locks the row too).
+        let settlement = sqlx::query("SELECT status FROM settlements WHERE payment_id = $1")
+            .bind(r.payment_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if let Some(row) = settlement {
+            let status: paymux_core::SettlementStatus =
+                parse(row.text("status")?, "settlement status")?;
+            if matches!(
+                status,
+                paymux_core::SettlementStatus::Settling | paymux_core::SettlementStatus::Failed
+            ) {
+                return Err(StoreError::SettlementBusy(status));
+            }
+        }
         insert_refund_row(&mut tx, r, first_check_at).await?;
         bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
         tx.commit().await.map_err(unavailable)

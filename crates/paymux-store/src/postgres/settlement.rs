@@ -66,9 +66,8 @@ impl SettlementStore for PgStore {
         merchant: MerchantId,
         id: ReceiverId,
     ) -> StoreResult<Option<ReceiverRecord>> {
-        let sql = format!(
-            "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = $1 AND merchant_id = $2 AND deleted_at IS NULL"
-        );
+        let sql =
+            format!("SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = $1 AND merchant_id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .bind(merchant.to_string())
@@ -128,6 +127,19 @@ impl SettlementStore for PgStore {
 
     async fn transition_settlement(&self, c: &SettlementChange) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        if let Some((reserved, refunded)) = c.expect_refunds {
+            let row = sqlx::query(
+                "SELECT amount_reserved, amount_refunded FROM payments WHERE id = $1 FOR UPDATE",
+            )
+            .bind(c.payment_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .ok_or(StoreError::NotFound)?;
+            if (row.int("amount_reserved")?, row.int("amount_refunded")?) != (reserved, refunded) {
+                return Ok(false);
+            }
+        }
         let done = sqlx::query(
             "UPDATE settlements SET status = $1, splits = $2, settled_at = COALESCE($3, settled_at), \
              next_check_at = $4, updated_at = $5, release_no = COALESCE(release_no, $6) \
@@ -353,6 +365,20 @@ pub(super) async fn record_movement(
             (LedgerKind::DuplicateRefund, -amount, LedgerKind::DuplicateRefund)
         }
     };
+    if held && matches!(movement, Movement::Paid) {
+        // Paid after its auto-settle time had come and gone (a late notification of a closed
+        // payment): the sweeper settles it from now on.
+        sqlx::query(
+            "UPDATE settlements SET next_check_at = CASE WHEN auto_settle_at > $1 \
+             THEN auto_settle_at ELSE $1 END WHERE payment_id = $2 AND status = 'held' \
+             AND auto_settle_at IS NOT NULL AND next_check_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(payment.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    }
     if amount == 0 {
         return Ok(());
     }

@@ -65,9 +65,8 @@ impl SettlementStore for SqliteStore {
         merchant: MerchantId,
         id: ReceiverId,
     ) -> StoreResult<Option<ReceiverRecord>> {
-        let sql = format!(
-            "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = ? AND merchant_id = ? AND deleted_at IS NULL"
-        );
+        let sql =
+            format!("SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = ? AND merchant_id = ?");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id.to_string())
             .bind(merchant.to_string())
@@ -127,6 +126,18 @@ impl SettlementStore for SqliteStore {
 
     async fn transition_settlement(&self, c: &SettlementChange) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
+        if let Some((reserved, refunded)) = c.expect_refunds {
+            let row =
+                sqlx::query("SELECT amount_reserved, amount_refunded FROM payments WHERE id = ?")
+                    .bind(c.payment_id.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or(StoreError::NotFound)?;
+            if (row.int("amount_reserved")?, row.int("amount_refunded")?) != (reserved, refunded) {
+                return Ok(false);
+            }
+        }
         let done = sqlx::query(
             "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
              next_check_at = ?, release_no = COALESCE(release_no, ?), updated_at = ? \
@@ -353,6 +364,21 @@ pub(super) async fn record_movement(
             (LedgerKind::DuplicateRefund, -amount, LedgerKind::DuplicateRefund)
         }
     };
+    if held && matches!(movement, Movement::Paid) {
+        // Paid after its auto-settle time had come and gone (a late notification of a closed
+        // payment): the sweeper settles it from now on.
+        sqlx::query(
+            "UPDATE settlements SET next_check_at = CASE WHEN auto_settle_at > ? \
+             THEN auto_settle_at ELSE ? END WHERE payment_id = ? AND status = 'held' \
+             AND auto_settle_at IS NOT NULL AND next_check_at IS NULL",
+        )
+        .bind(ms(at))
+        .bind(ms(at))
+        .bind(payment.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+    }
     if amount == 0 {
         return Ok(());
     }
