@@ -12,30 +12,35 @@ use crate::codec::{
 use crate::error::{unavailable, unique_or};
 use crate::*;
 
+/// Writes the entries in one statement (a movement's entries go together).
 async fn insert_entries(
     tx: &mut Tx,
     merchant: MerchantId,
     livemode: bool,
     entries: &[LedgerEntryRecord],
 ) -> StoreResult<()> {
-    for e in entries {
-        sqlx::query(
-            "INSERT INTO ledger_entries (id, merchant_id, livemode, payment_id, account, bucket, \
-             kind, amount, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&e.id)
-        .bind(merchant.to_string())
-        .bind(livemode)
-        .bind(e.payment_id.to_string())
-        .bind(&e.account)
-        .bind(e.bucket.as_str())
-        .bind(e.kind.as_str())
-        .bind(e.amount)
-        .bind(ms(e.created_at))
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| unique_or(e, "ledger entry"))?;
+    if entries.is_empty() {
+        return Ok(());
     }
+    let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; entries.len()].join(", ");
+    let sql = format!(
+        "INSERT INTO ledger_entries (id, merchant_id, livemode, payment_id, account, bucket, \
+         kind, amount, created_at) VALUES {values}"
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for e in entries {
+        q = q
+            .bind(e.id.clone())
+            .bind(merchant.to_string())
+            .bind(livemode)
+            .bind(e.payment_id.to_string())
+            .bind(e.account.clone())
+            .bind(e.bucket.as_str())
+            .bind(e.kind.as_str())
+            .bind(e.amount)
+            .bind(ms(e.created_at));
+    }
+    q.execute(&mut **tx).await.map_err(|e| unique_or(e, "ledger entry"))?;
     Ok(())
 }
 
