@@ -19,6 +19,10 @@ use serde_json::{Value, json};
 use super::{AlipayChannel, check_echo, describe, failure};
 use crate::protocol::{self, Answer, ResultCode};
 
+mod lines;
+
+use lines::RoyaltyDetail;
+
 const METHOD_BIND: &str = "alipay.trade.royalty.relation.bind";
 const METHOD_SETTLE: &str = "alipay.trade.order.settle";
 const METHOD_SETTLE_QUERY: &str = "alipay.trade.order.settle.query";
@@ -140,47 +144,6 @@ struct SettleQueryAnswer {
     royalty_detail_list: Vec<RoyaltyDetail>,
 }
 
-/// One line of `royalty_detail_list`.
-#[derive(Debug, Default, Deserialize)]
-struct RoyaltyDetail {
-    #[serde(default)]
-    operation_type: Option<String>,
-    #[serde(default)]
-    trans_in: Option<String>,
-    #[serde(default)]
-    amount: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    error_desc: Option<String>,
-}
-
-/// A split line as paymux reports it. Only `transfer` lines are the split's own (others are
-/// reversals and top-ups); a state this adapter does not know is pending, never failed.
-fn line_result(d: &RoyaltyDetail) -> Result<Option<ShareLineResult>, String> {
-    if d.operation_type.as_deref().is_some_and(|t| t != "transfer") {
-        return Ok(None);
-    }
-    let account = d.trans_in.clone().filter(|a| !a.is_empty()).ok_or("a line without trans_in")?;
-    let amount = protocol::yuan_to_money(d.amount.as_deref().unwrap_or_default())
-        .map_err(|e| format!("line for {account}: {e}"))?;
-    let state = match d.state.as_deref() {
-        Some("SUCCESS") => ShareLineState::Succeeded,
-        Some("FAIL") => ShareLineState::Failed {
-            code: d.error_code.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "FAIL".into()),
-            message: d.error_desc.clone().unwrap_or_default(),
-        },
-        Some("PROCESSING") => ShareLineState::Pending,
-        other => {
-            tracing::warn!(state = ?other, "alipay settle line in an unknown state: pending");
-            ShareLineState::Pending
-        }
-    };
-    Ok(Some(ShareLineResult { account, amount, state }))
-}
-
 fn paid_trade_no(payment: &PaymentRef) -> Result<&str, ChannelError> {
     payment.channel_trade_no.as_deref().filter(|t| !t.is_empty()).ok_or_else(|| {
         ChannelError::invalid("alipay: the payment has no trade_no (it is not paid)")
@@ -286,14 +249,12 @@ impl AlipayChannel {
     }
 
     /// Reads a settle by `out_request_no` + `trade_no`. A query never declines: a settle Alipay
-    /// does not know (yet), or any refusal of the query, leaves the share unknown.
-    pub(super) async fn settle_query(
+    /// does not know (yet), or any refusal of the query, is unknown.
+    async fn query_settle(
         &self,
-        req: &ShareRequest,
-    ) -> Result<ShareResult, ChannelError> {
-        let trade_no = paid_trade_no(&req.payment)?;
-        let out_request_no = req.share_no.as_str();
-        check_request_no("share_no", out_request_no)?;
+        trade_no: &str,
+        out_request_no: &str,
+    ) -> Result<SettleQueryAnswer, ChannelError> {
         let biz = json!({ "out_request_no": out_request_no, "trade_no": trade_no });
         let signed = self.sign(METHOD_SETTLE_QUERY, &biz, &[])?;
         let answer: Answer<SettleQueryAnswer> = self.call(METHOD_SETTLE_QUERY, &signed).await?;
@@ -306,19 +267,27 @@ impl AlipayChannel {
                 )),
             });
         }
-        let b = answer.body;
         check_echo(
             METHOD_SETTLE_QUERY,
             "out_request_no",
-            b.out_request_no.as_deref(),
+            answer.body.out_request_no.as_deref(),
             out_request_no,
         )?;
-        let mut lines = Vec::with_capacity(b.royalty_detail_list.len());
-        for detail in &b.royalty_detail_list {
-            let line = line_result(detail)
-                .map_err(|e| ChannelError::unknown(format!("alipay {METHOD_SETTLE_QUERY}: {e}")))?;
-            lines.extend(line);
-        }
+        Ok(answer.body)
+    }
+
+    /// A share's state, its lines reported under the accounts as the request sent them (see
+    /// the `lines` module); lines not found in the answer are left out.
+    pub(super) async fn settle_query(
+        &self,
+        req: &ShareRequest,
+    ) -> Result<ShareResult, ChannelError> {
+        let trade_no = paid_trade_no(&req.payment)?;
+        let out_request_no = req.share_no.as_str();
+        check_request_no("share_no", out_request_no)?;
+        let b = self.query_settle(trade_no, out_request_no).await?;
+        let lines = lines::as_sent(&req.lines, &b.royalty_detail_list)
+            .map_err(|e| ChannelError::unknown(format!("alipay {METHOD_SETTLE_QUERY}: {e}")))?;
         Ok(ShareResult { channel_share_no: b.settle_no.filter(|n| !n.is_empty()), lines })
     }
 
@@ -350,13 +319,7 @@ impl AlipayChannel {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use paymux_core::{Currency, Money};
-
     use super::*;
-
-    fn cny(fen: i64) -> Money {
-        Money::new(fen, Currency::Cny).unwrap()
-    }
 
     fn receiver(kind: &str, account: &str) -> ReceiverAccount {
         ReceiverAccount {
@@ -433,38 +396,6 @@ mod tests {
         let e =
             settle_failure(METHOD_SETTLE, &result("40004", Some("ACQ.CONTEXT_INCONSISTENT"), None));
         assert!(matches!(e, ChannelError::Invalid { .. }));
-    }
-
-    #[test]
-    fn detail_lines_map_to_share_lines() {
-        let d = |op: Option<&str>, state: &str| RoyaltyDetail {
-            operation_type: op.map(str::to_owned),
-            trans_in: Some("2088000000000101".into()),
-            amount: Some("3.3".into()),
-            state: Some(state.into()),
-            error_code: (state == "FAIL").then(|| "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH".into()),
-            error_desc: (state == "FAIL").then(|| "分账余额不足".into()),
-        };
-        let ok = line_result(&d(Some("transfer"), "SUCCESS")).unwrap().unwrap();
-        assert_eq!((ok.amount, ok.state), (cny(330), ShareLineState::Succeeded));
-        assert_eq!(
-            line_result(&d(None, "FAIL")).unwrap().unwrap().state,
-            ShareLineState::Failed {
-                code: "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH".into(),
-                message: "分账余额不足".into()
-            }
-        );
-        assert_eq!(
-            line_result(&d(None, "PROCESSING")).unwrap().unwrap().state,
-            ShareLineState::Pending
-        );
-        assert_eq!(
-            line_result(&d(None, "WHATEVER")).unwrap().unwrap().state,
-            ShareLineState::Pending
-        );
-        assert!(line_result(&d(Some("transfer_refund"), "SUCCESS")).unwrap().is_none());
-        let bad = RoyaltyDetail { amount: Some("abc".into()), ..d(None, "SUCCESS") };
-        assert!(line_result(&bad).is_err());
     }
 
     #[test]
