@@ -162,6 +162,7 @@ async fn a_held_payment_is_shared_to_two_receivers_then_the_rest_is_released() {
         &json!({
             "out_request_no": rel.release_no.as_str(),
             "trade_no": trade_no,
+            "royalty_mode": "async",
             "extend_params": {"royalty_finish": "true"},
         })
     );
@@ -231,6 +232,38 @@ async fn lines_alipay_reports_under_other_ids_are_reported_under_the_accounts_se
     assert_eq!(wait_final(&channel, &req).await.lines, done.lines);
     assert_eq!(sb.balance(LOGIN_USER_ID).await, "0.00");
     assert_eq!(sb.balance(&login.account).await, "3.00");
+}
+
+#[tokio::test]
+async fn a_release_is_pending_until_its_query_shows_it_and_a_resend_releases_once() {
+    let sb = support::start().await;
+    sb.royalty_settings(json!({"min_wait_ms": 0, "processing_ms": 50})).await;
+    let channel = sb.channel();
+    let payment = sb.paid_payment(&channel, 10_000, true).await;
+    channel.add_receiver(&receiver(RECEIVER_A)).await.unwrap();
+    let req = share(&payment, &[(RECEIVER_A, 1_000)]);
+    channel.share(&req).await.unwrap();
+    wait_final(&channel, &req).await;
+
+    // Accepted, but the query cannot confirm it yet: pending, not failed.
+    let rel = release(&payment);
+    sb.spoil(SETTLE_QUERY, Spoil::SystemErrorInstead);
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Pending);
+    let sent = sb.sent(SETTLE);
+    assert_eq!(sent.last().unwrap()["royalty_mode"], "async");
+    assert_eq!(sent.iter().filter(|b| b["royalty_mode"] != "async").count(), 0);
+    let queried = sb.sent(SETTLE_QUERY);
+    assert_eq!(
+        queried.last().unwrap(),
+        &json!({"out_request_no": rel.release_no.as_str(), "trade_no": payment.channel_trade_no})
+    );
+    assert_eq!(released(&sb).await.as_deref(), Some("90.00"));
+
+    // Sent again with the same number: confirmed, and released once.
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Done);
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Done);
+    assert_eq!(released(&sb).await.as_deref(), Some("90.00"));
+    assert_eq!(settles(&sb).await, 2);
 }
 
 #[tokio::test]

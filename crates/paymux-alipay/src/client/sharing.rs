@@ -2,11 +2,14 @@
 //! `extend_params.royalty_freeze="true"`; receivers are bound with
 //! `alipay.trade.royalty.relation.bind`; a share is an `alipay.trade.order.settle` in `async`
 //! mode, read back with `alipay.trade.order.settle.query`; the release is a settle that only
-//! finishes (`royalty_finish="true"`, no receivers).
+//! finishes (`royalty_finish="true"`, no receivers), in `async` mode too.
 //!
 //! `async` because a `sync` settle is all or nothing (one refused receiver fails every line), and
-//! the two modes must never be mixed on one trade. Its answer only accepts: every line is
-//! reported pending until the query says otherwise.
+//! the two modes must never be mixed on one trade (the notes' corrections). Nothing in the notes
+//! or the SDK makes a call that only finishes synchronous: `royalty_mode` belongs to every settle,
+//! and when left out it means `sync`, so the release names `async` as the shares do. An `async`
+//! answer only accepts: share lines are pending, and the release is pending, until the query
+//! says otherwise.
 
 use md5::{Digest, Md5};
 use paymux_core::{
@@ -140,6 +143,8 @@ struct SettleQueryAnswer {
     out_request_no: Option<String>,
     #[serde(default)]
     settle_no: Option<String>,
+    #[serde(default)]
+    result_code: Option<String>,
     #[serde(default)]
     royalty_detail_list: Vec<RoyaltyDetail>,
 }
@@ -291,8 +296,10 @@ impl AlipayChannel {
         Ok(ShareResult { channel_share_no: b.settle_no.filter(|n| !n.is_empty()), lines })
     }
 
-    /// A settle that only finishes: whatever is still frozen goes to the merchant. Alipay keeps
-    /// it by `out_request_no`, so a re-sent one answers as the first did.
+    /// An `async` settle that only finishes: whatever is still frozen goes to the merchant.
+    /// Alipay keeps it by `out_request_no`, so a re-sent one answers as the first did. Its
+    /// `10000` only accepts it: the release is `Done` once settle.query shows it, and pending
+    /// until then (the engine sends it again, with the same number, later).
     pub(super) async fn settle_finish(
         &self,
         req: &ReleaseRequest,
@@ -303,6 +310,7 @@ impl AlipayChannel {
         let biz = json!({
             "out_request_no": out_request_no,
             "trade_no": trade_no,
+            "royalty_mode": "async",
             "extend_params": { "royalty_finish": "true" },
         });
         let signed = self.sign(METHOD_SETTLE, &biz, &[])?;
@@ -311,9 +319,31 @@ impl AlipayChannel {
             return Err(settle_failure(METHOD_SETTLE, &answer.result));
         }
         check_echo(METHOD_SETTLE, "trade_no", answer.body.trade_no.as_deref(), trade_no)?;
-        tracing::info!(out_request_no, trade_no, "alipay frozen remainder released");
-        Ok(Released::Done)
+        tracing::info!(out_request_no, trade_no, "alipay release accepted");
+        let state = match self.query_settle(trade_no, out_request_no).await {
+            Ok(found) => finish_state(&found),
+            Err(e) => {
+                tracing::warn!(out_request_no, error = %e, "alipay release not confirmed yet");
+                Released::Pending
+            }
+        };
+        if state == Released::Done {
+            tracing::info!(out_request_no, trade_no, "alipay frozen remainder released");
+        }
+        Ok(state)
     }
+}
+
+/// What settle.query says of a release. It is done once the query finds it with every line it
+/// lists final (a call that only finishes has no lines of its own, so usually none), and, when
+/// the answer carries a `result_code`, that code is `SUCCESS`. Anything else: not yet.
+fn finish_state(found: &SettleQueryAnswer) -> Released {
+    let result_ok = found.result_code.as_deref().is_none_or(|c| c == "SUCCESS");
+    let lines_final = found
+        .royalty_detail_list
+        .iter()
+        .all(|d| matches!(d.state.as_deref(), Some("SUCCESS" | "FAIL")));
+    if result_ok && lines_final { Released::Done } else { Released::Pending }
 }
 
 #[cfg(test)]
@@ -396,6 +426,28 @@ mod tests {
         let e =
             settle_failure(METHOD_SETTLE, &result("40004", Some("ACQ.CONTEXT_INCONSISTENT"), None));
         assert!(matches!(e, ChannelError::Invalid { .. }));
+    }
+
+    #[test]
+    fn a_release_is_done_once_the_query_shows_it_finished() {
+        let answer = |v: Value| -> SettleQueryAnswer { serde_json::from_value(v).unwrap() };
+        let done = answer(json!({"out_request_no": "R1", "result_code": "SUCCESS",
+            "royalty_detail_list": []}));
+        assert_eq!(finish_state(&done), Released::Done);
+        assert_eq!(finish_state(&answer(json!({"out_request_no": "R1"}))), Released::Done);
+        let lines = |state: &str| {
+            answer(json!({"royalty_detail_list": [
+                {"operation_type": "transfer", "trans_in": "2088000000000101", "amount": "1.00",
+                 "state": "SUCCESS"},
+                {"operation_type": "transfer", "trans_in": "2088000000000102", "amount": "1.00",
+                 "state": state},
+            ]}))
+        };
+        assert_eq!(finish_state(&lines("FAIL")), Released::Done);
+        assert_eq!(finish_state(&lines("PROCESSING")), Released::Pending);
+        assert_eq!(finish_state(&lines("NEW")), Released::Pending);
+        let not_yet = answer(json!({"result_code": "PROCESSING", "royalty_detail_list": []}));
+        assert_eq!(finish_state(&not_yet), Released::Pending);
     }
 
     #[test]
