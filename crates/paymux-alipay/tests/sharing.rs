@@ -15,7 +15,7 @@ use paymux_core::{
     ShareLineResult, ShareLineState, ShareRequest, ShareResult,
 };
 use serde_json::{Value, json};
-use support::{SELLER_ID, Sandbox, Spoil, cny, create_request, payment_ref};
+use support::{LOGIN_USER_ID, SELLER_ID, Sandbox, Spoil, cny, create_request, payment_ref};
 
 const RECEIVER_A: &str = "2088000000000101";
 const RECEIVER_B: &str = "2088000000000102";
@@ -162,6 +162,7 @@ async fn a_held_payment_is_shared_to_two_receivers_then_the_rest_is_released() {
         &json!({
             "out_request_no": rel.release_no.as_str(),
             "trade_no": trade_no,
+            "royalty_mode": "async",
             "extend_params": {"royalty_finish": "true"},
         })
     );
@@ -178,6 +179,91 @@ async fn a_held_payment_is_shared_to_two_receivers_then_the_rest_is_released() {
         other => panic!("expected Declined, got {other:?}"),
     }
     assert_eq!(sb.balance(RECEIVER_A).await, "15.00");
+}
+
+#[tokio::test]
+async fn lines_alipay_reports_under_other_ids_are_reported_under_the_accounts_sent() {
+    let sb = support::start().await;
+    sb.royalty_settings(json!({"min_wait_ms": 0, "processing_ms": 100})).await;
+    let channel = sb.channel();
+    let payment = sb.paid_payment(&channel, 10_000, true).await;
+    let open_id = ReceiverAccount {
+        kind: "openId".into(),
+        ..receiver("074a1CcTG1LelxKe4xQC0zgNdId0nxi95b5lsNpazWYoCo5")
+    };
+    let login = ReceiverAccount {
+        kind: "loginName".into(),
+        name: Some("张三".into()),
+        ..receiver("shop@example.com")
+    };
+    for r in [receiver(RECEIVER_A), open_id.clone(), login.clone()] {
+        channel.add_receiver(&r).await.unwrap();
+    }
+    let mut req = share(&payment, &[(RECEIVER_A, 100)]);
+    for (r, fen) in [(&open_id, 200), (&login, 300)] {
+        req.lines.push(ShareLine {
+            receiver: r.clone(),
+            amount: cny(fen),
+            description: "平台服务费".into(),
+        });
+    }
+    channel.share(&req).await.unwrap();
+
+    // Each answer names the open id only by trans_in_open_id and the login name by a user id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        sb.spoil(SETTLE_QUERY, Spoil::OtherReceiverIds);
+        let result = channel.query_share(&req).await.unwrap();
+        if result.is_final() && result.lines.len() == req.lines.len() {
+            break result;
+        }
+        assert!(Instant::now() < deadline, "the share never became final: {result:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        done.lines,
+        vec![
+            line(RECEIVER_A, 100, ShareLineState::Succeeded),
+            line(&open_id.account, 200, ShareLineState::Succeeded),
+            line(&login.account, 300, ShareLineState::Succeeded),
+        ]
+    );
+    // The same lines, as the mock itself names them.
+    assert_eq!(wait_final(&channel, &req).await.lines, done.lines);
+    assert_eq!(sb.balance(LOGIN_USER_ID).await, "0.00");
+    assert_eq!(sb.balance(&login.account).await, "3.00");
+}
+
+#[tokio::test]
+async fn a_release_is_pending_until_its_query_shows_it_and_a_resend_releases_once() {
+    let sb = support::start().await;
+    sb.royalty_settings(json!({"min_wait_ms": 0, "processing_ms": 50})).await;
+    let channel = sb.channel();
+    let payment = sb.paid_payment(&channel, 10_000, true).await;
+    channel.add_receiver(&receiver(RECEIVER_A)).await.unwrap();
+    let req = share(&payment, &[(RECEIVER_A, 1_000)]);
+    channel.share(&req).await.unwrap();
+    wait_final(&channel, &req).await;
+
+    // Accepted, but the query cannot confirm it yet: pending, not failed.
+    let rel = release(&payment);
+    sb.spoil(SETTLE_QUERY, Spoil::SystemErrorInstead);
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Pending);
+    let sent = sb.sent(SETTLE);
+    assert_eq!(sent.last().unwrap()["royalty_mode"], "async");
+    assert_eq!(sent.iter().filter(|b| b["royalty_mode"] != "async").count(), 0);
+    let queried = sb.sent(SETTLE_QUERY);
+    assert_eq!(
+        queried.last().unwrap(),
+        &json!({"out_request_no": rel.release_no.as_str(), "trade_no": payment.channel_trade_no})
+    );
+    assert_eq!(released(&sb).await.as_deref(), Some("90.00"));
+
+    // Sent again with the same number: confirmed, and released once.
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Done);
+    assert_eq!(channel.release(&rel).await.unwrap(), Released::Done);
+    assert_eq!(released(&sb).await.as_deref(), Some("90.00"));
+    assert_eq!(settles(&sb).await, 2);
 }
 
 #[tokio::test]

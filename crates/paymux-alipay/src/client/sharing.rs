@@ -2,11 +2,14 @@
 //! `extend_params.royalty_freeze="true"`; receivers are bound with
 //! `alipay.trade.royalty.relation.bind`; a share is an `alipay.trade.order.settle` in `async`
 //! mode, read back with `alipay.trade.order.settle.query`; the release is a settle that only
-//! finishes (`royalty_finish="true"`, no receivers).
+//! finishes (`royalty_finish="true"`, no receivers), in `async` mode too.
 //!
 //! `async` because a `sync` settle is all or nothing (one refused receiver fails every line), and
-//! the two modes must never be mixed on one trade. Its answer only accepts: every line is
-//! reported pending until the query says otherwise.
+//! the two modes must never be mixed on one trade (the notes' corrections). Nothing in the notes
+//! or the SDK makes a call that only finishes synchronous: `royalty_mode` belongs to every settle,
+//! and when left out it means `sync`, so the release names `async` as the shares do. An `async`
+//! answer only accepts: share lines are pending, and the release is pending, until the query
+//! says otherwise.
 
 use md5::{Digest, Md5};
 use paymux_core::{
@@ -18,6 +21,10 @@ use serde_json::{Value, json};
 
 use super::{AlipayChannel, check_echo, describe, failure};
 use crate::protocol::{self, Answer, ResultCode};
+
+mod lines;
+
+use lines::RoyaltyDetail;
 
 const METHOD_BIND: &str = "alipay.trade.royalty.relation.bind";
 const METHOD_SETTLE: &str = "alipay.trade.order.settle";
@@ -137,48 +144,9 @@ struct SettleQueryAnswer {
     #[serde(default)]
     settle_no: Option<String>,
     #[serde(default)]
+    result_code: Option<String>,
+    #[serde(default)]
     royalty_detail_list: Vec<RoyaltyDetail>,
-}
-
-/// One line of `royalty_detail_list`.
-#[derive(Debug, Default, Deserialize)]
-struct RoyaltyDetail {
-    #[serde(default)]
-    operation_type: Option<String>,
-    #[serde(default)]
-    trans_in: Option<String>,
-    #[serde(default)]
-    amount: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    error_code: Option<String>,
-    #[serde(default)]
-    error_desc: Option<String>,
-}
-
-/// A split line as paymux reports it. Only `transfer` lines are the split's own (others are
-/// reversals and top-ups); a state this adapter does not know is pending, never failed.
-fn line_result(d: &RoyaltyDetail) -> Result<Option<ShareLineResult>, String> {
-    if d.operation_type.as_deref().is_some_and(|t| t != "transfer") {
-        return Ok(None);
-    }
-    let account = d.trans_in.clone().filter(|a| !a.is_empty()).ok_or("a line without trans_in")?;
-    let amount = protocol::yuan_to_money(d.amount.as_deref().unwrap_or_default())
-        .map_err(|e| format!("line for {account}: {e}"))?;
-    let state = match d.state.as_deref() {
-        Some("SUCCESS") => ShareLineState::Succeeded,
-        Some("FAIL") => ShareLineState::Failed {
-            code: d.error_code.clone().filter(|c| !c.is_empty()).unwrap_or_else(|| "FAIL".into()),
-            message: d.error_desc.clone().unwrap_or_default(),
-        },
-        Some("PROCESSING") => ShareLineState::Pending,
-        other => {
-            tracing::warn!(state = ?other, "alipay settle line in an unknown state: pending");
-            ShareLineState::Pending
-        }
-    };
-    Ok(Some(ShareLineResult { account, amount, state }))
 }
 
 fn paid_trade_no(payment: &PaymentRef) -> Result<&str, ChannelError> {
@@ -286,14 +254,12 @@ impl AlipayChannel {
     }
 
     /// Reads a settle by `out_request_no` + `trade_no`. A query never declines: a settle Alipay
-    /// does not know (yet), or any refusal of the query, leaves the share unknown.
-    pub(super) async fn settle_query(
+    /// does not know (yet), or any refusal of the query, is unknown.
+    async fn query_settle(
         &self,
-        req: &ShareRequest,
-    ) -> Result<ShareResult, ChannelError> {
-        let trade_no = paid_trade_no(&req.payment)?;
-        let out_request_no = req.share_no.as_str();
-        check_request_no("share_no", out_request_no)?;
+        trade_no: &str,
+        out_request_no: &str,
+    ) -> Result<SettleQueryAnswer, ChannelError> {
         let biz = json!({ "out_request_no": out_request_no, "trade_no": trade_no });
         let signed = self.sign(METHOD_SETTLE_QUERY, &biz, &[])?;
         let answer: Answer<SettleQueryAnswer> = self.call(METHOD_SETTLE_QUERY, &signed).await?;
@@ -306,24 +272,34 @@ impl AlipayChannel {
                 )),
             });
         }
-        let b = answer.body;
         check_echo(
             METHOD_SETTLE_QUERY,
             "out_request_no",
-            b.out_request_no.as_deref(),
+            answer.body.out_request_no.as_deref(),
             out_request_no,
         )?;
-        let mut lines = Vec::with_capacity(b.royalty_detail_list.len());
-        for detail in &b.royalty_detail_list {
-            let line = line_result(detail)
-                .map_err(|e| ChannelError::unknown(format!("alipay {METHOD_SETTLE_QUERY}: {e}")))?;
-            lines.extend(line);
-        }
+        Ok(answer.body)
+    }
+
+    /// A share's state, its lines reported under the accounts as the request sent them (see
+    /// the `lines` module); lines not found in the answer are left out.
+    pub(super) async fn settle_query(
+        &self,
+        req: &ShareRequest,
+    ) -> Result<ShareResult, ChannelError> {
+        let trade_no = paid_trade_no(&req.payment)?;
+        let out_request_no = req.share_no.as_str();
+        check_request_no("share_no", out_request_no)?;
+        let b = self.query_settle(trade_no, out_request_no).await?;
+        let lines = lines::as_sent(&req.lines, &b.royalty_detail_list)
+            .map_err(|e| ChannelError::unknown(format!("alipay {METHOD_SETTLE_QUERY}: {e}")))?;
         Ok(ShareResult { channel_share_no: b.settle_no.filter(|n| !n.is_empty()), lines })
     }
 
-    /// A settle that only finishes: whatever is still frozen goes to the merchant. Alipay keeps
-    /// it by `out_request_no`, so a re-sent one answers as the first did.
+    /// An `async` settle that only finishes: whatever is still frozen goes to the merchant.
+    /// Alipay keeps it by `out_request_no`, so a re-sent one answers as the first did. Its
+    /// `10000` only accepts it: the release is `Done` once settle.query shows it, and pending
+    /// until then (the engine sends it again, with the same number, later).
     pub(super) async fn settle_finish(
         &self,
         req: &ReleaseRequest,
@@ -334,6 +310,7 @@ impl AlipayChannel {
         let biz = json!({
             "out_request_no": out_request_no,
             "trade_no": trade_no,
+            "royalty_mode": "async",
             "extend_params": { "royalty_finish": "true" },
         });
         let signed = self.sign(METHOD_SETTLE, &biz, &[])?;
@@ -342,21 +319,37 @@ impl AlipayChannel {
             return Err(settle_failure(METHOD_SETTLE, &answer.result));
         }
         check_echo(METHOD_SETTLE, "trade_no", answer.body.trade_no.as_deref(), trade_no)?;
-        tracing::info!(out_request_no, trade_no, "alipay frozen remainder released");
-        Ok(Released::Done)
+        tracing::info!(out_request_no, trade_no, "alipay release accepted");
+        let state = match self.query_settle(trade_no, out_request_no).await {
+            Ok(found) => finish_state(&found),
+            Err(e) => {
+                tracing::warn!(out_request_no, error = %e, "alipay release not confirmed yet");
+                Released::Pending
+            }
+        };
+        if state == Released::Done {
+            tracing::info!(out_request_no, trade_no, "alipay frozen remainder released");
+        }
+        Ok(state)
     }
+}
+
+/// What settle.query says of a release. It is done once the query finds it with every line it
+/// lists final (a call that only finishes has no lines of its own, so usually none), and, when
+/// the answer carries a `result_code`, that code is `SUCCESS`. Anything else: not yet.
+fn finish_state(found: &SettleQueryAnswer) -> Released {
+    let result_ok = found.result_code.as_deref().is_none_or(|c| c == "SUCCESS");
+    let lines_final = found
+        .royalty_detail_list
+        .iter()
+        .all(|d| matches!(d.state.as_deref(), Some("SUCCESS" | "FAIL")));
+    if result_ok && lines_final { Released::Done } else { Released::Pending }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use paymux_core::{Currency, Money};
-
     use super::*;
-
-    fn cny(fen: i64) -> Money {
-        Money::new(fen, Currency::Cny).unwrap()
-    }
 
     fn receiver(kind: &str, account: &str) -> ReceiverAccount {
         ReceiverAccount {
@@ -436,35 +429,25 @@ mod tests {
     }
 
     #[test]
-    fn detail_lines_map_to_share_lines() {
-        let d = |op: Option<&str>, state: &str| RoyaltyDetail {
-            operation_type: op.map(str::to_owned),
-            trans_in: Some("2088000000000101".into()),
-            amount: Some("3.3".into()),
-            state: Some(state.into()),
-            error_code: (state == "FAIL").then(|| "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH".into()),
-            error_desc: (state == "FAIL").then(|| "分账余额不足".into()),
+    fn a_release_is_done_once_the_query_shows_it_finished() {
+        let answer = |v: Value| -> SettleQueryAnswer { serde_json::from_value(v).unwrap() };
+        let done = answer(json!({"out_request_no": "R1", "result_code": "SUCCESS",
+            "royalty_detail_list": []}));
+        assert_eq!(finish_state(&done), Released::Done);
+        assert_eq!(finish_state(&answer(json!({"out_request_no": "R1"}))), Released::Done);
+        let lines = |state: &str| {
+            answer(json!({"royalty_detail_list": [
+                {"operation_type": "transfer", "trans_in": "2088000000000101", "amount": "1.00",
+                 "state": "SUCCESS"},
+                {"operation_type": "transfer", "trans_in": "2088000000000102", "amount": "1.00",
+                 "state": state},
+            ]}))
         };
-        let ok = line_result(&d(Some("transfer"), "SUCCESS")).unwrap().unwrap();
-        assert_eq!((ok.amount, ok.state), (cny(330), ShareLineState::Succeeded));
-        assert_eq!(
-            line_result(&d(None, "FAIL")).unwrap().unwrap().state,
-            ShareLineState::Failed {
-                code: "TXN_RESULT_ACCOUNT_BALANCE_NOT_ENOUGH".into(),
-                message: "分账余额不足".into()
-            }
-        );
-        assert_eq!(
-            line_result(&d(None, "PROCESSING")).unwrap().unwrap().state,
-            ShareLineState::Pending
-        );
-        assert_eq!(
-            line_result(&d(None, "WHATEVER")).unwrap().unwrap().state,
-            ShareLineState::Pending
-        );
-        assert!(line_result(&d(Some("transfer_refund"), "SUCCESS")).unwrap().is_none());
-        let bad = RoyaltyDetail { amount: Some("abc".into()), ..d(None, "SUCCESS") };
-        assert!(line_result(&bad).is_err());
+        assert_eq!(finish_state(&lines("FAIL")), Released::Done);
+        assert_eq!(finish_state(&lines("PROCESSING")), Released::Pending);
+        assert_eq!(finish_state(&lines("NEW")), Released::Pending);
+        let not_yet = answer(json!({"result_code": "PROCESSING", "royalty_detail_list": []}));
+        assert_eq!(finish_state(&not_yet), Released::Pending);
     }
 
     #[test]

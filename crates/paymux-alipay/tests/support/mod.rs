@@ -38,7 +38,13 @@ pub enum Spoil {
     SystemErrorAfterWork,
     /// The request never reaches the mock; the adapter gets a signed `40004 ACQ.SYSTEM_ERROR`.
     SystemErrorInstead,
+    /// A settle.query answer names its receivers as Alipay may: an `openId` line only by
+    /// `trans_in_open_id`, a `loginName` line by the user id [`LOGIN_USER_ID`]; re-signed.
+    OtherReceiverIds,
 }
+
+/// The user id [`Spoil::OtherReceiverIds`] reports a `loginName` receiver under.
+pub const LOGIN_USER_ID: &str = "2088000000000777";
 
 struct Tap {
     alipay_key: RsaPrivateKey,
@@ -53,6 +59,38 @@ impl Tap {
         let body =
             format!(r#"{{"{}":{node},"sign":"{sign}"}}"#, protocol::response_node_name(method));
         ([("content-type", "application/json;charset=utf-8")], body).into_response()
+    }
+
+    /// The answer to `method` with its node changed by `change`, signed again.
+    async fn rewritten(&self, method: &str, answer: Response, change: fn(&mut Value)) -> Response {
+        let bytes = axum::body::to_bytes(answer.into_body(), 1 << 20).await.unwrap();
+        let mut whole: Value = serde_json::from_slice(&bytes).unwrap();
+        let name = protocol::response_node_name(method);
+        change(&mut whole[&name]);
+        let node = serde_json::to_string(&whole[&name]).unwrap();
+        let sign = self.alipay_key.sign_base64(node.as_bytes()).unwrap();
+        let body = format!(r#"{{"{name}":{node},"sign":"{sign}"}}"#);
+        ([("content-type", "application/json;charset=utf-8")], body).into_response()
+    }
+}
+
+/// Renames the receivers of a settle.query node (see [`Spoil::OtherReceiverIds`]).
+fn other_receiver_ids(node: &mut Value) {
+    let Some(lines) = node["royalty_detail_list"].as_array_mut() else { return };
+    for line in lines {
+        let line = line.as_object_mut().unwrap();
+        match line.get("trans_in_type").and_then(Value::as_str) {
+            Some("openId") => {
+                let open_id = line.remove("trans_in").unwrap();
+                line.remove("trans_in_type");
+                line.insert("trans_in_open_id".into(), open_id);
+            }
+            Some("loginName") => {
+                line.insert("trans_in".into(), LOGIN_USER_ID.into());
+                line.insert("trans_in_type".into(), "userId".into());
+            }
+            _ => {}
+        }
     }
 }
 
@@ -78,6 +116,7 @@ async fn tap_layer(State(tap): State<Arc<Tap>>, req: Request, next: Next) -> Res
             (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response()
         }
         Some(Spoil::SystemErrorAfterWork) => tap.system_error(&method),
+        Some(Spoil::OtherReceiverIds) => tap.rewritten(&method, response, other_receiver_ids).await,
         _ => response,
     }
 }
