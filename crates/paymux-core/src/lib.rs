@@ -42,7 +42,7 @@ pub use ids::{
 pub use money::{Currency, Money, MoneyError};
 pub use settlement::{
     LedgerKind, SettlementError, SettlementStatus, SplitPlan, SplitRequest, SplitStatus,
-    default_ratio_cap_bps, held_amount, plan_splits, validate_splits,
+    held_amount, plan_splits, validate_splits,
 };
 pub use sharing::{
     ReceiverAccount, ReleaseRequest, Released, ShareLine, ShareLineResult, ShareLineState,

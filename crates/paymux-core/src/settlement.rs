@@ -15,17 +15,6 @@ use crate::{ChannelKind, ReceiverId};
 /// Basis points in one whole.
 const WHOLE_BPS: u32 = 10_000;
 
-/// The most a payment's splits may take together on a channel, in basis points, unless the
-/// merchant's configuration says otherwise. WeChat's usual "订单分账最大比例" is 30 %; Alipay's
-/// `max_ratio` is per merchant and paymux keeps the same 30 % default; UnionPay has no split at
-/// the channel (paymux's ledger splits), so nothing but the whole limits it.
-pub fn default_ratio_cap_bps(channel: ChannelKind) -> u32 {
-    match channel {
-        ChannelKind::Wechat | ChannelKind::Alipay => 3_000,
-        ChannelKind::Unionpay => WHOLE_BPS,
-    }
-}
-
 /// One requested split: a receiver and its commission ratio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitRequest {
@@ -225,7 +214,7 @@ mod tests {
         assert_eq!(validate_splits(&ok, ChannelKind::Wechat, 3_000), Ok(()));
         let over = [split(1_500), split(1_501)];
         assert_eq!(
-            validate_splits(&over, ChannelKind::Wechat, default_ratio_cap_bps(ChannelKind::Wechat)),
+            validate_splits(&over, ChannelKind::Wechat, 3_000),
             Err(SettlementError::OverCap {
                 total: 3_001,
                 cap: 3_000,
@@ -233,8 +222,9 @@ mod tests {
             })
         );
         assert!(validate_splits(&over, ChannelKind::Alipay, 3_000).is_err());
-        let cap = default_ratio_cap_bps(ChannelKind::Unionpay);
-        assert_eq!(validate_splits(&over, ChannelKind::Unionpay, cap), Ok(()));
+        // The channel's cap comes from its adapter (`Channel::max_share_bps`); UnionPay's is the
+        // whole (paymux's ledger splits).
+        assert_eq!(validate_splits(&over, ChannelKind::Unionpay, WHOLE_BPS), Ok(()));
         // A configured cap above the whole is the whole.
         let all = [split(6_000), split(4_001)];
         assert!(validate_splits(&all, ChannelKind::Unionpay, 20_000).is_err());

@@ -12,8 +12,8 @@
 
 use paymux_core::{
     Channel, ChannelError, ChannelKind, EventId, EventType, LedgerKind, PaymentId, PaymentStatus,
-    ReceiverAccount, ReceiverId, SettlementError, SettlementStatus, SplitRequest, SplitStatus,
-    held_amount, plan_splits, validate_splits,
+    ReceiverAccount, ReceiverId, SettlementError, SettlementStatus, SplitPlan, SplitRequest,
+    SplitStatus, held_amount, plan_splits, validate_splits,
 };
 use paymux_store::{
     BalanceRecord, LedgerBucket, LedgerEntryRecord, LedgerFilter, LedgerImbalance,
@@ -598,12 +598,7 @@ impl Engine {
                 ));
             }
         }
-        let requests: Vec<SplitRequest> = s
-            .splits
-            .iter()
-            .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
-            .collect();
-        validate_splits(&requests, channel, adapter.max_share_bps())
+        validate_splits(&split_requests(s), channel, adapter.max_share_bps())
             .map_err(|e| rejected("ratio_over_cap", Some("channel"), e.to_string()))
     }
 
@@ -657,13 +652,7 @@ impl Engine {
         p: &PaymentRecord,
         s: &SettlementRecord,
     ) -> Result<(), EngineError> {
-        let held = held_amount(p.amount.minor(), p.amount_refunded);
-        let requests: Vec<SplitRequest> = s
-            .splits
-            .iter()
-            .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
-            .collect();
-        let plan = plan_splits(held, &requests);
+        let plan = plan(p, s);
         let at = strictly_after(s.updated_at);
         let mut entries = Vec::new();
         let mut splits = Vec::with_capacity(s.splits.len());
@@ -780,6 +769,17 @@ impl Engine {
     pub async fn ledger_imbalances(&self) -> Result<Vec<LedgerImbalance>, EngineError> {
         Ok(self.store.ledger_imbalances().await?)
     }
+}
+
+/// The splits of a settlement as the arithmetic takes them.
+fn split_requests(s: &SettlementRecord) -> Vec<SplitRequest> {
+    s.splits.iter().map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps }).collect()
+}
+
+/// What each split of `s` gets of what `p` still holds (its amount less the refunds so far), and
+/// the merchant's remainder.
+pub(crate) fn plan(p: &PaymentRecord, s: &SettlementRecord) -> SplitPlan {
+    plan_splits(held_amount(p.amount.minor(), p.amount_refunded), &split_requests(s))
 }
 
 /// A receiver's share leaving the merchant's held balance for the receiver's settled one.

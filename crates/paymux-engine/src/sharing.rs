@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use paymux_core::{
     Channel, ChannelError, ChannelOrderNo, EventId, EventType, Money, ReceiverAccount,
     ReleaseRequest, Released, SettlementStatus, ShareLine, ShareLineState, ShareRequest,
-    SplitRequest, SplitStatus, held_amount, plan_splits,
+    SplitStatus, held_amount,
 };
 use paymux_store::{
     AttemptRecord, LedgerEntryRecord, NewEvent, PaymentRecord, SettlementChange, SettlementRecord,
@@ -33,7 +33,7 @@ use paymux_store::{
 use crate::engine::{Engine, payment_ref};
 use crate::error::EngineError;
 use crate::settlement::{
-    ReceiverAccounts, receiver_entries, release_entries, settlement_event, strictly_after,
+    ReceiverAccounts, plan, receiver_entries, release_entries, settlement_event, strictly_after,
 };
 
 /// How soon a settling settlement is looked at again while the channel processes it.
@@ -72,13 +72,7 @@ async fn start_round(
     let at = strictly_after(s.updated_at);
     let share_no = ChannelOrderNo::generate().to_string();
     let splits: Vec<SplitRecord> = if s.status == SettlementStatus::Held {
-        let held = held_amount(p.amount.minor(), p.amount_refunded);
-        let requests: Vec<SplitRequest> = s
-            .splits
-            .iter()
-            .map(|x| SplitRequest { receiver: x.receiver, ratio_bps: x.ratio_bps })
-            .collect();
-        let plan = plan_splits(held, &requests);
+        let plan = plan(p, &s);
         s.splits
             .iter()
             .zip(plan.amounts)
