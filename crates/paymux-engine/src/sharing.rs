@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use paymux_core::{
     Channel, ChannelError, ChannelOrderNo, EventId, EventType, Money, ReceiverAccount,
     ReleaseRequest, Released, SettlementStatus, ShareLine, ShareLineState, ShareRequest,
-    SplitStatus, held_amount,
+    ShareResult, SplitStatus, held_amount,
 };
 use paymux_store::{
     AttemptRecord, LedgerEntryRecord, NewEvent, PaymentRecord, SettlementChange, SettlementRecord,
@@ -210,9 +210,17 @@ async fn drive(
         match answer {
             Ok(result) => {
                 for l in &lines {
-                    let reported = result.lines.iter().find(|r| r.account == l.account.account);
                     let split = &mut splits[l.split];
-                    match reported.map(|r| &r.state) {
+                    let amount = split.amount.unwrap_or(0);
+                    let state = reported_state(&result, &l.account.account, amount);
+                    if state.is_none()
+                        && result.lines.iter().any(|r| r.account == l.account.account)
+                    {
+                        // The channel reports another amount than paymux sent for this receiver:
+                        // nothing is booked on it, and it is asked again.
+                        tracing::error!(payment = %p.id, share = %no, receiver = %split.receiver, amount, "the channel reports another amount for a split; left pending");
+                    }
+                    match state {
                         Some(ShareLineState::Succeeded) => {
                             split.status = SplitStatus::Succeeded;
                             entries.extend(receiver_entries(
@@ -323,6 +331,21 @@ async fn drive(
     Ok(())
 }
 
+/// What the channel says of the line it was sent for `account` of `amount` fen: `None` while it
+/// does not report that line, or reports it with another amount (nothing may be booked on it).
+fn reported_state<'a>(
+    result: &'a ShareResult,
+    account: &str,
+    amount: i64,
+) -> Option<&'a ShareLineState> {
+    result
+        .lines
+        .iter()
+        .find(|r| r.account == account)
+        .filter(|r| r.amount.minor() == amount)
+        .map(|r| &r.state)
+}
+
 /// Sends (or re-sends) the release of the rest. Anything but a confirmed release is pending:
 /// the release is asked again with the same number.
 async fn release(
@@ -368,4 +391,35 @@ async fn receiver_account(
         Some(a) => Ok(a),
         None => Err(format!("receiver_without_account: no {} account", adapter.kind())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use paymux_core::{Currency, ShareLineResult};
+
+    use super::*;
+
+    fn line(account: &str, fen: i64, state: ShareLineState) -> ShareLineResult {
+        ShareLineResult {
+            account: account.into(),
+            amount: Money::new(fen, Currency::Cny).expect("an amount"),
+            state,
+        }
+    }
+
+    #[test]
+    fn a_line_counts_only_for_its_account_and_the_amount_sent() {
+        let result = ShareResult {
+            channel_share_no: None,
+            lines: vec![
+                line("1600000001", 1_500, ShareLineState::Succeeded),
+                line("1600000002", 300, ShareLineState::Succeeded),
+            ],
+        };
+        assert_eq!(reported_state(&result, "1600000001", 1_500), Some(&ShareLineState::Succeeded));
+        // The channel paid 3.00 where 3.33 was sent: not booked, asked again.
+        assert_eq!(reported_state(&result, "1600000002", 333), None);
+        // A line the channel does not report yet stays pending.
+        assert_eq!(reported_state(&result, "1600000003", 100), None);
+    }
 }
