@@ -57,7 +57,9 @@ where
     T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     &'static str: sqlx::ColumnIndex<R>,
 {
-    Ok(row.try_get(column).map_err(|source| Corruption::Column { column, source })?)
+    Ok(row
+        .try_get(column)
+        .map_err(|source| Corruption::Column { column, source: source.into() })?)
 }
 
 /// The JSON list of event types an endpoint subscribes to, as stored (`NULL`: every type).

@@ -27,7 +27,27 @@ pub enum StoreError {
     /// The database could not be reached or failed (a refused connection, an exhausted pool, a
     /// failed statement or migration).
     #[error("store unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DbError),
+}
+
+/// A failure of the database itself, from either backend's driver.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// The group commit holding this transaction failed: none of its batch is committed.
+    #[error("the batch holding this transaction was not committed: {0}")]
+    BatchNotCommitted(#[source] std::sync::Arc<DbError>),
+    /// The embedded writer's thread is gone (the store is shutting down).
+    #[error("the SQLite writer has stopped")]
+    WriterStopped,
+    #[error("could not start the SQLite writer: {0}")]
+    WriterStart(#[source] std::io::Error),
+    /// A transaction on the embedded writer panicked (a bug): its batch was rolled back.
+    #[error("a transaction in the same batch panicked")]
+    Panicked,
 }
 
 /// Why a stored value does not read back.
@@ -38,7 +58,7 @@ pub enum Corruption {
     Column {
         column: &'static str,
         #[source]
-        source: sqlx::Error,
+        source: DbError,
     },
     /// The column holds a value outside its domain (an unknown status, a malformed id).
     #[error("{what} {value:?} is not valid")]
@@ -64,14 +84,28 @@ impl From<Corruption> for StoreError {
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Every database failure that is not a uniqueness violation: the store cannot answer now.
-pub(crate) fn unavailable(e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(e)
+pub(crate) fn unavailable(e: impl Into<DbError>) -> StoreError {
+    StoreError::Unavailable(e.into())
 }
 
 /// Maps a UNIQUE violation to `Duplicate(what)`, anything else to `Unavailable`.
 pub(crate) fn unique_or(e: sqlx::Error, what: &'static str) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(what),
+        _ => unavailable(e),
+    }
+}
+
+/// The same for the embedded backend's driver: a UNIQUE or PRIMARY KEY violation is a duplicate.
+pub(crate) fn sqlite_unique_or(e: rusqlite::Error, what: &'static str) -> StoreError {
+    use rusqlite::ffi;
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            StoreError::Duplicate(what)
+        }
         _ => unavailable(e),
     }
 }

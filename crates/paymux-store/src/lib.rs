@@ -31,7 +31,7 @@ mod traits;
 
 use std::sync::Arc;
 
-pub use error::{Corruption, StoreError, StoreResult};
+pub use error::{Corruption, DbError, StoreError, StoreResult};
 pub use postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;

@@ -60,7 +60,7 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(unavailable)?;
-        MIGRATOR.run(&pool).await.map_err(|e| unavailable(e.into()))?;
+        MIGRATOR.run(&pool).await.map_err(|e| unavailable(sqlx::Error::from(e)))?;
         Ok(Self { pool })
     }
 

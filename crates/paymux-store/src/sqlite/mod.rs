@@ -1,11 +1,17 @@
 //! The embedded backend: one SQLite file in WAL mode with `synchronous=FULL`.
 //!
-//! Writes go through exactly one connection (`writer.rs`): SQLite allows one writer at a time, and
-//! one writer connection turns what would be lock contention (and `SQLITE_BUSY` on upgrade) into a
-//! queue. That single writer is also what makes a read-then-write inside one of its transactions
-//! atomic here, where PostgreSQL needs row locks, and what lets transactions queued behind each
-//! other share one fsync (group commit). Reads use their own pool and never wait for writes (WAL).
+//! Writes go through exactly one connection, owned by the writer's thread (`db.rs`): SQLite allows
+//! one writer at a time, and one writer turns what would be lock contention (and `SQLITE_BUSY` on
+//! upgrade) into a queue. Each store call hands the writer its whole transaction as one closure,
+//! which runs its statements back to back. That single writer is also what makes a read-then-write
+//! inside one of its transactions atomic here, where PostgreSQL needs row locks, and what lets
+//! transactions queued behind each other share one fsync (group commit). Reads run on the caller's
+//! thread on read-only connections and never wait for writes (WAL).
+//!
+//! The driver is `rusqlite` (synchronous, no hand-off per statement); the migrations still run
+//! through `sqlx`'s migrator, the same one the PostgreSQL backend uses.
 
+mod db;
 mod idempotency;
 mod inbound;
 mod merchants;
@@ -15,21 +21,16 @@ mod payments;
 mod queue;
 mod refunds;
 mod settlement;
-mod writer;
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::Connection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
-};
+use rusqlite::Connection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use writer::{WriteTx, Writer};
+use db::{Readers, Sql, Tx, Writer};
 
-use crate::codec::{Columns, column};
 use crate::error::unavailable;
 use crate::{Health, StoreResult};
 
@@ -38,69 +39,49 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: Writer,
-    reader: SqlitePool,
+    readers: Arc<Readers>,
 }
-
-type Tx = WriteTx;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs the migrations.
     pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref();
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // Nothing acknowledged may be lost to a power cut: FULL, never NORMAL.
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let migrating = SqlitePoolOptions::new()
             .max_connections(1)
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .map_err(unavailable)?;
-        MIGRATOR.run(&migrating).await.map_err(|e| unavailable(e.into()))?;
+        MIGRATOR.run(&migrating).await.map_err(|e| unavailable(sqlx::Error::from(e)))?;
         migrating.close().await;
-        let conn = SqliteConnection::connect_with(&options).await.map_err(unavailable)?;
-        let writer = Writer::new(conn);
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await
-            .map_err(unavailable)?;
-        Ok(Self { writer, reader })
+        let writer = Writer::open(path)?;
+        let readers = Arc::new(Readers::new(path)?);
+        Ok(Self { writer, readers })
     }
 
-    async fn begin(&self) -> StoreResult<Tx> {
-        self.writer.begin().await.map_err(unavailable)
+    /// Runs `work` as one transaction on the writer; returns once it is durably committed.
+    async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.write(work).await
     }
-}
 
-impl Columns for SqliteRow {
-    fn text(&self, c: &'static str) -> StoreResult<String> {
-        column(self, c)
-    }
-    fn opt_text(&self, c: &'static str) -> StoreResult<Option<String>> {
-        column(self, c)
-    }
-    fn int(&self, c: &'static str) -> StoreResult<i64> {
-        column(self, c)
-    }
-    fn opt_int(&self, c: &'static str) -> StoreResult<Option<i64>> {
-        column(self, c)
-    }
-    fn flag(&self, c: &'static str) -> StoreResult<bool> {
-        column(self, c)
-    }
-    fn opt_bytes(&self, c: &'static str) -> StoreResult<Option<Vec<u8>>> {
-        column(self, c)
+    /// Runs `read` on a read-only connection, on this thread.
+    fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        self.readers.read(read)
     }
 }
 
 #[async_trait]
 impl Health for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.map_err(unavailable)?;
-        Ok(())
+        self.read(|c| c.one("SELECT 1", [], |_| Ok(())).map(drop))
     }
 }

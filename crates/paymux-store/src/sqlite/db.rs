@@ -1,0 +1,349 @@
+//! The embedded backend's connections: one writer thread with group commit, and readers on the
+//! caller's thread.
+//!
+//! SQLite has one writer, and with `synchronous=FULL` every commit waits for an fsync. The writer
+//! is a thread of its own that owns the one write connection; a store call hands it its whole
+//! transaction as one closure, so the statements of a transaction run back to back, with no
+//! hand-off between threads per statement.
+//!
+//! Group commit: the writer runs each closure in a savepoint inside an outer transaction, takes
+//! the closures that queued up meanwhile into the same transaction, and makes them all durable
+//! with one `COMMIT` (one fsync). A caller gets its result only after the `COMMIT` that holds its
+//! changes succeeded, so nothing is acknowledged before it is on disk, exactly as with one
+//! transaction each: durability is unchanged, only the fsyncs are shared.
+//! - Transactions run one at a time on the one connection, so a read and the write after it
+//!   inside one closure stay atomic.
+//! - A closure that fails (or asks to roll back) is rolled back to its own savepoint: the others
+//!   in its batch keep their changes.
+//! - If the outer `COMMIT` fails, every transaction of that batch gets the error, and none of them
+//!   is reported committed.
+//! - There is no timer: a lone transaction is committed at once; those that arrive during a
+//!   `COMMIT`'s fsync form the next batch.
+//!
+//! Reads run on the caller's thread on a small pool of read-only connections. In WAL mode a
+//! reader never waits for the writer, and the reads are point lookups or bounded pages.
+
+use std::cell::Cell;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Params, Row};
+use tokio::sync::oneshot;
+
+use crate::codec::Columns;
+use crate::error::{Corruption, DbError, sqlite_unique_or, unavailable};
+use crate::StoreResult;
+
+/// At most this many transactions share one commit: a bound on how long the first of a batch
+/// waits behind the others.
+const MAX_BATCH: usize = 512;
+
+/// Prepared statements kept per connection: every statement the store uses, with room to spare.
+const STATEMENT_CACHE: usize = 256;
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection with the store's settings: WAL, `synchronous=FULL` (nothing acknowledged
+/// may be lost to a power cut: FULL, never NORMAL), foreign keys, a busy timeout for another
+/// process (an operator's CLI) holding the write lock.
+fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "full")?;
+    }
+    Ok(conn)
+}
+
+/// What a transaction's closure left for the writer to do after running it.
+enum Step {
+    /// Its savepoint was released into the batch: tell the caller once the batch commits.
+    Wait(Box<dyn FnOnce(Result<(), Arc<DbError>>) + Send>),
+    /// The caller has been told already (it failed or rolled back its own savepoint).
+    Done,
+    /// Its savepoint could not be ended: the whole batch must be rolled back.
+    Abandon(Arc<DbError>),
+}
+
+/// A transaction handed to the writer: run on its connection, or told why it cannot be.
+type Job = Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>;
+
+/// The one writer: cheap to clone, one thread and one connection behind it.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Opens the write connection and starts its thread, which ends when the last clone of the
+    /// writer is dropped.
+    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+        let conn = connect(path, false).map_err(unavailable)?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("paymux-sqlite-writer".into())
+            .spawn(move || run(&conn, &queue))
+            .map_err(|e| unavailable(DbError::WriterStart(e)))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` as one transaction on the writer and returns its result once the transaction
+    /// is durably committed. An error from `work`, or [`Tx::roll_back`], undoes its changes.
+    pub(super) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let (tell, told) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn| match conn {
+            Ok(conn) => in_savepoint(conn, work, tell),
+            Err(e) => {
+                let _ = tell.send(Err(unavailable(DbError::BatchNotCommitted(Arc::clone(e)))));
+                Step::Done
+            }
+        });
+        self.jobs.send(job).map_err(|_| unavailable(DbError::WriterStopped))?;
+        told.await.map_err(|_| unavailable(DbError::WriterStopped))?
+    }
+}
+
+/// Runs one transaction's closure inside its own savepoint of the open batch.
+fn in_savepoint<T, F>(conn: &Connection, work: F, tell: oneshot::Sender<StoreResult<T>>) -> Step
+where
+    T: Send + 'static,
+    F: FnOnce(&Tx<'_>) -> StoreResult<T>,
+{
+    if let Err(e) = conn.execute_batch("SAVEPOINT paymux_tx") {
+        let _ = tell.send(Err(unavailable(e)));
+        return Step::Done;
+    }
+    let tx = Tx { conn, undo: Cell::new(false) };
+    let result = work(&tx);
+    let keep = result.is_ok() && !tx.undo.get();
+    let ended = if keep {
+        conn.execute_batch("RELEASE paymux_tx")
+    } else {
+        conn.execute_batch("ROLLBACK TO paymux_tx; RELEASE paymux_tx")
+    };
+    match (ended, result) {
+        (Err(e), _) => {
+            let e = Arc::new(DbError::from(e));
+            let _ = tell.send(Err(unavailable(DbError::BatchNotCommitted(Arc::clone(&e)))));
+            Step::Abandon(e)
+        }
+        (Ok(()), Ok(value)) if keep => Step::Wait(Box::new(move |committed| {
+            let _ = tell.send(
+                committed.map(|()| value).map_err(|e| unavailable(DbError::BatchNotCommitted(e))),
+            );
+        })),
+        (Ok(()), result) => {
+            let _ = tell.send(result);
+            Step::Done
+        }
+    }
+}
+
+/// The writer thread: a batch is the first waiting transaction and every one queued behind it.
+fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        // IMMEDIATE takes the write lock now: another process writing the same file makes this
+        // wait out the busy timeout instead of failing later.
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
+            let e = Arc::new(DbError::from(e));
+            first(Err(&e));
+            while let Ok(job) = queue.try_recv() {
+                job(Err(&e));
+            }
+            continue;
+        }
+        let mut waiting = Vec::new();
+        let mut broken = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            // A panic (a bug) leaves its savepoint open: the batch is rolled back, the thread
+            // goes on serving the next one.
+            let step = catch_unwind(AssertUnwindSafe(|| job(Ok(conn))))
+                .unwrap_or_else(|_| Step::Abandon(Arc::new(DbError::Panicked)));
+            match step {
+                Step::Wait(tell) => waiting.push(tell),
+                Step::Done => {}
+                Step::Abandon(e) => {
+                    broken = Some(e);
+                    break;
+                }
+            }
+            if waiting.len() < MAX_BATCH {
+                next = queue.try_recv().ok();
+            }
+        }
+        let outcome = match broken {
+            Some(e) => Err(e),
+            None => conn.execute_batch("COMMIT").map_err(|e| Arc::new(DbError::from(e))),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, batch = waiting.len(), "group commit failed");
+            // SQLite may already have rolled it back itself (after an I/O error, say): then this
+            // ROLLBACK fails harmlessly.
+            if let Err(e) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(error = %e, "rolling back the writer's transaction");
+            }
+        }
+        for tell in waiting {
+            tell(outcome.clone());
+        }
+    }
+}
+
+/// One transaction on the writer, as its closure sees it: the connection, and a way to undo the
+/// transaction's changes while still returning a value.
+pub(super) struct Tx<'c> {
+    conn: &'c Connection,
+    undo: Cell<bool>,
+}
+
+impl Tx<'_> {
+    /// Undoes this transaction's changes when its closure returns (the rest of its batch keeps
+    /// theirs).
+    pub(super) fn roll_back(&self) {
+        self.undo.set(true);
+    }
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// The read-only connections, used on the caller's thread.
+#[derive(Debug)]
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+/// Idle readers kept open; more are opened when more read at once, and closed after.
+const IDLE_READERS: usize = 8;
+
+impl Readers {
+    pub(super) fn new(path: &Path) -> StoreResult<Self> {
+        let first = connect(path, true).map_err(unavailable)?;
+        Ok(Self { path: path.to_owned(), idle: Mutex::new(vec![first]) })
+    }
+
+    /// Runs `read` on a read-only connection (a consistent snapshot for its statements when it
+    /// opens a transaction of its own; each statement alone sees the latest commit).
+    pub(super) fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let taken = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => connect(&self.path, true).map_err(unavailable)?,
+        };
+        let result = read(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+/// Statements on a connection, with the store's errors, through the statement cache.
+pub(super) trait Sql {
+    /// Runs a statement; the number of rows it changed.
+    fn exec(&self, sql: &str, params: impl Params) -> StoreResult<usize>;
+    /// Runs a statement that may hit a UNIQUE rule: that is `Duplicate(what)`.
+    fn exec_unique(&self, sql: &str, params: impl Params, what: &'static str) -> StoreResult<usize>;
+    /// The first row, mapped.
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        map: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>>;
+    /// Every row, mapped.
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        map: impl FnMut(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>>;
+}
+
+impl Sql for Connection {
+    fn exec(&self, sql: &str, params: impl Params) -> StoreResult<usize> {
+        self.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(unavailable)
+    }
+
+    fn exec_unique(&self, sql: &str, params: impl Params, what: &'static str) -> StoreResult<usize> {
+        let mut statement = self.prepare_cached(sql).map_err(unavailable)?;
+        statement.execute(params).map_err(|e| sqlite_unique_or(e, what))
+    }
+
+    fn one<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        map: impl FnOnce(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let mut statement = self.prepare_cached(sql).map_err(unavailable)?;
+        let mut rows = statement.query(params).map_err(unavailable)?;
+        match rows.next().map_err(unavailable)? {
+            Some(row) => map(row).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        mut map: impl FnMut(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let mut statement = self.prepare_cached(sql).map_err(unavailable)?;
+        let mut rows = statement.query(params).map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            out.push(map(row)?);
+        }
+        Ok(out)
+    }
+}
+
+fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &'static str) -> StoreResult<T> {
+    Ok(row.get(column).map_err(|e| Corruption::Column { column, source: e.into() })?)
+}
+
+impl Columns for Row<'_> {
+    fn text(&self, c: &'static str) -> StoreResult<String> {
+        get(self, c)
+    }
+    fn opt_text(&self, c: &'static str) -> StoreResult<Option<String>> {
+        get(self, c)
+    }
+    fn int(&self, c: &'static str) -> StoreResult<i64> {
+        get(self, c)
+    }
+    fn opt_int(&self, c: &'static str) -> StoreResult<Option<i64>> {
+        get(self, c)
+    }
+    fn flag(&self, c: &'static str) -> StoreResult<bool> {
+        get(self, c)
+    }
+    fn opt_bytes(&self, c: &'static str) -> StoreResult<Option<Vec<u8>>> {
+        get(self, c)
+    }
+}
