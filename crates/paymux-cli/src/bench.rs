@@ -423,7 +423,9 @@ async fn callback_floor(
 
 /// The store of the callback floor: one row per durable transaction.
 enum FloorDb {
-    Sqlite(sqlx::SqlitePool),
+    /// The embedded store's driver and settings, on the caller's thread: nothing between the
+    /// commit and the disk.
+    Sqlite(rusqlite::Connection),
     Postgres(sqlx::PgPool),
 }
 
@@ -443,32 +445,21 @@ impl FloorDb {
                 FloorDb::Postgres(pool)
             }
             _ => {
-                let opts = sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(dir.join("floor.db"))
-                    .create_if_missing(true)
-                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full);
-                let pool = sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
-                    .await?;
-                sqlx::query(
+                let conn = rusqlite::Connection::open(dir.join("floor.db"))?;
+                conn.pragma_update(None, "journal_mode", "wal")?;
+                conn.pragma_update(None, "synchronous", "full")?;
+                conn.execute_batch(
                     "CREATE TABLE IF NOT EXISTS bench_floor (id INTEGER PRIMARY KEY, v TEXT)",
-                )
-                .execute(&pool)
-                .await?;
-                FloorDb::Sqlite(pool)
+                )?;
+                FloorDb::Sqlite(conn)
             }
         })
     }
 
     async fn commit(&self, i: i64) -> Result<()> {
         match self {
-            FloorDb::Sqlite(p) => {
-                sqlx::query("INSERT INTO bench_floor (id, v) VALUES (?, 'x')")
-                    .bind(i)
-                    .execute(p)
-                    .await?;
+            FloorDb::Sqlite(c) => {
+                c.prepare_cached("INSERT INTO bench_floor (id, v) VALUES (?, 'x')")?.execute([i])?;
             }
             FloorDb::Postgres(p) => {
                 sqlx::query("INSERT INTO bench_floor (id, v) VALUES ($1, 'x')")

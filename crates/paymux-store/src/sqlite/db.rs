@@ -68,9 +68,10 @@ fn connect(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
 
 /// What a transaction's closure left for the writer to do after running it.
 enum Step {
-    /// Its savepoint was released into the batch: tell the caller once the batch commits.
+    /// Its savepoint was ended (released, or rolled back): tell the caller once the batch
+    /// commits.
     Wait(Box<dyn FnOnce(Result<(), Arc<DbError>>) + Send>),
-    /// The caller has been told already (it failed or rolled back its own savepoint).
+    /// The caller has been told already (its savepoint could not even begin).
     Done,
     /// Its savepoint could not be ended: the whole batch must be rolled back.
     Abandon(Arc<DbError>),
@@ -142,15 +143,15 @@ where
             let _ = tell.send(Err(unavailable(DbError::BatchNotCommitted(Arc::clone(&e)))));
             Step::Abandon(e)
         }
-        (Ok(()), Ok(value)) if keep => Step::Wait(Box::new(move |committed| {
-            let _ = tell.send(
-                committed.map(|()| value).map_err(|e| unavailable(DbError::BatchNotCommitted(e))),
-            );
+        // Even an answer that changed nothing waits for the batch: it may rest on what earlier
+        // transactions of the batch wrote, which is not on disk until the COMMIT. If that fails,
+        // the answer is the failure.
+        (Ok(()), result) => Step::Wait(Box::new(move |committed| {
+            let _ = tell.send(match committed {
+                Ok(()) => result,
+                Err(e) => Err(unavailable(DbError::BatchNotCommitted(e))),
+            });
         })),
-        (Ok(()), result) => {
-            let _ = tell.send(result);
-            Step::Done
-        }
     }
 }
 
@@ -345,5 +346,219 @@ impl Columns for Row<'_> {
     }
     fn opt_bytes(&self, c: &'static str) -> StoreResult<Option<Vec<u8>>> {
         get(self, c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Db {
+        dir: tempfile::TempDir,
+    }
+
+    impl Db {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let conn = connect(&dir.path().join("w.db"), false).expect("open");
+            // Nothing checkpoints the WAL here, so its size counts the commits.
+            conn.pragma_update(None, "wal_autocheckpoint", 0).expect("pragma");
+            conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").expect("create");
+            Self { dir }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("w.db")
+        }
+
+        fn writer(&self) -> Writer {
+            Writer::open(&self.path()).expect("writer")
+        }
+
+        /// What another connection sees: only what was committed.
+        fn committed(&self) -> Vec<i64> {
+            let readers = Readers::new(&self.path()).expect("readers");
+            readers.read(|c| c.all("SELECT k FROM t ORDER BY k", [], |r| r.int("k"))).expect("select")
+        }
+
+        /// Frames in the WAL, from its size: every commit appends at least one.
+        fn wal_frames(&self) -> u64 {
+            const HEADER: u64 = 32;
+            const FRAME: u64 = 24 + 4096;
+            let len = std::fs::metadata(self.dir.path().join("w.db-wal")).map(|m| m.len()).unwrap_or(0);
+            len.saturating_sub(HEADER) / FRAME
+        }
+    }
+
+    async fn insert(writer: Writer, k: i64) -> StoreResult<()> {
+        writer.write(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop)).await
+    }
+
+    /// Holds the writer thread inside a first transaction until `keys` are all queued behind it,
+    /// so they form one batch with it.
+    async fn queue_behind_one(writer: &Writer, keys: &[i64]) -> Vec<StoreResult<()>> {
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write(move |tx| {
+                        tx.exec("INSERT INTO t (k) VALUES (0)", [])?;
+                        entered.send(()).expect("the test waits");
+                        held.recv().expect("the test releases");
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        wait_entered.recv().expect("the first transaction runs");
+        let (sent, mut all_sent) = tokio::sync::mpsc::unbounded_channel();
+        let tasks: Vec<_> = keys
+            .iter()
+            .map(|k| {
+                let (writer, k, sent) = (writer.clone(), *k, sent.clone());
+                tokio::spawn(insert_queued(writer, k, sent))
+            })
+            .collect();
+        for _ in keys {
+            all_sent.recv().await.expect("queued");
+        }
+        release.send(()).expect("release");
+        first.await.expect("task").expect("the first commits");
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.expect("task"));
+        }
+        results
+    }
+
+    /// `insert`, telling `sent` once the job is on the writer's queue.
+    async fn insert_queued(
+        writer: Writer,
+        k: i64,
+        sent: tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> StoreResult<()> {
+        let pending = writer.write(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop));
+        // `write` queues its job before its first await point: poll it once, then report.
+        let mut pending = std::pin::pin!(pending);
+        let first = futures_poll_once(pending.as_mut()).await;
+        sent.send(()).expect("the test listens");
+        match first {
+            Some(done) => done,
+            None => pending.await,
+        }
+    }
+
+    /// Polls a future once: its output if it was ready.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = Some(f);
+        std::future::poll_fn(move |cx| {
+            let mut inner = f.take().expect("polled once");
+            match std::pin::Pin::new(&mut inner).poll(cx) {
+                std::task::Poll::Ready(v) => std::task::Poll::Ready(Some(v)),
+                std::task::Poll::Pending => std::task::Poll::Ready(None),
+            }
+        })
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_transactions_share_one_commit() {
+        let db = Db::new();
+        let writer = db.writer();
+        let before = db.wal_frames();
+        let keys: Vec<i64> = (1..=20).collect();
+        let results = queue_behind_one(&writer, &keys).await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(db.committed(), (0..=20).collect::<Vec<_>>());
+        let frames = db.wal_frames() - before;
+        // One commit each would append at least 21 frames; one batch touches one table page.
+        assert!(frames <= 3, "21 transactions appended {frames} WAL frames");
+        // The measure itself: the same number committed one after another append one frame each.
+        let before = db.wal_frames();
+        for k in 21..=41 {
+            insert(writer.clone(), k).await.expect("commit");
+        }
+        let frames = db.wal_frames() - before;
+        assert!(frames >= 21, "21 separate commits appended only {frames} WAL frames");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_transaction_keeps_the_rest_of_its_batch() {
+        let db = Db::new();
+        let writer = db.writer();
+        // 0 is taken by the transaction they queue behind: those two fail, the rest commit.
+        let keys = [1, 0, 2, 0, 3];
+        let results = queue_behind_one(&writer, &keys).await;
+        let failed: Vec<i64> =
+            keys.iter().zip(&results).filter(|(_, r)| r.is_err()).map(|(k, _)| *k).collect();
+        assert_eq!(failed, vec![0, 0]);
+        assert_eq!(db.committed(), vec![0, 1, 2, 3]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_rolled_back_transaction_undoes_only_itself_and_still_answers() {
+        let db = Db::new();
+        let writer = db.writer();
+        insert(writer.clone(), 1).await.expect("1 commits");
+        let answer = writer
+            .write(|tx| {
+                tx.exec("INSERT INTO t (k) VALUES (2)", [])?;
+                tx.roll_back();
+                Ok("rolled back")
+            })
+            .await
+            .expect("a rollback is an answer, not an error");
+        assert_eq!(answer, "rolled back");
+        insert(writer.clone(), 3).await.expect("3 commits");
+        assert_eq!(db.committed(), vec![1, 3]);
+        // And the writer's view agrees: 2 is not hiding in an open transaction.
+        let seen = writer
+            .write(|tx| tx.all("SELECT k FROM t ORDER BY k", [], |r| r.int("k")))
+            .await
+            .expect("select");
+        assert_eq!(seen, vec![1, 3]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_error_undoes_the_statements_before_it() {
+        let db = Db::new();
+        let writer = db.writer();
+        let failed = writer
+            .write(|tx| {
+                tx.exec("INSERT INTO t (k) VALUES (5)", [])?;
+                tx.exec("INSERT INTO t (k) VALUES (5)", [])?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(db.committed(), Vec::<i64>::new());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_panicking_transaction_fails_its_batch_and_the_writer_goes_on() {
+        let db = Db::new();
+        let writer = db.writer();
+        let panicked = writer
+            .write(|tx| -> StoreResult<()> {
+                tx.exec("INSERT INTO t (k) VALUES (7)", [])?;
+                panic!("a bug in a transaction");
+            })
+            .await;
+        assert!(panicked.is_err());
+        insert(writer.clone(), 8).await.expect("the writer still serves");
+        assert_eq!(db.committed(), vec![8]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_all_land() {
+        let db = Db::new();
+        let writer = db.writer();
+        let tasks: Vec<_> = (1..=200).map(|k| tokio::spawn(insert(writer.clone(), k))).collect();
+        for t in tasks {
+            t.await.expect("task").expect("commit");
+        }
+        assert_eq!(db.committed(), (1..=200).collect::<Vec<_>>());
     }
 }
