@@ -2,72 +2,80 @@
 
 use async_trait::async_trait;
 use paymux_core::{AccountId, MerchantId};
+use rusqlite::params;
 use time::OffsetDateTime;
 
-use super::SqliteStore;
-use super::writer::ExecuteAlone;
+use super::{Sql, SqliteStore};
 use crate::codec::{self, ACCOUNT_COLUMNS, ms};
-use crate::error::{unavailable, unique_or};
 use crate::*;
 
 #[async_trait]
 impl MerchantStore for SqliteStore {
     async fn create_merchant(&self, name: &str) -> StoreResult<MerchantId> {
         let id = MerchantId::new();
-        sqlx::query("INSERT INTO merchants (id, name, created_at) VALUES (?, ?, ?)")
-            .bind(id.to_string())
-            .bind(name)
-            .bind(ms(OffsetDateTime::now_utc()))
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
+        let name = name.to_owned();
+        let now = OffsetDateTime::now_utc();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO merchants (id, name, created_at) VALUES (?, ?, ?)",
+                params![id.to_string(), name, ms(now)],
+            )
+            .map(drop)
+        })
+        .await?;
         Ok(id)
     }
 
     async fn merchant(&self, id: MerchantId) -> StoreResult<Option<MerchantRecord>> {
-        let row = sqlx::query(
-            "SELECT id, name, created_at, duplicate_auto_refund FROM merchants WHERE id = ?",
-        )
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        row.as_ref().map(codec::merchant).transpose()
+        self.read(|c| {
+            c.one(
+                "SELECT id, name, created_at, duplicate_auto_refund FROM merchants WHERE id = ?",
+                params![id.to_string()],
+                |r| codec::merchant(r),
+            )
+        })
     }
 
     async fn add_api_key(&self, key: &NewApiKey) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO api_keys (key_hash, merchant_id, prefix, livemode, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key.key_hash)
-        .bind(key.merchant_id.to_string())
-        .bind(&key.prefix)
-        .bind(key.livemode)
-        .bind(ms(OffsetDateTime::now_utc()))
-        .execute_alone(&self.writer)
+        let key = key.clone();
+        let now = OffsetDateTime::now_utc();
+        self.write(move |tx| {
+            tx.exec_unique(
+                "INSERT INTO api_keys (key_hash, merchant_id, prefix, livemode, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+                params![
+                    key.key_hash,
+                    key.merchant_id.to_string(),
+                    key.prefix,
+                    key.livemode,
+                    ms(now),
+                ],
+                "api key",
+            )
+            .map(drop)
+        })
         .await
-        .map_err(|e| unique_or(e, "api key"))?;
-        Ok(())
     }
 
     async fn merchant_for_key(&self, key_hash: &str) -> StoreResult<Option<ApiKeyOwner>> {
-        let row = sqlx::query("SELECT merchant_id, livemode FROM api_keys WHERE key_hash = ?")
-            .bind(key_hash)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::key_owner).transpose()
+        self.read(|c| {
+            c.one(
+                "SELECT merchant_id, livemode FROM api_keys WHERE key_hash = ?",
+                params![key_hash],
+                |r| codec::key_owner(r),
+            )
+        })
     }
 
     async fn set_duplicate_auto_refund(&self, id: MerchantId, on: bool) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE merchants SET duplicate_auto_refund = ? WHERE id = ?")
-            .bind(on)
-            .bind(id.to_string())
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
+        let done = self
+            .write(move |tx| {
+                tx.exec(
+                    "UPDATE merchants SET duplicate_auto_refund = ? WHERE id = ?",
+                    params![on, id.to_string()],
+                )
+            })
+            .await?;
         Ok(done == 1)
     }
 }
@@ -75,42 +83,35 @@ impl MerchantStore for SqliteStore {
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn put_channel_account(&self, a: &AccountRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO channel_accounts (id, merchant_id, channel, config, livemode, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET config = excluded.config, livemode = excluded.livemode",
-        )
-        .bind(a.id.to_string())
-        .bind(a.merchant_id.to_string())
-        .bind(a.channel.as_str())
-        .bind(a.config.to_string())
-        .bind(a.livemode)
-        .bind(ms(a.created_at))
-        .execute_alone(&self.writer)
+        let a = a.clone();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO channel_accounts (id, merchant_id, channel, config, livemode, created_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET config = excluded.config, livemode = excluded.livemode",
+                params![
+                    a.id.to_string(),
+                    a.merchant_id.to_string(),
+                    a.channel.as_str(),
+                    a.config.to_string(),
+                    a.livemode,
+                    ms(a.created_at),
+                ],
+            )
+            .map(drop)
+        })
         .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn channel_account(&self, id: AccountId) -> StoreResult<Option<AccountRecord>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM channel_accounts WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::account).transpose()
+        self.read(|c| c.one(&sql, params![id.to_string()], |r| codec::account(r)))
     }
 
     async fn channel_accounts(&self, merchant: MerchantId) -> StoreResult<Vec<AccountRecord>> {
         let sql = format!(
             "SELECT {ACCOUNT_COLUMNS} FROM channel_accounts WHERE merchant_id = ? ORDER BY id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::account).collect()
+        self.read(|c| c.all(&sql, params![merchant.to_string()], |r| codec::account(r)))
     }
 }

@@ -2,31 +2,29 @@
 
 use async_trait::async_trait;
 use paymux_core::PaymentId;
+use rusqlite::params;
 use time::OffsetDateTime;
 
-use super::SqliteStore;
-use super::writer::ExecuteAlone;
+use super::{Sql, SqliteStore};
 use crate::codec::{
     self, ADMIN_SESSION_COLUMNS, EVENT_COLUMNS, INBOUND_COLUMNS, OPERATOR_ACTION_COLUMNS,
     OPERATOR_TOKEN_COLUMNS, PAYMENT_COLUMNS, ms,
 };
-use crate::error::{unavailable, unique_or};
 use crate::*;
 
 #[async_trait]
 impl OperatorStore for SqliteStore {
     async fn add_operator_token(&self, t: &OperatorTokenRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO operator_tokens (id, token_hash, label, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&t.id)
-        .bind(&t.token_hash)
-        .bind(&t.label)
-        .bind(ms(t.created_at))
-        .execute_alone(&self.writer)
+        let t = t.clone();
+        self.write(move |tx| {
+            tx.exec_unique(
+                "INSERT INTO operator_tokens (id, token_hash, label, created_at) VALUES (?, ?, ?, ?)",
+                params![&t.id, &t.token_hash, &t.label, ms(t.created_at)],
+                "operator token",
+            )
+            .map(drop)
+        })
         .await
-        .map_err(|e| unique_or(e, "operator token"))?;
-        Ok(())
     }
 
     async fn operator_token_by_hash(
@@ -35,33 +33,22 @@ impl OperatorStore for SqliteStore {
     ) -> StoreResult<Option<OperatorTokenRecord>> {
         let sql =
             format!("SELECT {OPERATOR_TOKEN_COLUMNS} FROM operator_tokens WHERE token_hash = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_hash)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::operator_token).transpose()
+        self.read(|c| c.one(&sql, params![token_hash], |r| codec::operator_token(r)))
     }
 
     async fn create_admin_session(&self, s: &AdminSessionRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM admin_sessions WHERE expires_at <= ?")
-            .bind(ms(s.created_at))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO admin_sessions (id_hash, token_id, created_at, expires_at) \
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(&s.id_hash)
-        .bind(&s.token_id)
-        .bind(ms(s.created_at))
-        .bind(ms(s.expires_at))
-        .execute(&mut *tx)
+        let s = s.clone();
+        self.write(move |tx| {
+            tx.exec("DELETE FROM admin_sessions WHERE expires_at <= ?", params![ms(s.created_at)])?;
+            tx.exec_unique(
+                "INSERT INTO admin_sessions (id_hash, token_id, created_at, expires_at) \
+                 VALUES (?, ?, ?, ?)",
+                params![&s.id_hash, &s.token_id, ms(s.created_at), ms(s.expires_at)],
+                "admin session",
+            )?;
+            Ok(())
+        })
         .await
-        .map_err(|e| unique_or(e, "admin session"))?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn admin_session(
@@ -72,41 +59,37 @@ impl OperatorStore for SqliteStore {
         let sql = format!(
             "SELECT {ADMIN_SESSION_COLUMNS} FROM admin_sessions WHERE id_hash = ? AND expires_at > ?"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id_hash)
-            .bind(ms(now))
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::admin_session).transpose()
+        self.read(|c| c.one(&sql, params![id_hash, ms(now)], |r| codec::admin_session(r)))
     }
 
     async fn end_admin_session(&self, id_hash: &str) -> StoreResult<()> {
-        sqlx::query("DELETE FROM admin_sessions WHERE id_hash = ?")
-            .bind(id_hash)
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let id_hash = id_hash.to_owned();
+        self.write(move |tx| {
+            tx.exec("DELETE FROM admin_sessions WHERE id_hash = ?", params![id_hash]).map(drop)
+        })
+        .await
     }
 
     async fn record_operator_action(&self, a: &OperatorActionRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO operator_actions (id, token_id, action, payment_id, target, outcome, \
-             detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&a.id)
-        .bind(&a.token_id)
-        .bind(&a.action)
-        .bind(a.payment_id.to_string())
-        .bind(&a.target)
-        .bind(&a.outcome)
-        .bind(&a.detail)
-        .bind(ms(a.at))
-        .execute_alone(&self.writer)
+        let a = a.clone();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO operator_actions (id, token_id, action, payment_id, target, outcome, \
+                 detail, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    &a.id,
+                    &a.token_id,
+                    &a.action,
+                    a.payment_id.to_string(),
+                    &a.target,
+                    &a.outcome,
+                    &a.detail,
+                    ms(a.at),
+                ],
+            )
+            .map(drop)
+        })
         .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn operator_actions(&self, payment: PaymentId) -> StoreResult<Vec<OperatorActionRecord>> {
@@ -114,12 +97,7 @@ impl OperatorStore for SqliteStore {
             "SELECT {OPERATOR_ACTION_COLUMNS} FROM operator_actions WHERE payment_id = ? \
              ORDER BY at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(payment.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::operator_action).collect()
+        self.read(|c| c.all(&sql, params![payment.to_string()], |r| codec::operator_action(r)))
     }
 
     async fn admin_payments(&self, f: &AdminPaymentFilter) -> StoreResult<Vec<PaymentRecord>> {
@@ -138,38 +116,36 @@ impl OperatorStore for SqliteStore {
         let from = f.created_from.map(ms);
         let to = f.created_to.map(ms);
         let before = f.before.map(|b| b.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(status)
-            .bind(status)
-            .bind(channel)
-            .bind(channel)
-            .bind(method)
-            .bind(method)
-            .bind(order_no)
-            .bind(order_no)
-            .bind(from)
-            .bind(from)
-            .bind(to)
-            .bind(to)
-            .bind(before.clone())
-            .bind(before)
-            .bind(i64::from(f.limit.clamp(1, 200)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::payment).collect()
+        self.read(|c| {
+            c.all(
+                &sql,
+                params![
+                    status,
+                    status,
+                    channel,
+                    channel,
+                    method,
+                    method,
+                    order_no,
+                    order_no,
+                    from,
+                    from,
+                    to,
+                    to,
+                    before,
+                    before,
+                    i64::from(f.limit.clamp(1, 200)),
+                ],
+                |r| codec::payment(r),
+            )
+        })
     }
 
     async fn object_events(&self, object_id: &str) -> StoreResult<Vec<EventRecord>> {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE object_id = ? ORDER BY created_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(object_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::event).collect()
+        self.read(|c| c.all(&sql, params![object_id], |r| codec::event(r)))
     }
 
     async fn inbound_for_payment(&self, payment: PaymentId) -> StoreResult<Vec<InboundLogRecord>> {
@@ -177,12 +153,7 @@ impl OperatorStore for SqliteStore {
             "SELECT {INBOUND_COLUMNS} FROM inbound_notifications WHERE payment_id = ? \
              ORDER BY received_at, id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(payment.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::inbound_log).collect()
+        self.read(|c| c.all(&sql, params![payment.to_string()], |r| codec::inbound_log(r)))
     }
 
     async fn payment_outcomes(
@@ -191,19 +162,15 @@ impl OperatorStore for SqliteStore {
         to: OffsetDateTime,
         bucket_ms: i64,
     ) -> StoreResult<Vec<OutcomeCount>> {
-        let rows = sqlx::query(
-            "SELECT channel, status, (created_at - ?) / ? AS bucket, COUNT(*) AS n FROM payments \
-             WHERE created_at >= ? AND created_at < ? GROUP BY channel, status, bucket \
-             ORDER BY channel, bucket, status",
-        )
-        .bind(ms(from))
-        .bind(bucket_ms.max(1))
-        .bind(ms(from))
-        .bind(ms(to))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(codec::outcome_count).collect()
+        self.read(|c| {
+            c.all(
+                "SELECT channel, status, (created_at - ?) / ? AS bucket, COUNT(*) AS n FROM payments \
+                 WHERE created_at >= ? AND created_at < ? GROUP BY channel, status, bucket \
+                 ORDER BY channel, bucket, status",
+                params![ms(from), bucket_ms.max(1), ms(from), ms(to)],
+                |r| codec::outcome_count(r),
+            )
+        })
     }
 
     async fn failure_reasons(
@@ -212,18 +179,15 @@ impl OperatorStore for SqliteStore {
         to: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<FailureReason>> {
-        let rows = sqlx::query(
-            "SELECT channel, failure_code AS code, COALESCE(failure_message, '') AS message, \
-             COUNT(*) AS n FROM payments \
-             WHERE created_at >= ? AND created_at < ? AND failure_code IS NOT NULL \
-             GROUP BY channel, code, message ORDER BY n DESC, channel, code LIMIT ?",
-        )
-        .bind(ms(from))
-        .bind(ms(to))
-        .bind(i64::from(limit.clamp(1, 100)))
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(codec::failure_reason).collect()
+        self.read(|c| {
+            c.all(
+                "SELECT channel, failure_code AS code, COALESCE(failure_message, '') AS message, \
+                 COUNT(*) AS n FROM payments \
+                 WHERE created_at >= ? AND created_at < ? AND failure_code IS NOT NULL \
+                 GROUP BY channel, code, message ORDER BY n DESC, channel, code LIMIT ?",
+                params![ms(from), ms(to), i64::from(limit.clamp(1, 100))],
+                |r| codec::failure_reason(r),
+            )
+        })
     }
 }

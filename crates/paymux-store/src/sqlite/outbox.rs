@@ -2,31 +2,28 @@
 
 use async_trait::async_trait;
 use paymux_core::{EventId, EventType, MerchantId};
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
-use super::writer::ExecuteAlone;
-use super::{SqliteStore, Tx};
+use super::{Sql, SqliteStore};
 use crate::codec::{self, Columns, ENDPOINT_COLUMNS, EVENT_COLUMNS, ms, parse};
 use crate::error::unavailable;
 use crate::rules::{self, Subscriber};
 use crate::*;
 
 /// The merchant's endpoints, as event routing sees them.
-async fn subscribers(tx: &mut Tx, merchant: MerchantId) -> StoreResult<Vec<(String, Subscriber)>> {
-    let rows = sqlx::query(
+fn subscribers(c: &Connection, merchant: MerchantId) -> StoreResult<Vec<(String, Subscriber)>> {
+    c.all(
         "SELECT id, events, livemode, deleted FROM webhook_endpoints WHERE merchant_id = ?",
+        params![merchant.to_string()],
+        |r| codec::subscriber(r),
     )
-    .bind(merchant.to_string())
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    rows.iter().map(codec::subscriber).collect()
 }
 
 /// Writes events of one mode (their object's) and, in the same transaction, a delivery to each
 /// endpoint that receives them.
-pub(super) async fn insert_events(
-    tx: &mut Tx,
+pub(super) fn insert_events(
+    c: &Connection,
     merchant: MerchantId,
     livemode: bool,
     events: &[NewEvent],
@@ -35,50 +32,48 @@ pub(super) async fn insert_events(
     if events.is_empty() {
         return Ok(());
     }
-    let endpoints = subscribers(tx, merchant).await?;
+    let endpoints = subscribers(c, merchant)?;
     for e in events {
-        sqlx::query(
+        c.exec(
             "INSERT INTO events (id, merchant_id, type, object_id, data, livemode, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(e.id.to_string())
-        .bind(merchant.to_string())
-        .bind(e.kind.as_str())
-        .bind(&e.object_id)
-        .bind(e.data.to_string())
-        .bind(livemode)
-        .bind(ms(at))
-        .execute(&mut **tx)
-        .await
-        .map_err(unavailable)?;
+            params![
+                e.id.to_string(),
+                merchant.to_string(),
+                e.kind.as_str(),
+                &e.object_id,
+                e.data.to_string(),
+                livemode,
+                ms(at),
+            ],
+        )?;
         for (id, endpoint) in &endpoints {
             if rules::receives(endpoint, e.kind, livemode) {
-                insert_delivery(tx, &e.id.to_string(), id, at).await?;
+                insert_delivery(c, &e.id.to_string(), id, at)?;
             }
         }
     }
     Ok(())
 }
 
-async fn insert_delivery(
-    tx: &mut Tx,
+fn insert_delivery(
+    c: &Connection,
     event_id: &str,
     endpoint_id: &str,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query(
+    c.exec(
         "INSERT INTO deliveries (id, event_id, endpoint_id, status, attempts, next_attempt_at, \
          window_started_at, created_at) VALUES (?, ?, ?, 'pending', 0, ?, ?, ?)",
-    )
-    .bind(format!("dlv_{}", uuid::Uuid::now_v7().simple()))
-    .bind(event_id)
-    .bind(endpoint_id)
-    .bind(ms(at))
-    .bind(ms(at))
-    .bind(ms(at))
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?;
+        params![
+            format!("dlv_{}", uuid::Uuid::now_v7().simple()),
+            event_id,
+            endpoint_id,
+            ms(at),
+            ms(at),
+            ms(at),
+        ],
+    )?;
     Ok(())
 }
 
@@ -98,45 +93,47 @@ impl OutboxStore for SqliteStore {
              ORDER BY rowid LIMIT ?"
         );
         let after = after.map(|a| a.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(livemode)
-            .bind(after.clone())
-            .bind(after)
-            .bind(i64::from(limit.clamp(1, 100)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::event).collect()
+        self.read(|c| {
+            c.all(
+                &sql,
+                params![
+                    merchant.to_string(),
+                    livemode,
+                    after.clone(),
+                    after,
+                    i64::from(limit.clamp(1, 100)),
+                ],
+                |r| codec::event(r),
+            )
+        })
     }
 
     async fn event(&self, merchant: MerchantId, id: EventId) -> StoreResult<Option<EventRecord>> {
         let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND merchant_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(merchant.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::event).transpose()
+        self.read(|c| {
+            c.one(&sql, params![id.to_string(), merchant.to_string()], |r| codec::event(r))
+        })
     }
 
     async fn create_webhook_endpoint(&self, ep: &WebhookEndpointRecord) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, events, livemode, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&ep.id)
-        .bind(ep.merchant_id.to_string())
-        .bind(&ep.url)
-        .bind(&ep.secret)
-        .bind(codec::event_types_json(ep.events.as_deref()))
-        .bind(ep.livemode)
-        .bind(ms(ep.created_at))
-        .execute_alone(&self.writer)
+        let ep = ep.clone();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO webhook_endpoints (id, merchant_id, url, secret, events, livemode, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    &ep.id,
+                    ep.merchant_id.to_string(),
+                    &ep.url,
+                    &ep.secret,
+                    codec::event_types_json(ep.events.as_deref()),
+                    ep.livemode,
+                    ms(ep.created_at),
+                ],
+            )
+            .map(drop)
+        })
         .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn webhook_endpoints(
@@ -148,13 +145,7 @@ impl OutboxStore for SqliteStore {
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
              WHERE merchant_id = ? AND livemode = ? AND NOT deleted ORDER BY id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(livemode)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::endpoint).collect()
+        self.read(|c| c.all(&sql, params![merchant.to_string(), livemode], |r| codec::endpoint(r)))
     }
 
     async fn webhook_endpoint(
@@ -166,13 +157,7 @@ impl OutboxStore for SqliteStore {
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
              WHERE merchant_id = ? AND id = ? AND NOT deleted"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::endpoint).transpose()
+        self.read(|c| c.one(&sql, params![merchant.to_string(), id], |r| codec::endpoint(r)))
     }
 
     async fn rotate_webhook_secret(
@@ -181,86 +166,70 @@ impl OutboxStore for SqliteStore {
         id: &str,
         rotation: &SecretRotation<'_>,
     ) -> StoreResult<Option<String>> {
-        let mut tx = self.begin().await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT secret FROM webhook_endpoints WHERE merchant_id = ? AND id = ? AND NOT deleted",
-        )
-        .bind(merchant.to_string())
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        let Some(current) = current else { return Ok(None) };
-        if let Some(key) = rotation.idempotency_key {
-            let made: Option<String> = sqlx::query_scalar(
-                "SELECT secret FROM webhook_rotations WHERE endpoint_id = ? AND idempotency_key = ?",
-            )
-            .bind(id)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if made.is_some() {
-                return Ok(made);
+        let id = id.to_owned();
+        let secret = rotation.secret.to_owned();
+        let idempotency_key = rotation.idempotency_key.map(str::to_owned);
+        let now = rotation.now;
+        let old_expires_at = rotation.old_expires_at;
+        self.write(move |tx| {
+            let current: Option<String> = tx.one(
+                "SELECT secret FROM webhook_endpoints WHERE merchant_id = ? AND id = ? AND NOT deleted",
+                params![merchant.to_string(), &id],
+                |r| r.text("secret"),
+            )?;
+            let Some(current) = current else {
+                tx.roll_back();
+                return Ok(None);
+            };
+            if let Some(key) = &idempotency_key {
+                let made: Option<String> = tx.one(
+                    "SELECT secret FROM webhook_rotations WHERE endpoint_id = ? AND idempotency_key = ?",
+                    params![&id, key],
+                    |r| r.text("secret"),
+                )?;
+                if made.is_some() {
+                    tx.roll_back();
+                    return Ok(made);
+                }
+                tx.exec(
+                    "INSERT INTO webhook_rotations (endpoint_id, idempotency_key, secret) VALUES (?, ?, ?)",
+                    params![&id, key, &secret],
+                )?;
             }
-            sqlx::query(
-                "INSERT INTO webhook_rotations (endpoint_id, idempotency_key, secret) VALUES (?, ?, ?)",
-            )
-            .bind(id)
-            .bind(key)
-            .bind(rotation.secret)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        sqlx::query("DELETE FROM webhook_old_secrets WHERE endpoint_id = ? AND expires_at <= ?")
-            .bind(id)
-            .bind(ms(rotation.now))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO webhook_old_secrets (endpoint_id, secret, expires_at) VALUES (?, ?, ?)",
-        )
-        .bind(id)
-        .bind(&current)
-        .bind(ms(rotation.old_expires_at))
-        .execute(&mut *tx)
+            tx.exec(
+                "DELETE FROM webhook_old_secrets WHERE endpoint_id = ? AND expires_at <= ?",
+                params![&id, ms(now)],
+            )?;
+            tx.exec(
+                "INSERT INTO webhook_old_secrets (endpoint_id, secret, expires_at) VALUES (?, ?, ?)",
+                params![&id, &current, ms(old_expires_at)],
+            )?;
+            tx.exec(
+                "UPDATE webhook_endpoints SET secret = ? WHERE id = ?",
+                params![&secret, &id],
+            )?;
+            Ok(Some(secret))
+        })
         .await
-        .map_err(unavailable)?;
-        sqlx::query("UPDATE webhook_endpoints SET secret = ? WHERE id = ?")
-            .bind(rotation.secret)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Some(rotation.secret.to_owned()))
     }
 
     async fn delete_webhook_endpoint(&self, merchant: MerchantId, id: &str) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE webhook_endpoints SET deleted = TRUE WHERE merchant_id = ? AND id = ? AND NOT deleted",
-        )
-        .bind(merchant.to_string())
-        .bind(id)
-        .execute(&mut *tx)
+        let id = id.to_owned();
+        self.write(move |tx| {
+            let done = tx.exec(
+                "UPDATE webhook_endpoints SET deleted = TRUE WHERE merchant_id = ? AND id = ? AND NOT deleted",
+                params![merchant.to_string(), &id],
+            )?;
+            if done == 1 {
+                // Nothing more goes to a deleted endpoint.
+                tx.exec(
+                    "UPDATE deliveries SET status = 'canceled' WHERE endpoint_id = ? AND status = 'pending'",
+                    params![&id],
+                )?;
+            }
+            Ok(done == 1)
+        })
         .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if done == 1 {
-            // Nothing more goes to a deleted endpoint.
-            sqlx::query(
-                "UPDATE deliveries SET status = 'canceled' WHERE endpoint_id = ? AND status = 'pending'",
-            )
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(done == 1)
     }
 
     async fn deliveries_for_event(
@@ -268,33 +237,26 @@ impl OutboxStore for SqliteStore {
         merchant: MerchantId,
         event: EventId,
     ) -> StoreResult<Vec<DeliveryRecord>> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.endpoint_id, w.url, d.status, d.next_attempt_at, d.delivered_at \
-             FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
-               JOIN events e ON e.id = d.event_id \
-             WHERE d.event_id = ? AND e.merchant_id = ? ORDER BY d.id",
-        )
-        .bind(event.to_string())
-        .bind(merchant.to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let attempts = sqlx::query(
-                "SELECT at, status_code, latency_ms, error FROM delivery_attempts \
-                 WHERE delivery_id = ? ORDER BY at, id",
+        self.read(|c| {
+            // Each delivery's attempts are read while its row is at hand (a second statement on
+            // the same connection).
+            c.all(
+                "SELECT d.id, d.endpoint_id, w.url, d.status, d.next_attempt_at, d.delivered_at \
+                 FROM deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id \
+                   JOIN events e ON e.id = d.event_id \
+                 WHERE d.event_id = ? AND e.merchant_id = ? ORDER BY d.id",
+                params![event.to_string(), merchant.to_string()],
+                |row| {
+                    let attempts = c.all(
+                        "SELECT at, status_code, latency_ms, error FROM delivery_attempts \
+                         WHERE delivery_id = ? ORDER BY at, id",
+                        params![row.text("id")?],
+                        |r| codec::delivery_attempt(r),
+                    )?;
+                    codec::delivery(row, attempts)
+                },
             )
-            .bind(row.text("id")?)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?
-            .iter()
-            .map(codec::delivery_attempt)
-            .collect::<StoreResult<Vec<_>>>()?;
-            out.push(codec::delivery(row, attempts)?);
-        }
-        Ok(out)
+        })
     }
 
     async fn redeliver_event(
@@ -303,50 +265,44 @@ impl OutboxStore for SqliteStore {
         event: EventId,
         now: OffsetDateTime,
     ) -> StoreResult<u64> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT type, livemode FROM events WHERE id = ? AND merchant_id = ?")
-            .bind(event.to_string())
-            .bind(merchant.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .ok_or(StoreError::NotFound)?;
-        let kind: EventType = parse(row.text("type")?, "event type")?;
-        let livemode = row.flag("livemode")?;
-        let mut count = 0;
-        for (endpoint_id, endpoint) in subscribers(&mut tx, merchant).await? {
-            if !rules::receives(&endpoint, kind, livemode) {
-                continue;
+        self.write(move |tx| {
+            let (kind, livemode): (EventType, bool) = tx
+                .one(
+                    "SELECT type, livemode FROM events WHERE id = ? AND merchant_id = ?",
+                    params![event.to_string(), merchant.to_string()],
+                    |row| Ok((parse(row.text("type")?, "event type")?, row.flag("livemode")?)),
+                )?
+                .ok_or(StoreError::NotFound)?;
+            let mut count = 0;
+            for (endpoint_id, endpoint) in subscribers(tx, merchant)? {
+                if !rules::receives(&endpoint, kind, livemode) {
+                    continue;
+                }
+                let updated = tx.exec(
+                    "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, window_started_at = ?, \
+                     locked_until = NULL WHERE event_id = ? AND endpoint_id = ?",
+                    params![ms(now), ms(now), event.to_string(), &endpoint_id],
+                )?;
+                if updated == 0 {
+                    insert_delivery(tx, &event.to_string(), &endpoint_id, now)?;
+                }
+                count += 1;
             }
-            let updated = sqlx::query(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, window_started_at = ?, \
-                 locked_until = NULL WHERE event_id = ? AND endpoint_id = ?",
-            )
-            .bind(ms(now))
-            .bind(ms(now))
-            .bind(event.to_string())
-            .bind(&endpoint_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-            if updated == 0 {
-                insert_delivery(&mut tx, &event.to_string(), &endpoint_id, now).await?;
-            }
-            count += 1;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(count)
+            Ok(count)
+        })
+        .await
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
-        let (undelivered, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(e.created_at) FROM deliveries d \
-             JOIN events e ON e.id = d.event_id WHERE d.status = 'pending'",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .map_err(unavailable)?;
+        let (undelivered, oldest): (i64, Option<i64>) = self.read(|c| {
+            c.one(
+                "SELECT COUNT(*), MIN(e.created_at) FROM deliveries d \
+                 JOIN events e ON e.id = d.event_id WHERE d.status = 'pending'",
+                [],
+                |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
+            )?
+            .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
+        })?;
         Ok(OutboxBacklog {
             undelivered: u64::try_from(undelivered).unwrap_or(0),
             oldest_undelivered_at: oldest.map(codec::from_ms).transpose()?,

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use paymux_core::{AccountId, AttemptId, ChannelOrderNo, MerchantId, PaymentId, PaymentStatus};
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
 use super::idempotency::bind_idempotency_key;
@@ -9,9 +10,8 @@ use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
 use super::settlement::{Movement, insert_settlement_row, record_movement};
-use super::{SqliteStore, Tx};
+use super::{Sql, SqliteStore};
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms, parse};
-use crate::error::{unavailable, unique_or};
 use crate::*;
 
 #[async_trait]
@@ -24,50 +24,55 @@ impl PaymentStore for SqliteStore {
         first_check_at: OffsetDateTime,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO payments (id, merchant_id, merchant_order_no, amount, currency, subject, \
-             status, channel, method, account_id, channel_order_no, channel_trade_no, action, \
-             amount_refunded, amount_reserved, failure_code, failure_message, client_ip, return_url, \
-             payer, metadata, expires_at, paid_at, created_at, updated_at, next_check_at, livemode) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(p.id.to_string())
-        .bind(p.merchant_id.to_string())
-        .bind(&p.merchant_order_no)
-        .bind(p.amount.minor())
-        .bind(p.amount.currency().code())
-        .bind(&p.subject)
-        .bind(p.status.as_str())
-        .bind(p.channel.as_str())
-        .bind(p.method.as_str())
-        .bind(p.account_id.to_string())
-        .bind(p.channel_order_no.as_str())
-        .bind(&p.channel_trade_no)
-        .bind(p.action.as_ref().map(|v| v.to_string()))
-        .bind(p.amount_refunded)
-        .bind(p.amount_reserved)
-        .bind(&p.failure_code)
-        .bind(&p.failure_message)
-        .bind(&p.client_ip)
-        .bind(&p.return_url)
-        .bind(p.payer.as_ref().map(|v| v.to_string()))
-        .bind(p.metadata.to_string())
-        .bind(ms(p.expires_at))
-        .bind(p.paid_at.map(ms))
-        .bind(ms(p.created_at))
-        .bind(ms(p.updated_at))
-        .bind(ms(first_check_at))
-        .bind(p.livemode)
-        .execute(&mut *tx)
+        let p = p.clone();
+        let a = a.clone();
+        let settlement = settlement.cloned();
+        let idempotency_key = idempotency_key.map(str::to_owned);
+        self.write(move |tx| {
+            tx.exec_unique(
+                "INSERT INTO payments (id, merchant_id, merchant_order_no, amount, currency, subject, \
+                 status, channel, method, account_id, channel_order_no, channel_trade_no, action, \
+                 amount_refunded, amount_reserved, failure_code, failure_message, client_ip, return_url, \
+                 payer, metadata, expires_at, paid_at, created_at, updated_at, next_check_at, livemode) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    p.id.to_string(),
+                    p.merchant_id.to_string(),
+                    p.merchant_order_no,
+                    p.amount.minor(),
+                    p.amount.currency().code(),
+                    p.subject,
+                    p.status.as_str(),
+                    p.channel.as_str(),
+                    p.method.as_str(),
+                    p.account_id.to_string(),
+                    p.channel_order_no.as_str(),
+                    p.channel_trade_no,
+                    p.action.as_ref().map(|v| v.to_string()),
+                    p.amount_refunded,
+                    p.amount_reserved,
+                    p.failure_code,
+                    p.failure_message,
+                    p.client_ip,
+                    p.return_url,
+                    p.payer.as_ref().map(|v| v.to_string()),
+                    p.metadata.to_string(),
+                    ms(p.expires_at),
+                    p.paid_at.map(ms),
+                    ms(p.created_at),
+                    ms(p.updated_at),
+                    ms(first_check_at),
+                    p.livemode,
+                ],
+                "merchant_order_no",
+            )?;
+            insert_attempt_row(tx, &a)?;
+            if let Some(s) = &settlement {
+                insert_settlement_row(tx, s)?;
+            }
+            bind_idempotency_key(tx, p.merchant_id, idempotency_key.as_deref(), &p.id.to_string())
+        })
         .await
-        .map_err(|e| unique_or(e, "merchant_order_no"))?;
-        insert_attempt_row(&mut tx, a).await?;
-        if let Some(s) = settlement {
-            insert_settlement_row(&mut tx, s).await?;
-        }
-        bind_idempotency_key(&mut tx, p.merchant_id, idempotency_key, &p.id.to_string()).await?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn insert_attempt(
@@ -75,37 +80,38 @@ impl PaymentStore for SqliteStore {
         a: &AttemptRecord,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let shown = sqlx::query(
-            "UPDATE payments SET channel = ?, method = ?, account_id = ?, channel_order_no = ?, \
-             action = NULL, updated_at = ? WHERE id = ? AND status = 'pending' \
-             RETURNING merchant_id",
-        )
-        .bind(a.channel.as_str())
-        .bind(a.method.as_str())
-        .bind(a.account_id.to_string())
-        .bind(a.channel_order_no.as_str())
-        .bind(ms(a.created_at))
-        .bind(a.payment_id.to_string())
-        .fetch_optional(&mut *tx)
+        let a = a.clone();
+        let idempotency_key = idempotency_key.map(str::to_owned);
+        self.write(move |tx| {
+            let shown = tx.one(
+                "UPDATE payments SET channel = ?, method = ?, account_id = ?, channel_order_no = ?, \
+                 action = NULL, updated_at = ? WHERE id = ? AND status = 'pending' \
+                 RETURNING merchant_id",
+                params![
+                    a.channel.as_str(),
+                    a.method.as_str(),
+                    a.account_id.to_string(),
+                    a.channel_order_no.as_str(),
+                    ms(a.created_at),
+                    a.payment_id.to_string(),
+                ],
+                |r| r.text("merchant_id"),
+            )?;
+            let Some(shown) = shown else {
+                let status = tx
+                    .one(
+                        "SELECT status FROM payments WHERE id = ?",
+                        params![a.payment_id.to_string()],
+                        |r| r.text("status"),
+                    )?
+                    .ok_or(StoreError::NotFound)?;
+                return Err(StoreError::PaymentNotPending(parse(status, "payment status")?));
+            };
+            let merchant = parse(shown, "merchant id")?;
+            insert_attempt_row(tx, &a)?;
+            bind_idempotency_key(tx, merchant, idempotency_key.as_deref(), &a.payment_id.to_string())
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(shown) = shown else {
-            let status = sqlx::query("SELECT status FROM payments WHERE id = ?")
-                .bind(a.payment_id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .ok_or(StoreError::NotFound)?;
-            return Err(StoreError::PaymentNotPending(parse(
-                status.text("status")?,
-                "payment status",
-            )?));
-        };
-        let merchant = parse(shown.text("merchant_id")?, "merchant id")?;
-        insert_attempt_row(&mut tx, a).await?;
-        bind_idempotency_key(&mut tx, merchant, idempotency_key, &a.payment_id.to_string()).await?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn record_created(
@@ -114,32 +120,38 @@ impl PaymentStore for SqliteStore {
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "UPDATE attempts SET action = ?, channel_data = ? WHERE id = ? \
-             RETURNING payment_id, account_id, channel_order_no",
-        )
-        .bind(action.to_string())
-        .bind(channel_data.to_string())
-        .bind(attempt.to_string())
-        .fetch_optional(&mut *tx)
+        let action = action.to_string();
+        let channel_data = channel_data.to_string();
+        self.write(move |tx| {
+            let (payment_id, account_id, channel_order_no) = tx
+                .one(
+                    "UPDATE attempts SET action = ?, channel_data = ? WHERE id = ? \
+                     RETURNING payment_id, account_id, channel_order_no",
+                    params![action, channel_data, attempt.to_string()],
+                    |r| {
+                        Ok((
+                            r.text("payment_id")?,
+                            r.text("account_id")?,
+                            r.text("channel_order_no")?,
+                        ))
+                    },
+                )?
+                .ok_or(StoreError::NotFound)?;
+            // The payment shows the action only while this attempt is the one it shows.
+            tx.exec(
+                "UPDATE payments SET action = ?, updated_at = ? \
+                 WHERE id = ? AND account_id = ? AND channel_order_no = ?",
+                params![
+                    action,
+                    ms(OffsetDateTime::now_utc()),
+                    payment_id,
+                    account_id,
+                    channel_order_no,
+                ],
+            )?;
+            Ok(())
+        })
         .await
-        .map_err(unavailable)?
-        .ok_or(StoreError::NotFound)?;
-        // The payment shows the action only while this attempt is the one it shows.
-        sqlx::query(
-            "UPDATE payments SET action = ?, updated_at = ? \
-             WHERE id = ? AND account_id = ? AND channel_order_no = ?",
-        )
-        .bind(action.to_string())
-        .bind(ms(OffsetDateTime::now_utc()))
-        .bind(row.text("payment_id")?)
-        .bind(row.text("account_id")?)
-        .bind(row.text("channel_order_no")?)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn payment(
@@ -149,13 +161,9 @@ impl PaymentStore for SqliteStore {
     ) -> StoreResult<Option<PaymentRecord>> {
         let sql =
             format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ? AND merchant_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(merchant.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::payment).transpose()
+        self.read(|c| {
+            c.one(&sql, params![id.to_string(), merchant.to_string()], |r| codec::payment(r))
+        })
     }
 
     async fn payment_by_order_no(
@@ -166,13 +174,9 @@ impl PaymentStore for SqliteStore {
         let sql = format!(
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ? AND merchant_order_no = ?"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(merchant_order_no)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::payment).transpose()
+        self.read(|c| {
+            c.one(&sql, params![merchant.to_string(), merchant_order_no], |r| codec::payment(r))
+        })
     }
 
     async fn list_payments(
@@ -189,31 +193,29 @@ impl PaymentStore for SqliteStore {
         let order_no = filter.merchant_order_no.as_deref();
         let status = filter.status.map(|s| s.as_str());
         let before = filter.before.map(|b| b.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(filter.livemode)
-            .bind(order_no)
-            .bind(order_no)
-            .bind(status)
-            .bind(status)
-            .bind(before.clone())
-            .bind(before)
-            .bind(i64::from(filter.limit.clamp(1, 100)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::payment).collect()
+        self.read(|c| {
+            c.all(
+                &sql,
+                params![
+                    merchant.to_string(),
+                    filter.livemode,
+                    order_no,
+                    order_no,
+                    status,
+                    status,
+                    before,
+                    before,
+                    i64::from(filter.limit.clamp(1, 100)),
+                ],
+                |r| codec::payment(r),
+            )
+        })
     }
 
     async fn attempts(&self, payment: PaymentId) -> StoreResult<Vec<AttemptRecord>> {
         let sql =
             format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE payment_id = ? ORDER BY id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(payment.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::attempt).collect()
+        self.read(|c| c.all(&sql, params![payment.to_string()], |r| codec::attempt(r)))
     }
 
     async fn attempt_by_channel_order_no(
@@ -224,181 +226,166 @@ impl PaymentStore for SqliteStore {
         let sql = format!(
             "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE account_id = ? AND channel_order_no = ?"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(account.to_string())
-            .bind(channel_order_no.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::attempt).transpose()
+        self.read(|c| {
+            c.one(&sql, params![account.to_string(), channel_order_no.as_str()], |r| {
+                codec::attempt(r)
+            })
+        })
     }
 
     async fn transition_payment(&self, c: &PaymentTransition) -> StoreResult<bool> {
         if !c.from.can_become(c.to) {
             return Ok(false);
         }
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE payments SET status = ?, \
-               channel_trade_no = COALESCE(?, channel_trade_no), \
-               paid_at = COALESCE(?, paid_at), \
-               failure_code = ?, failure_message = ?, updated_at = ? \
-             WHERE id = ? AND status = ? RETURNING livemode",
-        )
-        .bind(c.to.as_str())
-        .bind(&c.channel_trade_no)
-        .bind(c.paid_at.map(ms))
-        .bind(&c.failure_code)
-        .bind(&c.failure_message)
-        .bind(ms(c.at))
-        .bind(c.payment_id.to_string())
-        .bind(c.from.as_str())
-        .fetch_optional(&mut *tx)
+        let c = c.clone();
+        self.write(move |tx| {
+            let done = tx.one(
+                "UPDATE payments SET status = ?, \
+                   channel_trade_no = COALESCE(?, channel_trade_no), \
+                   paid_at = COALESCE(?, paid_at), \
+                   failure_code = ?, failure_message = ?, updated_at = ? \
+                 WHERE id = ? AND status = ? RETURNING livemode",
+                params![
+                    c.to.as_str(),
+                    c.channel_trade_no,
+                    c.paid_at.map(ms),
+                    c.failure_code,
+                    c.failure_message,
+                    ms(c.at),
+                    c.payment_id.to_string(),
+                    c.from.as_str(),
+                ],
+                |r| r.flag("livemode"),
+            )?;
+            let Some(livemode) = done else {
+                return Ok(false);
+            };
+            if !change_attempt(tx, c.payment_id, &c.attempt)? {
+                // The payment's change is rolled back.
+                tx.roll_back();
+                return Ok(false);
+            }
+            if c.to == PaymentStatus::Succeeded {
+                // The payment shows the attempt it succeeded with.
+                tx.exec(
+                    "UPDATE payments SET (channel, method, account_id, channel_order_no, action) = \
+                     (SELECT a.channel, a.method, a.account_id, a.channel_order_no, \
+                             COALESCE(a.action, payments.action) \
+                      FROM attempts a WHERE a.id = ?) WHERE id = ?",
+                    params![c.attempt.attempt_id.to_string(), c.payment_id.to_string()],
+                )?;
+            }
+            // Read after the attempts were written in this transaction: an attempt added before it
+            // began is seen (SQLite's one writer; PostgreSQL's row lock on the payment).
+            tx.exec(
+                "UPDATE payments SET next_check_at = CASE WHEN EXISTS \
+                   (SELECT 1 FROM attempts WHERE payment_id = ? AND watching) \
+                 THEN COALESCE(next_check_at, ?) ELSE NULL END WHERE id = ?",
+                params![c.payment_id.to_string(), ms(c.at), c.payment_id.to_string()],
+            )?;
+            insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+            if let Some(inbound) = &c.inbound {
+                insert_inbound(tx, inbound)?;
+            }
+            if c.to == PaymentStatus::Succeeded {
+                record_movement(tx, c.payment_id, Movement::Paid, c.at)?;
+            }
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(changed) = done else {
-            return Ok(false);
-        };
-        if !change_attempt(&mut tx, c.payment_id, &c.attempt).await? {
-            // Dropping the transaction rolls the payment's change back.
-            return Ok(false);
-        }
-        if c.to == PaymentStatus::Succeeded {
-            // The payment shows the attempt it succeeded with.
-            sqlx::query(
-                "UPDATE payments SET (channel, method, account_id, channel_order_no, action) = \
-                 (SELECT a.channel, a.method, a.account_id, a.channel_order_no, \
-                         COALESCE(a.action, payments.action) \
-                  FROM attempts a WHERE a.id = ?) WHERE id = ?",
-            )
-            .bind(c.attempt.attempt_id.to_string())
-            .bind(c.payment_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        // Read after the attempts were written in this transaction: an attempt added before it
-        // began is seen (SQLite's one writer; PostgreSQL's row lock on the payment).
-        sqlx::query(
-            "UPDATE payments SET next_check_at = CASE WHEN EXISTS \
-               (SELECT 1 FROM attempts WHERE payment_id = ? AND watching) \
-             THEN COALESCE(next_check_at, ?) ELSE NULL END WHERE id = ?",
-        )
-        .bind(c.payment_id.to_string())
-        .bind(ms(c.at))
-        .bind(c.payment_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
-        if let Some(inbound) = &c.inbound {
-            insert_inbound(&mut tx, inbound).await?;
-        }
-        if c.to == PaymentStatus::Succeeded {
-            record_movement(&mut tx, c.payment_id, Movement::Paid, c.at).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 
     async fn transition_attempt(&self, c: &AttemptChange) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let payment = sqlx::query("SELECT payment_id FROM attempts WHERE id = ?")
-            .bind(c.attempt_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .ok_or(StoreError::NotFound)?;
-        let payment = parse(payment.text("payment_id")?, "payment id")?;
-        if !change_attempt(&mut tx, payment, c).await? {
-            return Ok(false);
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
+        let c = c.clone();
+        self.write(move |tx| {
+            let payment = tx
+                .one(
+                    "SELECT payment_id FROM attempts WHERE id = ?",
+                    params![c.attempt_id.to_string()],
+                    |r| r.text("payment_id"),
+                )?
+                .ok_or(StoreError::NotFound)?;
+            let payment = parse(payment, "payment id")?;
+            change_attempt(tx, payment, &c)
+        })
+        .await
     }
 
     async fn record_duplicate(&self, d: &DuplicatePaid) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let row = sqlx::query(
-            "SELECT p.id, p.livemode, p.amount FROM attempts a \
-             JOIN payments p ON p.id = a.payment_id WHERE a.id = ?",
-        )
-        .bind(d.change.attempt_id.to_string())
-        .fetch_optional(&mut *tx)
+        let d = d.clone();
+        self.write(move |tx| {
+            let (payment, livemode, amount) = tx
+                .one(
+                    "SELECT p.id, p.livemode, p.amount FROM attempts a \
+                     JOIN payments p ON p.id = a.payment_id WHERE a.id = ?",
+                    params![d.change.attempt_id.to_string()],
+                    |r| Ok((r.text("id")?, r.flag("livemode")?, r.int("amount")?)),
+                )?
+                .ok_or(StoreError::NotFound)?;
+            let payment = parse(payment, "payment id")?;
+            if !change_attempt(tx, payment, &d.change)? {
+                return Ok(false);
+            }
+            insert_events(tx, d.merchant_id, livemode, &d.events, d.at)?;
+            // A duplicate attempt pays the payment's amount again.
+            record_movement(tx, payment, Movement::DuplicatePaid(amount), d.at)?;
+            if let Some((refund, first_check_at)) = &d.refund {
+                // Nothing is reserved: the money refunded is the duplicate's, not the payment's.
+                insert_refund_row(tx, refund, *first_check_at)?;
+            }
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?
-        .ok_or(StoreError::NotFound)?;
-        let payment = parse(row.text("id")?, "payment id")?;
-        if !change_attempt(&mut tx, payment, &d.change).await? {
-            return Ok(false);
-        }
-        insert_events(&mut tx, d.merchant_id, row.flag("livemode")?, &d.events, d.at).await?;
-        // A duplicate attempt pays the payment's amount again.
-        record_movement(&mut tx, payment, Movement::DuplicatePaid(row.int("amount")?), d.at)
-            .await?;
-        if let Some((refund, first_check_at)) = &d.refund {
-            // Nothing is reserved: the money refunded is the duplicate's, not the payment's.
-            insert_refund_row(&mut tx, refund, *first_check_at).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 
     async fn payment_by_id(&self, id: PaymentId) -> StoreResult<Option<PaymentRecord>> {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::payment).transpose()
+        self.read(|c| c.one(&sql, params![id.to_string()], |r| codec::payment(r)))
     }
 }
 
-async fn insert_attempt_row(tx: &mut Tx, a: &AttemptRecord) -> StoreResult<()> {
-    sqlx::query(
+fn insert_attempt_row(c: &Connection, a: &AttemptRecord) -> StoreResult<()> {
+    c.exec_unique(
         "INSERT INTO attempts (id, payment_id, account_id, channel, method, channel_order_no, \
          status, action, channel_trade_no, channel_data, watching, created_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(a.id.to_string())
-    .bind(a.payment_id.to_string())
-    .bind(a.account_id.to_string())
-    .bind(a.channel.as_str())
-    .bind(a.method.as_str())
-    .bind(a.channel_order_no.as_str())
-    .bind(a.status.as_str())
-    .bind(a.action.as_ref().map(|v| v.to_string()))
-    .bind(&a.channel_trade_no)
-    .bind(a.channel_data.to_string())
-    .bind(a.watching)
-    .bind(ms(a.created_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| unique_or(e, "channel_order_no"))?;
+        params![
+            a.id.to_string(),
+            a.payment_id.to_string(),
+            a.account_id.to_string(),
+            a.channel.as_str(),
+            a.method.as_str(),
+            a.channel_order_no.as_str(),
+            a.status.as_str(),
+            a.action.as_ref().map(|v| v.to_string()),
+            a.channel_trade_no,
+            a.channel_data.to_string(),
+            a.watching,
+            ms(a.created_at),
+        ],
+        "channel_order_no",
+    )?;
     Ok(())
 }
 
 /// The compare-and-set on one attempt of `payment`, in the caller's transaction. Returns whether
 /// it applied.
-async fn change_attempt(tx: &mut Tx, payment: PaymentId, c: &AttemptChange) -> StoreResult<bool> {
-    if c.from != c.to && !c.from.can_become(c.to) {
+fn change_attempt(c: &Connection, payment: PaymentId, ch: &AttemptChange) -> StoreResult<bool> {
+    if ch.from != ch.to && !ch.from.can_become(ch.to) {
         return Ok(false);
     }
-    let done = sqlx::query(
+    let done = c.exec(
         "UPDATE attempts SET status = ?, watching = ?, \
            channel_trade_no = COALESCE(?, channel_trade_no) \
          WHERE id = ? AND payment_id = ? AND status = ?",
-    )
-    .bind(c.to.as_str())
-    .bind(c.watching)
-    .bind(&c.channel_trade_no)
-    .bind(c.attempt_id.to_string())
-    .bind(payment.to_string())
-    .bind(c.from.as_str())
-    .execute(&mut **tx)
-    .await
-    .map_err(unavailable)?
-    .rows_affected();
+        params![
+            ch.to.as_str(),
+            ch.watching,
+            ch.channel_trade_no,
+            ch.attempt_id.to_string(),
+            payment.to_string(),
+            ch.from.as_str(),
+        ],
+    )?;
     Ok(done == 1)
 }

@@ -3,11 +3,10 @@
 
 use async_trait::async_trait;
 use paymux_core::{PaymentId, RefundId};
-use sqlx::sqlite::SqliteRow;
+use rusqlite::{Row, params};
 use time::OffsetDateTime;
 
-use super::SqliteStore;
-use super::writer::ExecuteAlone;
+use super::{Sql, SqliteStore};
 use crate::codec::{self, Columns, DUE_EVENT_COLUMNS, PAYMENT_COLUMNS, REFUND_COLUMNS, ms};
 use crate::error::unavailable;
 use crate::rules;
@@ -16,7 +15,10 @@ use crate::*;
 impl SqliteStore {
     /// Rows of `table` (payments or refunds) in one of `statuses` whose next check is due, leased
     /// until `lease_until`: pushing `next_check_at` out hides them from other sweepers till then.
-    async fn claim_due_rows(
+    /// Each row reads back with `map`; the rows are leased even when one of them does not read
+    /// back (the claim then fails after its commit).
+    #[allow(clippy::too_many_arguments)]
+    async fn claim_due_rows<T: Send + 'static>(
         &self,
         table: &'static str,
         columns: &'static str,
@@ -24,29 +26,25 @@ impl SqliteStore {
         now: OffsetDateTime,
         lease_until: OffsetDateTime,
         limit: u32,
-    ) -> StoreResult<Vec<SqliteRow>> {
-        let mut tx = self.begin().await?;
+        map: fn(&Row<'_>) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
         let select = format!(
             "SELECT {columns} FROM {table} WHERE next_check_at IS NOT NULL AND next_check_at <= ? \
              AND status IN ({statuses}) ORDER BY next_check_at LIMIT ?"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(select))
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
         let lease = format!("UPDATE {table} SET next_check_at = ? WHERE id = ?");
-        for row in &rows {
-            sqlx::query(sqlx::AssertSqlSafe(lease.clone()))
-                .bind(ms(lease_until))
-                .bind(row.text("id")?)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(rows)
+        let rows = self
+            .write(move |tx| {
+                let rows = tx.all(&select, params![ms(now), i64::from(limit)], |row| {
+                    Ok((row.text("id")?, map(row)))
+                })?;
+                for (id, _) in &rows {
+                    tx.exec(&lease, params![ms(lease_until), id])?;
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(|(_, record)| record).collect()
     }
 
     /// Compare-and-set on a lease column: the row is still ours only while the lease we wrote is
@@ -60,14 +58,7 @@ impl SqliteStore {
         until: OffsetDateTime,
     ) -> StoreResult<bool> {
         let sql = format!("UPDATE {table} SET {column} = ? WHERE id = ? AND {column} = ?");
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(until))
-            .bind(id)
-            .bind(ms(held))
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
+        let done = self.write(move |tx| tx.exec(&sql, params![ms(until), id, ms(held)])).await?;
         Ok(done == 1)
     }
 
@@ -81,13 +72,7 @@ impl SqliteStore {
         let sql = format!(
             "UPDATE {table} SET next_check_at = ?, check_count = check_count + 1 WHERE id = ?"
         );
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(at))
-            .bind(id)
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(move |tx| tx.exec(&sql, params![ms(at), id]).map(drop)).await
     }
 }
 
@@ -99,17 +84,16 @@ impl WorkQueue for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<PaymentRecord>> {
-        let rows = self
-            .claim_due_rows(
-                "payments",
-                PAYMENT_COLUMNS,
-                "'pending', 'closed', 'succeeded', 'failed'",
-                now,
-                lease_until,
-                limit,
-            )
-            .await?;
-        rows.iter().map(codec::payment).collect()
+        self.claim_due_rows(
+            "payments",
+            PAYMENT_COLUMNS,
+            "'pending', 'closed', 'succeeded', 'failed'",
+            now,
+            lease_until,
+            limit,
+            |r| codec::payment(r),
+        )
+        .await
     }
 
     async fn schedule_payment_check(&self, id: PaymentId, at: OffsetDateTime) -> StoreResult<()> {
@@ -117,12 +101,14 @@ impl WorkQueue for SqliteStore {
     }
 
     async fn stop_payment_checks(&self, id: PaymentId) -> StoreResult<()> {
-        sqlx::query("UPDATE payments SET next_check_at = NULL WHERE id = ?")
-            .bind(id.to_string())
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.write(move |tx| {
+            tx.exec(
+                "UPDATE payments SET next_check_at = NULL WHERE id = ?",
+                params![id.to_string()],
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn claim_due_refunds(
@@ -131,10 +117,10 @@ impl WorkQueue for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<RefundRecord>> {
-        let rows = self
-            .claim_due_rows("refunds", REFUND_COLUMNS, "'pending'", now, lease_until, limit)
-            .await?;
-        rows.iter().map(codec::refund).collect()
+        self.claim_due_rows("refunds", REFUND_COLUMNS, "'pending'", now, lease_until, limit, |r| {
+            codec::refund(r)
+        })
+        .await
     }
 
     async fn schedule_refund_check(&self, id: RefundId, at: OffsetDateTime) -> StoreResult<()> {
@@ -165,7 +151,6 @@ impl WorkQueue for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<DueDelivery>> {
-        let mut tx = self.begin().await?;
         let sql = format!(
             "SELECT d.id AS delivery_id, d.attempts, d.window_started_at, w.id AS endpoint_id, \
                w.url, w.secret, {DUE_EVENT_COLUMNS} \
@@ -175,35 +160,27 @@ impl WorkQueue for SqliteStore {
                AND (d.locked_until IS NULL OR d.locked_until <= ?) \
              ORDER BY d.next_attempt_at LIMIT ?"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let previous_secrets = sqlx::query_scalar(
-                "SELECT secret FROM webhook_old_secrets WHERE endpoint_id = ? \
-                 AND expires_at > ? ORDER BY expires_at DESC",
-            )
-            .bind(row.text("endpoint_id")?)
-            .bind(ms(now))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            let due = codec::due_delivery(row, previous_secrets)?;
-            sqlx::query("UPDATE deliveries SET locked_until = ? WHERE id = ?")
-                .bind(ms(lease_until))
-                .bind(&due.delivery_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            out.push(due);
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(out)
+        self.write(move |tx| {
+            // Every due row is read (with its endpoint's previous secrets) before the first
+            // lease is written, so the leases never change rows the select is still reading.
+            let out = tx.all(&sql, params![ms(now), ms(now), i64::from(limit)], |row| {
+                let previous_secrets = tx.all(
+                    "SELECT secret FROM webhook_old_secrets WHERE endpoint_id = ? \
+                     AND expires_at > ? ORDER BY expires_at DESC",
+                    params![row.text("endpoint_id")?, ms(now)],
+                    |r| r.text("secret"),
+                )?;
+                codec::due_delivery(row, previous_secrets)
+            })?;
+            for due in &out {
+                tx.exec(
+                    "UPDATE deliveries SET locked_until = ? WHERE id = ?",
+                    params![ms(lease_until), &due.delivery_id],
+                )?;
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn renew_delivery_lease(
@@ -221,47 +198,49 @@ impl WorkQueue for SqliteStore {
         a: &DeliveryAttemptRecord,
         next: DeliveryNext,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(format!("att_{}", uuid::Uuid::now_v7().simple()))
-        .bind(delivery_id)
-        .bind(ms(a.at))
-        .bind(a.status_code.map(i64::from))
-        .bind(a.latency_ms)
-        .bind(&a.error)
-        .execute(&mut *tx)
+        let delivery_id = delivery_id.to_owned();
+        let a = a.clone();
+        self.write(move |tx| {
+            tx.exec(
+                "INSERT INTO delivery_attempts (id, delivery_id, at, status_code, latency_ms, error) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                params![
+                    format!("att_{}", uuid::Uuid::now_v7().simple()),
+                    &delivery_id,
+                    ms(a.at),
+                    a.status_code.map(i64::from),
+                    a.latency_ms,
+                    &a.error,
+                ],
+            )?;
+            let update = rules::delivery_update(next, a.at);
+            tx.exec(
+                "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
+                 delivered_at = COALESCE(?, delivered_at), locked_until = NULL WHERE id = ?",
+                params![
+                    update.status,
+                    ms(update.next_attempt_at),
+                    update.delivered_at.map(ms),
+                    &delivery_id,
+                ],
+            )?;
+            Ok(())
+        })
         .await
-        .map_err(unavailable)?;
-        let update = rules::delivery_update(next, a.at);
-        sqlx::query(
-            "UPDATE deliveries SET status = ?, attempts = attempts + 1, next_attempt_at = ?, \
-             delivered_at = COALESCE(?, delivered_at), locked_until = NULL WHERE id = ?",
-        )
-        .bind(update.status)
-        .bind(ms(update.next_attempt_at))
-        .bind(update.delivered_at.map(ms))
-        .bind(delivery_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog> {
-        let (payments, refunds): (i64, i64) = sqlx::query_as(
-            "SELECT \
-               (SELECT COUNT(*) FROM payments WHERE next_check_at <= ? \
-                  AND status IN ('pending', 'closed', 'succeeded', 'failed')), \
-               (SELECT COUNT(*) FROM refunds WHERE next_check_at <= ? AND status = 'pending')",
-        )
-        .bind(ms(now))
-        .bind(ms(now))
-        .fetch_one(&self.reader)
-        .await
-        .map_err(unavailable)?;
+        let (payments, refunds): (i64, i64) = self.read(|c| {
+            c.one(
+                "SELECT \
+                   (SELECT COUNT(*) FROM payments WHERE next_check_at <= ? \
+                      AND status IN ('pending', 'closed', 'succeeded', 'failed')), \
+                   (SELECT COUNT(*) FROM refunds WHERE next_check_at <= ? AND status = 'pending')",
+                params![ms(now), ms(now)],
+                |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
+            )?
+            .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
+        })?;
         Ok(SweeperBacklog {
             payments_due: u64::try_from(payments).unwrap_or(0),
             refunds_due: u64::try_from(refunds).unwrap_or(0),

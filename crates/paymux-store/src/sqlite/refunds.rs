@@ -2,35 +2,33 @@
 
 use async_trait::async_trait;
 use paymux_core::{ChannelOrderNo, MerchantId, PaymentId, RefundId};
+use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
 use super::idempotency::bind_idempotency_key;
 use super::outbox::insert_events;
 use super::settlement::{Movement, record_movement};
-use super::writer::ExecuteAlone;
-use super::{SqliteStore, Tx};
+use super::{Sql, SqliteStore};
 use crate::codec::{self, Columns, REFUND_COLUMNS, ms, parse};
-use crate::error::{unavailable, unique_or};
 use crate::rules::{self, Refundable};
 use crate::*;
 
 /// The payment's refundable state, read in the writer's transaction (the one writer makes the
 /// read and the write that follows it atomic).
-async fn refundable(tx: &mut Tx, payment: PaymentId) -> StoreResult<Refundable> {
-    let row = sqlx::query(
+fn refundable(c: &Connection, payment: PaymentId) -> StoreResult<Refundable> {
+    c.one(
         "SELECT status, amount, amount_reserved + amount_over_reserved AS reserved \
          FROM payments WHERE id = ?",
-    )
-    .bind(payment.to_string())
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(unavailable)?
-    .ok_or(StoreError::NotFound)?;
-    Ok(Refundable {
-        status: parse(row.text("status")?, "payment status")?,
-        amount: row.int("amount")?,
-        reserved: row.int("reserved")?,
-    })
+        params![payment.to_string()],
+        |row| {
+            Ok(Refundable {
+                status: parse(row.text("status")?, "payment status")?,
+                amount: row.int("amount")?,
+                reserved: row.int("reserved")?,
+            })
+        },
+    )?
+    .ok_or(StoreError::NotFound)
 }
 
 #[async_trait]
@@ -41,48 +39,44 @@ impl RefundStore for SqliteStore {
         first_check_at: OffsetDateTime,
         idempotency_key: Option<&str>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let payment = refundable(&mut tx, r.payment_id).await?;
-        rules::check_refund(&payment, r.amount.minor())?;
-        // The schema's guard too: the reservation never passes the amount, whatever reads raced.
-        let reserved = sqlx::query(
-            "UPDATE payments SET amount_reserved = amount_reserved + ? \
-             WHERE id = ? AND status = 'succeeded' \
-               AND amount_reserved + amount_over_reserved + ? <= amount",
-        )
-        .bind(r.amount.minor())
-        .bind(r.payment_id.to_string())
-        .bind(r.amount.minor())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        if reserved != 1 {
-            return Err(StoreError::RefundExceedsAmount {
-                requested: r.amount.minor(),
-                available: (payment.amount - payment.reserved).max(0),
-            });
-        }
-        // Read after the reservation locked the payment's row: a settle that started a split
-        // commits before this read or waits for this transaction (it locks the row too).
-        let settlement = sqlx::query("SELECT status FROM settlements WHERE payment_id = ?")
-            .bind(r.payment_id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if let Some(row) = settlement {
-            let status: paymux_core::SettlementStatus =
-                parse(row.text("status")?, "settlement status")?;
-            if matches!(
-                status,
-                paymux_core::SettlementStatus::Settling | paymux_core::SettlementStatus::Failed
-            ) {
-                return Err(StoreError::SettlementBusy(status));
+        let r = r.clone();
+        let idempotency_key = idempotency_key.map(str::to_owned);
+        self.write(move |tx| {
+            let payment = refundable(tx, r.payment_id)?;
+            rules::check_refund(&payment, r.amount.minor())?;
+            // The schema's guard too: the reservation never passes the amount, whatever reads raced.
+            let reserved = tx.exec(
+                "UPDATE payments SET amount_reserved = amount_reserved + ? \
+                 WHERE id = ? AND status = 'succeeded' \
+                   AND amount_reserved + amount_over_reserved + ? <= amount",
+                params![r.amount.minor(), r.payment_id.to_string(), r.amount.minor()],
+            )?;
+            if reserved != 1 {
+                return Err(StoreError::RefundExceedsAmount {
+                    requested: r.amount.minor(),
+                    available: (payment.amount - payment.reserved).max(0),
+                });
             }
-        }
-        insert_refund_row(&mut tx, r, first_check_at).await?;
-        bind_idempotency_key(&mut tx, r.merchant_id, idempotency_key, &r.id.to_string()).await?;
-        tx.commit().await.map_err(unavailable)
+            // Read after the reservation locked the payment's row: a settle that started a split
+            // commits before this read or waits for this transaction (it locks the row too).
+            let settlement = tx.one(
+                "SELECT status FROM settlements WHERE payment_id = ?",
+                params![r.payment_id.to_string()],
+                |row| row.text("status"),
+            )?;
+            if let Some(status) = settlement {
+                let status: paymux_core::SettlementStatus = parse(status, "settlement status")?;
+                if matches!(
+                    status,
+                    paymux_core::SettlementStatus::Settling | paymux_core::SettlementStatus::Failed
+                ) {
+                    return Err(StoreError::SettlementBusy(status));
+                }
+            }
+            insert_refund_row(tx, &r, first_check_at)?;
+            bind_idempotency_key(tx, r.merchant_id, idempotency_key.as_deref(), &r.id.to_string())
+        })
+        .await
     }
 
     async fn refund(
@@ -91,13 +85,9 @@ impl RefundStore for SqliteStore {
         id: RefundId,
     ) -> StoreResult<Option<RefundRecord>> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = ? AND merchant_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(merchant.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::refund).transpose()
+        self.read(|c| {
+            c.one(&sql, params![id.to_string(), merchant.to_string()], |row| codec::refund(row))
+        })
     }
 
     async fn refund_by_merchant_refund_no(
@@ -108,13 +98,9 @@ impl RefundStore for SqliteStore {
         let sql = format!(
             "SELECT {REFUND_COLUMNS} FROM refunds WHERE merchant_id = ? AND merchant_refund_no = ?"
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(merchant_refund_no)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::refund).transpose()
+        self.read(|c| {
+            c.one(&sql, params![merchant.to_string(), merchant_refund_no], |row| codec::refund(row))
+        })
     }
 
     async fn list_refunds(
@@ -130,20 +116,23 @@ impl RefundStore for SqliteStore {
         let payment = filter.payment_id.map(|p| p.to_string());
         let refund_no = filter.merchant_refund_no.as_deref();
         let before = filter.before.map(|b| b.to_string());
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(filter.livemode)
-            .bind(payment.clone())
-            .bind(payment)
-            .bind(refund_no)
-            .bind(refund_no)
-            .bind(before.clone())
-            .bind(before)
-            .bind(i64::from(filter.limit.clamp(1, 100)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::refund).collect()
+        self.read(|c| {
+            c.all(
+                &sql,
+                params![
+                    merchant.to_string(),
+                    filter.livemode,
+                    payment,
+                    payment,
+                    refund_no,
+                    refund_no,
+                    before,
+                    before,
+                    i64::from(filter.limit.clamp(1, 100)),
+                ],
+                |row| codec::refund(row),
+            )
+        })
     }
 
     async fn refund_by_channel_refund_no(
@@ -151,12 +140,7 @@ impl RefundStore for SqliteStore {
         channel_refund_no: &ChannelOrderNo,
     ) -> StoreResult<Option<RefundRecord>> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE channel_refund_no = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(channel_refund_no.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::refund).transpose()
+        self.read(|c| c.one(&sql, params![channel_refund_no.as_str()], |row| codec::refund(row)))
     }
 
     async fn transition_refund(&self, c: &RefundTransition) -> StoreResult<bool> {
@@ -166,132 +150,130 @@ impl RefundStore for SqliteStore {
         let Some(settlement) = rules::refund_settlement(c.from, c.to, c.amount) else {
             return Ok(false);
         };
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE refunds SET status = ?, channel_refund_id = COALESCE(?, channel_refund_id), \
-               succeeded_at = COALESCE(?, succeeded_at), failure_code = ?, failure_message = ?, \
-               updated_at = ?, next_check_at = NULL \
-             WHERE id = ? AND status = ? RETURNING livemode",
-        )
-        .bind(c.to.as_str())
-        .bind(&c.channel_refund_id)
-        .bind(c.succeeded_at.map(ms))
-        .bind(&c.failure_code)
-        .bind(&c.failure_message)
-        .bind(ms(c.at))
-        .bind(c.refund_id.to_string())
-        .bind(c.from.as_str())
-        .fetch_optional(&mut *tx)
+        let c = c.clone();
+        self.write(move |tx| {
+            let done = tx.one(
+                "UPDATE refunds SET status = ?, channel_refund_id = COALESCE(?, channel_refund_id), \
+                   succeeded_at = COALESCE(?, succeeded_at), failure_code = ?, failure_message = ?, \
+                   updated_at = ?, next_check_at = NULL \
+                 WHERE id = ? AND status = ? RETURNING livemode",
+                params![
+                    c.to.as_str(),
+                    c.channel_refund_id,
+                    c.succeeded_at.map(ms),
+                    c.failure_code,
+                    c.failure_message,
+                    ms(c.at),
+                    c.refund_id.to_string(),
+                    c.from.as_str(),
+                ],
+                |row| row.flag("livemode"),
+            )?;
+            let Some(livemode) = done else {
+                tx.roll_back();
+                return Ok(false);
+            };
+            if c.of_duplicate {
+                // The refund of a duplicate payment: the payment's own totals do not move; the
+                // ledger gives the duplicate's money back.
+                record_movement(
+                    tx,
+                    c.payment_id,
+                    Movement::DuplicateRefunded(settlement.refunded),
+                    c.at,
+                )?;
+                insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+                return Ok(true);
+            }
+            let payment = refundable(tx, c.payment_id)?;
+            let next = rules::reservations(payment.amount, payment.reserved, settlement);
+            tx.exec(
+                "UPDATE payments SET amount_refunded = amount_refunded + ?, amount_reserved = ?, \
+                 amount_over_reserved = ?, updated_at = ? WHERE id = ?",
+                params![
+                    settlement.refunded,
+                    next.amount_reserved,
+                    next.amount_over_reserved,
+                    ms(c.at),
+                    c.payment_id.to_string(),
+                ],
+            )?;
+            record_movement(tx, c.payment_id, Movement::Refunded(settlement.refunded), c.at)?;
+            insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+            if next.over_refunded {
+                insert_events(tx, c.merchant_id, livemode, &c.over_refund_events, c.at)?;
+            }
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(changed) = done else {
-            return Ok(false);
-        };
-        let livemode = changed.flag("livemode")?;
-        if c.of_duplicate {
-            // The refund of a duplicate payment: the payment's own totals do not move; the
-            // ledger gives the duplicate's money back.
-            record_movement(
-                &mut tx,
-                c.payment_id,
-                Movement::DuplicateRefunded(settlement.refunded),
-                c.at,
-            )
-            .await?;
-            insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
-            tx.commit().await.map_err(unavailable)?;
-            return Ok(true);
-        }
-        let payment = refundable(&mut tx, c.payment_id).await?;
-        let next = rules::reservations(payment.amount, payment.reserved, settlement);
-        sqlx::query(
-            "UPDATE payments SET amount_refunded = amount_refunded + ?, amount_reserved = ?, \
-             amount_over_reserved = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(settlement.refunded)
-        .bind(next.amount_reserved)
-        .bind(next.amount_over_reserved)
-        .bind(ms(c.at))
-        .bind(c.payment_id.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        record_movement(&mut tx, c.payment_id, Movement::Refunded(settlement.refunded), c.at)
-            .await?;
-        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
-        if next.over_refunded {
-            insert_events(&mut tx, c.merchant_id, livemode, &c.over_refund_events, c.at).await?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 
     async fn stop_refund_resends(&self, id: RefundId, code: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE refunds SET resend_declined_code = ? WHERE id = ?")
-            .bind(code)
-            .bind(id.to_string())
-            .execute_alone(&self.writer)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        let code = code.to_owned();
+        self.write(move |tx| {
+            tx.exec(
+                "UPDATE refunds SET resend_declined_code = ? WHERE id = ?",
+                params![code, id.to_string()],
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn mark_refund_action_required(&self, c: &RefundActionRequired) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE refunds SET action_required_at = ?, \
-               channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? \
-             WHERE id = ? AND status = 'pending' AND action_required_at IS NULL RETURNING livemode",
-        )
-        .bind(ms(c.at))
-        .bind(&c.channel_refund_id)
-        .bind(ms(c.at))
-        .bind(c.refund_id.to_string())
-        .fetch_optional(&mut *tx)
+        let c = c.clone();
+        self.write(move |tx| {
+            let done = tx.one(
+                "UPDATE refunds SET action_required_at = ?, \
+                   channel_refund_id = COALESCE(?, channel_refund_id), updated_at = ? \
+                 WHERE id = ? AND status = 'pending' AND action_required_at IS NULL RETURNING livemode",
+                params![ms(c.at), c.channel_refund_id, ms(c.at), c.refund_id.to_string()],
+                |row| row.flag("livemode"),
+            )?;
+            let Some(livemode) = done else {
+                tx.roll_back();
+                return Ok(false);
+            };
+            insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(changed) = done else {
-            return Ok(false);
-        };
-        insert_events(&mut tx, c.merchant_id, changed.flag("livemode")?, &c.events, c.at).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 }
 
 /// Writes a refund row, due for its first sweeper check at `first_check_at`, in the caller's
 /// transaction. Reserving its amount on the payment (or not) is the caller's part.
-pub(super) async fn insert_refund_row(
-    tx: &mut Tx,
+pub(super) fn insert_refund_row(
+    c: &Connection,
     r: &RefundRecord,
     first_check_at: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query(
+    c.exec_unique(
         "INSERT INTO refunds (id, merchant_id, payment_id, merchant_refund_no, channel_refund_no, \
          amount, currency, status, reason, channel_refund_id, failure_code, failure_message, \
          created_at, succeeded_at, updated_at, next_check_at, livemode, attempt_id) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(r.id.to_string())
-    .bind(r.merchant_id.to_string())
-    .bind(r.payment_id.to_string())
-    .bind(&r.merchant_refund_no)
-    .bind(r.channel_refund_no.as_str())
-    .bind(r.amount.minor())
-    .bind(r.amount.currency().code())
-    .bind(r.status.as_str())
-    .bind(&r.reason)
-    .bind(&r.channel_refund_id)
-    .bind(&r.failure_code)
-    .bind(&r.failure_message)
-    .bind(ms(r.created_at))
-    .bind(r.succeeded_at.map(ms))
-    .bind(ms(r.updated_at))
-    .bind(ms(first_check_at))
-    .bind(r.livemode)
-    .bind(r.attempt_id.map(|a| a.to_string()))
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| unique_or(e, "merchant_refund_no"))?;
+        params![
+            r.id.to_string(),
+            r.merchant_id.to_string(),
+            r.payment_id.to_string(),
+            r.merchant_refund_no,
+            r.channel_refund_no.as_str(),
+            r.amount.minor(),
+            r.amount.currency().code(),
+            r.status.as_str(),
+            r.reason,
+            r.channel_refund_id,
+            r.failure_code,
+            r.failure_message,
+            ms(r.created_at),
+            r.succeeded_at.map(ms),
+            ms(r.updated_at),
+            ms(first_check_at),
+            r.livemode,
+            r.attempt_id.map(|a| a.to_string()),
+        ],
+        "merchant_refund_no",
+    )?;
     Ok(())
 }

@@ -2,19 +2,21 @@
 
 use async_trait::async_trait;
 use paymux_core::{LedgerKind, MerchantId, PaymentId, ReceiverId};
+use rusqlite::types::ToSql;
+use rusqlite::{Connection, params, params_from_iter};
 use time::OffsetDateTime;
 
 use super::outbox::insert_events;
-use super::{SqliteStore, Tx};
+use super::{Sql, SqliteStore};
 use crate::codec::{
     self, Columns, LEDGER_COLUMNS, RECEIVER_COLUMNS, SETTLEMENT_COLUMNS, ms, splits_json,
 };
-use crate::error::{unavailable, unique_or};
+use crate::error::unavailable;
 use crate::*;
 
 /// Writes the entries in one statement (a movement's entries go together).
-async fn insert_entries(
-    tx: &mut Tx,
+fn insert_entries(
+    c: &Connection,
     merchant: MerchantId,
     livemode: bool,
     entries: &[LedgerEntryRecord],
@@ -27,42 +29,45 @@ async fn insert_entries(
         "INSERT INTO ledger_entries (id, merchant_id, livemode, payment_id, account, bucket, \
          kind, amount, created_at) VALUES {values}"
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let merchant = merchant.to_string();
+    let mut binds: Vec<Box<dyn ToSql + '_>> = Vec::with_capacity(entries.len() * 9);
     for e in entries {
-        q = q
-            .bind(e.id.clone())
-            .bind(merchant.to_string())
-            .bind(livemode)
-            .bind(e.payment_id.to_string())
-            .bind(e.account.clone())
-            .bind(e.bucket.as_str())
-            .bind(e.kind.as_str())
-            .bind(e.amount)
-            .bind(ms(e.created_at));
+        binds.push(Box::new(&e.id));
+        binds.push(Box::new(merchant.as_str()));
+        binds.push(Box::new(livemode));
+        binds.push(Box::new(e.payment_id.to_string()));
+        binds.push(Box::new(&e.account));
+        binds.push(Box::new(e.bucket.as_str()));
+        binds.push(Box::new(e.kind.as_str()));
+        binds.push(Box::new(e.amount));
+        binds.push(Box::new(ms(e.created_at)));
     }
-    q.execute(&mut **tx).await.map_err(|e| unique_or(e, "ledger entry"))?;
+    c.exec_unique(&sql, params_from_iter(binds), "ledger entry")?;
     Ok(())
 }
 
 #[async_trait]
 impl SettlementStore for SqliteStore {
     async fn insert_receiver(&self, r: &ReceiverRecord) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO receivers (id, merchant_id, livemode, name, accounts, registrations, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(r.id.to_string())
-        .bind(r.merchant_id.to_string())
-        .bind(r.livemode)
-        .bind(&r.name)
-        .bind(r.accounts.to_string())
-        .bind(r.registrations.to_string())
-        .bind(ms(r.created_at))
-        .execute(&mut *tx)
+        let r = r.clone();
+        self.write(move |tx| {
+            tx.exec_unique(
+                "INSERT INTO receivers (id, merchant_id, livemode, name, accounts, registrations, \
+                 created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                params![
+                    r.id.to_string(),
+                    r.merchant_id.to_string(),
+                    r.livemode,
+                    r.name,
+                    r.accounts.to_string(),
+                    r.registrations.to_string(),
+                    ms(r.created_at),
+                ],
+                "receiver",
+            )
+            .map(drop)
+        })
         .await
-        .map_err(|e| unique_or(e, "receiver"))?;
-        tx.commit().await.map_err(unavailable)
     }
 
     async fn receiver(
@@ -72,13 +77,9 @@ impl SettlementStore for SqliteStore {
     ) -> StoreResult<Option<ReceiverRecord>> {
         let sql =
             format!("SELECT {RECEIVER_COLUMNS} FROM receivers WHERE id = ? AND merchant_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.to_string())
-            .bind(merchant.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::receiver).transpose()
+        self.read(|c| {
+            c.one(&sql, params![id.to_string(), merchant.to_string()], |row| codec::receiver(row))
+        })
     }
 
     async fn list_receivers(
@@ -89,13 +90,9 @@ impl SettlementStore for SqliteStore {
         let sql = format!(
             "SELECT {RECEIVER_COLUMNS} FROM receivers WHERE merchant_id = ? AND livemode = ? AND deleted_at IS NULL ORDER BY id"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(livemode)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::receiver).collect()
+        self.read(|c| {
+            c.all(&sql, params![merchant.to_string(), livemode], |row| codec::receiver(row))
+        })
     }
 
     async fn delete_receiver(
@@ -104,72 +101,66 @@ impl SettlementStore for SqliteStore {
         id: ReceiverId,
         at: OffsetDateTime,
     ) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        let done = sqlx::query(
-            "UPDATE receivers SET deleted_at = ? WHERE id = ? AND merchant_id = ? AND deleted_at IS NULL",
-        )
-        .bind(ms(at))
-        .bind(id.to_string())
-        .bind(merchant.to_string())
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        tx.commit().await.map_err(unavailable)?;
+        let done = self
+            .write(move |tx| {
+                tx.exec(
+                    "UPDATE receivers SET deleted_at = ? WHERE id = ? AND merchant_id = ? AND deleted_at IS NULL",
+                    params![ms(at), id.to_string(), merchant.to_string()],
+                )
+            })
+            .await?;
         Ok(done == 1)
     }
 
     async fn settlement(&self, payment: PaymentId) -> StoreResult<Option<SettlementRecord>> {
         let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE payment_id = ?");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(payment.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        row.as_ref().map(codec::settlement).transpose()
+        self.read(|c| c.one(&sql, params![payment.to_string()], |row| codec::settlement(row)))
     }
 
     async fn transition_settlement(&self, c: &SettlementChange) -> StoreResult<bool> {
-        let mut tx = self.begin().await?;
-        if let Some((reserved, refunded)) = c.expect_refunds {
-            let row =
-                sqlx::query("SELECT amount_reserved, amount_refunded FROM payments WHERE id = ?")
-                    .bind(c.payment_id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(unavailable)?
+        let c = c.clone();
+        self.write(move |tx| {
+            if let Some((reserved, refunded)) = c.expect_refunds {
+                let row = tx
+                    .one(
+                        "SELECT amount_reserved, amount_refunded FROM payments WHERE id = ?",
+                        params![c.payment_id.to_string()],
+                        |row| Ok((row.int("amount_reserved")?, row.int("amount_refunded")?)),
+                    )?
                     .ok_or(StoreError::NotFound)?;
-            if (row.int("amount_reserved")?, row.int("amount_refunded")?) != (reserved, refunded) {
-                return Ok(false);
+                if row != (reserved, refunded) {
+                    tx.roll_back();
+                    return Ok(false);
+                }
             }
-        }
-        let done = sqlx::query(
-            "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
-             next_check_at = ?, release_no = COALESCE(release_no, ?), updated_at = ? \
-             WHERE payment_id = ? AND merchant_id = ? AND status = ? AND updated_at = ? \
-             RETURNING livemode",
-        )
-        .bind(c.to.as_str())
-        .bind(splits_json(&c.splits))
-        .bind(c.settled_at.map(ms))
-        .bind(c.next_check_at.map(ms))
-        .bind(&c.release_no)
-        .bind(ms(c.at))
-        .bind(c.payment_id.to_string())
-        .bind(c.merchant_id.to_string())
-        .bind(c.from.as_str())
-        .bind(ms(c.from_updated_at))
-        .fetch_optional(&mut *tx)
+            let done = tx.one(
+                "UPDATE settlements SET status = ?, splits = ?, settled_at = COALESCE(?, settled_at), \
+                 next_check_at = ?, release_no = COALESCE(release_no, ?), updated_at = ? \
+                 WHERE payment_id = ? AND merchant_id = ? AND status = ? AND updated_at = ? \
+                 RETURNING livemode",
+                params![
+                    c.to.as_str(),
+                    splits_json(&c.splits),
+                    c.settled_at.map(ms),
+                    c.next_check_at.map(ms),
+                    c.release_no,
+                    ms(c.at),
+                    c.payment_id.to_string(),
+                    c.merchant_id.to_string(),
+                    c.from.as_str(),
+                    ms(c.from_updated_at),
+                ],
+                |row| row.flag("livemode"),
+            )?;
+            let Some(livemode) = done else {
+                tx.roll_back();
+                return Ok(false);
+            };
+            insert_entries(tx, c.merchant_id, livemode, &c.entries)?;
+            insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+            Ok(true)
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(changed) = done else {
-            return Ok(false);
-        };
-        let livemode = codec::Columns::flag(&changed, "livemode")?;
-        insert_entries(&mut tx, c.merchant_id, livemode, &c.entries).await?;
-        insert_events(&mut tx, c.merchant_id, livemode, &c.events, c.at).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(true)
     }
 
     async fn claim_due_settlements(
@@ -178,27 +169,27 @@ impl SettlementStore for SqliteStore {
         lease_until: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<SettlementRecord>> {
-        let mut tx = self.begin().await?;
         let sql = format!(
             "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE next_check_at IS NOT NULL \
              AND next_check_at <= ? AND status IN ('held', 'settling') ORDER BY next_check_at LIMIT ?"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(ms(now))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        for row in &rows {
-            sqlx::query("UPDATE settlements SET next_check_at = ? WHERE payment_id = ?")
-                .bind(ms(lease_until))
-                .bind(row.text("payment_id")?)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        rows.iter().map(codec::settlement).collect()
+        // Each row is decoded in the transaction but its decoding's failure is reported only
+        // after the commit: a row that does not read back is leased with the others.
+        let rows = self
+            .write(move |tx| {
+                let rows = tx.all(&sql, params![ms(now), i64::from(limit)], |row| {
+                    Ok((row.text("payment_id")?, codec::settlement(row)))
+                })?;
+                for (payment_id, _) in &rows {
+                    tx.exec(
+                        "UPDATE settlements SET next_check_at = ? WHERE payment_id = ?",
+                        params![ms(lease_until), payment_id],
+                    )?;
+                }
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(|(_, settlement)| settlement).collect()
     }
 
     async fn schedule_settlement_check(
@@ -206,14 +197,14 @@ impl SettlementStore for SqliteStore {
         payment: PaymentId,
         at: Option<OffsetDateTime>,
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query("UPDATE settlements SET next_check_at = ? WHERE payment_id = ?")
-            .bind(at.map(ms))
-            .bind(payment.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        self.write(move |tx| {
+            tx.exec(
+                "UPDATE settlements SET next_check_at = ? WHERE payment_id = ?",
+                params![at.map(ms), payment.to_string()],
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn insert_ledger_entries(
@@ -222,9 +213,8 @@ impl SettlementStore for SqliteStore {
         livemode: bool,
         entries: &[LedgerEntryRecord],
     ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        insert_entries(&mut tx, merchant, livemode, entries).await?;
-        tx.commit().await.map_err(unavailable)
+        let entries = entries.to_vec();
+        self.write(move |tx| insert_entries(tx, merchant, livemode, &entries)).await
     }
 
     async fn ledger_entries(
@@ -238,22 +228,25 @@ impl SettlementStore for SqliteStore {
         let payment = f.payment_id.map(|p| p.to_string());
         let from = f.from.map(ms);
         let to = f.to.map(ms);
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(merchant.to_string())
-            .bind(f.livemode)
-            .bind(payment.clone())
-            .bind(payment)
-            .bind(f.account.clone())
-            .bind(f.account.clone())
-            .bind(from)
-            .bind(from)
-            .bind(to)
-            .bind(to)
-            .bind(i64::from(f.limit.clamp(1, 1000)))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(codec::ledger_entry).collect()
+        self.read(|c| {
+            c.all(
+                &sql,
+                params![
+                    merchant.to_string(),
+                    f.livemode,
+                    payment,
+                    payment,
+                    f.account,
+                    f.account,
+                    from,
+                    from,
+                    to,
+                    to,
+                    i64::from(f.limit.clamp(1, 1000)),
+                ],
+                |row| codec::ledger_entry(row),
+            )
+        })
     }
 
     async fn balances(
@@ -261,61 +254,59 @@ impl SettlementStore for SqliteStore {
         merchant: MerchantId,
         livemode: bool,
     ) -> StoreResult<Vec<BalanceRecord>> {
-        let rows = sqlx::query(
-            "SELECT account, \
-             COALESCE(SUM(CASE WHEN bucket = 'held' THEN amount ELSE 0 END), 0) AS held, \
-             COALESCE(SUM(CASE WHEN bucket = 'settled' THEN amount ELSE 0 END), 0) AS settled \
-             FROM ledger_entries WHERE merchant_id = ? AND livemode = ? AND bucket <> 'external' \
-             GROUP BY account ORDER BY account",
-        )
-        .bind(merchant.to_string())
-        .bind(livemode)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(codec::balance).collect()
+        self.read(|c| {
+            c.all(
+                "SELECT account, \
+                 COALESCE(SUM(CASE WHEN bucket = 'held' THEN amount ELSE 0 END), 0) AS held, \
+                 COALESCE(SUM(CASE WHEN bucket = 'settled' THEN amount ELSE 0 END), 0) AS settled \
+                 FROM ledger_entries WHERE merchant_id = ? AND livemode = ? AND bucket <> 'external' \
+                 GROUP BY account ORDER BY account",
+                params![merchant.to_string(), livemode],
+                |row| codec::balance(row),
+            )
+        })
     }
 
     async fn ledger_imbalances(&self) -> StoreResult<Vec<LedgerImbalance>> {
-        let rows = sqlx::query(
-            "SELECT l.payment_id AS payment_id, p.amount AS amount, \
-             COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) AS paid, \
-             COALESCE(SUM(l.amount), 0) AS total \
-             FROM ledger_entries l JOIN payments p ON p.id = l.payment_id \
-             GROUP BY l.payment_id, p.amount \
-             HAVING COALESCE(SUM(l.amount), 0) <> 0 \
-             OR COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) <> p.amount \
-             ORDER BY l.payment_id",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(unavailable)?;
-        rows.iter().map(codec::imbalance).collect()
+        self.read(|c| {
+            c.all(
+                "SELECT l.payment_id AS payment_id, p.amount AS amount, \
+                 COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) AS paid, \
+                 COALESCE(SUM(l.amount), 0) AS total \
+                 FROM ledger_entries l JOIN payments p ON p.id = l.payment_id \
+                 GROUP BY l.payment_id, p.amount \
+                 HAVING COALESCE(SUM(l.amount), 0) <> 0 \
+                 OR COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) <> p.amount \
+                 ORDER BY l.payment_id",
+                [],
+                |row| codec::imbalance(row),
+            )
+        })
     }
 }
 
 /// Writes a held payment's settlement row, in the caller's transaction.
 /// The sweeper first looks at it at its auto-settle time.
-pub(super) async fn insert_settlement_row(tx: &mut Tx, s: &SettlementRecord) -> StoreResult<()> {
-    sqlx::query(
+pub(super) fn insert_settlement_row(c: &Connection, s: &SettlementRecord) -> StoreResult<()> {
+    c.exec_unique(
         "INSERT INTO settlements (payment_id, merchant_id, livemode, status, splits, \
          auto_settle_at, settled_at, next_check_at, release_no, created_at, updated_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(s.payment_id.to_string())
-    .bind(s.merchant_id.to_string())
-    .bind(s.livemode)
-    .bind(s.status.as_str())
-    .bind(splits_json(&s.splits))
-    .bind(s.auto_settle_at.map(ms))
-    .bind(s.settled_at.map(ms))
-    .bind(s.auto_settle_at.map(ms))
-    .bind(&s.release_no)
-    .bind(ms(s.created_at))
-    .bind(ms(s.updated_at))
-    .execute(&mut **tx)
-    .await
-    .map_err(|e| unique_or(e, "settlement"))?;
+        params![
+            s.payment_id.to_string(),
+            s.merchant_id.to_string(),
+            s.livemode,
+            s.status.as_str(),
+            splits_json(&s.splits),
+            s.auto_settle_at.map(ms),
+            s.settled_at.map(ms),
+            s.auto_settle_at.map(ms),
+            s.release_no,
+            ms(s.created_at),
+            ms(s.updated_at),
+        ],
+        "settlement",
+    )?;
     Ok(())
 }
 
@@ -335,29 +326,38 @@ pub(super) enum Movement {
 /// Writes the ledger entries of a payment's movement: what comes in from or goes back through the
 /// channel, against the merchant's held balance while the payment is held (a settlement that has
 /// not settled), else its settled balance.
-pub(super) async fn record_movement(
-    tx: &mut Tx,
+pub(super) fn record_movement(
+    c: &Connection,
     payment: PaymentId,
     movement: Movement,
     at: OffsetDateTime,
 ) -> StoreResult<()> {
-    let row = sqlx::query(
-        "SELECT p.merchant_id AS merchant_id, p.livemode AS livemode, p.amount AS amount, \
-         s.status AS settlement FROM payments p LEFT JOIN settlements s ON s.payment_id = p.id \
-         WHERE p.id = ?",
-    )
-    .bind(payment.to_string())
-    .fetch_one(&mut **tx)
-    .await
-    .map_err(unavailable)?;
-    let merchant: MerchantId = codec::parse(row.text("merchant_id")?, "merchant id")?;
-    let livemode = row.flag("livemode")?;
-    let held = row.opt_text("settlement")?.is_some_and(|s| s != "settled");
+    // The payment's row is there (the caller's transaction has just read or changed it): its
+    // absence is the statement's failure, as it always was.
+    let (merchant, livemode, settlement, paid) = c
+        .one(
+            "SELECT p.merchant_id AS merchant_id, p.livemode AS livemode, p.amount AS amount, \
+             s.status AS settlement FROM payments p LEFT JOIN settlements s ON s.payment_id = p.id \
+             WHERE p.id = ?",
+            params![payment.to_string()],
+            |row| {
+                let merchant: MerchantId = codec::parse(row.text("merchant_id")?, "merchant id")?;
+                // The amount is read (and must read back) only for `Paid`.
+                Ok((
+                    merchant,
+                    row.flag("livemode")?,
+                    row.opt_text("settlement")?,
+                    row.int("amount"),
+                ))
+            },
+        )?
+        .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))?;
+    let held = settlement.is_some_and(|s| s != "settled");
     let mut bucket = if held { LedgerBucket::Held } else { LedgerBucket::Settled };
     let (kind, amount, merchant_kind) = match movement {
         Movement::Paid => {
             let k = if held { LedgerKind::Held } else { LedgerKind::Paid };
-            (LedgerKind::Paid, row.int("amount")?, k)
+            (LedgerKind::Paid, paid?, k)
         }
         Movement::Refunded(delta) => (LedgerKind::Refunded, -delta, LedgerKind::Refunded),
         Movement::DuplicatePaid(amount) => {
@@ -372,17 +372,12 @@ pub(super) async fn record_movement(
     if held && matches!(movement, Movement::Paid) {
         // Paid after its auto-settle time had come and gone (a late notification of a closed
         // payment): the sweeper settles it from now on.
-        sqlx::query(
+        c.exec(
             "UPDATE settlements SET next_check_at = CASE WHEN auto_settle_at > ? \
              THEN auto_settle_at ELSE ? END WHERE payment_id = ? AND status = 'held' \
              AND auto_settle_at IS NOT NULL AND next_check_at IS NULL",
-        )
-        .bind(ms(at))
-        .bind(ms(at))
-        .bind(payment.to_string())
-        .execute(&mut **tx)
-        .await
-        .map_err(unavailable)?;
+            params![ms(at), ms(at), payment.to_string()],
+        )?;
     }
     if amount == 0 {
         return Ok(());
@@ -391,5 +386,5 @@ pub(super) async fn record_movement(
         LedgerEntryRecord::new(payment, CHANNEL_ACCOUNT, LedgerBucket::External, kind, -amount, at),
         LedgerEntryRecord::new(payment, MERCHANT_ACCOUNT, bucket, merchant_kind, amount, at),
     ];
-    insert_entries(tx, merchant, livemode, &entries).await
+    insert_entries(c, merchant, livemode, &entries)
 }
