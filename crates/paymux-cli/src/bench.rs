@@ -459,7 +459,8 @@ impl FloorDb {
     async fn commit(&self, i: i64) -> Result<()> {
         match self {
             FloorDb::Sqlite(c) => {
-                c.prepare_cached("INSERT INTO bench_floor (id, v) VALUES (?, 'x')")?.execute([i])?;
+                c.prepare_cached("INSERT INTO bench_floor (id, v) VALUES (?, 'x')")?
+                    .execute([i])?;
             }
             FloorDb::Postgres(p) => {
                 sqlx::query("INSERT INTO bench_floor (id, v) VALUES ($1, 'x')")

@@ -24,8 +24,8 @@
 //! reader never waits for the writer, and the reads are point lookups or bounded pages.
 
 use std::cell::Cell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
@@ -33,9 +33,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Params, Row};
 use tokio::sync::oneshot;
 
+use crate::StoreResult;
 use crate::codec::Columns;
 use crate::error::{Corruption, DbError, sqlite_unique_or, unavailable};
-use crate::StoreResult;
 
 /// At most this many transactions share one commit: a bound on how long the first of a batch
 /// waits behind the others.
@@ -247,7 +247,10 @@ impl Readers {
 
     /// Runs `read` on a read-only connection (a consistent snapshot for its statements when it
     /// opens a transaction of its own; each statement alone sees the latest commit).
-    pub(super) fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    pub(super) fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
         let taken = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let conn = match taken {
             Some(conn) => conn,
@@ -267,7 +270,8 @@ pub(super) trait Sql {
     /// Runs a statement; the number of rows it changed.
     fn exec(&self, sql: &str, params: impl Params) -> StoreResult<usize>;
     /// Runs a statement that may hit a UNIQUE rule: that is `Duplicate(what)`.
-    fn exec_unique(&self, sql: &str, params: impl Params, what: &'static str) -> StoreResult<usize>;
+    fn exec_unique(&self, sql: &str, params: impl Params, what: &'static str)
+    -> StoreResult<usize>;
     /// The first row, mapped.
     fn one<T>(
         &self,
@@ -289,7 +293,12 @@ impl Sql for Connection {
         self.prepare_cached(sql).and_then(|mut s| s.execute(params)).map_err(unavailable)
     }
 
-    fn exec_unique(&self, sql: &str, params: impl Params, what: &'static str) -> StoreResult<usize> {
+    fn exec_unique(
+        &self,
+        sql: &str,
+        params: impl Params,
+        what: &'static str,
+    ) -> StoreResult<usize> {
         let mut statement = self.prepare_cached(sql).map_err(unavailable)?;
         statement.execute(params).map_err(|e| sqlite_unique_or(e, what))
     }
@@ -360,7 +369,8 @@ mod tests {
     impl Db {
         fn new() -> Self {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let conn = connect(&dir.path().join("w.db"), false).expect("open");
+            let conn = Connection::open(dir.path().join("w.db")).expect("create");
+            conn.pragma_update(None, "journal_mode", "wal").expect("pragma");
             // Nothing checkpoints the WAL here, so its size counts the commits.
             conn.pragma_update(None, "wal_autocheckpoint", 0).expect("pragma");
             conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").expect("create");
@@ -378,14 +388,17 @@ mod tests {
         /// What another connection sees: only what was committed.
         fn committed(&self) -> Vec<i64> {
             let readers = Readers::new(&self.path()).expect("readers");
-            readers.read(|c| c.all("SELECT k FROM t ORDER BY k", [], |r| r.int("k"))).expect("select")
+            readers
+                .read(|c| c.all("SELECT k FROM t ORDER BY k", [], |r| r.int("k")))
+                .expect("select")
         }
 
         /// Frames in the WAL, from its size: every commit appends at least one.
         fn wal_frames(&self) -> u64 {
             const HEADER: u64 = 32;
             const FRAME: u64 = 24 + 4096;
-            let len = std::fs::metadata(self.dir.path().join("w.db-wal")).map(|m| m.len()).unwrap_or(0);
+            let len =
+                std::fs::metadata(self.dir.path().join("w.db-wal")).map(|m| m.len()).unwrap_or(0);
             len.saturating_sub(HEADER) / FRAME
         }
     }
@@ -439,7 +452,8 @@ mod tests {
         k: i64,
         sent: tokio::sync::mpsc::UnboundedSender<()>,
     ) -> StoreResult<()> {
-        let pending = writer.write(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop));
+        let pending =
+            writer.write(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop));
         // `write` queues its job before its first await point: poll it once, then report.
         let mut pending = std::pin::pin!(pending);
         let first = futures_poll_once(pending.as_mut()).await;
