@@ -17,6 +17,12 @@ use paymux_engine::{Engine, GatewayConfig};
 use paymux_mock_wechat::KeyMode;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of the system allocator: requests allocate and free many small buffers on
+/// every thread, and the system allocator's share of a callback's CPU was about a tenth
+/// (docs/architecture.md, decision 52).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "paymux",

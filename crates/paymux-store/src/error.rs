@@ -40,8 +40,9 @@ pub enum DbError {
     /// The group commit holding this transaction failed: none of its batch is committed.
     #[error("the batch holding this transaction was not committed: {0}")]
     BatchNotCommitted(#[source] std::sync::Arc<DbError>),
-    /// The embedded writer's thread is gone (the store is shutting down).
-    #[error("the SQLite writer has stopped")]
+    /// The embedded writer did not answer: its thread is gone (the store is shutting down), or
+    /// this transaction panicked (a bug) and its batch was rolled back.
+    #[error("the SQLite writer did not answer (it stopped, or the transaction panicked)")]
     WriterStopped,
     #[error("could not start the SQLite writer: {0}")]
     WriterStart(#[source] std::io::Error),

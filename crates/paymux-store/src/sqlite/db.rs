@@ -19,9 +19,14 @@
 //!   is reported committed.
 //! - There is no timer: a lone transaction is committed at once; those that arrive during a
 //!   `COMMIT`'s fsync form the next batch.
+//! - A transaction handed over runs to its end even if its caller stops waiting (a client that
+//!   hung up): what it leaves is what a crash right after its commit leaves, which recovery
+//!   already handles (a payment recorded before its channel call, a claimed idempotency key
+//!   whose lock runs out).
 //!
-//! Reads run on the caller's thread on a small pool of read-only connections. In WAL mode a
-//! reader never waits for the writer, and the reads are point lookups or bounded pages.
+//! Reads run on a small pool of read-only connections, on the thread that asks (the store sends
+//! reads that may go over many rows to a blocking thread first). In WAL mode a reader never
+//! waits for the writer.
 
 use std::cell::Cell;
 use std::ops::Deref;
@@ -165,6 +170,13 @@ where
 /// The writer thread: a batch is the first waiting transaction and every one queued behind it.
 fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
+        // A failed ROLLBACK after a failed batch may have left a transaction open: end it, or
+        // every BEGIN from now on would fail.
+        if !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "the SQLite writer could not end a broken transaction");
+        }
         // IMMEDIATE takes the write lock now: another process writing the same file makes this
         // wait out the busy timeout instead of failing later.
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {

@@ -5,8 +5,9 @@
 //! upgrade) into a queue. Each store call hands the writer its whole transaction as one closure,
 //! which runs its statements back to back. That single writer is also what makes a read-then-write
 //! inside one of its transactions atomic here, where PostgreSQL needs row locks, and what lets
-//! transactions queued behind each other share one fsync (group commit). Reads run on the caller's
-//! thread on read-only connections and never wait for writes (WAL).
+//! transactions queued behind each other share one fsync (group commit). Reads run on read-only
+//! connections and never wait for writes (WAL): point lookups on the caller's thread, reads that
+//! may go over many rows (reports, backlogs, filtered pages) on a blocking thread.
 //!
 //! The driver is `rusqlite` (synchronous, no hand-off per statement); the migrations still run
 //! through `sqlx`'s migrator, the same one the PostgreSQL backend uses.
@@ -24,6 +25,7 @@ mod settlement;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -31,7 +33,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 use db::{Readers, Sql, Tx, Writer};
 
-use crate::error::unavailable;
+use crate::error::{DbError, unavailable};
 use crate::{Health, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -51,6 +53,7 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let migrating = SqlitePoolOptions::new()
             .max_connections(1)
@@ -73,9 +76,23 @@ impl SqliteStore {
         self.writer.write(work).await
     }
 
-    /// Runs `read` on a read-only connection, on this thread.
+    /// Runs `read` on a read-only connection, on this thread: for point lookups and short pages,
+    /// which take microseconds.
     fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         self.readers.read(read)
+    }
+
+    /// Runs a read that may go over many rows (reports, filtered pages, backlogs) on a blocking
+    /// thread, so it never holds up the async workers serving requests.
+    async fn scan<T, F>(&self, read: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.read(read))
+            .await
+            .map_err(|_| unavailable(DbError::Panicked))?
     }
 }
 

@@ -112,33 +112,22 @@ impl OperatorStore for SqliteStore {
         let status = f.status.map(|s| s.as_str());
         let channel = f.channel.map(|c| c.as_str());
         let method = f.method.map(|m| m.as_str());
-        let order_no = f.merchant_order_no.as_deref();
+        let order_no = f.merchant_order_no.clone();
         let from = f.created_from.map(ms);
         let to = f.created_to.map(ms);
         let before = f.before.map(|b| b.to_string());
-        self.read(|c| {
+        let limit = i64::from(f.limit.clamp(1, 200));
+        self.scan(move |c| {
             c.all(
                 &sql,
                 params![
-                    status,
-                    status,
-                    channel,
-                    channel,
-                    method,
-                    method,
-                    order_no,
-                    order_no,
-                    from,
-                    from,
-                    to,
-                    to,
-                    before,
-                    before,
-                    i64::from(f.limit.clamp(1, 200)),
+                    status, status, channel, channel, method, method, order_no, order_no, from,
+                    from, to, to, before, before, limit,
                 ],
                 |r| codec::payment(r),
             )
         })
+        .await
     }
 
     async fn object_events(&self, object_id: &str) -> StoreResult<Vec<EventRecord>> {
@@ -162,7 +151,7 @@ impl OperatorStore for SqliteStore {
         to: OffsetDateTime,
         bucket_ms: i64,
     ) -> StoreResult<Vec<OutcomeCount>> {
-        self.read(|c| {
+        self.scan(move |c| {
             c.all(
                 "SELECT channel, status, (created_at - ?) / ? AS bucket, COUNT(*) AS n FROM payments \
                  WHERE created_at >= ? AND created_at < ? GROUP BY channel, status, bucket \
@@ -171,6 +160,7 @@ impl OperatorStore for SqliteStore {
                 |r| codec::outcome_count(r),
             )
         })
+        .await
     }
 
     async fn failure_reasons(
@@ -179,7 +169,7 @@ impl OperatorStore for SqliteStore {
         to: OffsetDateTime,
         limit: u32,
     ) -> StoreResult<Vec<FailureReason>> {
-        self.read(|c| {
+        self.scan(move |c| {
             c.all(
                 "SELECT channel, failure_code AS code, COALESCE(failure_message, '') AS message, \
                  COUNT(*) AS n FROM payments \
@@ -189,5 +179,6 @@ impl OperatorStore for SqliteStore {
                 |r| codec::failure_reason(r),
             )
         })
+        .await
     }
 }

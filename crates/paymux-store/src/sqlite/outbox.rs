@@ -294,15 +294,17 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn outbox_backlog(&self) -> StoreResult<OutboxBacklog> {
-        let (undelivered, oldest): (i64, Option<i64>) = self.read(|c| {
-            c.one(
-                "SELECT COUNT(*), MIN(e.created_at) FROM deliveries d \
+        let (undelivered, oldest): (i64, Option<i64>) = self
+            .scan(|c| {
+                c.one(
+                    "SELECT COUNT(*), MIN(e.created_at) FROM deliveries d \
                  JOIN events e ON e.id = d.event_id WHERE d.status = 'pending'",
-                [],
-                |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
-            )?
-            .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
-        })?;
+                    [],
+                    |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
+                )?
+                .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
+            })
+            .await?;
         Ok(OutboxBacklog {
             undelivered: u64::try_from(undelivered).unwrap_or(0),
             oldest_undelivered_at: oldest.map(codec::from_ms).transpose()?,

@@ -230,17 +230,19 @@ impl WorkQueue for SqliteStore {
     }
 
     async fn sweeper_backlog(&self, now: OffsetDateTime) -> StoreResult<SweeperBacklog> {
-        let (payments, refunds): (i64, i64) = self.read(|c| {
-            c.one(
-                "SELECT \
+        let (payments, refunds): (i64, i64) = self
+            .scan(move |c| {
+                c.one(
+                    "SELECT \
                    (SELECT COUNT(*) FROM payments WHERE next_check_at <= ? \
                       AND status IN ('pending', 'closed', 'succeeded', 'failed')), \
                    (SELECT COUNT(*) FROM refunds WHERE next_check_at <= ? AND status = 'pending')",
-                params![ms(now), ms(now)],
-                |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
-            )?
-            .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
-        })?;
+                    params![ms(now), ms(now)],
+                    |r| Ok((r.get(0).map_err(unavailable)?, r.get(1).map_err(unavailable)?)),
+                )?
+                .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))
+            })
+            .await?;
         Ok(SweeperBacklog {
             payments_due: u64::try_from(payments).unwrap_or(0),
             refunds_due: u64::try_from(refunds).unwrap_or(0),

@@ -228,25 +228,28 @@ impl SettlementStore for SqliteStore {
         let payment = f.payment_id.map(|p| p.to_string());
         let from = f.from.map(ms);
         let to = f.to.map(ms);
-        self.read(|c| {
+        let (livemode, account, limit) =
+            (f.livemode, f.account.clone(), i64::from(f.limit.clamp(1, 1000)));
+        self.scan(move |c| {
             c.all(
                 &sql,
                 params![
                     merchant.to_string(),
-                    f.livemode,
+                    livemode,
                     payment,
                     payment,
-                    f.account,
-                    f.account,
+                    account,
+                    account,
                     from,
                     from,
                     to,
                     to,
-                    i64::from(f.limit.clamp(1, 1000)),
+                    limit,
                 ],
                 |row| codec::ledger_entry(row),
             )
         })
+        .await
     }
 
     async fn balances(
@@ -254,7 +257,7 @@ impl SettlementStore for SqliteStore {
         merchant: MerchantId,
         livemode: bool,
     ) -> StoreResult<Vec<BalanceRecord>> {
-        self.read(|c| {
+        self.scan(move |c| {
             c.all(
                 "SELECT account, \
                  COALESCE(SUM(CASE WHEN bucket = 'held' THEN amount ELSE 0 END), 0) AS held, \
@@ -265,10 +268,11 @@ impl SettlementStore for SqliteStore {
                 |row| codec::balance(row),
             )
         })
+        .await
     }
 
     async fn ledger_imbalances(&self) -> StoreResult<Vec<LedgerImbalance>> {
-        self.read(|c| {
+        self.scan(|c| {
             c.all(
                 "SELECT l.payment_id AS payment_id, p.amount AS amount, \
                  COALESCE(SUM(CASE WHEN l.kind = 'paid' AND l.account = 'channel' THEN -l.amount ELSE 0 END), 0) AS paid, \
@@ -282,6 +286,7 @@ impl SettlementStore for SqliteStore {
                 |row| codec::imbalance(row),
             )
         })
+        .await
     }
 }
 
