@@ -9,7 +9,9 @@ use super::idempotency::bind_idempotency_key;
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
-use super::settlement::{Movement, insert_settlement_row, record_movement};
+use super::settlement::{
+    Movement, holding, insert_settlement_row, record_movement, record_movement_of,
+};
 use super::{Sql, SqliteStore};
 use crate::codec::{self, ATTEMPT_COLUMNS, Columns, PAYMENT_COLUMNS, ms, parse};
 use crate::*;
@@ -239,13 +241,38 @@ impl PaymentStore for SqliteStore {
         }
         let c = c.clone();
         self.write(move |tx| {
-            let done = tx.one(
-                "UPDATE payments SET status = ?, \
-                   channel_trade_no = COALESCE(?, channel_trade_no), \
-                   paid_at = COALESCE(?, paid_at), \
-                   failure_code = ?, failure_message = ?, updated_at = ? \
-                 WHERE id = ? AND status = ? RETURNING livemode",
+            // The attempt's compare-and-set first, so that the payment's one UPDATE below reads the
+            // attempts as they are after it (which one it shows, whether any is still watched).
+            if !change_attempt(tx, c.payment_id, &c.attempt)? {
+                return Ok(false);
+            }
+            // A success shows the attempt it succeeded with; the sweeper keeps looking while an
+            // attempt is watched (an attempt added before this transaction began is seen: one
+            // writer). One UPDATE does all of it, and returns what the ledger entries need. ?1,
+            // the attempt, is bound in both forms: numbered, the statement has nine either way.
+            let shown = if c.to == PaymentStatus::Succeeded {
+                "(channel, method, account_id, channel_order_no, action) = \
+                 (SELECT a.channel, a.method, a.account_id, a.channel_order_no, \
+                         COALESCE(a.action, payments.action) FROM attempts a WHERE a.id = ?1), "
+            } else {
+                ""
+            };
+            let sql = format!(
+                "UPDATE payments SET status = ?2, \
+                   channel_trade_no = COALESCE(?3, channel_trade_no), \
+                   paid_at = COALESCE(?4, paid_at), \
+                   failure_code = ?5, failure_message = ?6, updated_at = ?7, {shown}\
+                   next_check_at = CASE WHEN EXISTS \
+                     (SELECT 1 FROM attempts WHERE payment_id = payments.id AND watching) \
+                   THEN COALESCE(next_check_at, ?7) ELSE NULL END \
+                 WHERE id = ?8 AND status = ?9 \
+                 RETURNING merchant_id, livemode, amount, \
+                   (SELECT status FROM settlements WHERE payment_id = payments.id) AS settlement"
+            );
+            let holding = tx.one(
+                &sql,
                 params![
+                    c.attempt.attempt_id.to_string(),
                     c.to.as_str(),
                     c.channel_trade_no,
                     c.paid_at.map(ms),
@@ -255,40 +282,19 @@ impl PaymentStore for SqliteStore {
                     c.payment_id.to_string(),
                     c.from.as_str(),
                 ],
-                |r| r.flag("livemode"),
+                holding,
             )?;
-            let Some(livemode) = done else {
-                return Ok(false);
-            };
-            if !change_attempt(tx, c.payment_id, &c.attempt)? {
-                // The payment's change is rolled back.
+            let Some(holding) = holding else {
+                // The attempt's change is rolled back with it.
                 tx.roll_back();
                 return Ok(false);
-            }
-            if c.to == PaymentStatus::Succeeded {
-                // The payment shows the attempt it succeeded with.
-                tx.exec(
-                    "UPDATE payments SET (channel, method, account_id, channel_order_no, action) = \
-                     (SELECT a.channel, a.method, a.account_id, a.channel_order_no, \
-                             COALESCE(a.action, payments.action) \
-                      FROM attempts a WHERE a.id = ?) WHERE id = ?",
-                    params![c.attempt.attempt_id.to_string(), c.payment_id.to_string()],
-                )?;
-            }
-            // Read after the attempts were written in this transaction: an attempt added before it
-            // began is seen (SQLite's one writer; PostgreSQL's row lock on the payment).
-            tx.exec(
-                "UPDATE payments SET next_check_at = CASE WHEN EXISTS \
-                   (SELECT 1 FROM attempts WHERE payment_id = ? AND watching) \
-                 THEN COALESCE(next_check_at, ?) ELSE NULL END WHERE id = ?",
-                params![c.payment_id.to_string(), ms(c.at), c.payment_id.to_string()],
-            )?;
-            insert_events(tx, c.merchant_id, livemode, &c.events, c.at)?;
+            };
+            insert_events(tx, c.merchant_id, holding.livemode, &c.events, c.at)?;
             if let Some(inbound) = &c.inbound {
                 insert_inbound(tx, inbound)?;
             }
             if c.to == PaymentStatus::Succeeded {
-                record_movement(tx, c.payment_id, Movement::Paid, c.at)?;
+                record_movement_of(tx, c.payment_id, &holding, Movement::Paid, c.at)?;
             }
             Ok(true)
         })

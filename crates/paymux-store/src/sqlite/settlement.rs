@@ -328,6 +328,25 @@ pub(super) enum Movement {
     DuplicateRefunded(i64),
 }
 
+/// What the ledger entries of a payment's movement are written from: the payment's owner, mode
+/// and amount, and its settlement's status (none when the payment is not held).
+pub(super) struct Holding {
+    pub(super) merchant: MerchantId,
+    pub(super) livemode: bool,
+    pub(super) amount: i64,
+    pub(super) settlement: Option<String>,
+}
+
+/// A [`Holding`] from a row with the columns `merchant_id`, `livemode`, `amount`, `settlement`.
+pub(super) fn holding(row: &rusqlite::Row<'_>) -> StoreResult<Holding> {
+    Ok(Holding {
+        merchant: codec::parse(row.text("merchant_id")?, "merchant id")?,
+        livemode: row.flag("livemode")?,
+        amount: row.int("amount")?,
+        settlement: row.opt_text("settlement")?,
+    })
+}
+
 /// Writes the ledger entries of a payment's movement: what comes in from or goes back through the
 /// channel, against the merchant's held balance while the payment is held (a settlement that has
 /// not settled), else its settled balance.
@@ -339,30 +358,32 @@ pub(super) fn record_movement(
 ) -> StoreResult<()> {
     // The payment's row is there (the caller's transaction has just read or changed it): its
     // absence is the statement's failure, as it always was.
-    let (merchant, livemode, settlement, paid) = c
+    let holding = c
         .one(
             "SELECT p.merchant_id AS merchant_id, p.livemode AS livemode, p.amount AS amount, \
              s.status AS settlement FROM payments p LEFT JOIN settlements s ON s.payment_id = p.id \
              WHERE p.id = ?",
             params![payment.to_string()],
-            |row| {
-                let merchant: MerchantId = codec::parse(row.text("merchant_id")?, "merchant id")?;
-                // The amount is read (and must read back) only for `Paid`.
-                Ok((
-                    merchant,
-                    row.flag("livemode")?,
-                    row.opt_text("settlement")?,
-                    row.int("amount"),
-                ))
-            },
+            holding,
         )?
         .ok_or_else(|| unavailable(rusqlite::Error::QueryReturnedNoRows))?;
-    let held = settlement.is_some_and(|s| s != "settled");
+    record_movement_of(c, payment, &holding, movement, at)
+}
+
+/// [`record_movement`] with the payment's [`Holding`] as the caller's transaction just read it.
+pub(super) fn record_movement_of(
+    c: &Connection,
+    payment: PaymentId,
+    holding: &Holding,
+    movement: Movement,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    let held = holding.settlement.as_deref().is_some_and(|s| s != "settled");
     let mut bucket = if held { LedgerBucket::Held } else { LedgerBucket::Settled };
     let (kind, amount, merchant_kind) = match movement {
         Movement::Paid => {
             let k = if held { LedgerKind::Held } else { LedgerKind::Paid };
-            (LedgerKind::Paid, paid?, k)
+            (LedgerKind::Paid, holding.amount, k)
         }
         Movement::Refunded(delta) => (LedgerKind::Refunded, -delta, LedgerKind::Refunded),
         Movement::DuplicatePaid(amount) => {
@@ -391,5 +412,5 @@ pub(super) fn record_movement(
         LedgerEntryRecord::new(payment, CHANNEL_ACCOUNT, LedgerBucket::External, kind, -amount, at),
         LedgerEntryRecord::new(payment, MERCHANT_ACCOUNT, bucket, merchant_kind, amount, at),
     ];
-    insert_entries(c, merchant, livemode, &entries)
+    insert_entries(c, holding.merchant, holding.livemode, &entries)
 }
