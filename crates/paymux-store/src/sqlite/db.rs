@@ -23,6 +23,12 @@
 //!   hung up): what it leaves is what a crash right after its commit leaves, which recovery
 //!   already handles (a payment recorded before its channel call, a claimed idempotency key
 //!   whose lock runs out).
+//! - A transaction that nothing durable rests on (an idempotency key's claim) may be handed over
+//!   as unsynced: it waits for no fsync of its own. In a batch with a durable transaction it
+//!   shares that one's fsync; alone, its batch commits with `synchronous=OFF` for that one
+//!   `COMMIT` and no checkpoint. The WAL is written in commit order, so the next durable commit's
+//!   fsync covers it too: a power cut can lose only unsynced transactions after the last durable
+//!   commit, never one before it. A process that dies loses nothing: the WAL is in the OS's cache.
 //!
 //! Reads run on a small pool of read-only connections, on the thread that asks (the store sends
 //! reads that may go over many rows to a blocking thread first). In WAL mode a reader never
@@ -90,7 +96,13 @@ enum Step {
 }
 
 /// A transaction handed to the writer: run on its connection, or told why it cannot be.
-type Job = Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>;
+/// A transaction handed to the writer.
+struct Job {
+    /// Whether its answer waits for an fsync. A transaction that needs none (see
+    /// [`Writer::write_unsynced`]) shares a durable batch's fsync when it is in one.
+    durable: bool,
+    run: Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>,
+}
 
 /// The one writer: cheap to clone, one thread and one connection behind it.
 #[derive(Debug, Clone)]
@@ -118,15 +130,35 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
     {
+        self.submit(true, work).await
+    }
+
+    /// [`Writer::write`] for a transaction whose loss in a crash is harmless, so long as anything
+    /// that rests on it is lost with it: it is committed without an fsync of its own, and reaches
+    /// the disk with the next durable commit, which the WAL orders after it. What a crash loses is
+    /// only ever a tail of such transactions, never one before a durable commit.
+    pub(super) async fn write_unsynced<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.submit(false, work).await
+    }
+
+    async fn submit<T, F>(&self, durable: bool, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
         let (tell, told) = oneshot::channel::<StoreResult<T>>();
-        let job: Job = Box::new(move |conn| match conn {
+        let run = Box::new(move |conn: Result<&Connection, &Arc<DbError>>| match conn {
             Ok(conn) => in_savepoint(conn, work, tell),
             Err(e) => {
                 let _ = tell.send(Err(unavailable(DbError::BatchNotCommitted(Arc::clone(e)))));
                 Step::Done
             }
         });
-        self.jobs.send(job).map_err(|_| unavailable(DbError::WriterStopped))?;
+        self.jobs.send(Job { durable, run }).map_err(|_| unavailable(DbError::WriterStopped))?;
         told.await.map_err(|_| unavailable(DbError::WriterStopped))?
     }
 }
@@ -167,63 +199,113 @@ where
     }
 }
 
-/// The writer thread: a batch is the first waiting transaction and every one queued behind it.
+/// The writer thread: a batch is the first waiting transaction and every one queued behind it
+/// that wants the same durability (SQLite sets that per connection, and only between
+/// transactions).
 fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        // A failed ROLLBACK after a failed batch may have left a transaction open: end it, or
-        // every BEGIN from now on would fail.
-        if !conn.is_autocommit()
-            && let Err(e) = conn.execute_batch("ROLLBACK")
-        {
-            tracing::error!(error = %e, "the SQLite writer could not end a broken transaction");
-        }
-        // IMMEDIATE takes the write lock now: another process writing the same file makes this
-        // wait out the busy timeout instead of failing later.
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
-            let e = Arc::new(DbError::from(e));
-            first(Err(&e));
-            while let Ok(job) = queue.try_recv() {
-                job(Err(&e));
-            }
-            continue;
-        }
-        let mut waiting = Vec::new();
-        let mut broken = None;
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            // A panic (a bug) leaves its savepoint open: the batch is rolled back, the thread
-            // goes on serving the next one.
-            let step = catch_unwind(AssertUnwindSafe(|| job(Ok(conn))))
-                .unwrap_or_else(|_| Step::Abandon(Arc::new(DbError::Panicked)));
-            match step {
-                Step::Wait(tell) => waiting.push(tell),
-                Step::Done => {}
-                Step::Abandon(e) => {
-                    broken = Some(e);
-                    break;
-                }
-            }
-            if waiting.len() < MAX_BATCH {
-                next = queue.try_recv().ok();
-            }
-        }
-        let outcome = match broken {
-            Some(e) => Err(e),
-            None => conn.execute_batch("COMMIT").map_err(|e| Arc::new(DbError::from(e))),
+    let mut carried = None;
+    loop {
+        let first = match carried.take() {
+            Some(job) => job,
+            None => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
         };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, batch = waiting.len(), "group commit failed");
-            // SQLite may already have rolled it back itself (after an I/O error, say): then this
-            // ROLLBACK fails harmlessly.
-            if let Err(e) = conn.execute_batch("ROLLBACK") {
-                tracing::warn!(error = %e, "rolling back the writer's transaction");
+        let durable = first.durable;
+        if !durable {
+            // Best effort: if this fails, the batch commits with an fsync all the same.
+            if let Err(e) = unsynced(conn, true) {
+                tracing::warn!(error = %e, "the SQLite writer commits an unsynced batch durably");
             }
         }
-        for tell in waiting {
-            tell(outcome.clone());
+        carried = batch(conn, queue, first);
+        if !durable && let Err(e) = unsynced(conn, false) {
+            // The connection may go on committing without fsyncs: no transaction may run on it
+            // any more, so every later write fails (the store is unavailable) instead.
+            tracing::error!(error = %e, "the SQLite writer could not restore synchronous=FULL, and stops");
+            return;
         }
     }
+}
+
+/// Runs one batch from `first`: the transactions queued behind it with its durability, up to
+/// [`MAX_BATCH`], under one `COMMIT`. Returns the first queued transaction it left for the next
+/// batch (of the other durability).
+fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<Job> {
+    let durable = first.durable;
+    // A failed ROLLBACK after a failed batch may have left a transaction open: end it, or every
+    // BEGIN from now on would fail.
+    if !conn.is_autocommit()
+        && let Err(e) = conn.execute_batch("ROLLBACK")
+    {
+        tracing::error!(error = %e, "the SQLite writer could not end a broken transaction");
+    }
+    // IMMEDIATE takes the write lock now: another process writing the same file makes this wait
+    // out the busy timeout instead of failing later.
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
+        let e = Arc::new(DbError::from(e));
+        (first.run)(Err(&e));
+        while let Ok(job) = queue.try_recv() {
+            (job.run)(Err(&e));
+        }
+        return None;
+    }
+    let mut waiting = Vec::new();
+    let mut broken = None;
+    let mut carried = None;
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        // A panic (a bug) leaves its savepoint open: the batch is rolled back, the thread goes on
+        // serving the next one.
+        let step = catch_unwind(AssertUnwindSafe(|| (job.run)(Ok(conn))))
+            .unwrap_or_else(|_| Step::Abandon(Arc::new(DbError::Panicked)));
+        match step {
+            Step::Wait(tell) => waiting.push(tell),
+            Step::Done => {}
+            Step::Abandon(e) => {
+                broken = Some(e);
+                break;
+            }
+        }
+        if waiting.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) if job.durable == durable => next = Some(job),
+                Ok(job) => carried = Some(job),
+                Err(_) => {}
+            }
+        }
+    }
+    let outcome = match broken {
+        Some(e) => Err(e),
+        None => conn.execute_batch("COMMIT").map_err(|e| Arc::new(DbError::from(e))),
+    };
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, batch = waiting.len(), "group commit failed");
+        // SQLite may already have rolled it back itself (after an I/O error, say): then this
+        // ROLLBACK fails harmlessly.
+        if let Err(e) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(error = %e, "rolling back the writer's transaction");
+        }
+    }
+    for tell in waiting {
+        tell(outcome.clone());
+    }
+    carried
+}
+
+/// `wal_autocheckpoint` as SQLite sets it by default (pages), restored after an unsynced batch.
+const AUTOCHECKPOINT: i64 = 1000;
+
+/// Sets the connection up for an unsynced batch (`on`), or back to durable: an unsynced `COMMIT`
+/// runs with `synchronous=OFF` and without a checkpoint. A checkpoint copies the WAL into the
+/// database file and lets the WAL be written over, which is only safe after an fsync: the next
+/// durable commit runs it instead.
+fn unsynced(conn: &Connection, on: bool) -> rusqlite::Result<()> {
+    let (synchronous, autocheckpoint) = if on { ("off", 0) } else { ("full", AUTOCHECKPOINT) };
+    conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint)?;
+    conn.pragma_update(None, "synchronous", synchronous)
 }
 
 /// One transaction on the writer, as its closure sees it: the connection, and a way to undo the
@@ -593,5 +675,36 @@ mod tests {
             t.await.expect("task").expect("commit");
         }
         assert_eq!(db.committed(), (1..=200).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn unsynced_commits_skip_checkpoints_and_leave_the_writer_durable() {
+        let db = Db::new();
+        let writer = db.writer();
+        // Past the autocheckpoint size in unsynced commits alone: no checkpoint may run (it would
+        // let the WAL be written over without an fsync), so the WAL only grows, a frame a commit.
+        let n = AUTOCHECKPOINT + 100;
+        for k in 1..=n {
+            writer
+                .write_unsynced(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop))
+                .await
+                .expect("unsynced commit");
+        }
+        assert!(db.wal_frames() >= n as u64, "{} frames for {n} commits", db.wal_frames());
+        assert_eq!(db.committed(), (1..=n).collect::<Vec<_>>());
+        // The next transaction runs with the durable settings again.
+        let (synchronous, autocheckpoint) = writer
+            .write(|tx| {
+                let synchronous =
+                    tx.one("PRAGMA synchronous", [], |r| r.int("synchronous"))?.unwrap_or(-1);
+                let autocheckpoint = tx
+                    .one("PRAGMA wal_autocheckpoint", [], |r| r.int("wal_autocheckpoint"))?
+                    .unwrap_or(-1);
+                Ok((synchronous, autocheckpoint))
+            })
+            .await
+            .expect("durable commit");
+        assert_eq!(synchronous, 2, "synchronous=FULL");
+        assert_eq!(autocheckpoint, AUTOCHECKPOINT);
     }
 }

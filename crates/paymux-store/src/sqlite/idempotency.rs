@@ -40,8 +40,11 @@ impl IdempotencyStore for SqliteStore {
     ) -> StoreResult<IdempotencyBegin> {
         let key = key.to_owned();
         let request_hash = request_hash.to_owned();
-        // The one writer makes this read and the write after it atomic.
-        self.write(move |tx| {
+        // The one writer makes this read and the write after it atomic. The claim needs no fsync
+        // of its own: a crash that loses it loses nothing that rests on it (the object a request
+        // writes under it is a later, durable commit, which would make the claim durable too), and
+        // a retry then simply runs, as it would once the claim's lock ran out.
+        self.write_unsynced(move |tx| {
             let sql = format!(
                 "SELECT {KEY_COLUMNS} FROM idempotency_keys WHERE merchant_id = ? AND key = ?"
             );

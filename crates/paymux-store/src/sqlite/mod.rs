@@ -76,6 +76,17 @@ impl SqliteStore {
         self.writer.write(work).await
     }
 
+    /// [`SqliteStore::write`] without an fsync of its own, for a transaction that nothing durable
+    /// rests on until a later durable commit (which the WAL orders after it, and makes durable with
+    /// it): an idempotency key's claim.
+    async fn write_unsynced<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        self.writer.write_unsynced(work).await
+    }
+
     /// Runs `read` on a read-only connection, on this thread: for point lookups and short pages,
     /// which take microseconds.
     fn read<T>(&self, read: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
