@@ -24,11 +24,12 @@
 //!   already handles (a payment recorded before its channel call, a claimed idempotency key
 //!   whose lock runs out).
 //! - A transaction that nothing durable rests on (an idempotency key's claim) may be handed over
-//!   as unsynced: it waits for no fsync of its own. In a batch with a durable transaction it
-//!   shares that one's fsync; alone, its batch commits with `synchronous=OFF` for that one
-//!   `COMMIT` and no checkpoint. The WAL is written in commit order, so the next durable commit's
-//!   fsync covers it too: a power cut can lose only unsynced transactions after the last durable
-//!   commit, never one before it. A process that dies loses nothing: the WAL is in the OS's cache.
+//!   as unsynced: it waits for no fsync. Unsynced transactions are batched among themselves
+//!   (SQLite sets durability per connection, between transactions), and their batch commits with
+//!   `synchronous=OFF` and no checkpoint. The WAL is written in commit order, so the next
+//!   durable commit's fsync covers them too: a power cut can lose only unsynced transactions
+//!   after the last durable commit, never one before it. A process that dies loses nothing: the
+//!   WAL is in the operating system's cache.
 //!
 //! Reads run on a small pool of read-only connections, on the thread that asks (the store sends
 //! reads that may go over many rows to a blocking thread first). In WAL mode a reader never
@@ -98,8 +99,7 @@ enum Step {
 /// A transaction handed to the writer: run on its connection, or told why it cannot be.
 /// A transaction handed to the writer.
 struct Job {
-    /// Whether its answer waits for an fsync. A transaction that needs none (see
-    /// [`Writer::write_unsynced`]) shares a durable batch's fsync when it is in one.
+    /// Whether its answer waits for an fsync (see [`Writer::write_unsynced`]).
     durable: bool,
     run: Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>,
 }
