@@ -101,8 +101,12 @@ enum Step {
 struct Job {
     /// Whether its answer waits for an fsync (see [`Writer::write_unsynced`]).
     durable: bool,
-    run: Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>,
+    run: Run,
 }
+
+/// A transaction's closure as the writer runs it: on the batch's connection, or told why the
+/// batch could not begin.
+type Run = Box<dyn FnOnce(Result<&Connection, &Arc<DbError>>) -> Step + Send>;
 
 /// The one writer: cheap to clone, one thread and one connection behind it.
 #[derive(Debug, Clone)]
