@@ -55,6 +55,7 @@ on_every_backend!(
     a_rotated_secret_signs_alongside_until_it_expires_and_a_retried_rotation_changes_nothing,
     a_notification_counts_as_applied_once_logged_so,
     a_transition_logs_its_notification_only_if_it_applies,
+    a_payment_change_that_loses_its_compare_and_set_undoes_its_attempts_and_writes_nothing,
     keys_accounts_and_ping_read_back,
     operator_tokens_are_found_by_hash_and_sessions_expire,
     operator_actions_and_a_payments_notifications_read_back_in_order,
@@ -1050,6 +1051,55 @@ async fn a_transition_logs_its_notification_only_if_it_applies(store: Arc<dyn St
     };
     assert!(!f.store.transition_payment(&again).await.unwrap());
     assert!(!logged("n-b").await.unwrap());
+}
+
+async fn a_payment_change_that_loses_its_compare_and_set_undoes_its_attempts_and_writes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "ord-stale", 100);
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
+    // The payment closes while its attempt stays pending and watched.
+    let close = PaymentTransition {
+        to: PaymentStatus::Closed,
+        channel_trade_no: None,
+        paid_at: None,
+        events: Vec::new(),
+        attempt: AttemptChange {
+            to: AttemptStatus::Pending,
+            watching: true,
+            channel_trade_no: None,
+            ..succeed(&p).attempt
+        },
+        ..succeed(&p)
+    };
+    assert!(f.store.transition_payment(&close).await.unwrap());
+    // A success decided against the payment as it was (pending): the attempt's compare-and-set
+    // holds, the payment's does not, so neither is written, nor anything that comes with them.
+    let stale = PaymentTransition {
+        inbound: Some(notification(&f, "in_s", "n-s", "applied")),
+        ..succeed(&p)
+    };
+    assert!(!f.store.transition_payment(&stale).await.unwrap());
+    let attempts = f.store.attempts(p.id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, AttemptStatus::Pending, "the attempt's change is undone");
+    assert!(attempts[0].watching);
+    assert_eq!(attempts[0].channel_trade_no, None);
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.status, PaymentStatus::Closed);
+    assert_eq!(got.channel_trade_no, None);
+    assert!(f.store.events(f.merchant, false, None, 10).await.unwrap().is_empty());
+    assert!(!f.store.inbound_already_applied(ChannelKind::Alipay, f.account, "n-s").await.unwrap());
+    let all = LedgerFilter { limit: 100, ..Default::default() };
+    assert!(f.store.ledger_entries(f.merchant, &all).await.unwrap().is_empty());
+    // The success decided against the payment as it is now (closed) applies, with all of it.
+    let late = PaymentTransition { from: PaymentStatus::Closed, ..succeed(&p) };
+    assert!(f.store.transition_payment(&late).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.status, PaymentStatus::Succeeded);
+    assert_eq!(f.store.attempts(p.id).await.unwrap()[0].status, AttemptStatus::Succeeded);
+    assert_eq!(f.store.ledger_entries(f.merchant, &all).await.unwrap().len(), 2);
 }
 
 async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
