@@ -51,13 +51,6 @@ impl IdempotencyStore for PgStore {
         // is what the churn means.
         for _ in 0..CLAIM_ROUNDS {
             let mut tx = self.begin().await?;
-            // The claim waits for no WAL flush of its own: a crash that loses it loses nothing
-            // that rests on it (the object a request writes under it commits later, durably, and
-            // flushes the claim with it), and a retry then simply runs.
-            sqlx::query("SET LOCAL synchronous_commit = off")
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
             // A racing insert of the same key waits here for the first to commit, then inserts
             // nothing: exactly one caller makes the row.
             let inserted = sqlx::query(

@@ -24,8 +24,9 @@
 //!   already handles (a payment recorded before its channel call, a claimed idempotency key
 //!   whose lock runs out).
 //! - A transaction that nothing durable rests on (an idempotency key's claim) may be handed over
-//!   as unsynced: it waits for no fsync. Unsynced transactions are batched among themselves
-//!   (SQLite sets durability per connection, between transactions), and their batch commits with
+//!   as unsynced: it waits for no fsync. Queued behind a durable transaction, it joins that one's
+//!   batch; a batch begun by an unsynced transaction takes only unsynced ones (SQLite sets
+//!   durability per connection, and only between transactions), and commits with
 //!   `synchronous=OFF` and no checkpoint. The WAL is written in commit order, so the next
 //!   durable commit's fsync covers them too: a power cut can lose only unsynced transactions
 //!   after the last durable commit, never one before it. A process that dies loses nothing: the
@@ -99,7 +100,7 @@ enum Step {
 /// A transaction handed to the writer: run on its connection, or told why it cannot be.
 /// A transaction handed to the writer.
 struct Job {
-    /// Whether its answer waits for an fsync (see [`Writer::write_unsynced`]).
+    /// Whether its answer must wait for an fsync (see [`Writer::write_unsynced`]).
     durable: bool,
     run: Run,
 }
@@ -122,7 +123,12 @@ impl Writer {
         let (jobs, queue) = mpsc::channel();
         std::thread::Builder::new()
             .name("paymux-sqlite-writer".into())
-            .spawn(move || run(&conn, &queue))
+            .spawn(move || {
+                if !run(&conn, &queue) {
+                    // Never closed: the next start recovers the WAL, as after a crash.
+                    std::mem::forget(conn);
+                }
+            })
             .map_err(|e| unavailable(DbError::WriterStart(e)))?;
         Ok(Self { jobs })
     }
@@ -203,32 +209,35 @@ where
     }
 }
 
-/// The writer thread: a batch is the first waiting transaction and every one queued behind it
-/// that wants the same durability (SQLite sets that per connection, and only between
-/// transactions).
-fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) {
+/// The writer thread: a batch is the first waiting transaction and every one queued behind it,
+/// except that an unsynced batch takes no durable transaction (SQLite sets durability per
+/// connection, and only between transactions). Returns whether the connection may be closed: not
+/// if it could not be made durable again, since closing it would checkpoint without an fsync.
+fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) -> bool {
     let mut carried = None;
     loop {
         let first = match carried.take() {
             Some(job) => job,
             None => match queue.recv() {
                 Ok(job) => job,
-                Err(_) => return,
+                Err(_) => return true,
             },
         };
         let durable = first.durable;
-        if !durable {
-            // Best effort: if this fails, the batch commits with an fsync all the same.
-            if let Err(e) = unsynced(conn, true) {
-                tracing::warn!(error = %e, "the SQLite writer commits an unsynced batch durably");
-            }
+        // Best effort: if this fails, the batch commits with an fsync all the same.
+        if !durable && let Err(e) = relax(conn) {
+            tracing::warn!(error = %e, "the SQLite writer commits an unsynced batch durably");
         }
         carried = batch(conn, queue, first);
-        if !durable && let Err(e) = unsynced(conn, false) {
-            // The connection may go on committing without fsyncs: no transaction may run on it
-            // any more, so every later write fails (the store is unavailable) instead.
+        if !durable && let Err(e) = durable_again(conn) {
+            // Every later transaction fails (the store is unavailable) rather than commit without
+            // an fsync; the connection is left open.
             tracing::error!(error = %e, "the SQLite writer could not restore synchronous=FULL, and stops");
-            return;
+            let e = Arc::new(DbError::from(e));
+            for job in carried.take().into_iter().chain(queue.iter()) {
+                (job.run)(Err(&e));
+            }
+            return false;
         }
     }
 }
@@ -275,7 +284,8 @@ fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<J
         }
         if waiting.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(job) if job.durable == durable => next = Some(job),
+                // A durable batch takes unsynced transactions too: they share its fsync.
+                Ok(job) if durable || !job.durable => next = Some(job),
                 Ok(job) => carried = Some(job),
                 Err(_) => {}
             }
@@ -302,14 +312,24 @@ fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<J
 /// `wal_autocheckpoint` as SQLite sets it by default (pages), restored after an unsynced batch.
 const AUTOCHECKPOINT: i64 = 1000;
 
-/// Sets the connection up for an unsynced batch (`on`), or back to durable: an unsynced `COMMIT`
-/// runs with `synchronous=OFF` and without a checkpoint. A checkpoint copies the WAL into the
-/// database file and lets the WAL be written over, which is only safe after an fsync: the next
-/// durable commit runs it instead.
-fn unsynced(conn: &Connection, on: bool) -> rusqlite::Result<()> {
-    let (synchronous, autocheckpoint) = if on { ("off", 0) } else { ("full", AUTOCHECKPOINT) };
-    conn.pragma_update(None, "wal_autocheckpoint", autocheckpoint)?;
-    conn.pragma_update(None, "synchronous", synchronous)
+/// Sets the connection up for an unsynced batch: its `COMMIT` runs with `synchronous=OFF` and
+/// without a checkpoint. A checkpoint copies the WAL into the database file and lets the WAL be
+/// written over, which is only safe after an fsync: the next durable commit runs it instead.
+fn relax(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "synchronous", "off")
+}
+
+/// Sets the connection back to durable after an unsynced batch: `synchronous` first, then the
+/// checkpoints.
+fn durable_again(conn: &Connection) -> rusqlite::Result<()> {
+    // A batch whose COMMIT and then ROLLBACK failed leaves its transaction open, and SQLite
+    // changes `synchronous` only outside one.
+    if !conn.is_autocommit() {
+        conn.execute_batch("ROLLBACK")?;
+    }
+    conn.pragma_update(None, "synchronous", "full")?;
+    conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT)
 }
 
 /// One transaction on the writer, as its closure sees it: the connection, and a way to undo the
@@ -476,8 +496,6 @@ mod tests {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let conn = Connection::open(dir.path().join("w.db")).expect("create");
             conn.pragma_update(None, "journal_mode", "wal").expect("pragma");
-            // Nothing checkpoints the WAL here, so its size counts the commits.
-            conn.pragma_update(None, "wal_autocheckpoint", 0).expect("pragma");
             conn.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").expect("create");
             Self { dir }
         }
@@ -710,5 +728,62 @@ mod tests {
             .expect("durable commit");
         assert_eq!(synchronous, 2, "synchronous=FULL");
         assert_eq!(autocheckpoint, AUTOCHECKPOINT);
+    }
+
+    /// What one transaction of `mixed_durabilities_keep_their_order_and_batch_as_allowed` saw:
+    /// the rows committed before it, and the connection's `synchronous` (0 off, 2 full).
+    fn count_and_insert(tx: &Tx<'_>, k: i64) -> StoreResult<(i64, i64)> {
+        let before = tx.one("SELECT count(*) AS n FROM t", [], |r| r.int("n"))?.unwrap_or(-1);
+        let synchronous = tx.one("PRAGMA synchronous", [], |r| r.int("synchronous"))?.unwrap_or(-1);
+        tx.exec("INSERT INTO t (k) VALUES (?)", [k])?;
+        Ok((before, synchronous))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mixed_durabilities_keep_their_order_and_batch_as_allowed() {
+        let db = Db::new();
+        let writer = db.writer();
+        // An unsynced transaction holds the writer until three more are queued behind it:
+        // durable, unsynced, durable.
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                writer
+                    .write_unsynced(move |tx| {
+                        let seen = count_and_insert(tx, 1)?;
+                        entered.send(()).expect("the test waits");
+                        held.recv().expect("the test releases");
+                        Ok(seen)
+                    })
+                    .await
+            }
+        });
+        wait_entered.recv().expect("the first transaction runs");
+        let mut queued = Vec::new();
+        for (k, durable) in [(2, true), (3, false), (4, true)] {
+            let writer = writer.clone();
+            let work = move |tx: &Tx<'_>| count_and_insert(tx, k);
+            let mut pending: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                if durable {
+                    Box::pin(async move { writer.write(work).await })
+                } else {
+                    Box::pin(async move { writer.write_unsynced(work).await })
+                };
+            // Polled once, the job is on the writer's queue, in this order.
+            let ready = futures_poll_once(pending.as_mut()).await;
+            assert!(ready.is_none(), "the writer is held");
+            queued.push(tokio::spawn(pending));
+        }
+        release.send(()).expect("release");
+        let mut seen = vec![first.await.expect("task").expect("commit")];
+        for t in queued {
+            seen.push(t.await.expect("task").expect("commit"));
+        }
+        // In queue order. The unsynced batch ran without fsync and took no durable transaction;
+        // the durable batch after it took the unsynced one queued behind it (fsynced with it).
+        assert_eq!(seen, [(0, 0), (1, 2), (2, 2), (3, 2)]);
+        assert_eq!(db.committed(), [1, 2, 3, 4]);
     }
 }
