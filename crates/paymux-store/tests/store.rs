@@ -56,6 +56,7 @@ on_every_backend!(
     a_notification_counts_as_applied_once_logged_so,
     a_transition_logs_its_notification_only_if_it_applies,
     a_payment_change_that_loses_its_compare_and_set_undoes_its_attempts_and_writes_nothing,
+    a_payment_change_whose_attempt_moved_meanwhile_writes_nothing,
     keys_accounts_and_ping_read_back,
     operator_tokens_are_found_by_hash_and_sessions_expire,
     operator_actions_and_a_payments_notifications_read_back_in_order,
@@ -1100,6 +1101,35 @@ async fn a_payment_change_that_loses_its_compare_and_set_undoes_its_attempts_and
     assert_eq!(got.status, PaymentStatus::Succeeded);
     assert_eq!(f.store.attempts(p.id).await.unwrap()[0].status, AttemptStatus::Succeeded);
     assert_eq!(f.store.ledger_entries(f.merchant, &all).await.unwrap().len(), 2);
+}
+
+async fn a_payment_change_whose_attempt_moved_meanwhile_writes_nothing(store: Arc<dyn Store>) {
+    let f = fixture(store).await;
+    let (p, a) = payment(&f, "ord-moved", 100);
+    f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
+    // The attempt fails on its own (the channel said so) while the payment stays pending.
+    let failed = AttemptChange {
+        to: AttemptStatus::Failed,
+        watching: false,
+        channel_trade_no: None,
+        ..succeed(&p).attempt
+    };
+    assert!(f.store.transition_attempt(&failed).await.unwrap());
+    // A success decided against the attempt as it was (pending): the payment's compare-and-set
+    // would hold, the attempt's does not, so nothing is written.
+    let stale = PaymentTransition {
+        inbound: Some(notification(&f, "in_m", "n-m", "applied")),
+        ..succeed(&p)
+    };
+    assert!(!f.store.transition_payment(&stale).await.unwrap());
+    let got = f.store.payment(f.merchant, p.id).await.unwrap().unwrap();
+    assert_eq!(got.status, PaymentStatus::Pending);
+    assert_eq!(got.channel_trade_no, None);
+    assert_eq!(f.store.attempts(p.id).await.unwrap()[0].status, AttemptStatus::Failed);
+    assert!(f.store.events(f.merchant, false, None, 10).await.unwrap().is_empty());
+    assert!(!f.store.inbound_already_applied(ChannelKind::Alipay, f.account, "n-m").await.unwrap());
+    let all = LedgerFilter { limit: 100, ..Default::default() };
+    assert!(f.store.ledger_entries(f.merchant, &all).await.unwrap().is_empty());
 }
 
 async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
