@@ -321,7 +321,20 @@ async fn a_partial_refund_and_a_second_are_made_and_an_over_refund_is_refused_ch
     refund(&app, &id(&p), 500, "r-2").await;
 
     let before = snapshot(&app, &id(&p)).await;
-    let mock_before = app.mock_order("unionpay", &order_no(&p)).await;
+    // Each refund's notification is logged by the mock once the gateway has answered it, after
+    // the refund's own answer: the channel's view is settled only when both are in its log.
+    let mock_before = app
+        .wait_mock_order("unionpay", &order_no(&p), 10, |o| {
+            o["refunds"].as_array().is_some_and(|r| {
+                r.len() == 2
+                    && r.iter().all(|r| {
+                        r["deliveries"]
+                            .as_array()
+                            .is_some_and(|d| d.iter().any(|d| d["outcome"] == "acknowledged"))
+                    })
+            })
+        })
+        .await;
     let (s, err) = app.post(&refunds, json!({"amount": 201, "merchant_refund_no": "r-3"})).await;
     assert_eq!(s, 400, "{err}");
     assert_eq!(err["error"]["code"], "refund_exceeds_payment");
