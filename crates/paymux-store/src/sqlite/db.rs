@@ -530,25 +530,35 @@ mod tests {
         writer.write(move |tx| tx.exec("INSERT INTO t (k) VALUES (?)", [k]).map(drop)).await
     }
 
+    /// Starts a first transaction that runs `work` (durable or not), then holds the writer's
+    /// thread inside it until the returned sender releases it; returns once it is running.
+    fn hold<T: Send + 'static>(
+        writer: &Writer,
+        durable: bool,
+        work: impl FnOnce(&Tx<'_>) -> StoreResult<T> + Send + 'static,
+    ) -> (tokio::task::JoinHandle<StoreResult<T>>, std::sync::mpsc::Sender<()>) {
+        let (entered, wait_entered) = std::sync::mpsc::channel();
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let writer = writer.clone();
+        let first = tokio::spawn(async move {
+            writer
+                .submit(durable, move |tx| {
+                    let value = work(tx)?;
+                    entered.send(()).expect("the test waits");
+                    held.recv().expect("the test releases");
+                    Ok(value)
+                })
+                .await
+        });
+        wait_entered.recv().expect("the first transaction runs");
+        (first, release)
+    }
+
     /// Holds the writer thread inside a first transaction until `keys` are all queued behind it,
     /// so they form one batch with it.
     async fn queue_behind_one(writer: &Writer, keys: &[i64]) -> Vec<StoreResult<()>> {
-        let (entered, wait_entered) = std::sync::mpsc::channel();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let first = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                writer
-                    .write(move |tx| {
-                        tx.exec("INSERT INTO t (k) VALUES (0)", [])?;
-                        entered.send(()).expect("the test waits");
-                        held.recv().expect("the test releases");
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        wait_entered.recv().expect("the first transaction runs");
+        let (first, release) =
+            hold(writer, true, |tx| tx.exec("INSERT INTO t (k) VALUES (0)", []).map(drop));
         let (sent, mut all_sent) = tokio::sync::mpsc::unbounded_channel();
         let tasks: Vec<_> = keys
             .iter()
@@ -745,32 +755,14 @@ mod tests {
         let writer = db.writer();
         // An unsynced transaction holds the writer until three more are queued behind it:
         // durable, unsynced, durable.
-        let (entered, wait_entered) = std::sync::mpsc::channel();
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let first = tokio::spawn({
-            let writer = writer.clone();
-            async move {
-                writer
-                    .write_unsynced(move |tx| {
-                        let seen = count_and_insert(tx, 1)?;
-                        entered.send(()).expect("the test waits");
-                        held.recv().expect("the test releases");
-                        Ok(seen)
-                    })
-                    .await
-            }
-        });
-        wait_entered.recv().expect("the first transaction runs");
+        let (first, release) = hold(&writer, false, |tx| count_and_insert(tx, 1));
         let mut queued = Vec::new();
         for (k, durable) in [(2, true), (3, false), (4, true)] {
             let writer = writer.clone();
-            let work = move |tx: &Tx<'_>| count_and_insert(tx, k);
-            let mut pending: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-                if durable {
-                    Box::pin(async move { writer.write(work).await })
-                } else {
-                    Box::pin(async move { writer.write_unsynced(work).await })
-                };
+            let mut pending =
+                Box::pin(
+                    async move { writer.submit(durable, move |tx| count_and_insert(tx, k)).await },
+                );
             // Polled once, the job is on the writer's queue, in this order.
             let ready = futures_poll_once(pending.as_mut()).await;
             assert!(ready.is_none(), "the writer is held");
