@@ -297,6 +297,63 @@ async fn a_retry_of_a_create_killed_after_its_write_replays_the_payment_not_a_40
 }
 
 #[tokio::test]
+async fn a_retry_of_a_create_killed_after_its_answer_was_kept_replays_that_answer_at_once() {
+    let t = Crash::new().await;
+    let store = t.sandbox.store.clone();
+    let merchant = t.sandbox.merchant_id;
+    let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CREATE_RECORDED)).await;
+    let body = json!({"merchant_order_no": "o-kept", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
+    let call = tokio::spawn({
+        let http = t.http.clone();
+        let url = format!("{}/v1/payments", t.gateway());
+        let key = t.sandbox.manifest.api_key.clone();
+        let body = body.clone();
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "k-kept")
+                .json(&body)
+                .send()
+                .await
+        }
+    });
+    t.wait("the channel's answer committed", async || {
+        let p = store.payment_by_order_no(merchant, "o-kept").await.unwrap();
+        p.is_some_and(|p| p.action.is_some())
+    })
+    .await;
+    kill(gw);
+    assert!(call.await.unwrap().is_err(), "the merchant never got an answer");
+    let written = store.payment_by_order_no(merchant, "o-kept").await.unwrap().unwrap();
+
+    // No lease to wait out: the answer was kept with the channel's, and the retry gets it, 201,
+    // byte for byte the same every time.
+    let gw = t.serve(None).await;
+    let retry = async || {
+        let res = t
+            .http
+            .post(format!("{}/v1/payments", t.gateway()))
+            .bearer_auth(&t.sandbox.manifest.api_key)
+            .header("Idempotency-Key", "k-kept")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let replayed = res.headers().get("idempotent-replayed").cloned();
+        (res.status().as_u16(), replayed, res.bytes().await.unwrap())
+    };
+    let (status, replayed, bytes) = retry().await;
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(replayed.as_ref().map(|h| h.as_bytes()), Some(&b"true"[..]));
+    assert_eq!(v["id"], written.id.to_string());
+    assert_eq!(Some(&v["action"]), written.action.as_ref());
+    assert_eq!(retry().await, (201, replayed, bytes));
+    assert_eq!(t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len(), 1);
+    kill(gw);
+}
+
+#[tokio::test]
 async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409() {
     let t = Crash::new().await;
     let store = t.sandbox.store.clone();

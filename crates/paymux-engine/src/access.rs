@@ -2,16 +2,16 @@
 //!
 //! A door (the HTTP gateway) authenticates a key into a [`Caller`], claims an `Idempotency-Key`
 //! for a request with [`Engine::idempotency_begin`], runs the use case with the key bound to the
-//! object it writes, and keeps the answer with [`Engine::idempotency_finish`]. How a request is
-//! turned into the hash and how an answer is stored are the door's; the rules (which claim wins,
-//! how long a claim and an answer live, what a retry of a lost request gets) are here and in the
-//! store.
+//! object it writes, and keeps the answer with [`Engine::idempotency_finish`], unless the use case
+//! kept it already ([`Created`]). How a request is turned into the hash is the door's; the rules
+//! (which claim wins, how long a claim and an answer live, what a retry of a lost request gets)
+//! are here and in the store.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use paymux_core::{PaymentId, RefundId};
+use paymux_core::{MerchantId, PaymentId, RefundId};
 use paymux_crypto::sha256_hex;
 use paymux_store::IdempotencyBegin;
 use serde_json::Value;
@@ -50,6 +50,41 @@ impl CallerCache {
             }
             keys.insert(hash, (caller, now));
         }
+    }
+}
+
+/// What a create returns: the object, and the bytes kept as the answer of the request's
+/// idempotency key when the use case could keep them itself.
+///
+/// A door that gets `answer` sends exactly those bytes with [`Created::STATUS`] and does not keep
+/// an answer of its own: they were committed with the channel's answer, so a retry replays them
+/// even if the process dies before it sends them, and the create spends no write on them.
+#[derive(Debug)]
+pub struct Created<T> {
+    pub object: T,
+    pub answer: Option<Vec<u8>>,
+}
+
+impl<T> Created<T> {
+    /// The status of a created object's answer, as it is kept for its idempotency key.
+    pub const STATUS: u16 = 201;
+
+    /// An object whose answer, if any, the door keeps.
+    pub(crate) fn unkept(object: T) -> Self {
+        Self { object, answer: None }
+    }
+}
+
+/// The idempotency key a create runs under, as its use case keeps the answer for it.
+#[derive(Debug, Clone)]
+pub(crate) struct AnswerKey {
+    pub merchant: MerchantId,
+    pub key: String,
+}
+
+impl AnswerKey {
+    pub fn of(caller: Caller, key: Option<&str>) -> Option<Self> {
+        key.map(|k| Self { merchant: caller.merchant, key: k.to_owned() })
     }
 }
 

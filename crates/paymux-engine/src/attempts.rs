@@ -20,12 +20,14 @@ use paymux_core::{
     PaymentStatus, RefundRequest, ReportSource,
 };
 use paymux_store::{
-    AttemptChange, AttemptRecord, InboundRecord, PaymentRecord, RefundRecord, StoreError,
+    AttemptChange, AttemptRecord, InboundRecord, KeptAnswer, PaymentRecord, RefundRecord,
+    StoreError,
 };
 use serde::Deserialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::access::{AnswerKey, Created};
 use crate::apply::{Applied, apply_attempt_notified, apply_refund};
 use crate::endpoints::Caller;
 use crate::engine::{Engine, payment_ref};
@@ -77,6 +79,18 @@ impl CreateAttemptRequest {
     }
 }
 
+/// An attempt written to the store and about to be created at its channel, with what the answer
+/// shows beside it.
+pub(crate) struct Started {
+    pub payment: PaymentRecord,
+    pub attempt: AttemptRecord,
+    /// The payment's other attempts.
+    pub others: Vec<AttemptRecord>,
+    /// A held payment's settlement.
+    pub settlement: Option<crate::settlement::Settlement>,
+    pub key: Option<AnswerKey>,
+}
+
 impl Engine {
     /// The payment with its attempts, and its settlement if it is held, as the API shows it.
     pub async fn payment_object(&self, p: &PaymentRecord) -> Result<Payment, EngineError> {
@@ -87,14 +101,15 @@ impl Engine {
     }
 
     /// Adds an attempt to the caller's pending payment `payment_id` and creates it at its
-    /// channel; returns the payment, which now shows it (and its `action`).
+    /// channel; returns the payment, which now shows it (and its `action`), with the answer kept
+    /// for `idempotency_key` if it could be ([`Created`]).
     pub async fn create_attempt(
         &self,
         caller: Caller,
         payment_id: &str,
         request: CreateAttemptRequest,
         idempotency_key: Option<&str>,
-    ) -> Result<Payment, EngineError> {
+    ) -> Result<Created<Payment>, EngineError> {
         let req = request.validate()?;
         let mut payment = self.payment_record(caller, payment_id).await?;
         if payment.status != PaymentStatus::Pending {
@@ -152,8 +167,14 @@ impl Engine {
             hold: held.is_some() && adapter.holds_funds(),
         };
         let payment_id = payment.id;
-        let mut created = self.start_attempt(adapter, payment, attempt, others, call).await?;
-        created.settlement = held.as_ref().map(crate::settlement::Settlement::from);
+        let started = Started {
+            payment,
+            attempt,
+            others,
+            settlement: held.as_ref().map(crate::settlement::Settlement::from),
+            key: AnswerKey::of(caller, idempotency_key),
+        };
+        let created = self.start_attempt(adapter, started, call).await?;
         if req.close_others {
             self.close_other_attempts_soon(payment_id, id);
         }
@@ -167,14 +188,16 @@ impl Engine {
     /// an unknown outcome leaves it pending for the sweeper. From the channel call to the commit
     /// of its answer runs on its own task: a caller that goes away (an HTTP client hanging up)
     /// cannot cut it in the middle.
+    ///
+    /// With `key`, the payment as answered is kept as that key's answer in the transaction that
+    /// records the channel's answer ([`Created`]).
     pub(crate) async fn start_attempt(
         &self,
         adapter: Arc<dyn Channel>,
-        mut payment: PaymentRecord,
-        mut attempt: AttemptRecord,
-        others: Vec<AttemptRecord>,
+        started: Started,
         call: CreatePayment,
-    ) -> Result<Payment, EngineError> {
+    ) -> Result<Created<Payment>, EngineError> {
+        let Started { mut payment, mut attempt, others, settlement, key } = started;
         let payment_id = payment.id;
         let engine = self.clone();
         let task = tokio::spawn(async move {
@@ -185,17 +208,34 @@ impl Engine {
                 Ok(created) => {
                     let action = serde_json::to_value(&created.action)
                         .map_err(|source| EngineError::Encode { what: "action", source })?;
-                    engine
-                        .store
-                        .record_created(attempt.id, &action, &created.channel_data)
-                        .await
-                        .map_err(|source| EngineError::StoreAfterChannel { source, object })?;
+                    let attempt_id = attempt.id;
                     payment.action = Some(action.clone());
-                    attempt.action = Some(action);
-                    attempt.channel_data = created.channel_data;
+                    attempt.action = Some(action.clone());
+                    attempt.channel_data = created.channel_data.clone();
                     let mut attempts = others;
                     attempts.push(attempt);
-                    Ok(Payment::new(&payment, &attempts))
+                    let mut answered = Payment::new(&payment, &attempts);
+                    answered.settlement = settlement;
+                    let body =
+                        match &key {
+                            Some(_) => Some(serde_json::to_vec(&answered).map_err(|source| {
+                                EngineError::Encode { what: "payment", source }
+                            })?),
+                            None => None,
+                        };
+                    let answer = key.as_ref().zip(body.as_deref()).map(|(k, body)| KeptAnswer {
+                        merchant: k.merchant,
+                        key: &k.key,
+                        status: Created::<Payment>::STATUS,
+                        body,
+                    });
+                    let kept = engine
+                        .store
+                        .record_created(attempt_id, &action, &created.channel_data, answer)
+                        .await
+                        .map_err(|source| EngineError::StoreAfterChannel { source, object })?;
+                    crate::failpoint::hit(crate::failpoint::AFTER_CREATE_RECORDED).await;
+                    Ok(Created { object: answered, answer: body.filter(|_| kept) })
                 }
                 Err(e @ (ChannelError::Declined { .. } | ChannelError::Invalid { .. })) => {
                     // A definite refusal: nothing exists at the channel, so the attempt failed.
@@ -542,7 +582,7 @@ impl Engine {
             method: Some(PaymentMethod::Qr.as_str().to_owned()),
             ..Default::default()
         };
-        self.create_attempt(caller, payment_id, request, None).await
+        Ok(self.create_attempt(caller, payment_id, request, None).await?.object)
     }
 
     async fn cashier_payment(&self, payment_id: &str) -> Result<PaymentRecord, EngineError> {

@@ -86,7 +86,7 @@ pub(crate) async fn pay(
             Ok(BarcodePaid { state, channel_data }) => {
                 engine
                     .store
-                    .record_created(attempt.id, &serde_json::Value::Null, &channel_data)
+                    .record_created(attempt.id, &serde_json::Value::Null, &channel_data, None)
                     .await
                     .map_err(after_channel)?;
                 if let Applied::Mismatch(why) =

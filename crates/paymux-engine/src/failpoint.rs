@@ -4,6 +4,8 @@
 
 /// After the channel answered a create, before the answer is stored.
 pub const AFTER_CHANNEL_CREATE: &str = "after_channel_create";
+/// After a create's answer was stored (with its idempotency key's answer), before it is returned.
+pub const AFTER_CREATE_RECORDED: &str = "after_create_recorded";
 /// After a duplicate payment was recorded with its refund, before the refund is sent.
 pub const BEFORE_DUPLICATE_REFUND: &str = "before_duplicate_refund";
 /// After the channel answered a share call (profit sharing), before the answer is stored.

@@ -52,7 +52,7 @@ pub mod telemetry;
 #[cfg(test)]
 mod testdata;
 
-pub use access::CallerCache;
+pub use access::{CallerCache, Created};
 pub use admin::new_api_key;
 pub use apply::{Applied, DUPLICATE_REFUND_REASON, apply_attempt, apply_refund};
 pub use attempts::{Cashier, CreateAttemptRequest};

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use time::Duration;
 use utoipa::{IntoParams, ToSchema};
 
+use crate::access::{AnswerKey, Created};
+use crate::attempts::Started;
 use crate::endpoints::Caller;
 use crate::engine::Engine;
 use crate::error::EngineError;
@@ -248,13 +250,14 @@ impl Engine {
     /// Creates a payment at a channel and returns it with the payer's next step (`action`).
     ///
     /// With `idempotency_key` (claimed by the caller's idempotency layer), the key is bound to the
-    /// payment in the transaction that writes it, so a retry after a crash finds it.
+    /// payment in the transaction that writes it, so a retry after a crash finds it, and the
+    /// answer is kept for it with the channel's answer where it can be ([`Created`]).
     pub async fn create_payment(
         &self,
         caller: Caller,
         mut request: CreatePaymentRequest,
         idempotency_key: Option<&str>,
-    ) -> Result<Payment, EngineError> {
+    ) -> Result<Created<Payment>, EngineError> {
         let hold = request.settlement.take();
         let req = request.validate()?;
         let (account, adapter) = self.route(caller, req.channel, req.method).await?;
@@ -356,13 +359,20 @@ impl Engine {
             auth_code: req.payer.auth_code,
             hold: settlement.is_some() && adapter.holds_funds(),
         };
-        let mut object = if req.method == PaymentMethod::Barcode {
-            crate::barcode::pay(self, adapter, record, attempt, call).await?
-        } else {
-            self.start_attempt(adapter, record, attempt, Vec::new(), call).await?
+        let settlement = settlement.as_ref().map(crate::settlement::Settlement::from);
+        if req.method == PaymentMethod::Barcode {
+            let mut object = crate::barcode::pay(self, adapter, record, attempt, call).await?;
+            object.settlement = settlement;
+            return Ok(Created::unkept(object));
+        }
+        let started = Started {
+            payment: record,
+            attempt,
+            others: Vec::new(),
+            settlement,
+            key: AnswerKey::of(caller, idempotency_key),
         };
-        object.settlement = settlement.as_ref().map(crate::settlement::Settlement::from);
-        Ok(object)
+        self.start_attempt(adapter, started, call).await
     }
 
     /// Picks the channel account: the one asked for, or the first that supports the method.

@@ -182,7 +182,8 @@ async fn apply(w: &World, p: &paymux_store::PaymentRecord, report: &ChannelPayme
 #[tokio::test]
 async fn a_created_payment_is_pending_with_the_payers_next_step() {
     let w = world("accept").await;
-    let p = w.engine.create_payment(w.caller, order("o-1", 1500), None).await.expect("created");
+    let p =
+        w.engine.create_payment(w.caller, order("o-1", 1500), None).await.expect("created").object;
     assert_eq!(p.status, "pending");
     assert_eq!(p.amount, 1500);
     assert_eq!(p.action.as_ref().map(|a| a["type"].clone()), Some(json!("qr_code")));
@@ -219,7 +220,8 @@ async fn an_unknown_create_outcome_leaves_the_payment_pending() {
 #[tokio::test]
 async fn a_reused_order_number_points_at_the_payment_that_holds_it() {
     let w = world("accept").await;
-    let first = w.engine.create_payment(w.caller, order("o-1", 1500), None).await.expect("created");
+    let first =
+        w.engine.create_payment(w.caller, order("o-1", 1500), None).await.expect("created").object;
     let err = w.engine.create_payment(w.caller, order("o-1", 900), None).await.unwrap_err();
     let EngineError::DuplicateNumber { field, object, .. } = err else {
         panic!("expected a duplicate number, got {err:?}");
@@ -252,7 +254,8 @@ async fn bad_input_names_the_field_and_writes_nothing() {
 #[tokio::test]
 async fn refunds_never_exceed_the_payment_and_a_declined_one_frees_its_amount() {
     let w = world("accept").await;
-    let p = w.engine.create_payment(w.caller, order("o-1", 1000), None).await.expect("created");
+    let p =
+        w.engine.create_payment(w.caller, order("o-1", 1000), None).await.expect("created").object;
     let refund = |no: &str, amount: i64| CreateRefundRequest {
         amount: Some(json!(amount)),
         merchant_refund_no: Some(no.into()),

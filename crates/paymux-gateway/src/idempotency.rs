@@ -9,15 +9,20 @@
 //! The handler binds the key to the payment or refund it writes, in the same transaction as the
 //! object ([`IdempotencyKey`]). If the process dies before the answer is stored, the retry (once
 //! the dead claim's lease has run out) answers with that object, never with a 409 for the order
-//! number the first run already used.
+//! number the first run already used. A create's use case keeps its answer itself, in the
+//! transaction that records the channel's answer ([`created`]): that retry then gets the very
+//! bytes, and the create saves a write.
 
+use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use paymux_crypto::sha256_hex;
+use paymux_engine::Created;
 use paymux_store::IdempotencyBegin;
+use serde::Serialize;
 
 use crate::auth::Merchant;
 use crate::error::ApiError;
@@ -34,6 +39,27 @@ impl IdempotencyKey {
     /// The key of a request, if it came with one.
     pub fn of(key: &Option<axum::Extension<IdempotencyKey>>) -> Option<&str> {
         key.as_ref().map(|axum::Extension(k)| k.0.as_str())
+    }
+}
+
+/// Marks a response whose answer the use case kept for its key already: the layer passes it on.
+#[derive(Debug, Clone, Copy)]
+struct AnswerKept;
+
+// A kept answer is replayed with the status the engine kept it with.
+const _: () = assert!(Created::<()>::STATUS == StatusCode::CREATED.as_u16());
+
+/// The response of a create, 201: the bytes the use case kept as its key's answer, sent as they
+/// are, or else the object (whose answer the layer keeps, if the request has a key).
+pub fn created<T: Serialize>(created: Created<T>) -> Response {
+    match created.answer {
+        Some(body) => {
+            let mut res = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body)
+                .into_response();
+            res.extensions_mut().insert(AnswerKept);
+            res
+        }
+        None => (StatusCode::CREATED, Json(created.object)).into_response(),
     }
 }
 
@@ -110,6 +136,9 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
     }
     parts.extensions.insert(IdempotencyKey(key.clone()));
     let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    if res.extensions().get::<AnswerKept>().is_some() {
+        return res;
+    }
     let status = res.status();
     let (res_parts, res_body) = res.into_parts();
     let res_bytes = match to_bytes(res_body, usize::MAX).await {

@@ -1,7 +1,7 @@
 //! `/v1/payments`: create, read, list, sync with the channel, close, as HTTP over the engine.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
 use paymux_engine::objects::{Page, Payment};
 use paymux_engine::{CreateAttemptRequest, CreatePaymentRequest, Engine, PaymentListQuery};
@@ -9,7 +9,7 @@ use paymux_engine::{CreateAttemptRequest, CreatePaymentRequest, Engine, PaymentL
 use crate::auth::Merchant;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{ApiJson, ApiQuery};
-use crate::idempotency::IdempotencyKey;
+use crate::idempotency::{self, IdempotencyKey};
 
 /// Creates a payment and asks the channel for it; the answer carries what the payer does next.
 #[utoipa::path(post, path = "/v1/payments", operation_id = "create_payment", tag = "payments",
@@ -25,10 +25,9 @@ pub async fn create(
     merchant: Merchant,
     idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreatePaymentRequest>,
-) -> Result<(StatusCode, Json<Payment>), ApiError> {
+) -> Result<Response, ApiError> {
     let key = IdempotencyKey::of(&idempotency_key);
-    let payment = engine.create_payment(merchant.caller(), body, key).await?;
-    Ok((StatusCode::CREATED, Json(payment)))
+    Ok(idempotency::created(engine.create_payment(merchant.caller(), body, key).await?))
 }
 
 /// A payment.
@@ -107,8 +106,7 @@ pub async fn create_attempt(
     Path(id): Path<String>,
     idempotency_key: Option<Extension<IdempotencyKey>>,
     ApiJson(body): ApiJson<CreateAttemptRequest>,
-) -> Result<(StatusCode, Json<Payment>), ApiError> {
+) -> Result<Response, ApiError> {
     let key = IdempotencyKey::of(&idempotency_key);
-    let payment = engine.create_attempt(merchant.caller(), &id, body, key).await?;
-    Ok((StatusCode::CREATED, Json(payment)))
+    Ok(idempotency::created(engine.create_attempt(merchant.caller(), &id, body, key).await?))
 }

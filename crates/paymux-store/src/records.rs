@@ -306,6 +306,17 @@ pub enum IdempotencyBegin {
     Recover { object_id: String },
 }
 
+/// The answer an idempotent request will be given, kept by the same transaction as the change
+/// that makes it (see [`PaymentStore::record_created`](crate::PaymentStore::record_created)), so a
+/// retry replays these very bytes even if the process dies before it sends them.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptAnswer<'a> {
+    pub merchant: MerchantId,
+    pub key: &'a str,
+    pub status: u16,
+    pub body: &'a [u8],
+}
+
 #[derive(Clone, PartialEq)]
 pub struct WebhookEndpointRecord {
     pub id: String,

@@ -62,12 +62,17 @@ pub trait PaymentStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Stores what the channel's create answered for an attempt: the payer's action and the
     /// attempt's state; the payment shows the action too while the attempt is its latest.
+    ///
+    /// With `answer`, the same transaction keeps it as the answer of its idempotency key, but
+    /// only while that key is an in-flight claim bound to the attempt's payment (its request
+    /// wrote the payment or the attempt). Returns whether the answer was kept.
     async fn record_created(
         &self,
         attempt: AttemptId,
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
-    ) -> StoreResult<()>;
+        answer: Option<KeptAnswer<'_>>,
+    ) -> StoreResult<bool>;
     /// A payment, only if it belongs to `merchant`.
     async fn payment(
         &self,

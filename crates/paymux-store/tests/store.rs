@@ -47,6 +47,7 @@ on_every_backend!(
     idempotency_keys_replay_refuse_and_expire,
     an_abandoned_claim_bound_to_the_payment_it_wrote_recovers_that_payment,
     a_claim_whose_object_was_never_written_runs_again,
+    a_create_keeps_its_answer_with_the_channels_answer_only_under_its_own_claim,
     refunds_list_newest_first_by_payment_and_by_merchant_refund_no,
     events_carry_their_objects_mode_and_reach_only_endpoints_of_that_mode,
     events_page_in_commit_order,
@@ -85,7 +86,7 @@ async fn an_attempt_is_added_only_to_a_pending_payment_which_then_shows_it(store
     assert_eq!(attempts.iter().map(|x| x.id).collect::<Vec<_>>(), [a.id, b.id]);
     // The action of an attempt the payment no longer shows stays on that attempt only.
     let old = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/a"});
-    f.store.record_created(a.id, &old, &serde_json::json!({})).await.unwrap();
+    f.store.record_created(a.id, &old, &serde_json::json!({}), None).await.unwrap();
     assert_eq!(f.store.payment(f.merchant, p.id).await.unwrap().unwrap().action, None);
     assert_eq!(f.store.attempts(p.id).await.unwrap()[0].action, Some(old));
     let q = paid(&f, "o-att-paid", 100).await;
@@ -739,6 +740,59 @@ async fn a_claim_whose_object_was_never_written_runs_again(store: Arc<dyn Store>
     );
 }
 
+async fn a_create_keeps_its_answer_with_the_channels_answer_only_under_its_own_claim(
+    store: Arc<dyn Store>,
+) {
+    let f = fixture(store).await;
+    let now = OffsetDateTime::now_utc();
+    let lock = now + time::Duration::minutes(2);
+    let keep = now - time::Duration::hours(24);
+    let begin =
+        |key: &'static str| f.store.idempotency_begin(f.merchant, key, "h", now, lock, keep);
+    let answer = |key: &'static str, body: &'static [u8]| {
+        Some(KeptAnswer { merchant: f.merchant, key, status: 201, body })
+    };
+    let action = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/k"});
+    let data = serde_json::json!({});
+
+    // The request's own claim, bound to the payment it wrote: the answer commits with the
+    // channel's, and every retry replays it.
+    assert_eq!(begin("k").await.unwrap(), IdempotencyBegin::Started);
+    let (p, a) = payment(&f, "o-k", 100);
+    f.store.insert_payment(&p, &a, None, now, Some("k")).await.unwrap();
+    assert!(f.store.record_created(a.id, &action, &data, answer("k", b"first")).await.unwrap());
+    assert_eq!(
+        begin("k").await.unwrap(),
+        IdempotencyBegin::Replay { status: 201, body: b"first".to_vec() }
+    );
+    assert_eq!(
+        f.store.payment(f.merchant, p.id).await.unwrap().unwrap().action,
+        Some(action.clone())
+    );
+    // An answer already kept is never replaced.
+    assert!(!f.store.record_created(a.id, &action, &data, answer("k", b"second")).await.unwrap());
+    assert_eq!(
+        begin("k").await.unwrap(),
+        IdempotencyBegin::Replay { status: 201, body: b"first".to_vec() }
+    );
+
+    // A claim bound to another payment keeps no answer from this one, which is still recorded.
+    assert_eq!(begin("other").await.unwrap(), IdempotencyBegin::Started);
+    let (q, b) = payment(&f, "o-other", 100);
+    f.store.insert_payment(&q, &b, None, now, Some("other")).await.unwrap();
+    let (r, c) = payment(&f, "o-unkeyed", 100);
+    f.store.insert_payment(&r, &c, None, now, None).await.unwrap();
+    assert!(!f.store.record_created(c.id, &action, &data, answer("other", b"x")).await.unwrap());
+    assert_eq!(begin("other").await.unwrap(), IdempotencyBegin::InFlight);
+    assert_eq!(
+        f.store.payment(f.merchant, r.id).await.unwrap().unwrap().action,
+        Some(action.clone())
+    );
+    // Nor does a key never claimed.
+    assert!(!f.store.record_created(c.id, &action, &data, answer("none", b"x")).await.unwrap());
+    assert_eq!(begin("none").await.unwrap(), IdempotencyBegin::Started);
+}
+
 async fn refunds_list_newest_first_by_payment_and_by_merchant_refund_no(store: Arc<dyn Store>) {
     let f = fixture(store).await;
     let (p, a) = payment(&f, "o-1", 100);
@@ -1154,7 +1208,7 @@ async fn keys_accounts_and_ping_read_back(store: Arc<dyn Store>) {
     let (p, a) = payment(&f, "o-1", 100);
     f.store.insert_payment(&p, &a, None, OffsetDateTime::now_utc(), None).await.unwrap();
     let action = serde_json::json!({"type": "qr_code", "code_url": "https://qr.example/1"});
-    f.store.record_created(a.id, &action, &serde_json::json!({"tn": "1"})).await.unwrap();
+    f.store.record_created(a.id, &action, &serde_json::json!({"tn": "1"}), None).await.unwrap();
     let got = f.store.payment_by_order_no(f.merchant, "o-1").await.unwrap().unwrap();
     assert_eq!(got.action, Some(action));
     let attempt = f.store.attempt_by_channel_order_no(f.account, &a.channel_order_no).await;

@@ -113,7 +113,8 @@ impl PaymentStore for PgStore {
         attempt: AttemptId,
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
-    ) -> StoreResult<()> {
+        answer: Option<KeptAnswer<'_>>,
+    ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(
             "UPDATE attempts SET action = $1, channel_data = $2 WHERE id = $3 \
@@ -126,6 +127,7 @@ impl PaymentStore for PgStore {
         .await
         .map_err(unavailable)?
         .ok_or(StoreError::NotFound)?;
+        let payment_id = row.text("payment_id")?;
         // The payment shows the action only while this attempt is the one it shows.
         sqlx::query(
             "UPDATE payments SET action = $1, updated_at = $2 \
@@ -133,13 +135,34 @@ impl PaymentStore for PgStore {
         )
         .bind(action.to_string())
         .bind(ms(OffsetDateTime::now_utc()))
-        .bind(row.text("payment_id")?)
+        .bind(&payment_id)
         .bind(row.text("account_id")?)
         .bind(row.text("channel_order_no")?)
         .execute(&mut *tx)
         .await
         .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)
+        let kept = match answer {
+            None => false,
+            Some(a) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
+                     WHERE merchant_id = $3 AND key = $4 AND object_id = $5 \
+                     AND response_status IS NULL",
+                )
+                .bind(i64::from(a.status))
+                .bind(a.body)
+                .bind(a.merchant.to_string())
+                .bind(a.key)
+                .bind(&payment_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?
+                .rows_affected()
+                    == 1
+            }
+        };
+        tx.commit().await.map_err(unavailable)?;
+        Ok(kept)
     }
 
     async fn payment(

@@ -121,9 +121,12 @@ impl PaymentStore for SqliteStore {
         attempt: AttemptId,
         action: &serde_json::Value,
         channel_data: &serde_json::Value,
-    ) -> StoreResult<()> {
+        answer: Option<KeptAnswer<'_>>,
+    ) -> StoreResult<bool> {
         let action = action.to_string();
         let channel_data = channel_data.to_string();
+        let answer =
+            answer.map(|a| (a.merchant.to_string(), a.key.to_owned(), a.status, a.body.to_vec()));
         self.write(move |tx| {
             let (payment_id, account_id, channel_order_no) = tx
                 .one(
@@ -151,7 +154,13 @@ impl PaymentStore for SqliteStore {
                     channel_order_no,
                 ],
             )?;
-            Ok(())
+            let Some((merchant, key, status, body)) = answer else { return Ok(false) };
+            let kept = tx.exec(
+                "UPDATE idempotency_keys SET response_status = ?, response_body = ? \
+                 WHERE merchant_id = ? AND key = ? AND object_id = ? AND response_status IS NULL",
+                params![i64::from(status), body, merchant, key, payment_id],
+            )?;
+            Ok(kept == 1)
         })
         .await
     }
