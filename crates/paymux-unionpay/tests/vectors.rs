@@ -169,6 +169,35 @@ fn u2_is_refused_under_another_chain_or_owner() {
 }
 
 #[test]
+fn u2_verified_again_from_its_kept_certificate_still_checks_signature_time_and_text() {
+    let (_, fields, verifier, clock) = u2();
+    for _ in 0..2 {
+        verifier.verify(&fields, clock).unwrap();
+    }
+    let mut f = fields.clone();
+    f.insert("txnAmt".into(), "2".into());
+    assert_eq!(verifier.verify(&f, clock).err(), Some(VerifyError::BadSignature));
+    let today = datetime!(2026-11-29 12:00:00 UTC);
+    assert!(matches!(verifier.verify(&fields, today), Err(VerifyError::NotValidAt { .. })));
+    let mut f = fields.clone();
+    f.insert("signPubKeyCert".into(), fields["signPubKeyCert"].replace("\r\n", "\n"));
+    assert_eq!(verifier.verify(&f, clock).err(), Some(VerifyError::BadSignature));
+    verifier.verify(&fields, clock).unwrap();
+}
+
+#[test]
+fn u2_a_certificate_that_failed_its_chain_is_not_kept() {
+    let (v, fields, _, clock) = u2();
+    let mid =
+        Certificate::from_pem(&read(v["inputs"]["middle_certificate_file"].as_str().unwrap()))
+            .unwrap();
+    let wrong = UnionpayVerifier::new(mid.clone(), mid, UNIONPAY_OWNER);
+    for _ in 0..2 {
+        assert!(matches!(wrong.verify(&fields, clock), Err(VerifyError::Chain(_))));
+    }
+}
+
+#[test]
 fn u2_without_signature_or_certificate_or_with_another_sign_method_fails() {
     let (_, fields, verifier, clock) = u2();
     for (name, missing) in [("signature", "signature"), ("signPubKeyCert", "signPubKeyCert")] {

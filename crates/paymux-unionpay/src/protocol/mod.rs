@@ -13,7 +13,8 @@ pub mod amount;
 pub mod text;
 pub mod time;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use ::time::OffsetDateTime;
 use paymux_crypto::{Certificate, CryptoError, RsaPrivateKey, constant_time_eq, verify_chain};
@@ -217,24 +218,40 @@ pub fn verify_with_secure_key(fields: &Fields, secure_key: &str) -> Result<(), V
 }
 
 /// Verifies `signMethod=01` answers and notifications through the `signPubKeyCert` they carry.
+///
+/// A signing certificate shown once to belong to UnionPay and to chain to the root is kept, by its
+/// exact text, so the next answer signed with it costs one signature check instead of parsing the
+/// certificate and checking the chain's two signatures again (UnionPay's SDKs keep verified
+/// certificates the same way). A kept certificate is used only at a time when it and the
+/// intermediate are both valid; at any other time the full check runs and gives its error. Only
+/// certificates that passed every check are kept, at most [`UnionpayVerifier::KEPT`].
 #[derive(Debug, Clone)]
 pub struct UnionpayVerifier {
     root: Certificate,
     intermediate: Certificate,
     owner: String,
+    trusted: Arc<RwLock<HashMap<String, Arc<Certificate>>>>,
 }
 
 impl UnionpayVerifier {
+    /// How many verified signing certificates are kept (UnionPay signs with one, two while it
+    /// rotates); past it, all are forgotten and verified again.
+    pub const KEPT: usize = 8;
+
     /// `owner` is the company name expected as the third `@`-part of the signing certificate's
     /// CN: [`UNIONPAY_OWNER`] for UnionPay, production and test alike.
     pub fn new(root: Certificate, intermediate: Certificate, owner: impl Into<String>) -> Self {
-        Self { root, intermediate, owner: owner.into() }
+        Self { root, intermediate, owner: owner.into(), trusted: Arc::default() }
     }
 
     /// Verifies `fields` as received. Checks, in order: `signMethod=01`; the certificate's CN
     /// owner; its validity at `at`; its chain to the configured root through the configured
     /// intermediate (also at `at`); the signature. Returns the signing certificate.
-    pub fn verify(&self, fields: &Fields, at: OffsetDateTime) -> Result<Certificate, VerifyError> {
+    pub fn verify(
+        &self,
+        fields: &Fields,
+        at: OffsetDateTime,
+    ) -> Result<Arc<Certificate>, VerifyError> {
         match fields.get("signMethod").map(String::as_str) {
             Some(SIGN_METHOD_RSA) => {}
             Some(other) => return Err(VerifyError::SignMethod(other.to_owned())),
@@ -242,6 +259,29 @@ impl UnionpayVerifier {
         }
         let signature = fields.get("signature").ok_or(VerifyError::Missing("signature"))?;
         let pem = fields.get("signPubKeyCert").ok_or(VerifyError::Missing("signPubKeyCert"))?;
+        let cert = match self.kept(pem, at) {
+            Some(cert) => cert,
+            None => self.check_certificate(pem, at)?,
+        };
+        let key = cert.public_key().map_err(|e| VerifyError::Certificate(e.to_string()))?;
+        let digest = sha256_hex(&string_to_verify(fields));
+        key.verify_base64(digest.as_bytes(), signature).map_err(|_| VerifyError::BadSignature)?;
+        Ok(cert)
+    }
+
+    /// The certificate `pem` if it was verified before and the chain is valid at `at`.
+    fn kept(&self, pem: &str, at: OffsetDateTime) -> Option<Arc<Certificate>> {
+        let trusted = self.trusted.read().ok()?;
+        let cert = trusted.get(pem)?;
+        (cert.is_valid_at(at) && self.intermediate.is_valid_at(at)).then(|| Arc::clone(cert))
+    }
+
+    /// Every check of the certificate `pem` but the message's signature; keeps it if it passes.
+    fn check_certificate(
+        &self,
+        pem: &str,
+        at: OffsetDateTime,
+    ) -> Result<Arc<Certificate>, VerifyError> {
         let cert =
             Certificate::from_pem(pem).map_err(|e| VerifyError::Certificate(e.to_string()))?;
         let cn = cert.common_name().unwrap_or_default();
@@ -253,9 +293,13 @@ impl UnionpayVerifier {
         }
         verify_chain(&cert, std::slice::from_ref(&self.intermediate), &self.root, at)
             .map_err(|e| VerifyError::Chain(e.to_string()))?;
-        let key = cert.public_key().map_err(|e| VerifyError::Certificate(e.to_string()))?;
-        let digest = sha256_hex(&string_to_verify(fields));
-        key.verify_base64(digest.as_bytes(), signature).map_err(|_| VerifyError::BadSignature)?;
+        let cert = Arc::new(cert);
+        if let Ok(mut trusted) = self.trusted.write() {
+            if trusted.len() >= Self::KEPT {
+                trusted.clear();
+            }
+            trusted.insert(pem.to_owned(), Arc::clone(&cert));
+        }
         Ok(cert)
     }
 }
