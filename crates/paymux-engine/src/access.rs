@@ -135,14 +135,15 @@ impl Engine {
             .await?)
     }
 
-    /// Keeps the answer of a claimed key, replayed to every retry from now on.
+    /// Keeps the answer of a claimed key, replayed to every retry from now on. Returns whether it
+    /// was kept: false if another answer was kept first, which stays.
     pub async fn idempotency_finish(
         &self,
         caller: Caller,
         key: &str,
         status: u16,
         body: &[u8],
-    ) -> Result<(), EngineError> {
+    ) -> Result<bool, EngineError> {
         Ok(self.store.idempotency_finish(caller.merchant, key, status, body).await?)
     }
 

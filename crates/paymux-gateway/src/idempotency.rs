@@ -122,15 +122,9 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
             )
             .into_response();
         }
-        Ok(IdempotencyBegin::Replay { status, body }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut res =
-                (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
-            res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return res;
-        }
+        Ok(IdempotencyBegin::Replay { status, body }) => return replay(status, body),
         Ok(IdempotencyBegin::Recover { object_id }) => {
-            return recover(&state, merchant, &key, &object_id).await;
+            return recover(&state, merchant, &key, &hash, &object_id).await;
         }
         Ok(IdempotencyBegin::Started) => {}
     }
@@ -151,20 +145,39 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
     let kept =
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             // Nothing changed: let the retry run again.
-            state.idempotency_release(caller, &key).await
+            state.idempotency_release(caller, &key).await.map(|()| true)
         } else {
             state.idempotency_finish(caller, &key, status.as_u16(), &res_bytes).await
         };
-    if let Err(e) = kept {
+    match kept {
+        Ok(true) => {}
+        // This request outlived its claim's lease and a retry recovered its object first: that
+        // answer stays the key's, and this caller is still told what its own request did.
+        Ok(false) => tracing::info!("a recovered answer was kept for this key first"),
         // The claim expires after its lease; until then a retry is told it is in flight.
-        tracing::warn!(error = %e, "could not store the idempotent response");
+        Err(e) => tracing::warn!(error = %e, "could not store the idempotent response"),
     }
     Response::from_parts(res_parts, Body::from(res_bytes))
 }
 
+/// A kept answer, sent again.
+fn replay(status: u16, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    res
+}
+
 /// Answers a retry whose first run died after writing `object_id`: the object as it is now, 200,
-/// kept as the key's response from here on.
-async fn recover(state: &Engine, merchant: Merchant, key: &str, object_id: &str) -> Response {
+/// kept as the key's response from here on. If an answer was kept first (the first run was only
+/// slow, or another retry recovered), that one is sent instead.
+async fn recover(
+    state: &Engine,
+    merchant: Merchant,
+    key: &str,
+    hash: &str,
+    object_id: &str,
+) -> Response {
     let caller = merchant.caller();
     // On failure the claim stays bound; the next retry recovers again.
     let object = match state.recovered_object(caller, object_id).await {
@@ -172,8 +185,16 @@ async fn recover(state: &Engine, merchant: Merchant, key: &str, object_id: &str)
         Err(e) => return ApiError::from(e).into_response(),
     };
     let body = object.to_string().into_bytes();
-    if let Err(e) = state.idempotency_finish(caller, key, 200, &body).await {
-        tracing::warn!(error = %e, "could not store the recovered idempotent response");
+    match state.idempotency_finish(caller, key, 200, &body).await {
+        Ok(true) => {}
+        Ok(false) => {
+            if let Ok(IdempotencyBegin::Replay { status, body }) =
+                state.idempotency_begin(caller, key, hash).await
+            {
+                return replay(status, body);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not store the recovered idempotent response"),
     }
     tracing::info!(object = object_id, "a retry recovered the object its lost request created");
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()

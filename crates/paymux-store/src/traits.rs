@@ -225,13 +225,16 @@ pub trait IdempotencyStore: Send + Sync {
         lock_until: OffsetDateTime,
         retain_after: OffsetDateTime,
     ) -> StoreResult<IdempotencyBegin>;
+    /// Keeps `status` and `body` as the answer of a claimed key that has none yet. Returns
+    /// whether it did: false if another answer was kept first (the first request's, or a
+    /// recovered one), which stays.
     async fn idempotency_finish(
         &self,
         merchant: MerchantId,
         key: &str,
         status: u16,
         body: &[u8],
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Forgets idempotency keys created before `before` (past their retention). Returns how many.
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64>;
     /// Drops an in-flight claim whose request changed nothing, so the same key may run again.

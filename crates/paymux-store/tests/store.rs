@@ -627,7 +627,7 @@ async fn idempotency_keys_replay_refuse_and_expire(store: Arc<dyn Store>) {
     let later = now + time::Duration::minutes(3);
     assert_eq!(begin("h2", later).await, IdempotencyBegin::Mismatch);
     assert_eq!(begin("h1", later).await, IdempotencyBegin::Started);
-    f.store.idempotency_finish(f.merchant, "k", 201, b"{\"id\":1}").await.unwrap();
+    assert!(f.store.idempotency_finish(f.merchant, "k", 201, b"{\"id\":1}").await.unwrap());
     assert_eq!(
         begin("h1", later).await,
         IdempotencyBegin::Replay { status: 201, body: b"{\"id\":1}".to_vec() }
@@ -769,17 +769,29 @@ async fn a_create_keeps_its_answer_with_the_channels_answer_only_under_its_own_c
         f.store.payment(f.merchant, p.id).await.unwrap().unwrap().action,
         Some(action.clone())
     );
-    // An answer already kept is never replaced.
+    // An answer already kept is never replaced, by a create or by the door.
     assert!(!f.store.record_created(a.id, &action, &data, answer("k", b"second")).await.unwrap());
+    assert!(!f.store.idempotency_finish(f.merchant, "k", 200, b"recovered").await.unwrap());
     assert_eq!(
         begin("k").await.unwrap(),
         IdempotencyBegin::Replay { status: 201, body: b"first".to_vec() }
     );
+    // An attempt's request binds its key to the payment, and keeps its answer the same way.
+    assert_eq!(begin("attempt").await.unwrap(), IdempotencyBegin::Started);
+    let b = another_attempt(&f, &p);
+    f.store.insert_attempt(&b, Some("attempt")).await.unwrap();
+    assert!(
+        f.store.record_created(b.id, &action, &data, answer("attempt", b"attempt")).await.unwrap()
+    );
+    assert_eq!(
+        begin("attempt").await.unwrap(),
+        IdempotencyBegin::Replay { status: 201, body: b"attempt".to_vec() }
+    );
 
     // A claim bound to another payment keeps no answer from this one, which is still recorded.
     assert_eq!(begin("other").await.unwrap(), IdempotencyBegin::Started);
-    let (q, b) = payment(&f, "o-other", 100);
-    f.store.insert_payment(&q, &b, None, now, Some("other")).await.unwrap();
+    let (q, qa) = payment(&f, "o-other", 100);
+    f.store.insert_payment(&q, &qa, None, now, Some("other")).await.unwrap();
     let (r, c) = payment(&f, "o-unkeyed", 100);
     f.store.insert_payment(&r, &c, None, now, None).await.unwrap();
     assert!(!f.store.record_created(c.id, &action, &data, answer("other", b"x")).await.unwrap());

@@ -116,10 +116,10 @@ impl IdempotencyStore for PgStore {
         key: &str,
         status: u16,
         body: &[u8],
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<bool> {
+        let kept = sqlx::query(
             "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-             WHERE merchant_id = $3 AND key = $4",
+             WHERE merchant_id = $3 AND key = $4 AND response_status IS NULL",
         )
         .bind(i64::from(status))
         .bind(body)
@@ -127,8 +127,9 @@ impl IdempotencyStore for PgStore {
         .bind(key)
         .execute(&self.pool)
         .await
-        .map_err(unavailable)?;
-        Ok(())
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(kept == 1)
     }
 
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64> {

@@ -73,16 +73,16 @@ impl IdempotencyStore for SqliteStore {
         key: &str,
         status: u16,
         body: &[u8],
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let key = key.to_owned();
         let body = body.to_vec();
         self.write(move |tx| {
             tx.exec(
                 "UPDATE idempotency_keys SET response_status = ?, response_body = ? \
-                 WHERE merchant_id = ? AND key = ?",
+                 WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
                 params![i64::from(status), body, merchant.to_string(), key],
             )
-            .map(drop)
+            .map(|kept| kept == 1)
         })
         .await
     }

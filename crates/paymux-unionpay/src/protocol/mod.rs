@@ -219,12 +219,12 @@ pub fn verify_with_secure_key(fields: &Fields, secure_key: &str) -> Result<(), V
 
 /// Verifies `signMethod=01` answers and notifications through the `signPubKeyCert` they carry.
 ///
-/// A signing certificate shown once to belong to UnionPay and to chain to the root is kept, by its
-/// exact text, so the next answer signed with it costs one signature check instead of parsing the
-/// certificate and checking the chain's two signatures again (UnionPay's SDKs keep verified
-/// certificates the same way). A kept certificate is used only at a time when it and the
-/// intermediate are both valid; at any other time the full check runs and gives its error. Only
-/// certificates that passed every check are kept, at most [`UnionpayVerifier::KEPT`].
+/// A signing certificate shown once to belong to UnionPay and to chain to the root, with a message
+/// it signed verified, is kept by its exact text, so the next answer signed with it costs one
+/// signature check instead of parsing the certificate and checking the chain's two signatures
+/// again (UnionPay's SDKs keep verified certificates too). A kept certificate is used only at a
+/// time when it and the intermediate are both valid; at any other time the full check runs and
+/// gives its error. At most [`UnionpayVerifier::KEPT`] are kept.
 #[derive(Debug, Clone)]
 pub struct UnionpayVerifier {
     root: Certificate,
@@ -259,14 +259,28 @@ impl UnionpayVerifier {
         }
         let signature = fields.get("signature").ok_or(VerifyError::Missing("signature"))?;
         let pem = fields.get("signPubKeyCert").ok_or(VerifyError::Missing("signPubKeyCert"))?;
-        let cert = match self.kept(pem, at) {
-            Some(cert) => cert,
-            None => self.check_certificate(pem, at)?,
+        let (cert, kept) = match self.kept(pem, at) {
+            Some(cert) => (cert, true),
+            None => (self.check_certificate(pem, at)?, false),
         };
         let key = cert.public_key().map_err(|e| VerifyError::Certificate(e.to_string()))?;
         let digest = sha256_hex(&string_to_verify(fields));
         key.verify_base64(digest.as_bytes(), signature).map_err(|_| VerifyError::BadSignature)?;
+        // Kept only once a message it signed verified: a certificate sent with a bad signature
+        // (UnionPay's, spelled differently, say) never takes a place.
+        if !kept {
+            self.keep(pem, &cert);
+        }
         Ok(cert)
+    }
+
+    fn keep(&self, pem: &str, cert: &Arc<Certificate>) {
+        if let Ok(mut trusted) = self.trusted.write() {
+            if trusted.len() >= Self::KEPT {
+                trusted.clear();
+            }
+            trusted.insert(pem.to_owned(), Arc::clone(cert));
+        }
     }
 
     /// The certificate `pem` if it was verified before and the chain is valid at `at`.
@@ -276,7 +290,7 @@ impl UnionpayVerifier {
         (cert.is_valid_at(at) && self.intermediate.is_valid_at(at)).then(|| Arc::clone(cert))
     }
 
-    /// Every check of the certificate `pem` but the message's signature; keeps it if it passes.
+    /// Every check of the certificate `pem` but the message's signature.
     fn check_certificate(
         &self,
         pem: &str,
@@ -293,14 +307,7 @@ impl UnionpayVerifier {
         }
         verify_chain(&cert, std::slice::from_ref(&self.intermediate), &self.root, at)
             .map_err(|e| VerifyError::Chain(e.to_string()))?;
-        let cert = Arc::new(cert);
-        if let Ok(mut trusted) = self.trusted.write() {
-            if trusted.len() >= Self::KEPT {
-                trusted.clear();
-            }
-            trusted.insert(pem.to_owned(), Arc::clone(&cert));
-        }
-        Ok(cert)
+        Ok(Arc::new(cert))
     }
 }
 
@@ -366,6 +373,51 @@ mod tests {
             verify_with_secure_key(&rsa, "88888888"),
             Err(VerifyError::SignMethod("01".into()))
         );
+    }
+
+    /// The U2 vector: a real test-environment message, UnionPay's test chain, and the time it
+    /// was sent.
+    fn u2() -> (Fields, UnionpayVerifier, OffsetDateTime) {
+        let fields: BTreeMap<String, String> = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/vectors/unionpay/frontnotify-fields.json"
+        )))
+        .unwrap();
+        let root = Certificate::from_pem(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/vectors/unionpay/acp-test-root-CFCA-TEST-CS-CA.pem"
+        )))
+        .unwrap();
+        let mid = Certificate::from_pem(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/vectors/unionpay/acp-test-middle-CFCA-TEST-OCA1.pem"
+        )))
+        .unwrap();
+        let verifier = UnionpayVerifier::new(root, mid, UNIONPAY_OWNER);
+        (fields, verifier, ::time::macros::datetime!(2022-09-08 05:22:06 UTC))
+    }
+
+    fn kept(verifier: &UnionpayVerifier) -> Vec<String> {
+        verifier.trusted.read().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn a_certificate_is_kept_once_a_message_it_signed_verified_and_then_spares_the_chain() {
+        let (fields, mut verifier, at) = u2();
+        let mut forged = fields.clone();
+        forged.insert("txnAmt".into(), "2".into());
+        assert_eq!(verifier.verify(&forged, at).err(), Some(VerifyError::BadSignature));
+        assert!(kept(&verifier).is_empty(), "a message that failed keeps nothing");
+        verifier.verify(&fields, at).unwrap();
+        assert_eq!(kept(&verifier), [fields["signPubKeyCert"].clone()]);
+        // Under a root the certificate does not chain to, only a kept certificate still verifies:
+        // the chain is not checked again.
+        verifier.root = verifier.intermediate.clone();
+        verifier.verify(&fields, at).unwrap();
+        // A kept certificate still checks each message's signature, and its time.
+        assert_eq!(verifier.verify(&forged, at).err(), Some(VerifyError::BadSignature));
+        let expired = ::time::macros::datetime!(2026-11-29 12:00:00 UTC);
+        assert!(matches!(verifier.verify(&fields, expired), Err(VerifyError::NotValidAt { .. })));
     }
 
     #[test]
