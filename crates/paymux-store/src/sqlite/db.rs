@@ -24,11 +24,13 @@
 //!   already handles (a payment recorded before its channel call, a claimed idempotency key
 //!   whose lock runs out).
 //! - A transaction that nothing durable rests on (an idempotency key's claim) may be handed over
-//!   as unsynced: it waits for no fsync. Queued behind a durable transaction, it joins that one's
-//!   batch; a batch begun by an unsynced transaction takes only unsynced ones (SQLite sets
-//!   durability per connection, and only between transactions), and commits with
-//!   `synchronous=OFF` and no checkpoint. The WAL is written in commit order, so the next
-//!   durable commit's fsync covers them too: a power cut can lose only unsynced transactions
+//!   as unsynced: it waits for no fsync. Those waiting when the writer begins a round run first,
+//!   as a batch of their own that commits with `synchronous=OFF` and no checkpoint, ahead of the
+//!   durable ones waiting with them (their callers are concurrent, so the order among them is
+//!   free); one that queues while a durable batch runs joins that batch and its fsync. An
+//!   unsynced batch takes no durable transaction: SQLite sets durability per connection, and
+//!   only between transactions. The WAL is written in commit order, so the next durable
+//!   commit's fsync covers unsynced ones too: a power cut can lose only unsynced transactions
 //!   after the last durable commit, never one before it. A process that dies loses nothing: the
 //!   WAL is in the operating system's cache.
 //!
@@ -209,44 +211,67 @@ where
     }
 }
 
-/// The writer thread: a batch is the first waiting transaction and every one queued behind it,
-/// except that an unsynced batch takes no durable transaction (SQLite sets durability per
-/// connection, and only between transactions). Returns whether the connection may be closed: not
-/// if it could not be made durable again, since closing it would checkpoint without an fsync.
+/// The writer thread. Each round takes every transaction waiting: their callers are concurrent
+/// (a caller waits for its transaction's answer before it hands over one that rests on it), so
+/// their order among themselves is free. The unsynced ones run first, as one batch that waits for
+/// no fsync, then the durable ones, in their order, as one batch. A batch also takes what queues
+/// while it runs: a durable batch both kinds; an unsynced one only unsynced ones, setting the
+/// durable ones aside for the durable batch after it (SQLite sets durability per connection, and
+/// only between transactions). Returns whether the
+/// connection may be closed: not if it could not be made durable again, since closing it would
+/// checkpoint without an fsync.
 fn run(conn: &Connection, queue: &mpsc::Receiver<Job>) -> bool {
-    let mut carried = None;
+    let mut waiting: Vec<Job> = Vec::new();
     loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match queue.recv() {
-                Ok(job) => job,
+        if waiting.is_empty() {
+            match queue.recv() {
+                Ok(job) => waiting.push(job),
                 Err(_) => return true,
-            },
-        };
-        let durable = first.durable;
-        // Best effort: if this fails, the batch commits with an fsync all the same.
-        if !durable && let Err(e) = relax(conn) {
-            tracing::warn!(error = %e, "the SQLite writer commits an unsynced batch durably");
-        }
-        carried = batch(conn, queue, first);
-        if !durable && let Err(e) = durable_again(conn) {
-            // Every later transaction fails (the store is unavailable) rather than commit without
-            // an fsync; the connection is left open.
-            tracing::error!(error = %e, "the SQLite writer could not restore synchronous=FULL, and stops");
-            let e = Arc::new(DbError::from(e));
-            for job in carried.take().into_iter().chain(queue.iter()) {
-                (job.run)(Err(&e));
             }
-            return false;
+        }
+        while waiting.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => waiting.push(job),
+                Err(_) => break,
+            }
+        }
+        let (unsynced, durable): (Vec<Job>, Vec<Job>) =
+            waiting.drain(..).partition(|job| !job.durable);
+        waiting = durable;
+        if !unsynced.is_empty() {
+            // Best effort: if this fails, the batch commits with an fsync all the same.
+            if let Err(e) = relax(conn) {
+                tracing::warn!(error = %e, "the SQLite writer commits an unsynced batch durably");
+            }
+            batch(conn, queue, unsynced, false, &mut waiting);
+            if let Err(e) = durable_again(conn) {
+                // Every later transaction fails (the store is unavailable) rather than commit
+                // without an fsync; the connection is left open.
+                tracing::error!(error = %e, "the SQLite writer could not restore synchronous=FULL, and stops");
+                let e = Arc::new(DbError::from(e));
+                for job in waiting.drain(..).chain(queue.iter()) {
+                    (job.run)(Err(&e));
+                }
+                return false;
+            }
+        }
+        if !waiting.is_empty() {
+            let durable = std::mem::take(&mut waiting);
+            batch(conn, queue, durable, true, &mut waiting);
         }
     }
 }
 
-/// Runs one batch from `first`: the transactions queued behind it with its durability, up to
-/// [`MAX_BATCH`], under one `COMMIT`. Returns the first queued transaction it left for the next
-/// batch (of the other durability).
-fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<Job> {
-    let durable = first.durable;
+/// Runs `jobs` as one batch under one `COMMIT`, with the transactions that queue meanwhile up
+/// to [`MAX_BATCH`]: any of them in a durable batch; in an unsynced batch only unsynced ones,
+/// the durable ones being set aside in `later`.
+fn batch(
+    conn: &Connection,
+    queue: &mpsc::Receiver<Job>,
+    jobs: Vec<Job>,
+    durable: bool,
+    later: &mut Vec<Job>,
+) {
     // A failed ROLLBACK after a failed batch may have left a transaction open: end it, or every
     // BEGIN from now on would fail.
     if !conn.is_autocommit()
@@ -259,20 +284,34 @@ fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<J
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
         let e = Arc::new(DbError::from(e));
-        (first.run)(Err(&e));
-        while let Ok(job) = queue.try_recv() {
+        for job in jobs.into_iter().chain(std::iter::from_fn(|| queue.try_recv().ok())) {
             (job.run)(Err(&e));
         }
-        return None;
+        return;
     }
     let mut waiting = Vec::new();
     let mut broken = None;
-    let mut carried = None;
-    let mut next = Some(first);
-    while let Some(job) = next.take() {
+    let mut jobs = jobs.into_iter();
+    loop {
+        let next = match jobs.next() {
+            Some(job) => job,
+            None if waiting.len() < MAX_BATCH && later.len() < MAX_BATCH => {
+                match queue.try_recv() {
+                    // A durable batch takes unsynced transactions too: they share its fsync.
+                    Ok(job) if durable || !job.durable => job,
+                    // Set aside, in order, for the durable batch that follows.
+                    Ok(job) => {
+                        later.push(job);
+                        continue;
+                    }
+                    Err(_) => break,
+                }
+            }
+            None => break,
+        };
         // A panic (a bug) leaves its savepoint open: the batch is rolled back, the thread goes on
         // serving the next one.
-        let step = catch_unwind(AssertUnwindSafe(|| (job.run)(Ok(conn))))
+        let step = catch_unwind(AssertUnwindSafe(|| (next.run)(Ok(conn))))
             .unwrap_or_else(|_| Step::Abandon(Arc::new(DbError::Panicked)));
         match step {
             Step::Wait(tell) => waiting.push(tell),
@@ -282,15 +321,9 @@ fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<J
                 break;
             }
         }
-        if waiting.len() < MAX_BATCH {
-            match queue.try_recv() {
-                // A durable batch takes unsynced transactions too: they share its fsync.
-                Ok(job) if durable || !job.durable => next = Some(job),
-                Ok(job) => carried = Some(job),
-                Err(_) => {}
-            }
-        }
     }
+    // A batch abandoned part way leaves the rest of its jobs for the next round.
+    later.extend(jobs);
     let outcome = match broken {
         Some(e) => Err(e),
         None => conn.execute_batch("COMMIT").map_err(|e| Arc::new(DbError::from(e))),
@@ -306,7 +339,6 @@ fn batch(conn: &Connection, queue: &mpsc::Receiver<Job>, first: Job) -> Option<J
     for tell in waiting {
         tell(outcome.clone());
     }
-    carried
 }
 
 /// `wal_autocheckpoint` as SQLite sets it by default (pages), restored after an unsynced batch.
@@ -750,7 +782,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn mixed_durabilities_keep_their_order_and_batch_as_allowed() {
+    async fn waiting_unsynced_transactions_go_first_and_durable_ones_keep_their_order() {
         let db = Db::new();
         let writer = db.writer();
         // An unsynced transaction holds the writer until three more are queued behind it:
@@ -773,9 +805,10 @@ mod tests {
         for t in queued {
             seen.push(t.await.expect("task").expect("commit"));
         }
-        // In queue order. The unsynced batch ran without fsync and took no durable transaction;
-        // the durable batch after it took the unsynced one queued behind it (fsynced with it).
-        assert_eq!(seen, [(0, 0), (1, 2), (2, 2), (3, 2)]);
+        // The unsynced batch ran without fsync and took the unsynced transaction queued behind
+        // it, ahead of the durable one before it; the two durable ones ran after it, in their
+        // order, with one fsync.
+        assert_eq!(seen, [(0, 0), (2, 2), (1, 0), (3, 2)]);
         assert_eq!(db.committed(), [1, 2, 3, 4]);
     }
 }
