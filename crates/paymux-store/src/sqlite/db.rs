@@ -18,7 +18,7 @@
 //! - If the outer `COMMIT` fails, every transaction of that batch gets the error, and none of them
 //!   is reported committed.
 //! - There is no timer: a lone transaction is committed at once; those that arrive during a
-//!   `COMMIT`'s fsync form the next batch.
+//!   `COMMIT`'s fsync form the next round (an unsynced batch, then a durable one: below).
 //! - A transaction handed over runs to its end even if its caller stops waiting (a client that
 //!   hung up): what it leaves is what a crash right after its commit leaves, which recovery
 //!   already handles (a payment recorded before its channel call, a claimed idempotency key
@@ -52,8 +52,9 @@ use crate::StoreResult;
 use crate::codec::Columns;
 use crate::error::{Corruption, DbError, sqlite_unique_or, unavailable};
 
-/// At most this many transactions share one commit: a bound on how long the first of a batch
-/// waits behind the others.
+/// A batch stops taking transactions from the queue once this many share its commit (and an
+/// unsynced batch once it set this many durable ones aside): a bound on how long the first of a
+/// batch, and a durable one waiting behind an unsynced batch, waits.
 const MAX_BATCH: usize = 512;
 
 /// Prepared statements kept per connection: every statement the store uses, with room to spare.
@@ -211,7 +212,7 @@ where
     }
 }
 
-/// The writer thread. Each round takes every transaction waiting: their callers are concurrent
+/// The writer thread. Each round takes the transactions waiting (up to [`MAX_BATCH`]): their callers are concurrent
 /// (a caller waits for its transaction's answer before it hands over one that rests on it), so
 /// their order among themselves is free. The unsynced ones run first, as one batch that waits for
 /// no fsync, then the durable ones, in their order, as one batch. A batch also takes what queues
@@ -282,9 +283,12 @@ fn batch(
     // IMMEDIATE takes the write lock now: another process writing the same file makes this wait
     // out the busy timeout instead of failing later.
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Everything waiting fails with it (the durable transactions set aside too): none waits
+        // out a second busy timeout behind this one.
         tracing::error!(error = %e, "the SQLite writer could not begin a transaction");
         let e = Arc::new(DbError::from(e));
-        for job in jobs.into_iter().chain(std::iter::from_fn(|| queue.try_recv().ok())) {
+        let queued = std::iter::from_fn(|| queue.try_recv().ok());
+        for job in jobs.into_iter().chain(later.drain(..)).chain(queued) {
             (job.run)(Err(&e));
         }
         return;
@@ -322,7 +326,8 @@ fn batch(
             }
         }
     }
-    // A batch abandoned part way leaves the rest of its jobs for the next round.
+    // A batch abandoned part way leaves the rest of its jobs to the next batch: after an unsynced
+    // one, the durable batch that follows (they are fsynced with it).
     later.extend(jobs);
     let outcome = match broken {
         Some(e) => Err(e),
@@ -772,8 +777,8 @@ mod tests {
         assert_eq!(autocheckpoint, AUTOCHECKPOINT);
     }
 
-    /// What one transaction of `mixed_durabilities_keep_their_order_and_batch_as_allowed` saw:
-    /// the rows committed before it, and the connection's `synchronous` (0 off, 2 full).
+    /// What one transaction of the tests of mixed durabilities saw: the rows committed before it,
+    /// and the connection's `synchronous` (0 off, 2 full).
     fn count_and_insert(tx: &Tx<'_>, k: i64) -> StoreResult<(i64, i64)> {
         let before = tx.one("SELECT count(*) AS n FROM t", [], |r| r.int("n"))?.unwrap_or(-1);
         let synchronous = tx.one("PRAGMA synchronous", [], |r| r.int("synchronous"))?.unwrap_or(-1);
@@ -781,8 +786,35 @@ mod tests {
         Ok((before, synchronous))
     }
 
+    /// Hands the writer a transaction that counts and inserts `k`, and returns once it is on the
+    /// writer's queue (the writer being held, it cannot have run).
+    async fn enqueue(
+        writer: &Writer,
+        durable: bool,
+        k: i64,
+    ) -> tokio::task::JoinHandle<StoreResult<(i64, i64)>> {
+        let writer = writer.clone();
+        let mut pending =
+            Box::pin(
+                async move { writer.submit(durable, move |tx| count_and_insert(tx, k)).await },
+            );
+        let ready = futures_poll_once(pending.as_mut()).await;
+        assert!(ready.is_none(), "the writer is held");
+        tokio::spawn(pending)
+    }
+
+    async fn outcomes(
+        tasks: Vec<tokio::task::JoinHandle<StoreResult<(i64, i64)>>>,
+    ) -> Vec<(i64, i64)> {
+        let mut seen = Vec::new();
+        for t in tasks {
+            seen.push(t.await.expect("task").expect("commit"));
+        }
+        seen
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn waiting_unsynced_transactions_go_first_and_durable_ones_keep_their_order() {
+    async fn an_unsynced_batch_takes_the_unsynced_queued_behind_and_sets_durable_ones_aside() {
         let db = Db::new();
         let writer = db.writer();
         // An unsynced transaction holds the writer until three more are queued behind it:
@@ -790,25 +822,39 @@ mod tests {
         let (first, release) = hold(&writer, false, |tx| count_and_insert(tx, 1));
         let mut queued = Vec::new();
         for (k, durable) in [(2, true), (3, false), (4, true)] {
-            let writer = writer.clone();
-            let mut pending =
-                Box::pin(
-                    async move { writer.submit(durable, move |tx| count_and_insert(tx, k)).await },
-                );
-            // Polled once, the job is on the writer's queue, in this order.
-            let ready = futures_poll_once(pending.as_mut()).await;
-            assert!(ready.is_none(), "the writer is held");
-            queued.push(tokio::spawn(pending));
+            queued.push(enqueue(&writer, durable, k).await);
         }
         release.send(()).expect("release");
         let mut seen = vec![first.await.expect("task").expect("commit")];
-        for t in queued {
-            seen.push(t.await.expect("task").expect("commit"));
-        }
+        seen.extend(outcomes(queued).await);
         // The unsynced batch ran without fsync and took the unsynced transaction queued behind
         // it, ahead of the durable one before it; the two durable ones ran after it, in their
-        // order, with one fsync.
+        // order, durably.
         assert_eq!(seen, [(0, 0), (2, 2), (1, 0), (3, 2)]);
         assert_eq!(db.committed(), [1, 2, 3, 4]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unsynced_transactions_waiting_when_a_round_begins_go_first() {
+        let db = Db::new();
+        let writer = db.writer();
+        // A durable transaction holds the writer while durable ones fill its batch; three more
+        // queued after them wait for the next round: durable, unsynced, durable.
+        let (first, release) = hold(&writer, true, |tx| count_and_insert(tx, 0));
+        let mut fill = Vec::new();
+        for k in 1..MAX_BATCH as i64 {
+            fill.push(enqueue(&writer, true, 1000 + k).await);
+        }
+        let mut queued = Vec::new();
+        for (k, durable) in [(2, true), (3, false), (4, true)] {
+            queued.push(enqueue(&writer, durable, k).await);
+        }
+        release.send(()).expect("release");
+        first.await.expect("task").expect("commit");
+        let filled = outcomes(fill).await;
+        assert!(filled.iter().all(|&(_, synchronous)| synchronous == 2));
+        // The full batch committed 512 rows. Of the three waiting then, the unsynced one ran
+        // first, without fsync; the durable ones after it, in their order, durably.
+        assert_eq!(outcomes(queued).await, [(513, 2), (512, 0), (514, 2)]);
     }
 }
