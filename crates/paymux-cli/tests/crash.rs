@@ -71,6 +71,25 @@ impl Crash {
         panic!("paymux serve did not come up");
     }
 
+    /// POSTs `body` to `path` on a task of its own (the gateway may be killed under it), with an
+    /// `Idempotency-Key` if one is given.
+    fn post_in_background(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Value,
+    ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.gateway()))
+            .bearer_auth(&self.sandbox.manifest.api_key)
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        tokio::spawn(req.send())
+    }
+
     async fn post(&self, path: &str, body: Value) -> reqwest::Result<reqwest::Response> {
         self.http
             .post(format!("{}{path}", self.gateway()))
@@ -141,12 +160,7 @@ async fn killed_after_the_channel_created_the_order_the_payment_ends_in_the_chan
     let merchant = t.sandbox.merchant_id;
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_CREATE)).await;
     let body = json!({"merchant_order_no": "o-crash", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        async move { http.post(url).bearer_auth(key).json(&body).send().await }
-    });
+    let call = t.post_in_background("/v1/payments", None, body);
     t.wait("the channel order", async || {
         t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 1
     })
@@ -195,18 +209,8 @@ async fn killed_after_the_channel_refunded_the_refund_ends_in_the_channels_state
     t.mock_post("/_sandbox/faults", json!({"drop_notifications": true})).await;
 
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_REFUND)).await;
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments/{pid}/refunds", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .json(&json!({"amount": 250, "merchant_refund_no": "r-crash"}))
-                .send()
-                .await
-        }
-    });
+    let body = json!({"amount": 250, "merchant_refund_no": "r-crash"});
+    let call = t.post_in_background(&format!("/v1/payments/{pid}/refunds"), None, body);
     t.wait("the channel refund", async || {
         t.mock(&format!("/_sandbox/orders/{no}")).await["refunds"].as_array().unwrap().len() == 1
     })
@@ -263,20 +267,7 @@ async fn a_retry_of_a_create_killed_after_its_write_replays_the_payment_not_a_40
     let merchant = t.sandbox.merchant_id;
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_CREATE)).await;
     let body = json!({"merchant_order_no": "o-lost", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        let body = body.clone();
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Idempotency-Key", "k-lost")
-                .json(&body)
-                .send()
-                .await
-        }
-    });
+    let call = t.post_in_background("/v1/payments", Some("k-lost"), body.clone());
     t.wait("the channel order", async || {
         t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 1
     })
@@ -303,20 +294,7 @@ async fn a_retry_of_a_create_killed_after_its_answer_was_kept_replays_that_answe
     let merchant = t.sandbox.merchant_id;
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CREATE_RECORDED)).await;
     let body = json!({"merchant_order_no": "o-kept", "amount": 1000, "currency": "CNY", "subject": "s", "channel": "alipay", "method": "qr"});
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        let body = body.clone();
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Idempotency-Key", "k-kept")
-                .json(&body)
-                .send()
-                .await
-        }
-    });
+    let call = t.post_in_background("/v1/payments", Some("k-kept"), body.clone());
     t.wait("the channel's answer committed", async || {
         let p = store.payment_by_order_no(merchant, "o-kept").await.unwrap();
         p.is_some_and(|p| p.action.is_some())
@@ -365,20 +343,7 @@ async fn a_retry_of_a_refund_killed_after_its_write_replays_the_refund_not_a_409
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_REFUND)).await;
     let path = format!("/v1/payments/{pid}/refunds");
     let body = json!({"amount": 250, "merchant_refund_no": "r-lost"});
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}{path}", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        let body = body.clone();
-        async move {
-            http.post(url)
-                .bearer_auth(key)
-                .header("Idempotency-Key", "k-refund")
-                .json(&body)
-                .send()
-                .await
-        }
-    });
+    let call = t.post_in_background(&path, Some("k-refund"), body.clone());
     t.wait("the channel refund", async || {
         t.mock(&format!("/_sandbox/orders/{no}")).await["refunds"].as_array().unwrap().len() == 1
     })
@@ -412,12 +377,7 @@ async fn killed_after_barcode_pay_calls_the_restarted_loop_settles_both() {
         let body = json!({"merchant_order_no": order, "amount": 1000, "currency": "CNY",
                           "subject": "s", "channel": "alipay", "method": "barcode",
                           "payer": {"auth_code": code}});
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        calls.push(tokio::spawn(async move {
-            http.post(url).bearer_auth(key).json(&body).send().await
-        }));
+        calls.push(t.post_in_background("/v1/payments", None, body));
     }
     t.wait("both channel orders", async || {
         t.mock("/_sandbox/orders").await["orders"].as_array().unwrap().len() == 2
@@ -532,12 +492,7 @@ async fn killed_between_a_split_at_the_channel_and_its_commit_the_settlement_com
 
     // The split reaches Alipay; the gateway dies before it records the answer.
     let gw = t.serve(Some(paymux_engine::failpoint::AFTER_CHANNEL_SHARE)).await;
-    let call = tokio::spawn({
-        let http = t.http.clone();
-        let url = format!("{}/v1/payments/{pid}/settle", t.gateway());
-        let key = t.sandbox.manifest.api_key.clone();
-        async move { http.post(url).bearer_auth(key).json(&json!({})).send().await }
-    });
+    let call = t.post_in_background(&format!("/v1/payments/{pid}/settle"), None, json!({}));
     let receiver = format!("/_sandbox/receivers/{account}");
     t.wait("the split at the channel", async || {
         t.mock(&receiver).await["lines"].as_array().is_some_and(|l| l.len() == 1)
