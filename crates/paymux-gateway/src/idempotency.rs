@@ -54,8 +54,7 @@ const _: () = assert!(Created::<()>::STATUS == StatusCode::CREATED.as_u16());
 pub fn created<T: Serialize>(created: Created<T>) -> Response {
     match created.answer {
         Some(body) => {
-            let mut res = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/json")], body)
-                .into_response();
+            let mut res = json_bytes(StatusCode::CREATED, body);
             res.extensions_mut().insert(AnswerKept);
             res
         }
@@ -160,10 +159,14 @@ pub async fn layer(State(state): State<Engine>, req: Request, next: Next) -> Res
     Response::from_parts(res_parts, Body::from(res_bytes))
 }
 
+/// An answer already rendered to JSON.
+fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
 /// A kept answer, sent again.
 fn replay(status: u16, body: Vec<u8>) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-    let mut res = (status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let mut res = json_bytes(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body);
     res.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
     res
 }
@@ -197,5 +200,5 @@ async fn recover(
         Err(e) => tracing::warn!(error = %e, "could not store the recovered idempotent response"),
     }
     tracing::info!(object = object_id, "a retry recovered the object its lost request created");
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+    json_bytes(StatusCode::OK, body)
 }

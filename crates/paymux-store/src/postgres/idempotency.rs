@@ -32,6 +32,31 @@ pub(super) async fn bind_idempotency_key(
     Ok(())
 }
 
+/// Keeps `answer` for its key if the key has no answer yet (and, with `object_id`, only while
+/// the key is bound to that object): an answer once kept is never replaced. Returns whether it
+/// was kept.
+pub(super) async fn keep_answer<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    answer: KeptAnswer<'_>,
+    object_id: Option<&str>,
+) -> StoreResult<bool> {
+    let kept = sqlx::query(
+        "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
+         WHERE merchant_id = $3 AND key = $4 AND response_status IS NULL \
+         AND ($5::text IS NULL OR object_id = $5)",
+    )
+    .bind(i64::from(answer.status))
+    .bind(answer.body)
+    .bind(answer.merchant.to_string())
+    .bind(answer.key)
+    .bind(object_id)
+    .execute(db)
+    .await
+    .map_err(unavailable)?
+    .rows_affected();
+    Ok(kept == 1)
+}
+
 /// How many times a claim retries a key that vanished under it.
 const CLAIM_ROUNDS: usize = 3;
 
@@ -117,19 +142,7 @@ impl IdempotencyStore for PgStore {
         status: u16,
         body: &[u8],
     ) -> StoreResult<bool> {
-        let kept = sqlx::query(
-            "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-             WHERE merchant_id = $3 AND key = $4 AND response_status IS NULL",
-        )
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(merchant.to_string())
-        .bind(key)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?
-        .rows_affected();
-        Ok(kept == 1)
+        keep_answer(&self.pool, KeptAnswer { merchant, key, status, body }, None).await
     }
 
     async fn purge_idempotency_keys(&self, before: OffsetDateTime) -> StoreResult<u64> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use paymux_core::{AccountId, AttemptId, ChannelOrderNo, MerchantId, PaymentId, PaymentStatus};
 use time::OffsetDateTime;
 
-use super::idempotency::bind_idempotency_key;
+use super::idempotency::{bind_idempotency_key, keep_answer};
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
@@ -143,23 +143,7 @@ impl PaymentStore for PgStore {
         .map_err(unavailable)?;
         let kept = match answer {
             None => false,
-            Some(a) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET response_status = $1, response_body = $2 \
-                     WHERE merchant_id = $3 AND key = $4 AND object_id = $5 \
-                     AND response_status IS NULL",
-                )
-                .bind(i64::from(a.status))
-                .bind(a.body)
-                .bind(a.merchant.to_string())
-                .bind(a.key)
-                .bind(&payment_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?
-                .rows_affected()
-                    == 1
-            }
+            Some(a) => keep_answer(&mut *tx, a, Some(&payment_id)).await?,
         };
         tx.commit().await.map_err(unavailable)?;
         Ok(kept)

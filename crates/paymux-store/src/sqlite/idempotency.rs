@@ -27,6 +27,29 @@ pub(super) fn bind_idempotency_key(
     Ok(())
 }
 
+/// Keeps `answer` for its key, in the caller's transaction, if the key has no answer yet (and,
+/// with `object_id`, only while the key is bound to that object): an answer once kept is never
+/// replaced. Returns whether it was kept.
+pub(super) fn keep_answer(
+    c: &Connection,
+    answer: KeptAnswer<'_>,
+    object_id: Option<&str>,
+) -> StoreResult<bool> {
+    let kept = c.exec(
+        "UPDATE idempotency_keys SET response_status = ?1, response_body = ?2 \
+         WHERE merchant_id = ?3 AND key = ?4 AND response_status IS NULL \
+         AND (?5 IS NULL OR object_id = ?5)",
+        params![
+            i64::from(answer.status),
+            answer.body,
+            answer.merchant.to_string(),
+            answer.key,
+            object_id
+        ],
+    )?;
+    Ok(kept == 1)
+}
+
 #[async_trait]
 impl IdempotencyStore for SqliteStore {
     async fn idempotency_begin(
@@ -77,12 +100,7 @@ impl IdempotencyStore for SqliteStore {
         let key = key.to_owned();
         let body = body.to_vec();
         self.write(move |tx| {
-            tx.exec(
-                "UPDATE idempotency_keys SET response_status = ?, response_body = ? \
-                 WHERE merchant_id = ? AND key = ? AND response_status IS NULL",
-                params![i64::from(status), body, merchant.to_string(), key],
-            )
-            .map(|kept| kept == 1)
+            keep_answer(tx, KeptAnswer { merchant, key: &key, status, body: &body }, None)
         })
         .await
     }

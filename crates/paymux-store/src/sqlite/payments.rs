@@ -5,7 +5,7 @@ use paymux_core::{AccountId, AttemptId, ChannelOrderNo, MerchantId, PaymentId, P
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
-use super::idempotency::bind_idempotency_key;
+use super::idempotency::{bind_idempotency_key, keep_answer};
 use super::inbound::insert_inbound;
 use super::outbox::insert_events;
 use super::refunds::insert_refund_row;
@@ -125,8 +125,7 @@ impl PaymentStore for SqliteStore {
     ) -> StoreResult<bool> {
         let action = action.to_string();
         let channel_data = channel_data.to_string();
-        let answer =
-            answer.map(|a| (a.merchant.to_string(), a.key.to_owned(), a.status, a.body.to_vec()));
+        let answer = answer.map(|a| (a.merchant, a.key.to_owned(), a.status, a.body.to_vec()));
         self.write(move |tx| {
             let (payment_id, account_id, channel_order_no) = tx
                 .one(
@@ -155,12 +154,8 @@ impl PaymentStore for SqliteStore {
                 ],
             )?;
             let Some((merchant, key, status, body)) = answer else { return Ok(false) };
-            let kept = tx.exec(
-                "UPDATE idempotency_keys SET response_status = ?, response_body = ? \
-                 WHERE merchant_id = ? AND key = ? AND object_id = ? AND response_status IS NULL",
-                params![i64::from(status), body, merchant, key, payment_id],
-            )?;
-            Ok(kept == 1)
+            let answer = KeptAnswer { merchant, key: &key, status, body: &body };
+            keep_answer(tx, answer, Some(&payment_id))
         })
         .await
     }
